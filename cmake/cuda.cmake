@@ -1,0 +1,30 @@
+# Decides whether the CUDA scoring backend is built (ANOMALYD_CUDA=AUTO|ON|OFF) and sets
+# ANOMALYD_HAVE_CUDA. AUTO builds it when nvcc and the CUDA toolkit with cuBLAS are found.
+set(ANOMALYD_HAVE_CUDA OFF)
+if(NOT ANOMALYD_CUDA MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "ANOMALYD_CUDA must be AUTO, ON or OFF, not '${ANOMALYD_CUDA}'")
+endif()
+
+if(NOT ANOMALYD_CUDA STREQUAL "OFF")
+  # The toolkit's usual home is not on PATH on a stock install.
+  if(NOT DEFINED ENV{CUDACXX} AND NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(ENV{CUDACXX} /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT CMAKE_CUDA_ARCHITECTURES)
+      # H100/H200 (sm_90) native code, plus PTX so newer devices JIT it.
+      set(CMAKE_CUDA_ARCHITECTURES "90-real;90-virtual")
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit)
+    if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND TARGET CUDA::cudart_static)
+      set(ANOMALYD_HAVE_CUDA ON)
+    endif()
+  endif()
+  if(ANOMALYD_CUDA STREQUAL "ON" AND NOT ANOMALYD_HAVE_CUDA)
+    message(FATAL_ERROR "ANOMALYD_CUDA=ON but nvcc, the CUDA toolkit or cuBLAS was not found")
+  endif()
+endif()
+message(STATUS "anomalyd CUDA backend: ${ANOMALYD_HAVE_CUDA} (ANOMALYD_CUDA=${ANOMALYD_CUDA})")
