@@ -1,0 +1,169 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "config_schema.h"
+#include "schema.h"
+#include "sha256.h"
+#include "yaml_tree.h"
+
+struct ad_config {
+    atomic_int refs;
+    char *path;
+    char sha256[AD_SHA256_HEX_LEN + 1];
+    double loaded_at;
+    struct ad_settings settings;
+};
+
+static double now_unix(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void config_free(struct ad_config *cfg)
+{
+    ad_schema_free(&ad_config_root_section, &cfg->settings);
+    free(cfg->path);
+    free(cfg);
+}
+
+struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_t len,
+                                        struct ad_diag *diag)
+{
+    struct ad_config *cfg = NULL;
+    json_t *index = NULL, *root = NULL;
+
+    if (len > AD_CONFIG_MAX_BYTES) {
+        ad_diag_add(diag, name, 0, 0, "the file is larger than %d bytes",
+                    AD_CONFIG_MAX_BYTES);
+        return NULL;
+    }
+    index = json_object();
+    cfg = calloc(1, sizeof *cfg);
+    if (!index || !cfg || !(cfg->path = strdup(name))) {
+        ad_diag_add(diag, name, 0, 0, "out of memory");
+        goto err;
+    }
+    atomic_init(&cfg->refs, 1);
+    ad_sha256_hex(buf, len, cfg->sha256);
+    cfg->loaded_at = now_unix();
+
+    root = ad_yaml_read(name, buf, len, index, diag);
+    if (!root)
+        goto err;
+    if (!json_is_object(root)) {
+        ad_diag_add(diag, name, 1, 1, "expected a mapping of sections (daemon, kafka, sources, "
+                                      "detectors, sinks, model_store, scoring)");
+        goto err;
+    }
+    struct ad_schema_ctx ctx = {.file = name, .index = index, .diag = diag, .root = &cfg->settings};
+    if (ad_schema_decode(&ctx, &ad_config_root_section, root, "", &cfg->settings) > 0)
+        goto err;
+    json_decref(root);
+    json_decref(index);
+    return cfg;
+
+err:
+    ad_diag_sort(diag);
+    json_decref(root);
+    json_decref(index);
+    if (cfg)
+        config_free(cfg);
+    return NULL;
+}
+
+struct ad_config *ad_config_load_file(const char *path, struct ad_diag *diag)
+{
+    struct ad_config *cfg = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = fopen(path, "rb");
+
+    if (!fp) {
+        ad_diag_add(diag, path, 0, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    buf = malloc(AD_CONFIG_MAX_BYTES + 1);
+    if (!buf) {
+        ad_diag_add(diag, path, 0, 0, "out of memory");
+        goto out;
+    }
+    len = fread(buf, 1, AD_CONFIG_MAX_BYTES + 1, fp);
+    if (ferror(fp)) {
+        ad_diag_add(diag, path, 0, 0, "cannot read: %s", strerror(errno));
+        goto out;
+    }
+    cfg = ad_config_load_buffer(path, buf, len, diag);
+out:
+    free(buf);
+    fclose(fp);
+    return cfg;
+}
+
+struct ad_config *ad_config_ref(struct ad_config *cfg)
+{
+    atomic_fetch_add(&cfg->refs, 1);
+    return cfg;
+}
+
+void ad_config_unref(struct ad_config *cfg)
+{
+    if (cfg && atomic_fetch_sub(&cfg->refs, 1) == 1)
+        config_free(cfg);
+}
+
+const struct ad_settings *ad_config_settings(const struct ad_config *cfg)
+{
+    return &cfg->settings;
+}
+
+const char *ad_config_path(const struct ad_config *cfg)
+{
+    return cfg->path;
+}
+
+const char *ad_config_sha256(const struct ad_config *cfg)
+{
+    return cfg->sha256;
+}
+
+double ad_config_loaded_at(const struct ad_config *cfg)
+{
+    return cfg->loaded_at;
+}
+
+struct restart_count {
+    void (*fn)(const char *key, void *arg);
+    void *arg;
+    size_t n;
+};
+
+static void count_change(const char *key, void *arg)
+{
+    struct restart_count *c = arg;
+    c->n++;
+    if (c->fn)
+        c->fn(key, c->arg);
+}
+
+size_t ad_config_restart_changes(const struct ad_config *old, const struct ad_config *next,
+                                 void (*fn)(const char *key, void *arg), void *arg)
+{
+    struct restart_count c = {fn, arg, 0};
+    ad_schema_restart_changes(&ad_config_root_section, &old->settings, &next->settings, "",
+                              count_change, &c);
+    return c.n;
+}
+
+void ad_config_write_reference(FILE *out)
+{
+    ad_schema_write_reference(out, &ad_config_root_section, "");
+}

@@ -1,0 +1,1179 @@
+#include "config_schema.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "expr.h"
+#include "jpath.h"
+#include "settings.h"
+#include "yaml_tree.h"
+
+#define N(a)        (sizeof(a) / sizeof((a)[0]))
+#define MS(s)       ((double)(s) * 1000.0)
+#define MAX_WINDOW  4096 /* buckets per window (T) */
+#define PATH_BUF    AD_YAML_PATH_MAX
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const time_formats[] = {"rfc3339", "unix_s", "unix_ms", "unix_us", "kafka",
+                                           NULL};
+static const char *const backends[] = {"auto", "cuda", "cpu", NULL};
+static const char *const fill_policies[] = {"zero", "carry", "nan", NULL};
+
+const char *ad_config_backend_name(enum ad_scoring_backend backend)
+{
+    return (size_t)backend < N(backends) - 1 ? backends[backend] : "unknown";
+}
+
+const char *ad_config_fill_name(enum ad_fill_policy fill)
+{
+    return (size_t)fill < N(fill_policies) - 1 ? fill_policies[fill] : "unknown";
+}
+
+static void child_path(char *out, const char *parent, const char *key)
+{
+    ad_yaml_path_key(out, PATH_BUF, parent, key);
+}
+
+static void item_path(char *out, const char *parent, const char *key, size_t i)
+{
+    char tmp[PATH_BUF];
+    ad_yaml_path_key(tmp, sizeof tmp, parent, key);
+    ad_yaml_path_index(out, PATH_BUF, tmp, i);
+}
+
+/* Names end up in metric labels and in "source.feature" references. */
+static bool valid_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
+static void check_name(struct ad_schema_ctx *ctx, const char *path, const char *name)
+{
+    char p[PATH_BUF];
+    child_path(p, path, "name");
+    if (!valid_name(name))
+        ad_schema_error(ctx, p, "\"%s\" may hold only letters, digits, '_' and '-'", name);
+}
+
+int ad_config_split_address(const char *text, char *host, size_t host_size, int *port)
+{
+    const char *colon;
+    size_t host_len;
+
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        host_len = (size_t)(close - text - 1);
+        text++;
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || memchr(text, ':', (size_t)(colon - text)))
+            return -1;
+        host_len = (size_t)(colon - text);
+    }
+    if (host_len >= host_size)
+        return -1;
+    const char *p = colon + 1;
+    if (!*p || strlen(p) > 5)
+        return -1;
+    long v = 0;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v > 65535)
+        return -1;
+    memcpy(host, text, host_len);
+    host[host_len] = '\0';
+    *port = (int)v;
+    return 0;
+}
+
+static void check_address(struct ad_schema_ctx *ctx, const char *path, const char *text,
+                          bool need_host)
+{
+    char host[256];
+    int port;
+    if (ad_config_split_address(text, host, sizeof host, &port) < 0 || (need_host && !*host) ||
+        (need_host && port == 0))
+        ad_schema_error(ctx, path, "expected host:port%s, got \"%s\"",
+                        need_host ? "" : " (or [v6]:port, :port)", text);
+}
+
+static void check_url(struct ad_schema_ctx *ctx, const char *path, const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    if (!u)
+        return;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        (strcmp(scheme, "http") && strcmp(scheme, "https")))
+        ad_schema_error(ctx, path, "expected an http:// or https:// URL, got \"%s\"", url);
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+}
+
+static void check_jpath(struct ad_schema_ctx *ctx, const char *path, const char *text)
+{
+    struct ad_jpath parsed;
+    const char *error;
+    size_t offset;
+    if (ad_jpath_parse(text, &parsed, &error, &offset) < 0)
+        ad_schema_error_offset(ctx, path, offset, "bad JSON path \"%s\": %s", text, error);
+    else
+        ad_jpath_free(&parsed);
+}
+
+static void check_readable(struct ad_schema_ctx *ctx, const char *parent, const char *key,
+                           const char *file)
+{
+    char p[PATH_BUF];
+    if (!file)
+        return;
+    child_path(p, parent, key);
+    if (access(file, R_OK) < 0)
+        ad_schema_error(ctx, p, "cannot read %s", file);
+}
+
+/* ---- daemon ---- */
+
+#define DAEMON(m) offsetof(struct ad_settings_daemon, m)
+
+static const struct ad_schema_field daemon_log_fields[] = {
+    {.name = "level", .kind = AD_SCHEMA_ENUM, .offset = DAEMON(log_level), .def = "info",
+     .values = log_levels,
+     .doc = "Least severe level written: `debug`, `info`, `warn` or `error`. "
+            "`--log-level` overrides it."},
+    {.name = "format", .kind = AD_SCHEMA_ENUM, .offset = DAEMON(log_format), .def = "logfmt",
+     .values = log_formats,
+     .doc = "`logfmt` (key=value) or `json` lines on stderr. `--log-format` overrides it."},
+};
+
+static const struct ad_schema_section daemon_log_section = {
+    .name = "log", .fields = daemon_log_fields, .n_fields = N(daemon_log_fields),
+    .doc = "Logging. Both keys change live on reload."};
+
+static void check_admin(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_daemon *d = obj;
+    char p[PATH_BUF];
+    child_path(p, path, "listen");
+    check_address(ctx, p, d->admin_listen, false);
+}
+
+static const struct ad_schema_field daemon_admin_fields[] = {
+    {.name = "listen", .kind = AD_SCHEMA_STRING, .offset = DAEMON(admin_listen),
+     .def = "127.0.0.1:9476", .flags = AD_SCHEMA_RESTART,
+     .doc = "Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`): "
+            "`host:port`, `[v6]:port`, or `:port` for every interface. Port 0 picks a free "
+            "port and logs it."},
+};
+
+static const struct ad_schema_section daemon_admin_section = {
+    .name = "admin", .fields = daemon_admin_fields, .n_fields = N(daemon_admin_fields),
+    .check = check_admin, .doc = "The admin HTTP endpoint."};
+
+static const struct ad_schema_field daemon_fields[] = {
+    {.name = "log", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &daemon_log_section,
+     .doc = "Logging."},
+    {.name = "admin", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &daemon_admin_section,
+     .doc = "Admin HTTP endpoint."},
+    {.name = "shutdown_timeout", .kind = AD_SCHEMA_DURATION, .offset = DAEMON(shutdown_timeout),
+     .def = "30s", .min = 0, .max = MS(3600),
+     .doc = "How long a graceful stop (SIGTERM, SIGINT) may take; past it the daemon exits "
+            "with status 1. Keep it below systemd's TimeoutStopSec and Kubernetes' "
+            "terminationGracePeriodSeconds."},
+};
+
+static const struct ad_schema_section daemon_section = {
+    .name = "daemon", .fields = daemon_fields, .n_fields = N(daemon_fields),
+    .doc = "The process itself."};
+
+/* ---- kafka ---- */
+
+#define KAFKA(m) offsetof(struct ad_settings_kafka, m)
+
+/* Properties anomalyd sets itself; overriding them would break delivery or identity. */
+static const struct {
+    const char *property;
+    const char *instead;
+} reserved_properties[] = {
+    {"bootstrap.servers", "kafka.brokers"},
+    {"metadata.broker.list", "kafka.brokers"},
+    {"group.id", "kafka.group_id"},
+    {"client.id", "kafka.client_id"},
+    {"enable.auto.offset.store", "nothing: anomalyd stores offsets once alerts are delivered"},
+    {"enable.partition.eof", "nothing: anomalyd decides when a partition is idle"},
+};
+
+static void check_kafka_properties(struct ad_schema_ctx *ctx, const char *path,
+                                   const struct ad_secretmap *props)
+{
+    char errstr[512], p[PATH_BUF];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    size_t n_known = 0;
+    const char **known = rd_kafka_conf_dump(conf, &n_known);
+    const char **names = calloc(n_known / 2 + 1, sizeof *names);
+
+    for (size_t i = 0; names && i < n_known / 2; i++)
+        names[i] = known[2 * i];
+    for (size_t i = 0; i < props->len; i++) {
+        const char *key = props->keys[i];
+        child_path(p, path, key);
+        bool reserved = false;
+        for (size_t r = 0; r < N(reserved_properties) && !reserved; r++) {
+            if (strcmp(key, reserved_properties[r].property) == 0) {
+                ad_schema_error_key(ctx, p, "\"%s\" is set by anomalyd; use %s", key,
+                                    reserved_properties[r].instead);
+                reserved = true;
+            }
+        }
+        if (reserved)
+            continue;
+        rd_kafka_conf_res_t res =
+            rd_kafka_conf_set(conf, key, props->values[i].value, errstr, sizeof errstr);
+        if (res == RD_KAFKA_CONF_UNKNOWN) {
+            const char *hint = names ? ad_schema_suggest(key, names) : NULL;
+            if (hint)
+                ad_schema_error_key(ctx, p, "unknown librdkafka property \"%s\" (did you mean "
+                                            "\"%s\"?)",
+                                    key, hint);
+            else
+                ad_schema_error_key(ctx, p, "unknown librdkafka property \"%s\"", key);
+        } else if (res != RD_KAFKA_CONF_OK) {
+            /* librdkafka names the property and the accepted values; the secret is never
+             * echoed because free-form properties (passwords) accept anything. */
+            ad_schema_error(ctx, p, "%s", errstr);
+        }
+    }
+    free(names);
+    rd_kafka_conf_dump_free(known, n_known);
+    rd_kafka_conf_destroy(conf);
+}
+
+static void check_kafka(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_kafka *k = obj;
+    char p[PATH_BUF];
+    for (size_t i = 0; i < k->brokers.len; i++) {
+        item_path(p, path, "brokers", i);
+        if (!ad_schema_present(ctx, p)) /* written as one "a,b" string */
+            child_path(p, path, "brokers");
+        check_address(ctx, p, k->brokers.items[i], true);
+    }
+    child_path(p, path, "properties");
+    check_kafka_properties(ctx, p, &k->properties);
+}
+
+static const struct ad_schema_field kafka_fields[] = {
+    {.name = "brokers", .kind = AD_SCHEMA_STRING_LIST, .offset = KAFKA(brokers),
+     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_COMMA_LIST,
+     .doc = "Bootstrap brokers, `host:port`. Needed by Kafka sources and the Kafka sink."},
+    {.name = "client_id", .kind = AD_SCHEMA_STRING, .offset = KAFKA(client_id),
+     .def = "anomalyd", .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+     .doc = "Client id shown in broker logs and quotas."},
+    {.name = "group_id", .kind = AD_SCHEMA_STRING, .offset = KAFKA(group_id),
+     .def = "anomalyd", .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+     .doc = "Consumer group. Replicas sharing it divide the partitions between them."},
+    {.name = "properties", .kind = AD_SCHEMA_SECRET_MAP, .offset = KAFKA(properties),
+     .flags = AD_SCHEMA_RESTART,
+     .doc = "librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, "
+            "`ssl.*`, `fetch.*`...); values may be secrets. Checked against librdkafka on load."},
+};
+
+static const struct ad_schema_section kafka_section = {
+    .name = "kafka", .fields = kafka_fields, .n_fields = N(kafka_fields), .check = check_kafka,
+    .doc = "The Kafka cluster that log sources read and the Kafka sink writes. Any change "
+           "needs a restart."};
+
+/* ---- HTTP peers ---- */
+
+#define HTTP(m) offsetof(struct ad_settings_http, m)
+
+static const struct ad_schema_field basic_auth_fields[] = {
+    {.name = "username", .kind = AD_SCHEMA_STRING, .offset = HTTP(basic_username),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY, .doc = "User name."},
+    {.name = "password", .kind = AD_SCHEMA_SECRET, .offset = HTTP(basic_password),
+     .flags = AD_SCHEMA_REQUIRED, .doc = "Password (a secret)."},
+};
+
+static const struct ad_schema_section basic_auth_section = {
+    .name = "basic_auth", .fields = basic_auth_fields, .n_fields = N(basic_auth_fields),
+    .doc = "HTTP basic authentication."};
+
+#define TLS(m) offsetof(struct ad_settings_tls, m)
+
+static void check_tls(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_tls *t = obj;
+    char p[PATH_BUF];
+    if (!t->cert_file != !t->key_file) {
+        child_path(p, path, t->cert_file ? "cert_file" : "key_file");
+        ad_schema_error(ctx, p, "cert_file and key_file go together");
+    }
+    check_readable(ctx, path, "ca_file", t->ca_file);
+    check_readable(ctx, path, "cert_file", t->cert_file);
+    check_readable(ctx, path, "key_file", t->key_file);
+}
+
+static const struct ad_schema_field tls_fields[] = {
+    {.name = "ca_file", .kind = AD_SCHEMA_STRING, .offset = TLS(ca_file),
+     .flags = AD_SCHEMA_NONEMPTY, .doc = "CA bundle to verify the server with."},
+    {.name = "cert_file", .kind = AD_SCHEMA_STRING, .offset = TLS(cert_file),
+     .flags = AD_SCHEMA_NONEMPTY, .doc = "Client certificate (PEM), with key_file."},
+    {.name = "key_file", .kind = AD_SCHEMA_STRING, .offset = TLS(key_file),
+     .flags = AD_SCHEMA_NONEMPTY, .doc = "Client key (PEM), with cert_file."},
+    {.name = "insecure_skip_verify", .kind = AD_SCHEMA_BOOL, .offset = TLS(insecure_skip_verify),
+     .def = "false", .doc = "Skip verifying the server certificate. For tests only."},
+};
+
+static const struct ad_schema_section tls_section = {
+    .name = "tls", .fields = tls_fields, .n_fields = N(tls_fields), .check = check_tls,
+    .doc = "TLS for https:// URLs."};
+
+static void check_http(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_http *h = obj;
+    char p[PATH_BUF];
+    if (h->bearer_token.value && h->basic_username) {
+        child_path(p, path, "basic_auth");
+        ad_schema_error(ctx, p, "give bearer_token or basic_auth, not both");
+    }
+}
+
+static const struct ad_schema_field http_fields[] = {
+    {.name = "timeout", .kind = AD_SCHEMA_DURATION, .offset = HTTP(timeout), .def = "10s",
+     .min = 1, .max = MS(600), .doc = "Timeout of one request."},
+    {.name = "bearer_token", .kind = AD_SCHEMA_SECRET, .offset = HTTP(bearer_token),
+     .doc = "Sent as `Authorization: Bearer <token>` (a secret)."},
+    {.name = "basic_auth", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &basic_auth_section,
+     .doc = "HTTP basic authentication."},
+    {.name = "tls", .kind = AD_SCHEMA_SECTION, .offset = HTTP(tls), .section = &tls_section,
+     .doc = "TLS settings."},
+    {.name = "headers", .kind = AD_SCHEMA_SECRET_MAP, .offset = HTTP(headers),
+     .doc = "Extra request headers (e.g. `X-Scope-OrgID`); values may be secrets."},
+};
+
+static const struct ad_schema_section http_section = {
+    .name = "http", .fields = http_fields, .n_fields = N(http_fields), .check = check_http};
+
+/* ---- sources ---- */
+
+#define TIME(m) offsetof(struct ad_settings_event_time, m)
+
+static const struct ad_schema_field event_time_fields[] = {
+    {.name = "path", .kind = AD_SCHEMA_STRING, .offset = TIME(path), .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "JSON path of the event time. Required unless format is `kafka`."},
+    {.name = "format", .kind = AD_SCHEMA_ENUM, .offset = TIME(format), .def = "rfc3339",
+     .values = time_formats,
+     .doc = "`rfc3339` text, `unix_s`, `unix_ms` or `unix_us` numbers (or numeric strings), "
+            "or `kafka` for the message timestamp."},
+    {.name = "max_past", .kind = AD_SCHEMA_DURATION, .offset = TIME(max_past), .def = "24h",
+     .min = MS(1), .max = MS(365 * 86400.0),
+     .doc = "Events older than now minus this are rejected (reason `time_too_old`)."},
+    {.name = "max_future", .kind = AD_SCHEMA_DURATION, .offset = TIME(max_future), .def = "5m",
+     .min = 0, .max = MS(7 * 86400.0),
+     .doc = "Events newer than now plus this are rejected (reason `time_in_future`)."},
+};
+
+static const struct ad_schema_section event_time_section = {
+    .name = "time", .fields = event_time_fields, .n_fields = N(event_time_fields),
+    .doc = "Where each event's time comes from."};
+
+#define KSRC(m) offsetof(struct ad_settings_kafka_source, m)
+
+static void free_kafka_source(void *obj)
+{
+    struct ad_settings_kafka_source *k = obj;
+    for (size_t i = 0; i < k->n_filters; i++)
+        ad_expr_free_predicate(&k->filters[i]);
+    free(k->filters);
+    k->filters = NULL;
+    k->n_filters = 0;
+}
+
+static void check_kafka_source(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings_kafka_source *k = obj;
+    char p[PATH_BUF];
+
+    if (k->time.format != AD_TIME_KAFKA && !k->time.path) {
+        child_path(p, path, "time");
+        ad_schema_error(ctx, p, "needs path (the JSON field holding the event time) unless "
+                                "format is kafka");
+    }
+    if (k->time.path) {
+        char tp[PATH_BUF];
+        child_path(tp, path, "time");
+        child_path(p, tp, "path");
+        check_jpath(ctx, p, k->time.path);
+    }
+    for (size_t i = 0; i < k->labels.len; i++) {
+        char lp[PATH_BUF];
+        child_path(lp, path, "labels");
+        child_path(p, lp, k->labels.keys[i]);
+        check_jpath(ctx, p, k->labels.values[i]);
+    }
+    k->filters = calloc(k->filter_exprs.len ? k->filter_exprs.len : 1, sizeof *k->filters);
+    for (size_t i = 0; k->filters && i < k->filter_exprs.len; i++) {
+        const char *error;
+        size_t offset;
+        item_path(p, path, "filters", i);
+        if (ad_expr_parse_predicate(k->filter_exprs.items[i], &k->filters[k->n_filters], &error,
+                                    &offset) < 0)
+            ad_schema_error_offset(ctx, p, offset, "%s", error);
+        else
+            k->n_filters++;
+    }
+}
+
+static const struct ad_schema_field kafka_source_fields[] = {
+    {.name = "topics", .kind = AD_SCHEMA_STRING_LIST, .offset = KSRC(topics),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY | AD_SCHEMA_COMMA_LIST,
+     .doc = "Topics to consume, as one consumer group (`kafka.group_id`)."},
+    {.name = "max_message_bytes", .kind = AD_SCHEMA_SIZE, .offset = KSRC(max_message_bytes),
+     .def = "1MiB", .min = 64, .max = 64.0 * 1024 * 1024,
+     .doc = "Larger messages are rejected (reason `too_large`) without being parsed."},
+    {.name = "dead_letter_topic", .kind = AD_SCHEMA_STRING, .offset = KSRC(dead_letter_topic),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Rejected events are produced here with the reason in the `anomalyd-reason` "
+            "header. Unset: they are only counted."},
+    {.name = "time", .kind = AD_SCHEMA_SECTION, .offset = KSRC(time),
+     .section = &event_time_section, .doc = "Event time."},
+    {.name = "labels", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(labels),
+     .doc = "Entity labels taken from each event: label name to JSON path."},
+    {.name = "static_labels", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(static_labels),
+     .doc = "Entity labels with fixed values: label name to value."},
+    {.name = "filters", .kind = AD_SCHEMA_STRING_LIST, .offset = KSRC(filter_exprs),
+     .doc = "Conditions an event must meet to count at all, e.g. `kind == \"access\"`; all "
+            "must hold. See \"Expressions\" above."},
+    {.name = "features", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(feature_exprs),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Feature name to expression: `count`, `count_if COND`, `sum|mean|min|max|last "
+            "PATH`."},
+};
+
+static const struct ad_schema_section kafka_source_section = {
+    .name = "kafka", .fields = kafka_source_fields, .n_fields = N(kafka_source_fields),
+    .check = check_kafka_source, .free_derived = free_kafka_source,
+    .doc = "A Kafka topic of JSON log events, one event per message."};
+
+#define PSRC(m) offsetof(struct ad_settings_prometheus_source, m)
+
+static void check_prometheus_source(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_prometheus_source *ps = obj;
+    char p[PATH_BUF];
+    child_path(p, path, "url");
+    check_url(ctx, p, ps->url);
+}
+
+static const struct ad_schema_field prometheus_source_fields[] = {
+    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = PSRC(url),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Base URL of the Prometheus HTTP API, e.g. `http://prometheus:9090`."},
+    {.name = "queries", .kind = AD_SCHEMA_STRING_MAP, .offset = PSRC(queries),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Feature name to PromQL. Each series' labels name its entity."},
+    {.name = "labels", .kind = AD_SCHEMA_STRING_MAP, .offset = PSRC(labels),
+     .doc = "Entity label to series label, where the names differ (e.g. `service: job`)."},
+    {.name = "step", .kind = AD_SCHEMA_DURATION, .offset = PSRC(step), .def = "0s", .min = 0,
+     .max = MS(86400),
+     .doc = "Resolution of the range queries; `0s` takes the step of the detectors using it, "
+            "which it must equal otherwise."},
+    {.name = "delay", .kind = AD_SCHEMA_DURATION, .offset = PSRC(delay), .def = "1m", .min = 0,
+     .max = MS(3600),
+     .doc = "How far behind now the queries end, so that scrapes and rule evaluations have "
+            "landed."},
+    {.name = NULL, .kind = AD_SCHEMA_SECTION, .offset = PSRC(http), .section = &http_section},
+};
+
+static const struct ad_schema_section prometheus_source_section = {
+    .name = "prometheus", .fields = prometheus_source_fields,
+    .n_fields = N(prometheus_source_fields), .check = check_prometheus_source,
+    .doc = "Range queries against a Prometheus server. Also takes the HTTP keys `timeout`, "
+           "`bearer_token`, `basic_auth`, `tls` and `headers` (see `model_store`)."};
+
+#define SRC(m) offsetof(struct ad_settings_source, m)
+
+static void free_source(void *obj)
+{
+    struct ad_settings_source *s = obj;
+    for (size_t i = 0; i < s->n_features; i++)
+        ad_expr_free_feature(&s->features[i]);
+    free(s->features);
+    s->features = NULL;
+    s->n_features = 0;
+}
+
+static void source_features_from_kafka(struct ad_schema_ctx *ctx, const char *path,
+                                       struct ad_settings_source *s)
+{
+    const struct ad_strmap *exprs = &s->kafka.feature_exprs;
+    char kp[PATH_BUF], fp[PATH_BUF], p[PATH_BUF];
+
+    child_path(kp, path, "kafka");
+    child_path(fp, kp, "features");
+    s->features = calloc(exprs->len ? exprs->len : 1, sizeof *s->features);
+    for (size_t i = 0; s->features && i < exprs->len; i++) {
+        struct ad_settings_feature *f = &s->features[s->n_features];
+        const char *error;
+        size_t offset;
+        child_path(p, fp, exprs->keys[i]);
+        if (!valid_name(exprs->keys[i])) {
+            ad_schema_error_key(ctx, p, "feature names may hold only letters, digits, '_' and "
+                                        "'-'");
+            continue;
+        }
+        if (ad_expr_parse_feature(exprs->values[i], f, &error, &offset) < 0) {
+            ad_schema_error_offset(ctx, p, offset, "%s", error);
+            continue;
+        }
+        f->name = strdup(exprs->keys[i]);
+        s->n_features++;
+    }
+}
+
+static void source_features_from_prometheus(struct ad_schema_ctx *ctx, const char *path,
+                                            struct ad_settings_source *s)
+{
+    const struct ad_strmap *queries = &s->prometheus.queries;
+    char pp[PATH_BUF], qp[PATH_BUF], p[PATH_BUF];
+
+    child_path(pp, path, "prometheus");
+    child_path(qp, pp, "queries");
+    s->features = calloc(queries->len ? queries->len : 1, sizeof *s->features);
+    for (size_t i = 0; s->features && i < queries->len; i++) {
+        child_path(p, qp, queries->keys[i]);
+        if (!valid_name(queries->keys[i])) {
+            ad_schema_error_key(ctx, p, "feature names may hold only letters, digits, '_' and "
+                                        "'-'");
+            continue;
+        }
+        if (!*queries->values[i]) {
+            ad_schema_error(ctx, p, "needs a PromQL query");
+            continue;
+        }
+        struct ad_settings_feature *f = &s->features[s->n_features++];
+        f->name = strdup(queries->keys[i]);
+        f->kind = AD_FEATURE_QUERY;
+        f->query = strdup(queries->values[i]);
+    }
+}
+
+static void check_source(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings_source *s = obj;
+    char kp[PATH_BUF], pp[PATH_BUF];
+
+    check_name(ctx, path, s->name);
+    child_path(kp, path, "kafka");
+    child_path(pp, path, "prometheus");
+    bool has_kafka = ad_schema_present(ctx, kp), has_prom = ad_schema_present(ctx, pp);
+    if (has_kafka == has_prom) {
+        ad_schema_error(ctx, path, "a source needs exactly one of kafka or prometheus");
+        return;
+    }
+    s->type = has_kafka ? AD_SOURCE_KAFKA : AD_SOURCE_PROMETHEUS;
+    if (has_kafka)
+        source_features_from_kafka(ctx, path, s);
+    else
+        source_features_from_prometheus(ctx, path, s);
+}
+
+static const struct ad_schema_field source_fields[] = {
+    {.name = "name", .kind = AD_SCHEMA_STRING, .offset = SRC(name),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Unique name; detectors refer to its features as `name.feature`."},
+    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = SRC(kafka),
+     .section = &kafka_source_section, .doc = "A Kafka log source."},
+    {.name = "prometheus", .kind = AD_SCHEMA_SECTION, .offset = SRC(prometheus),
+     .section = &prometheus_source_section, .doc = "A Prometheus metric source."},
+};
+
+static const struct ad_schema_section source_section = {
+    .name = "source", .size = sizeof(struct ad_settings_source), .fields = source_fields,
+    .n_fields = N(source_fields), .check = check_source, .free_derived = free_source,
+    .doc = "Each source has a name and exactly one of `kafka` or `prometheus`."};
+
+/* ---- detectors ---- */
+
+#define DET(m)   offsetof(struct ad_settings_detector, m)
+#define ALERT(m) offsetof(struct ad_settings_alert, m)
+
+static const struct ad_schema_field alert_fields[] = {
+    {.name = "for", .kind = AD_SCHEMA_INT, .offset = ALERT(for_windows), .def = "3", .min = 1,
+     .max = 1000,
+     .doc = "Consecutive windows over the threshold before a pending alert fires."},
+    {.name = "resolve_for", .kind = AD_SCHEMA_INT, .offset = ALERT(resolve_for), .def = "5",
+     .min = 1, .max = 1000,
+     .doc = "Consecutive windows under the threshold before a firing alert resolves."},
+    {.name = "repeat_interval", .kind = AD_SCHEMA_DURATION, .offset = ALERT(repeat_interval),
+     .def = "4h", .min = 0, .max = MS(30 * 86400.0),
+     .doc = "A firing alert is sent again this often; `0s` never repeats."},
+    {.name = "flap_window", .kind = AD_SCHEMA_INT, .offset = ALERT(flap_window), .def = "20",
+     .min = 2, .max = 1000, .doc = "Windows looked back on to detect flapping."},
+    {.name = "flap_threshold", .kind = AD_SCHEMA_FLOAT, .offset = ALERT(flap_threshold),
+     .def = "0.5", .min = 0, .max = 1,
+     .doc = "Share of state changes within flap_window above which notifications are held "
+            "back until the entity settles."},
+};
+
+static const struct ad_schema_section alert_section = {
+    .name = "alert", .fields = alert_fields, .n_fields = N(alert_fields),
+    .doc = "The alert state machine: pending, firing, resolved."};
+
+static const struct ad_schema_field threshold_fields[] = {
+    {.name = "likelihood", .kind = AD_SCHEMA_FLOAT, .offset = DET(threshold_likelihood),
+     .def = "0.9999", .min = 0, .max = 1,
+     .doc = "Anomaly likelihood over which a window counts as anomalous."},
+    {.name = "score", .kind = AD_SCHEMA_FLOAT, .offset = DET(threshold_score), .min = 0,
+     .max = 1e12,
+     .doc = "Raw score over which a window counts as anomalous regardless of likelihood. "
+            "Unset: the model's calibrated threshold."},
+};
+
+static const struct ad_schema_section threshold_section = {
+    .name = "threshold", .fields = threshold_fields, .n_fields = N(threshold_fields),
+    .doc = "When a scored window counts as anomalous."};
+
+static void free_detector(void *obj)
+{
+    struct ad_settings_detector *d = obj;
+    free(d->refs);
+    d->refs = NULL;
+}
+
+static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings_detector *d = obj;
+    char p[PATH_BUF];
+
+    check_name(ctx, path, d->name);
+    if (d->window % d->step != 0 || d->window / d->step > MAX_WINDOW) {
+        child_path(p, path, "window");
+        ad_schema_error(ctx, p, "must be a whole number of steps, at most %d of them",
+                        MAX_WINDOW);
+    } else {
+        d->window_len = (size_t)(d->window / d->step);
+    }
+    if (!d->model)
+        d->model = strdup(d->name);
+}
+
+static const struct ad_schema_field detector_fields[] = {
+    {.name = "name", .kind = AD_SCHEMA_STRING, .offset = DET(name),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Unique name, used in metrics, alerts and the model store."},
+    {.name = "keys", .kind = AD_SCHEMA_STRING_LIST, .offset = DET(keys),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY | AD_SCHEMA_COMMA_LIST,
+     .doc = "Entity labels that identify one entity, e.g. `[service, instance]`."},
+    {.name = "features", .kind = AD_SCHEMA_STRING_LIST, .offset = DET(features),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "`source.feature` references, in the order the model expects them."},
+    {.name = "fill", .kind = AD_SCHEMA_STRING_MAP, .offset = DET(fill),
+     .doc = "Per feature, how a bucket without data is filled: `zero`, `carry` (the last "
+            "value) or `nan`. Default: zero for count, count_if and sum; carry otherwise."},
+    {.name = "step", .kind = AD_SCHEMA_DURATION, .offset = DET(step), .def = "1m",
+     .min = MS(1), .max = MS(86400),
+     .doc = "Bucket width. Buckets are aligned to the Unix epoch."},
+    {.name = "window", .kind = AD_SCHEMA_DURATION, .offset = DET(window), .def = "1h",
+     .min = MS(1), .max = MS(90 * 86400.0),
+     .doc = "Length of the window the model sees, a whole number of steps (at most 4096)."},
+    {.name = "allowed_lateness", .kind = AD_SCHEMA_DURATION, .offset = DET(allowed_lateness),
+     .def = "30s", .min = 0, .max = MS(86400),
+     .doc = "How long after its end a bucket waits for late events before it closes."},
+    {.name = "source_idle_timeout", .kind = AD_SCHEMA_DURATION,
+     .offset = DET(source_idle_timeout), .def = "5m", .min = MS(1), .max = MS(86400),
+     .doc = "A source (or Kafka partition) silent this long stops holding buckets open."},
+    {.name = "max_entities", .kind = AD_SCHEMA_INT, .offset = DET(max_entities),
+     .def = "100000", .min = 1, .max = 100000000,
+     .doc = "Bound on tracked entities; past it the least recently seen is evicted."},
+    {.name = "entity_idle_timeout", .kind = AD_SCHEMA_DURATION,
+     .offset = DET(entity_idle_timeout), .def = "1h", .min = MS(1), .max = MS(30 * 86400.0),
+     .doc = "An entity without data this long is evicted."},
+    {.name = "model", .kind = AD_SCHEMA_STRING, .offset = DET(model),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Name of the model in the store (`<store>/<model>/CURRENT`). Default: the "
+            "detector's name."},
+    {.name = "threshold", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &threshold_section,
+     .doc = "Anomaly thresholds."},
+    {.name = "alert", .kind = AD_SCHEMA_SECTION, .offset = DET(alert), .section = &alert_section,
+     .doc = "Alerting."},
+};
+
+static const struct ad_schema_section detector_section = {
+    .name = "detector", .size = sizeof(struct ad_settings_detector), .fields = detector_fields,
+    .n_fields = N(detector_fields), .check = check_detector, .free_derived = free_detector,
+    .doc = "A detector scores one kind of entity on one window grid with one model."};
+
+/* ---- sinks ---- */
+
+#define KSINK(m) offsetof(struct ad_settings_kafka_sink, m)
+
+static void check_kafka_sink(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_kafka_sink *k = obj;
+    char p[PATH_BUF];
+    child_path(p, path, "properties");
+    check_kafka_properties(ctx, p, &k->properties);
+}
+
+static const struct ad_schema_field kafka_sink_fields[] = {
+    {.name = "topic", .kind = AD_SCHEMA_STRING, .offset = KSINK(topic),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Topic the alerts are produced to, keyed by entity."},
+    {.name = "properties", .kind = AD_SCHEMA_SECRET_MAP, .offset = KSINK(properties),
+     .flags = AD_SCHEMA_RESTART,
+     .doc = "librdkafka properties for the producer only, over `kafka.properties`."},
+};
+
+static const struct ad_schema_section kafka_sink_section = {
+    .name = "kafka", .fields = kafka_sink_fields, .n_fields = N(kafka_sink_fields),
+    .check = check_kafka_sink,
+    .doc = "Alerts to a Kafka topic (idempotent producer) on the `kafka` cluster."};
+
+#define RSINK(m) offsetof(struct ad_settings_redis_sink, m)
+
+static void free_redis_sink(void *obj)
+{
+    struct ad_settings_redis_sink *r = obj;
+    free(r->host);
+    free(r->socket_path);
+    r->host = r->socket_path = NULL;
+}
+
+/* Takes a URL part into *secret unless the config gave that secret on its own. */
+static void url_secret(CURLU *u, CURLUPart part, struct ad_secret *secret)
+{
+    char *v = NULL;
+    if (secret->value || curl_url_get(u, part, &v, CURLU_URLDECODE) != CURLUE_OK || !v)
+        return;
+    if (!*v) { /* "redis://:password@host" has an empty user */
+        curl_free(v);
+        return;
+    }
+    secret->value = strdup(v);
+    secret->origin = strdup("url");
+    memset(v, 0, strlen(v));
+    curl_free(v);
+}
+
+static void check_redis_sink(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings_redis_sink *r = obj;
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *upath = NULL, *query = NULL;
+    char p[PATH_BUF];
+
+    child_path(p, path, "url");
+    if (!u)
+        return;
+    if (curl_url_set(u, CURLUPART_URL, r->url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+        ad_schema_error(ctx, p, "expected redis://[user:password@]host[:port][/db] or "
+                                "unix:///path/to/socket[?db=N]");
+        goto out;
+    }
+    if (strcmp(scheme, "rediss") == 0) {
+        ad_schema_error(ctx, p, "rediss:// (TLS) is not supported by this build's hiredis");
+        goto out;
+    }
+    curl_url_get(u, CURLUPART_PATH, &upath, CURLU_URLDECODE);
+    curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    if (strcmp(scheme, "unix") == 0) {
+        if (!upath || strlen(upath) < 2) {
+            ad_schema_error(ctx, p, "unix:// needs a socket path, e.g. unix:///run/redis.sock");
+            goto out;
+        }
+        r->socket_path = strdup(upath);
+        if (query && strncmp(query, "db=", 3) == 0)
+            r->db = atoi(query + 3);
+    } else if (strcmp(scheme, "redis") == 0) {
+        if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+            ad_schema_error(ctx, p, "redis:// needs a host");
+            goto out;
+        }
+        r->host = strdup(host);
+        r->port = 6379;
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
+            r->port = atoi(port);
+        if (upath && strlen(upath) > 1) {
+            char *end;
+            long db = strtol(upath + 1, &end, 10);
+            if (*end || db < 0 || db > 1000) {
+                ad_schema_error(ctx, p, "the path must be a database number, e.g. /0");
+                goto out;
+            }
+            r->db = (int)db;
+        }
+    } else {
+        ad_schema_error(ctx, p, "expected a redis:// or unix:// URL, got %s://", scheme);
+        goto out;
+    }
+    url_secret(u, CURLUPART_USER, &r->username);
+    url_secret(u, CURLUPART_PASSWORD, &r->password);
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(upath);
+    curl_free(query);
+    curl_url_cleanup(u);
+}
+
+static const struct ad_schema_field redis_sink_fields[] = {
+    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = RSINK(url),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "`redis://[user:password@]host[:port][/db]` or `unix:///path.sock[?db=N]`."},
+    {.name = "username", .kind = AD_SCHEMA_SECRET, .offset = RSINK(username),
+     .doc = "ACL user name (a secret), over the URL's."},
+    {.name = "password", .kind = AD_SCHEMA_SECRET, .offset = RSINK(password),
+     .doc = "Password (a secret), over the URL's."},
+    {.name = "stream", .kind = AD_SCHEMA_STRING, .offset = RSINK(stream),
+     .def = "anomalyd:alerts", .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Stream every alert is added to (XADD)."},
+    {.name = "stream_maxlen", .kind = AD_SCHEMA_INT, .offset = RSINK(stream_maxlen),
+     .def = "100000", .min = 1, .max = 1e9,
+     .doc = "Approximate bound on the stream's length (`MAXLEN ~`)."},
+    {.name = "hash", .kind = AD_SCHEMA_STRING, .offset = RSINK(hash), .def = "anomalyd:state",
+     .flags = AD_SCHEMA_NONEMPTY, .doc = "Hash holding the latest alert state per entity."},
+    {.name = "channel", .kind = AD_SCHEMA_STRING, .offset = RSINK(channel),
+     .def = "anomalyd:alerts", .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Channel every alert is published on."},
+    {.name = "queue_limit", .kind = AD_SCHEMA_INT, .offset = RSINK(queue_limit), .def = "10000",
+     .min = 1, .max = 1e7,
+     .doc = "Alerts waiting for Redis; when full, consumption pauses instead of dropping."},
+    {.name = "connect_timeout", .kind = AD_SCHEMA_DURATION, .offset = RSINK(connect_timeout),
+     .def = "5s", .min = MS(0.001), .max = MS(300), .doc = "Timeout of one connection attempt."},
+};
+
+static const struct ad_schema_section redis_sink_section = {
+    .name = "redis", .fields = redis_sink_fields, .n_fields = N(redis_sink_fields),
+    .check = check_redis_sink, .free_derived = free_redis_sink,
+    .doc = "Alerts to Redis: a stream, a per-entity state hash and a pub/sub channel."};
+
+#define SINKS(m) offsetof(struct ad_settings_sinks, m)
+
+static const struct ad_schema_field sinks_fields[] = {
+    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = SINKS(kafka),
+     .section = &kafka_sink_section, .doc = "Kafka sink."},
+    {.name = "redis", .kind = AD_SCHEMA_SECTION, .offset = SINKS(redis),
+     .section = &redis_sink_section, .doc = "Redis sink."},
+};
+
+static const struct ad_schema_section sinks_section = {
+    .name = "sinks", .fields = sinks_fields, .n_fields = N(sinks_fields),
+    .doc = "Where alerts go. Each sink is on when its section is present."};
+
+/* ---- model store ---- */
+
+#define STORE(m) offsetof(struct ad_settings_model_store, m)
+
+static void check_model_store(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_model_store *m = obj;
+    char p[PATH_BUF];
+    if (!m->path == !m->url) {
+        ad_schema_error(ctx, path, "needs exactly one of path or url");
+        return;
+    }
+    if (m->url) {
+        child_path(p, path, "url");
+        check_url(ctx, p, m->url);
+    }
+}
+
+static const struct ad_schema_field model_store_fields[] = {
+    {.name = "path", .kind = AD_SCHEMA_STRING, .offset = STORE(path),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "A local folder (a mounted volume) holding `<model>/<version>/` and "
+            "`<model>/CURRENT`."},
+    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = STORE(url), .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Or an HTTP(S) base URL with the same layout (MinIO, S3), polled with ETags."},
+    {.name = "poll_interval", .kind = AD_SCHEMA_DURATION, .offset = STORE(poll_interval),
+     .def = "30s", .min = MS(1), .max = MS(86400),
+     .doc = "How often the store is checked for a new CURRENT."},
+    {.name = "redis_channel", .kind = AD_SCHEMA_STRING, .offset = STORE(redis_channel),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Redis channel (on `sinks.redis`) on which the trainer announces new versions."},
+    {.name = "shadow_windows", .kind = AD_SCHEMA_INT, .offset = STORE(shadow_windows),
+     .def = "0", .min = 0, .max = 1e9,
+     .doc = "Score a new version beside the serving one for this many windows before "
+            "promoting it; 0 promotes at once."},
+    {.name = NULL, .kind = AD_SCHEMA_SECTION, .offset = STORE(http), .section = &http_section},
+};
+
+static const struct ad_schema_section model_store_section = {
+    .name = "model_store", .fields = model_store_fields, .n_fields = N(model_store_fields),
+    .check = check_model_store,
+    .doc = "Where trained models come from. With `url`, also takes the HTTP keys below "
+           "(`timeout`, `bearer_token`, `basic_auth`, `tls`, `headers`)."};
+
+/* ---- scoring ---- */
+
+#define SCORING(m) offsetof(struct ad_settings_scoring, m)
+
+static const struct ad_schema_field scoring_fields[] = {
+    {.name = "backend", .kind = AD_SCHEMA_ENUM, .offset = SCORING(backend), .def = "auto",
+     .values = backends, .flags = AD_SCHEMA_RESTART,
+     .doc = "`auto` uses CUDA when a device is usable, else the CPU; `cuda` or `cpu` force "
+            "one."},
+    {.name = "device", .kind = AD_SCHEMA_INT, .offset = SCORING(device), .def = "0", .min = 0,
+     .max = 64, .flags = AD_SCHEMA_RESTART, .doc = "CUDA device ordinal."},
+    {.name = "max_batch", .kind = AD_SCHEMA_INT, .offset = SCORING(max_batch), .def = "131072",
+     .min = 1, .max = 4194304, .doc = "Most windows scored in one batch."},
+    {.name = "queue_depth", .kind = AD_SCHEMA_INT, .offset = SCORING(queue_depth), .def = "4",
+     .min = 1, .max = 1024,
+     .doc = "Batches waiting for the scorer; when full, the loop holds closed buckets back."},
+    {.name = "cpu_threads", .kind = AD_SCHEMA_INT, .offset = SCORING(cpu_threads), .def = "0",
+     .min = 0, .max = 1024, .flags = AD_SCHEMA_RESTART,
+     .doc = "BLAS threads of the CPU backend; 0 means one per core."},
+};
+
+static const struct ad_schema_section scoring_section = {
+    .name = "scoring", .fields = scoring_fields, .n_fields = N(scoring_fields),
+    .doc = "The scorer thread and its backend."};
+
+/* ---- cross-section checks ---- */
+
+static ssize_t find_source(const struct ad_settings *s, const char *name, size_t len)
+{
+    for (size_t i = 0; i < s->n_sources; i++)
+        if (strlen(s->sources[i].name) == len && strncmp(s->sources[i].name, name, len) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static ssize_t find_feature(const struct ad_settings_source *src, const char *name)
+{
+    for (size_t i = 0; i < src->n_features; i++)
+        if (strcmp(src->features[i].name, name) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void unique_names(struct ad_schema_ctx *ctx, const char *list, const void *items,
+                         size_t n, size_t size, size_t name_offset)
+{
+    char p[PATH_BUF], q[PATH_BUF];
+    for (size_t i = 0; i < n; i++) {
+        const char *a = *(char *const *)((const char *)items + i * size + name_offset);
+        for (size_t j = 0; j < i; j++) {
+            const char *b = *(char *const *)((const char *)items + j * size + name_offset);
+            if (strcmp(a, b) == 0) {
+                ad_yaml_path_index(q, sizeof q, list, i);
+                child_path(p, q, "name");
+                ad_schema_error(ctx, p, "the name \"%s\" is already used by %s[%zu]", a, list, j);
+                break;
+            }
+        }
+    }
+}
+
+static enum ad_fill_policy default_fill(const struct ad_settings_feature *f)
+{
+    switch (f->kind) {
+    case AD_FEATURE_COUNT:
+    case AD_FEATURE_COUNT_IF:
+    case AD_FEATURE_SUM:
+        return AD_FILL_ZERO;
+    default:
+        return AD_FILL_CARRY;
+    }
+}
+
+/* A feature reference's features[] or a fill key, resolved; -1 with an error otherwise. */
+static int resolve_ref(struct ad_schema_ctx *ctx, const struct ad_settings *s, const char *path,
+                       const char *ref, struct ad_feature_ref *out)
+{
+    const char *dot = strchr(ref, '.');
+    if (!dot) {
+        ad_schema_error(ctx, path, "expected source.feature, got \"%s\"", ref);
+        return -1;
+    }
+    ssize_t si = find_source(s, ref, (size_t)(dot - ref));
+    if (si < 0) {
+        ad_schema_error(ctx, path, "no source is named \"%.*s\"", (int)(dot - ref), ref);
+        return -1;
+    }
+    const struct ad_settings_source *src = &s->sources[si];
+    ssize_t fi = find_feature(src, dot + 1);
+    if (fi < 0) {
+        const char **names = calloc(src->n_features + 1, sizeof *names);
+        for (size_t i = 0; names && i < src->n_features; i++)
+            names[i] = src->features[i].name;
+        const char *hint = names ? ad_schema_suggest(dot + 1, names) : NULL;
+        if (hint)
+            ad_schema_error(ctx, path, "source \"%s\" has no feature \"%s\" (did you mean "
+                                       "\"%s\"?)",
+                            src->name, dot + 1, hint);
+        else
+            ad_schema_error(ctx, path, "source \"%s\" has no feature \"%s\"", src->name,
+                            dot + 1);
+        free(names);
+        return -1;
+    }
+    out->source = (size_t)si;
+    out->feature = (size_t)fi;
+    out->fill = default_fill(&src->features[fi]);
+    return 0;
+}
+
+static bool kafka_source_has_label(const struct ad_settings_kafka_source *k, const char *label)
+{
+    for (size_t i = 0; i < k->labels.len; i++)
+        if (strcmp(k->labels.keys[i], label) == 0)
+            return true;
+    for (size_t i = 0; i < k->static_labels.len; i++)
+        if (strcmp(k->static_labels.keys[i], label) == 0)
+            return true;
+    return false;
+}
+
+static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_settings *s,
+                                struct ad_settings_detector *d, const char *dpath)
+{
+    char p[PATH_BUF], fp[PATH_BUF];
+    bool ok = true;
+
+    d->refs = calloc(d->features.len, sizeof *d->refs);
+    if (!d->refs)
+        return;
+    for (size_t i = 0; i < d->features.len; i++) {
+        item_path(p, dpath, "features", i);
+        if (resolve_ref(ctx, s, p, d->features.items[i], &d->refs[i]) < 0) {
+            ok = false;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(d->features.items[i], d->features.items[j]) == 0) {
+                ad_schema_error(ctx, p, "\"%s\" is listed twice", d->features.items[i]);
+                ok = false;
+            }
+        }
+        const struct ad_settings_source *src = &s->sources[d->refs[i].source];
+        if (src->type == AD_SOURCE_PROMETHEUS && src->prometheus.step &&
+            src->prometheus.step != d->step) {
+            ad_schema_error(ctx, p, "source \"%s\" has step %llds but this detector %llds; "
+                                    "they must be equal",
+                            src->name, (long long)src->prometheus.step / 1000,
+                            (long long)d->step / 1000);
+            ok = false;
+        }
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = d->refs[j].source == d->refs[i].source;
+        if (src->type != AD_SOURCE_KAFKA || seen)
+            continue;
+        for (size_t k = 0; k < d->keys.len; k++) {
+            if (!kafka_source_has_label(&src->kafka, d->keys.items[k])) {
+                item_path(fp, dpath, "keys", k);
+                if (!ad_schema_present(ctx, fp))
+                    child_path(fp, dpath, "keys");
+                ad_schema_error(ctx, fp, "source \"%s\" gives no label \"%s\" (add it to its "
+                                         "labels or static_labels)",
+                                src->name, d->keys.items[k]);
+                ok = false;
+            }
+        }
+    }
+    if (!ok)
+        return;
+    child_path(fp, dpath, "fill");
+    for (size_t i = 0; i < d->fill.len; i++) {
+        child_path(p, fp, d->fill.keys[i]);
+        size_t f;
+        for (f = 0; f < d->features.len; f++)
+            if (strcmp(d->features.items[f], d->fill.keys[i]) == 0)
+                break;
+        if (f == d->features.len) {
+            ad_schema_error_key(ctx, p, "\"%s\" is not one of this detector's features",
+                                d->fill.keys[i]);
+            continue;
+        }
+        int policy = -1;
+        for (int k = 0; fill_policies[k]; k++)
+            if (strcmp(fill_policies[k], d->fill.values[i]) == 0)
+                policy = k;
+        if (policy < 0)
+            ad_schema_error(ctx, p, "expected zero, carry or nan; got \"%s\"", d->fill.values[i]);
+        else
+            d->refs[f].fill = (enum ad_fill_policy)policy;
+    }
+}
+
+static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings *s = obj;
+    char p[PATH_BUF];
+    bool uses_kafka = false;
+    (void)path;
+
+    unique_names(ctx, "sources", s->sources, s->n_sources, sizeof *s->sources,
+                 offsetof(struct ad_settings_source, name));
+    unique_names(ctx, "detectors", s->detectors, s->n_detectors, sizeof *s->detectors,
+                 offsetof(struct ad_settings_detector, name));
+    for (size_t i = 0; i < s->n_detectors; i++) {
+        ad_yaml_path_index(p, sizeof p, "detectors", i);
+        check_detector_refs(ctx, s, &s->detectors[i], p);
+    }
+    for (size_t i = 0; i < s->n_sources; i++)
+        uses_kafka |= s->sources[i].type == AD_SOURCE_KAFKA;
+    if ((uses_kafka || s->sinks.kafka.topic) && s->kafka.brokers.len == 0)
+        ad_schema_error(ctx, ad_schema_present(ctx, "kafka") ? "kafka" : "",
+                        "kafka.brokers is needed by the Kafka %s",
+                        uses_kafka ? "sources" : "sink");
+    if (s->n_detectors > 0 && !ad_schema_present(ctx, "model_store"))
+        ad_schema_error(ctx, "detectors", "detectors need a model_store (path or url)");
+    if (s->model_store.redis_channel && !s->sinks.redis.url)
+        ad_schema_error(ctx, "model_store.redis_channel",
+                        "announcements arrive over sinks.redis, which is not configured");
+}
+
+/* ---- the root ---- */
+
+#define ROOT(m) offsetof(struct ad_settings, m)
+
+static const struct ad_schema_field root_fields[] = {
+    {.name = "daemon", .kind = AD_SCHEMA_SECTION, .offset = ROOT(daemon),
+     .section = &daemon_section, .doc = "The process."},
+    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = ROOT(kafka), .section = &kafka_section,
+     .doc = "The Kafka cluster."},
+    {.name = "sources", .kind = AD_SCHEMA_SECTION_LIST, .offset = ROOT(sources),
+     .count_offset = ROOT(n_sources), .section = &source_section, .doc = "Where data comes from."},
+    {.name = "detectors", .kind = AD_SCHEMA_SECTION_LIST, .offset = ROOT(detectors),
+     .count_offset = ROOT(n_detectors), .section = &detector_section,
+     .doc = "What is scored, and how."},
+    {.name = "sinks", .kind = AD_SCHEMA_SECTION, .offset = ROOT(sinks), .section = &sinks_section,
+     .doc = "Where alerts go."},
+    {.name = "model_store", .kind = AD_SCHEMA_SECTION, .offset = ROOT(model_store),
+     .section = &model_store_section, .doc = "Where models come from."},
+    {.name = "scoring", .kind = AD_SCHEMA_SECTION, .offset = ROOT(scoring),
+     .section = &scoring_section, .doc = "Scoring."},
+};
+
+const struct ad_schema_section ad_config_root_section = {
+    .name = "", .fields = root_fields, .n_fields = N(root_fields), .check = check_root,
+    .doc = "Every section is optional; a file with only `daemon:` runs the admin endpoint "
+           "alone."};
