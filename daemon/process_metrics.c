@@ -1,0 +1,179 @@
+#define AD_LOG_MODULE "metrics"
+#include "log.h"
+#include "metrics.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* Fields of /proc/self/stat (proc(5) numbering, from 1) that the metrics read. */
+enum {
+    STAT_UTIME = 14,
+    STAT_STIME = 15,
+    STAT_STARTTIME = 22,
+    STAT_VSIZE = 23,
+    STAT_RSS = 24,
+};
+
+/* Reads a small /proc file into buf. Returns its length, or -1. */
+static ssize_t read_proc(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = 0;
+    while (len + 1 < size) {
+        ssize_t n = read(fd, buf + len, size - 1 - len);
+        if (n < 0) {
+            close(fd);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    return (ssize_t)len;
+}
+
+/* One numeric field of /proc/self/stat, or NaN. Fields start after the last ')', because
+ * the command name (field 2) may itself contain spaces and parentheses. */
+static double stat_field(int field)
+{
+    char buf[4096]; /* a stat line is about 300 to 1100 bytes */
+    if (read_proc("/proc/self/stat", buf, sizeof buf) < 0)
+        return NAN;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return NAN;
+    p++;
+    for (int i = 3; i <= field; i++) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return NAN;
+        if (i == field) {
+            char *end;
+            unsigned long long v = strtoull(p, &end, 10);
+            return end == p ? NAN : (double)v;
+        }
+        p += strcspn(p, " ");
+    }
+    return NAN;
+}
+
+static double clock_ticks(void)
+{
+    long t = sysconf(_SC_CLK_TCK);
+    return t > 0 ? (double)t : NAN;
+}
+
+static double read_cpu_seconds(void *arg)
+{
+    (void)arg;
+    return (stat_field(STAT_UTIME) + stat_field(STAT_STIME)) / clock_ticks();
+}
+
+static double read_resident_bytes(void *arg)
+{
+    (void)arg;
+    long page = sysconf(_SC_PAGESIZE);
+    return stat_field(STAT_RSS) * (page > 0 ? (double)page : NAN);
+}
+
+static double read_virtual_bytes(void *arg)
+{
+    (void)arg;
+    return stat_field(STAT_VSIZE);
+}
+
+static double read_open_fds(void *arg)
+{
+    (void)arg;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return NAN;
+    /* Leave out the descriptor this very listing holds open. */
+    int self = dirfd(d);
+    double n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (atoi(e->d_name) == self)
+            continue;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static double read_max_fds(void *arg)
+{
+    (void)arg;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return NAN;
+    return rl.rlim_cur == RLIM_INFINITY ? INFINITY : (double)rl.rlim_cur;
+}
+
+/* Boot time plus the start tick. The kernel derives btime from the wall clock, so it is read
+ * at every scrape like the official clients do. */
+static double read_start_time(void *arg)
+{
+    (void)arg;
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
+        return NAN;
+    /* getline: the interrupt line before btime can be tens of kilobytes long. */
+    char *line = NULL;
+    size_t cap = 0;
+    double btime = NAN;
+    while (getline(&line, &cap, f) >= 0) {
+        if (strncmp(line, "btime ", 6) == 0) {
+            btime = strtod(line + 6, NULL);
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    return btime + stat_field(STAT_STARTTIME) / clock_ticks();
+}
+
+int ad_metrics_register_process(struct ad_metrics *m)
+{
+    /* Names and help texts as the official Go and Python clients write them. */
+    static const struct {
+        const char *name;
+        const char *help;
+        int counter;
+        ad_metrics_read_fn fn;
+    } defs[] = {
+        {"process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", 1,
+         read_cpu_seconds},
+        {"process_resident_memory_bytes", "Resident memory size in bytes.", 0, read_resident_bytes},
+        {"process_virtual_memory_bytes", "Virtual memory size in bytes.", 0, read_virtual_bytes},
+        {"process_open_fds", "Number of open file descriptors.", 0, read_open_fds},
+        {"process_max_fds", "Maximum number of open file descriptors.", 0, read_max_fds},
+        {"process_start_time_seconds", "Start time of the process since unix epoch in seconds.", 0,
+         read_start_time},
+    };
+
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+        int rc =
+            defs[i].counter
+                ? ad_metrics_counter_func(m, defs[i].name, defs[i].help, defs[i].fn, NULL, NULL)
+                : ad_metrics_gauge_func(m, defs[i].name, defs[i].help, defs[i].fn, NULL, NULL);
+        if (rc != 0) {
+            AD_ERROR("cannot register process metric %s", defs[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
