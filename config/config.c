@@ -64,8 +64,17 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
                                       "detectors, sinks, model_store, scoring)");
         goto err;
     }
-    struct ad_schema_ctx ctx = {.file = name, .index = index, .diag = diag, .root = &cfg->settings};
-    if (ad_schema_decode(&ctx, &ad_config_root_section, root, "", &cfg->settings) > 0)
+    char *base_dir = strdup(name);
+    char *slash = base_dir ? strrchr(base_dir, '/') : NULL;
+    if (slash)
+        *(slash == base_dir ? slash + 1 : slash) = '\0';
+    else if (base_dir)
+        base_dir[0] = '\0';
+    struct ad_schema_ctx ctx = {.file = name, .base_dir = base_dir, .index = index,
+                                .diag = diag, .root = &cfg->settings};
+    size_t errors = ad_schema_decode(&ctx, &ad_config_root_section, root, "", &cfg->settings);
+    free(base_dir);
+    if (errors > 0)
         goto err;
     json_decref(root);
     json_decref(index);

@@ -9,6 +9,10 @@
  * config either loads completely or not at all: every problem found goes into the diag list
  * with its file:line:column, and NULL is returned.
  *
+ * Relative paths in the file (model store, TLS files, secret files) resolve against the
+ * folder of the file, so give an absolute path to keep that independent of the working
+ * directory.
+ *
  * A struct ad_config is immutable and reference-counted, so the loop can swap in a new one on
  * reload while another thread still reads the old one.
  */

@@ -218,12 +218,12 @@ static const struct {
     const char *property;
     const char *instead;
 } reserved_properties[] = {
-    {"bootstrap.servers", "kafka.brokers"},
-    {"metadata.broker.list", "kafka.brokers"},
-    {"group.id", "kafka.group_id"},
-    {"client.id", "kafka.client_id"},
-    {"enable.auto.offset.store", "nothing: anomalyd stores offsets once alerts are delivered"},
-    {"enable.partition.eof", "nothing: anomalyd decides when a partition is idle"},
+    {"bootstrap.servers", "use kafka.brokers"},
+    {"metadata.broker.list", "use kafka.brokers"},
+    {"group.id", "use kafka.group_id"},
+    {"client.id", "use kafka.client_id"},
+    {"enable.auto.offset.store", "offsets are stored once every alert is delivered"},
+    {"enable.partition.eof", "idle partitions are tracked by source_idle_timeout"},
 };
 
 static void check_kafka_properties(struct ad_schema_ctx *ctx, const char *path,
@@ -243,7 +243,7 @@ static void check_kafka_properties(struct ad_schema_ctx *ctx, const char *path,
         bool reserved = false;
         for (size_t r = 0; r < N(reserved_properties) && !reserved; r++) {
             if (strcmp(key, reserved_properties[r].property) == 0) {
-                ad_schema_error_key(ctx, p, "\"%s\" is set by anomalyd; use %s", key,
+                ad_schema_error_key(ctx, p, "\"%s\" is set by anomalyd: %s", key,
                                     reserved_properties[r].instead);
                 reserved = true;
             }
@@ -338,11 +338,11 @@ static void check_tls(struct ad_schema_ctx *ctx, const char *path, void *obj)
 
 static const struct ad_schema_field tls_fields[] = {
     {.name = "ca_file", .kind = AD_SCHEMA_STRING, .offset = TLS(ca_file),
-     .flags = AD_SCHEMA_NONEMPTY, .doc = "CA bundle to verify the server with."},
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "CA bundle to verify the server with."},
     {.name = "cert_file", .kind = AD_SCHEMA_STRING, .offset = TLS(cert_file),
-     .flags = AD_SCHEMA_NONEMPTY, .doc = "Client certificate (PEM), with key_file."},
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "Client certificate (PEM), with key_file."},
     {.name = "key_file", .kind = AD_SCHEMA_STRING, .offset = TLS(key_file),
-     .flags = AD_SCHEMA_NONEMPTY, .doc = "Client key (PEM), with cert_file."},
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "Client key (PEM), with cert_file."},
     {.name = "insecure_skip_verify", .kind = AD_SCHEMA_BOOL, .offset = TLS(insecure_skip_verify),
      .def = "false", .doc = "Skip verifying the server certificate. For tests only."},
 };
@@ -906,7 +906,7 @@ static void check_model_store(struct ad_schema_ctx *ctx, const char *path, void 
 
 static const struct ad_schema_field model_store_fields[] = {
     {.name = "path", .kind = AD_SCHEMA_STRING, .offset = STORE(path),
-     .flags = AD_SCHEMA_NONEMPTY,
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
      .doc = "A local folder (a mounted volume) holding `<model>/<version>/` and "
             "`<model>/CURRENT`."},
     {.name = "url", .kind = AD_SCHEMA_STRING, .offset = STORE(url), .flags = AD_SCHEMA_NONEMPTY,
@@ -1127,7 +1127,6 @@ static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
 {
     struct ad_settings *s = obj;
     char p[PATH_BUF];
-    bool uses_kafka = false;
     (void)path;
 
     unique_names(ctx, "sources", s->sources, s->n_sources, sizeof *s->sources,
@@ -1138,12 +1137,17 @@ static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
         ad_yaml_path_index(p, sizeof p, "detectors", i);
         check_detector_refs(ctx, s, &s->detectors[i], p);
     }
-    for (size_t i = 0; i < s->n_sources; i++)
-        uses_kafka |= s->sources[i].type == AD_SOURCE_KAFKA;
-    if ((uses_kafka || s->sinks.kafka.topic) && s->kafka.brokers.len == 0)
-        ad_schema_error(ctx, ad_schema_present(ctx, "kafka") ? "kafka" : "",
-                        "kafka.brokers is needed by the Kafka %s",
-                        uses_kafka ? "sources" : "sink");
+    for (size_t i = 0; i < s->n_sources && s->kafka.brokers.len == 0; i++) {
+        if (s->sources[i].type == AD_SOURCE_KAFKA) {
+            char sp[PATH_BUF];
+            ad_yaml_path_index(sp, sizeof sp, "sources", i);
+            child_path(p, sp, "kafka");
+            ad_schema_error_key(ctx, p, "reading Kafka needs kafka.brokers");
+            break;
+        }
+    }
+    if (s->sinks.kafka.topic && s->kafka.brokers.len == 0)
+        ad_schema_error_key(ctx, "sinks.kafka", "writing Kafka needs kafka.brokers");
     if (s->n_detectors > 0 && !ad_schema_present(ctx, "model_store"))
         ad_schema_error(ctx, "detectors", "detectors need a model_store (path or url)");
     if (s->model_store.redis_channel && !s->sinks.redis.url)

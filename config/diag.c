@@ -84,6 +84,11 @@ size_t ad_diag_count(const struct ad_diag *d)
     return d->len;
 }
 
+size_t ad_diag_dropped(const struct ad_diag *d)
+{
+    return d->dropped;
+}
+
 const char *ad_diag_message(const struct ad_diag *d, size_t i)
 {
     return i < d->len ? d->entries[i].full : NULL;

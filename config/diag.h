@@ -30,6 +30,9 @@ int ad_diag_column(const struct ad_diag *d, size_t i);
 /* The text alone, without the position. */
 const char *ad_diag_text(const struct ad_diag *d, size_t i);
 
+/* How many errors were dropped past AD_DIAG_MAX. */
+size_t ad_diag_dropped(const struct ad_diag *d);
+
 /* Orders messages by position (file order), keeping the order of equal positions. */
 void ad_diag_sort(struct ad_diag *d);
 void ad_diag_clear(struct ad_diag *d);

@@ -141,7 +141,8 @@ static int parse_predicate(struct cursor *c, struct ad_predicate *out)
                 break;
         if (i == n)
             return fail(c, c->p, "expected an operator: ==, !=, <, <=, >, >= or exists");
-        if (strchr("=!<>", c->p[strlen(ops[i].text)]))
+        char after = c->p[strlen(ops[i].text)];
+        if (after && strchr("=!<>", after))
             return fail(c, c->p, "unknown operator; use ==, !=, <, <=, >, >= or exists");
         out->op = ops[i].op;
         c->p += strlen(ops[i].text);

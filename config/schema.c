@@ -198,6 +198,19 @@ static const char *scalar_text(struct ad_schema_ctx *ctx, json_t *v, const char 
     return json_is_true(v) ? "true" : (json_is_false(v) ? "false" : NULL);
 }
 
+/* A relative path from the file, made relative to the config file's folder as Prometheus
+ * does, so that the daemon's working directory does not matter. */
+static char *resolve_path(struct ad_schema_ctx *ctx, const char *path)
+{
+    if (path[0] == '/' || !ctx->base_dir || !ctx->base_dir[0])
+        return strdup(path);
+    size_t n = strlen(ctx->base_dir) + strlen(path) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s/%s", ctx->base_dir, path);
+    return out;
+}
+
 static char *dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -328,7 +341,7 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
             ad_schema_error(ctx, path, "must not be empty");
             return false;
         }
-        *(char **)dst = strdup(text);
+        *(char **)dst = (f->flags & AD_SCHEMA_PATH) ? resolve_path(ctx, text) : strdup(text);
         return true;
     }
     case AD_SCHEMA_BOOL:
@@ -465,7 +478,9 @@ static bool decode_secret(struct ad_schema_ctx *ctx, json_t *v, const char *path
     char origin[AD_YAML_PATH_MAX];
     snprintf(origin, sizeof origin, "%s:%s", how, name);
     if (strcmp(how, "file") == 0) {
-        out->value = read_secret_file(ctx, child, name);
+        char *file = resolve_path(ctx, name);
+        out->value = file ? read_secret_file(ctx, child, file) : NULL;
+        free(file);
     } else {
         const char *env = getenv(name);
         if (!env)
@@ -721,7 +736,7 @@ static void decode_field(struct ad_schema_ctx *ctx, const struct ad_schema_field
     if (!v || json_is_null(v)) {
         if (node && (f->flags & AD_SCHEMA_REQUIRED)) {
             if (v)
-                ad_schema_error(ctx, child, "needs a value");
+                ad_schema_error_key(ctx, child, "needs a value");
             else
                 ad_schema_error(ctx, path, "missing required key \"%s\"", f->name);
         }

@@ -364,8 +364,8 @@ static yaml_mark_t mark_of_offset(const char *buf, size_t len, size_t offset)
 static void parser_error(struct reader *r, yaml_parser_t *p, const char *buf, size_t len)
 {
     if (p->error == YAML_READER_ERROR) {
-        error_at(r, mark_of_offset(buf, len, p->problem_offset), "%s",
-                 p->problem ? p->problem : "cannot read the YAML text");
+        error_at(r, mark_of_offset(buf, len, p->problem_offset), "the file is not valid UTF-8 "
+                 "(%s)", p->problem ? p->problem : "unreadable text");
     } else if (p->error == YAML_MEMORY_ERROR) {
         ad_diag_add(r->diag, r->file, 0, 0, "out of memory reading YAML");
         r->failed = true;

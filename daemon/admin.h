@@ -1,0 +1,46 @@
+#ifndef AD_ADMIN_H
+#define AD_ADMIN_H
+
+/*
+ * The admin HTTP server on the loop thread (evhttp):
+ *   /metrics  Prometheus text exposition of the registry
+ *   /healthz  200 while the loop runs (liveness)
+ *   /readyz   200 when serving, 503 with the reason otherwise (readiness)
+ *   /status   JSON from the status callback
+ *   /         a short index
+ * Only GET and HEAD; other methods get 405, unknown paths 404, malformed requests 400 (from
+ * evhttp). Requests are counted in anomalyd_admin_requests_total{handler,code}.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "metrics.h"
+
+struct ad_admin;
+
+/* Fills out (an empty object) with the /status document. */
+typedef void (*ad_admin_status_fn)(void *arg, json_t *out);
+
+/*
+ * Binds listen ("host:port", "[v6]:port", ":port"; port 0 picks one) on base. metrics is
+ * borrowed and must outlive the server. Returns NULL with errstr filled when the address is
+ * malformed or cannot be bound.
+ */
+struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
+                              struct ad_metrics *metrics, char *errstr, size_t errstr_size);
+void ad_admin_destroy(struct ad_admin *admin);
+
+/* The bound address, e.g. "127.0.0.1:9476", with the real port when 0 was asked for. */
+const char *ad_admin_address(const struct ad_admin *admin);
+
+/* reason is shown by /readyz while not ready; copied. */
+void ad_admin_set_ready(struct ad_admin *admin, bool ready, const char *reason);
+
+/* arg is borrowed. */
+void ad_admin_set_status_fn(struct ad_admin *admin, ad_admin_status_fn fn, void *arg);
+
+#endif

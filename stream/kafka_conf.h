@@ -1,0 +1,25 @@
+#ifndef AD_KAFKA_CONF_H
+#define AD_KAFKA_CONF_H
+
+/*
+ * librdkafka configuration from the `kafka` section: the brokers, client id and (for a
+ * consumer) group id anomalyd owns, then the operator's pass-through properties, then a
+ * client's own overrides (the Kafka sink's `properties`).
+ */
+
+#include <stddef.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "settings.h"
+
+/*
+ * Returns a new conf the caller owns (hand it to rd_kafka_new, or rd_kafka_conf_destroy it),
+ * or NULL with errstr naming the property librdkafka refused. group_id is NULL for a producer;
+ * extra may be NULL.
+ */
+rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const char *group_id,
+                                   const struct ad_secretmap *extra, char *errstr,
+                                   size_t errstr_size);
+
+#endif

@@ -1,0 +1,534 @@
+/*
+ * Config loading and validation.
+ *
+ * Golden cases: every tests/unit/config_cases/NAME.yaml must produce exactly the errors in
+ * NAME.errors, one "line:column: message" per line, in file order. (AD_UPDATE_GOLDEN=1 writes
+ * the .errors files from the current output; review the diff before committing it.) The
+ * other tests check what a valid file decodes to.
+ */
+
+#include <dirent.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#define CASES_DIR AD_SOURCE_DIR "/tests/unit/config_cases"
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf)
+        buf[n] = '\0';
+    fclose(fp);
+    if (len)
+        *len = (size_t)n;
+    return buf;
+}
+
+static struct ad_config *load(const char *yaml, struct ad_diag *diag)
+{
+    return ad_config_load_buffer("test.yaml", yaml, strlen(yaml), diag);
+}
+
+static struct ad_config *load_ok(const char *yaml)
+{
+    struct ad_diag *diag = ad_diag_new();
+    struct ad_config *cfg = load(yaml, diag);
+    if (!cfg)
+        ad_diag_print(diag, stderr);
+    ad_diag_destroy(diag);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* The diag messages as "line:col: text\n" lines (the file name left out). */
+static char *render_errors(const struct ad_diag *diag)
+{
+    size_t cap = 1024, len = 0;
+    char *out = malloc(cap);
+    out[0] = '\0';
+    for (size_t i = 0; i < ad_diag_count(diag); i++) {
+        char line[1400];
+        int n = snprintf(line, sizeof line, "%d:%d: %s\n", ad_diag_line(diag, i),
+                         ad_diag_column(diag, i), ad_diag_text(diag, i));
+        while (len + (size_t)n + 1 > cap)
+            out = realloc(out, cap *= 2);
+        memcpy(out + len, line, (size_t)n + 1);
+        len += (size_t)n;
+    }
+    if (ad_diag_dropped(diag)) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "(%zu more)\n", ad_diag_dropped(diag));
+        out = realloc(out, len + (size_t)n + 1);
+        memcpy(out + len, line, (size_t)n + 1);
+    }
+    return out;
+}
+
+static int run_case(const char *name)
+{
+    char yaml_path[512], errors_path[512];
+    size_t len;
+    int failed = 0;
+
+    snprintf(yaml_path, sizeof yaml_path, "%s/%s.yaml", CASES_DIR, name);
+    snprintf(errors_path, sizeof errors_path, "%s/%s.errors", CASES_DIR, name);
+    char *yaml = read_file(yaml_path, &len);
+    assert_non_null(yaml);
+
+    struct ad_diag *diag = ad_diag_new();
+    char case_name[300];
+    snprintf(case_name, sizeof case_name, "%s.yaml", name);
+    struct ad_config *cfg = ad_config_load_buffer(case_name, yaml, len, diag);
+    char *got = render_errors(diag);
+
+    if (getenv("AD_UPDATE_GOLDEN")) {
+        FILE *fp = fopen(errors_path, "w");
+        fputs(got, fp);
+        fclose(fp);
+    }
+    char *want = read_file(errors_path, NULL);
+    if (cfg) {
+        fprintf(stderr, "case %s: loaded, but every case must fail\n", name);
+        failed = 1;
+    } else if (!want || strcmp(got, want) != 0) {
+        fprintf(stderr, "case %s:\n--- want\n%s--- got\n%s", name, want ? want : "(missing)\n",
+                got);
+        failed = 1;
+    }
+    ad_config_unref(cfg);
+    ad_diag_destroy(diag);
+    free(got);
+    free(want);
+    free(yaml);
+    return failed;
+}
+
+static void test_golden_error_cases(void **state)
+{
+    (void)state;
+    DIR *dir = opendir(CASES_DIR);
+    struct dirent *e;
+    int cases = 0, failures = 0;
+
+    assert_non_null(dir);
+    setenv("AD_TEST_SECRET", "s3cret", 1);
+    unsetenv("AD_TEST_UNSET");
+    while ((e = readdir(dir)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".yaml") != 0)
+            continue;
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(n - 5), e->d_name);
+        failures += run_case(name);
+        cases++;
+    }
+    closedir(dir);
+    assert_true(cases >= 60);
+    assert_int_equal(failures, 0);
+}
+
+static void test_every_error_has_a_position(void **state)
+{
+    /* Errors about the content of a file always point into it. */
+    (void)state;
+    struct ad_diag *diag = ad_diag_new();
+    assert_null(load("sources:\n  - name: a\n    kafka: {topics: []}\n", diag));
+    assert_true(ad_diag_count(diag) > 0);
+    for (size_t i = 0; i < ad_diag_count(diag); i++) {
+        assert_true(ad_diag_line(diag, i) > 0);
+        assert_true(ad_diag_column(diag, i) > 0);
+    }
+    ad_diag_destroy(diag);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct ad_config *cfg = load_ok("daemon: {}\n");
+    const struct ad_settings *s = ad_config_settings(cfg);
+    assert_int_equal(s->daemon.log_level, AD_SETTINGS_LOG_INFO);
+    assert_int_equal(s->daemon.log_format, AD_SETTINGS_LOG_LOGFMT);
+    assert_string_equal(s->daemon.admin_listen, "127.0.0.1:9476");
+    assert_int_equal(s->daemon.shutdown_timeout, 30000);
+    assert_string_equal(s->kafka.group_id, "anomalyd");
+    assert_string_equal(s->kafka.client_id, "anomalyd");
+    assert_int_equal(s->kafka.brokers.len, 0);
+    assert_int_equal(s->n_sources, 0);
+    assert_int_equal(s->n_detectors, 0);
+    assert_null(s->sinks.kafka.topic);
+    assert_null(s->sinks.redis.url);
+    assert_int_equal(s->scoring.backend, AD_BACKEND_AUTO);
+    assert_int_equal(s->scoring.max_batch, 131072);
+    assert_int_equal(s->scoring.queue_depth, 4);
+    assert_int_equal(s->model_store.poll_interval, 30000);
+    ad_config_unref(cfg);
+}
+
+static const char full_pipeline[] =
+    "daemon:\n"
+    "  log: {level: debug, format: json}\n"
+    "  admin: {listen: \"[::1]:0\"}\n"
+    "  shutdown_timeout: 1m30s\n"
+    "kafka:\n"
+    "  brokers: \"k1:9092, k2:9093\"\n"
+    "  properties:\n"
+    "    linger.ms: 5\n"
+    "    enable.idempotence: true\n"
+    "    sasl.password: {env: AD_TEST_SECRET}\n"
+    "sources:\n"
+    "  - name: app\n"
+    "    kafka:\n"
+    "      topics: [logs, more-logs]\n"
+    "      max_message_bytes: 64KiB\n"
+    "      time: {path: ts, format: unix_ms, max_past: 1h}\n"
+    "      labels: {service: svc, instance: \"host.name\"}\n"
+    "      static_labels: {cluster: eu-1}\n"
+    "      filters: ['kind == \"access\"', 'internal != true']\n"
+    "      features:\n"
+    "        requests: count\n"
+    "        errors: count_if status >= 500\n"
+    "        latency: mean latency_ms\n"
+    "  - name: node\n"
+    "    prometheus:\n"
+    "      url: https://prom:9090\n"
+    "      queries: {cpu: 'sum by (service, instance) (rate(cpu_seconds_total[1m]))'}\n"
+    "      step: 30s\n"
+    "      timeout: 3s\n"
+    "      basic_auth: {username: u, password: {env: AD_TEST_SECRET}}\n"
+    "      headers: {X-Scope-OrgID: tenant}\n"
+    "detectors:\n"
+    "  - name: checkout\n"
+    "    keys: [service, instance]\n"
+    "    features: [app.requests, app.errors, app.latency, node.cpu]\n"
+    "    fill: {node.cpu: nan}\n"
+    "    step: 30s\n"
+    "    window: 32m\n"
+    "    threshold: {likelihood: 0.999}\n"
+    "    alert: {for: 2, repeat_interval: 0s}\n"
+    "sinks:\n"
+    "  kafka: {topic: alerts}\n"
+    "  redis: {url: \"redis://bob:p%40ss@cache:6380/3\"}\n"
+    "model_store: {path: models, poll_interval: 5s}\n"
+    "scoring: {backend: cpu, cpu_threads: 2}\n";
+
+static void test_full_pipeline_decodes(void **state)
+{
+    (void)state;
+    setenv("AD_TEST_SECRET", "s3cret", 1);
+    struct ad_config *cfg = load_ok(full_pipeline);
+    const struct ad_settings *s = ad_config_settings(cfg);
+
+    assert_int_equal(s->daemon.log_level, AD_SETTINGS_LOG_DEBUG);
+    assert_int_equal(s->daemon.log_format, AD_SETTINGS_LOG_JSON);
+    assert_string_equal(s->daemon.admin_listen, "[::1]:0");
+    assert_int_equal(s->daemon.shutdown_timeout, 90000);
+
+    assert_int_equal(s->kafka.brokers.len, 2);
+    assert_string_equal(s->kafka.brokers.items[0], "k1:9092");
+    assert_string_equal(s->kafka.brokers.items[1], "k2:9093");
+    assert_int_equal(s->kafka.properties.len, 3);
+    assert_string_equal(s->kafka.properties.keys[0], "linger.ms");
+    assert_string_equal(s->kafka.properties.values[0].value, "5");
+    assert_string_equal(s->kafka.properties.values[1].value, "true");
+    assert_string_equal(s->kafka.properties.values[2].value, "s3cret");
+    assert_string_equal(s->kafka.properties.values[2].origin, "env:AD_TEST_SECRET");
+
+    assert_int_equal(s->n_sources, 2);
+    const struct ad_settings_source *app = &s->sources[0];
+    assert_int_equal(app->type, AD_SOURCE_KAFKA);
+    assert_int_equal(app->kafka.topics.len, 2);
+    assert_int_equal(app->kafka.max_message_bytes, 65536);
+    assert_string_equal(app->kafka.time.path, "ts");
+    assert_int_equal(app->kafka.time.format, AD_TIME_UNIX_MS);
+    assert_int_equal(app->kafka.time.max_past, 3600000);
+    assert_int_equal(app->kafka.time.max_future, 300000);
+    assert_int_equal(app->kafka.n_filters, 2);
+    assert_string_equal(app->kafka.filters[0].path, "kind");
+    assert_int_equal(app->kafka.filters[0].op, AD_OP_EQ);
+    assert_int_equal(app->kafka.filters[0].type, AD_LITERAL_STRING);
+    assert_string_equal(app->kafka.filters[0].string, "access");
+    assert_int_equal(app->kafka.filters[1].type, AD_LITERAL_BOOL);
+    assert_true(app->kafka.filters[1].boolean);
+    assert_int_equal(app->n_features, 3);
+    assert_string_equal(app->features[0].name, "requests");
+    assert_int_equal(app->features[0].kind, AD_FEATURE_COUNT);
+    assert_int_equal(app->features[1].kind, AD_FEATURE_COUNT_IF);
+    assert_int_equal(app->features[1].predicate.op, AD_OP_GE);
+    assert_true(app->features[1].predicate.number == 500.0);
+    assert_int_equal(app->features[2].kind, AD_FEATURE_MEAN);
+    assert_string_equal(app->features[2].path, "latency_ms");
+
+    const struct ad_settings_source *node = &s->sources[1];
+    assert_int_equal(node->type, AD_SOURCE_PROMETHEUS);
+    assert_int_equal(node->prometheus.step, 30000);
+    assert_int_equal(node->prometheus.delay, 60000);
+    assert_int_equal(node->prometheus.http.timeout, 3000);
+    assert_string_equal(node->prometheus.http.basic_username, "u");
+    assert_string_equal(node->prometheus.http.basic_password.value, "s3cret");
+    assert_int_equal(node->prometheus.http.headers.len, 1);
+    assert_int_equal(node->n_features, 1);
+    assert_int_equal(node->features[0].kind, AD_FEATURE_QUERY);
+
+    assert_int_equal(s->n_detectors, 1);
+    const struct ad_settings_detector *d = &s->detectors[0];
+    assert_int_equal(d->window_len, 64);
+    assert_string_equal(d->model, "checkout");
+    assert_true(fabs(d->threshold_likelihood - 0.999) < 1e-12);
+    assert_true(isnan(d->threshold_score));
+    assert_int_equal(d->alert.for_windows, 2);
+    assert_int_equal(d->alert.resolve_for, 5);
+    assert_int_equal(d->alert.repeat_interval, 0);
+    assert_int_equal(d->refs[0].source, 0);
+    assert_int_equal(d->refs[0].feature, 0);
+    assert_int_equal(d->refs[0].fill, AD_FILL_ZERO);
+    assert_int_equal(d->refs[2].fill, AD_FILL_CARRY);
+    assert_int_equal(d->refs[3].source, 1);
+    assert_int_equal(d->refs[3].fill, AD_FILL_NAN);
+
+    assert_string_equal(s->sinks.kafka.topic, "alerts");
+    assert_string_equal(s->sinks.redis.host, "cache");
+    assert_int_equal(s->sinks.redis.port, 6380);
+    assert_int_equal(s->sinks.redis.db, 3);
+    assert_string_equal(s->sinks.redis.username.value, "bob");
+    assert_string_equal(s->sinks.redis.password.value, "p@ss");
+    assert_string_equal(s->sinks.redis.stream, "anomalyd:alerts");
+
+    /* Relative to the folder of "test.yaml", which has none: as written. */
+    assert_string_equal(s->model_store.path, "models");
+    assert_int_equal(s->scoring.backend, AD_BACKEND_CPU);
+    assert_int_equal(s->scoring.cpu_threads, 2);
+
+    ad_config_unref(cfg);
+}
+
+static void test_anchors_and_aliases(void **state)
+{
+    (void)state;
+    struct ad_config *cfg = load_ok("kafka:\n"
+                                    "  brokers: &b [\"a:1\", \"b:2\"]\n"
+                                    "sinks:\n"
+                                    "  kafka:\n"
+                                    "    topic: &t alerts\n"
+                                    "model_store:\n"
+                                    "  path: *t\n");
+    const struct ad_settings *s = ad_config_settings(cfg);
+    assert_int_equal(s->kafka.brokers.len, 2);
+    assert_string_equal(s->model_store.path, "alerts");
+    ad_config_unref(cfg);
+}
+
+static void test_relative_paths_follow_the_config_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/anomalyd-test-XXXXXX";
+    char path[512], secret[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(secret, sizeof secret, "%s/token", dir);
+    FILE *fp = fopen(secret, "w");
+    fputs("t0ken\n", fp); /* the trailing newline is not part of the secret */
+    fclose(fp);
+    snprintf(path, sizeof path, "%s/anomalyd.yaml", dir);
+    fp = fopen(path, "w");
+    fputs("model_store:\n  url: https://store/models\n  bearer_token: {file: token}\n", fp);
+    fclose(fp);
+
+    struct ad_diag *diag = ad_diag_new();
+    struct ad_config *cfg = ad_config_load_file(path, diag);
+    assert_non_null(cfg);
+    const struct ad_settings *s = ad_config_settings(cfg);
+    assert_string_equal(s->model_store.http.bearer_token.value, "t0ken");
+    assert_string_equal(s->model_store.http.bearer_token.origin, "file:token");
+    assert_string_equal(ad_config_path(cfg), path);
+    ad_config_unref(cfg);
+
+    fp = fopen(path, "w");
+    fputs("model_store:\n  path: models\n", fp);
+    fclose(fp);
+    cfg = ad_config_load_file(path, diag);
+    assert_non_null(cfg);
+    char want[600];
+    snprintf(want, sizeof want, "%s/models", dir);
+    assert_string_equal(ad_config_settings(cfg)->model_store.path, want);
+    ad_config_unref(cfg);
+    ad_diag_destroy(diag);
+    unlink(secret);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    struct ad_diag *diag = ad_diag_new();
+    assert_null(ad_config_load_file("/nonexistent/anomalyd.yaml", diag));
+    assert_int_equal(ad_diag_count(diag), 1);
+    assert_string_equal(ad_diag_message(diag, 0),
+                        "/nonexistent/anomalyd.yaml: cannot open: No such file or directory");
+    ad_diag_destroy(diag);
+}
+
+static void test_oversized_file(void **state)
+{
+    (void)state;
+    size_t len = AD_CONFIG_MAX_BYTES + 1;
+    char *buf = malloc(len);
+    memset(buf, '#', len);
+    struct ad_diag *diag = ad_diag_new();
+    assert_null(ad_config_load_buffer("big.yaml", buf, len, diag));
+    assert_int_equal(ad_diag_count(diag), 1);
+    assert_non_null(strstr(ad_diag_message(diag, 0), "larger than"));
+    ad_diag_destroy(diag);
+    free(buf);
+}
+
+static void test_sha256_is_of_the_bytes(void **state)
+{
+    (void)state;
+    struct ad_config *a = load_ok("daemon: {}\n");
+    struct ad_config *b = load_ok("daemon: {}\n# same settings, other bytes\n");
+    /* sha256("daemon: {}\n") */
+    assert_string_equal(ad_config_sha256(a),
+                        "5c224503370d1945ba8663777805de81a47f40e9163a2540873d8df50b099dd2");
+    assert_string_not_equal(ad_config_sha256(a), ad_config_sha256(b));
+    ad_config_unref(a);
+    ad_config_unref(b);
+}
+
+static void collect(const char *key, void *arg)
+{
+    char *out = arg;
+    strcat(out, key);
+    strcat(out, ";");
+}
+
+static void test_restart_changes(void **state)
+{
+    (void)state;
+    struct ad_config *a = load_ok("daemon: {admin: {listen: \"127.0.0.1:1\"}, log: {level: "
+                                  "info}}\nkafka: {brokers: \"b:1\"}\nscoring: {backend: cpu}\n");
+    struct ad_config *b = load_ok("daemon: {admin: {listen: \"127.0.0.1:2\"}, log: {level: "
+                                  "debug}}\nkafka: {brokers: \"b:1\"}\nscoring: {backend: cpu}\n");
+    struct ad_config *c = load_ok("daemon: {admin: {listen: \"127.0.0.1:1\"}}\nkafka: {brokers: "
+                                  "\"b:2\", properties: {linger.ms: 1}}\nscoring: {backend: "
+                                  "auto, max_batch: 10}\n");
+    char keys[512] = "";
+
+    assert_int_equal(ad_config_restart_changes(a, a, collect, keys), 0);
+    assert_string_equal(keys, "");
+    /* The log level changes live; the listen address does not. */
+    assert_int_equal(ad_config_restart_changes(a, b, collect, keys), 1);
+    assert_string_equal(keys, "daemon.admin.listen;");
+    keys[0] = '\0';
+    assert_int_equal(ad_config_restart_changes(a, c, collect, keys), 3);
+    assert_string_equal(keys, "kafka.brokers;kafka.properties;scoring.backend;");
+    ad_config_unref(a);
+    ad_config_unref(b);
+    ad_config_unref(c);
+}
+
+static void test_reference_covers_every_section(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    ad_config_write_reference(fp);
+    fclose(fp);
+    const char *sections[] = {"### `daemon`",
+                              "### `daemon.log`",
+                              "### `daemon.admin`",
+                              "### `kafka`",
+                              "### `sources[]`",
+                              "### `sources[].kafka`",
+                              "### `sources[].kafka.time`",
+                              "### `sources[].prometheus`",
+                              "### `sources[].prometheus.basic_auth`",
+                              "### `sources[].prometheus.tls`",
+                              "### `detectors[]`",
+                              "### `detectors[].threshold`",
+                              "### `detectors[].alert`",
+                              "### `sinks.kafka`",
+                              "### `sinks.redis`",
+                              "### `model_store`",
+                              "### `scoring`"};
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+        if (!strstr(text, sections[i]))
+            fail_msg("reference lacks %s", sections[i]);
+    }
+    assert_non_null(strstr(text, "| `shutdown_timeout` | duration, between 0s and 1h | `30s` | "
+                                 "live |"));
+    assert_non_null(strstr(text, "| `listen` | string | `127.0.0.1:9476` | restart |"));
+    free(text);
+}
+
+static void test_references_are_shared_and_released(void **state)
+{
+    (void)state;
+    struct ad_config *cfg = load_ok("daemon: {}\n");
+    assert_ptr_equal(ad_config_ref(cfg), cfg);
+    ad_config_unref(cfg);
+    assert_string_equal(ad_config_settings(cfg)->kafka.group_id, "anomalyd");
+    ad_config_unref(cfg); /* the last reference: ASan and valgrind see it freed */
+    ad_config_unref(NULL);
+}
+
+static void test_split_address(void **state)
+{
+    (void)state;
+    char host[64];
+    int port;
+    assert_int_equal(ad_config_split_address("127.0.0.1:9476", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 9476);
+    assert_int_equal(ad_config_split_address("[::1]:0", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 0);
+    assert_int_equal(ad_config_split_address(":80", host, sizeof host, &port), 0);
+    assert_string_equal(host, "");
+    assert_int_equal(ad_config_split_address("host", host, sizeof host, &port), -1);
+    assert_int_equal(ad_config_split_address("host:", host, sizeof host, &port), -1);
+    assert_int_equal(ad_config_split_address("host:65536", host, sizeof host, &port), -1);
+    assert_int_equal(ad_config_split_address("::1:80", host, sizeof host, &port), -1);
+    assert_int_equal(ad_config_split_address("[::1]80", host, sizeof host, &port), -1);
+    assert_int_equal(ad_config_split_address("h:8x", host, sizeof host, &port), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_error_cases),
+        cmocka_unit_test(test_every_error_has_a_position),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full_pipeline_decodes),
+        cmocka_unit_test(test_anchors_and_aliases),
+        cmocka_unit_test(test_relative_paths_follow_the_config_file),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_oversized_file),
+        cmocka_unit_test(test_sha256_is_of_the_bytes),
+        cmocka_unit_test(test_restart_changes),
+        cmocka_unit_test(test_reference_covers_every_section),
+        cmocka_unit_test(test_references_are_shared_and_released),
+        cmocka_unit_test(test_split_address),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
