@@ -124,9 +124,17 @@ static void serve_status(struct ad_admin *admin, struct evhttp_request *req)
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct ad_admin *admin = arg;
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    enum route route = find_route(path && *path ? path : "/");
+    /* Routes on the request target as sent, without its query: evhttp's parsed URI would
+     * read "//metrics" as a host name with an empty path. */
+    const char *target = evhttp_request_get_uri(req);
+    char path[64];
+    size_t len = strcspn(target ? target : "", "?");
+    enum route route = ROUTE_OTHER;
+    if (len < sizeof path) {
+        memcpy(path, target, len);
+        path[len] = '\0';
+        route = find_route(path);
+    }
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
 
     if (route == ROUTE_OTHER) {

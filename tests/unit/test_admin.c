@@ -1,0 +1,346 @@
+/*
+ * The admin HTTP server, served from a loop thread and exercised over real loopback sockets
+ * with libcurl and raw bytes.
+ */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <event2/thread.h>
+
+#include "admin.h"
+
+struct fixture {
+    struct event_base *base;
+    struct ad_metrics *metrics;
+    struct ad_admin *admin;
+    pthread_t thread;
+    char url[128];
+};
+
+static void *loop_main(void *arg)
+{
+    struct fixture *f = arg;
+    event_base_loop(f->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* Runs fn(arg) on the loop thread and waits for it: admin calls belong to that thread. */
+struct call {
+    void (*fn)(void *);
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+};
+
+static void call_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct call *c = arg;
+    (void)fd;
+    (void)what;
+    c->fn(c->arg);
+    pthread_mutex_lock(&c->mu);
+    c->done = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void in_loop(struct fixture *f, void (*fn)(void *), void *arg)
+{
+    struct call c = {fn, arg, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct timeval now = {0, 0};
+    assert_int_equal(event_base_once(f->base, -1, EV_TIMEOUT, call_cb, &c, &now), 0);
+    pthread_mutex_lock(&c.mu);
+    while (!c.done)
+        pthread_cond_wait(&c.cv, &c.mu);
+    pthread_mutex_unlock(&c.mu);
+}
+
+static void status_doc(void *arg, json_t *out)
+{
+    json_object_set_new(out, "component", json_string(arg));
+}
+
+static int setup(void **state)
+{
+    static struct fixture f;
+    char err[256];
+    memset(&f, 0, sizeof f);
+    f.base = event_base_new();
+    f.metrics = ad_metrics_new();
+    f.admin = ad_admin_new(f.base, "127.0.0.1:0", f.metrics, err, sizeof err);
+    if (!f.admin)
+        fail_msg("%s", err);
+    ad_admin_set_status_fn(f.admin, status_doc, "admin-test");
+    snprintf(f.url, sizeof f.url, "http://%s", ad_admin_address(f.admin));
+    pthread_create(&f.thread, NULL, loop_main, &f);
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    event_base_loopbreak(f->base);
+    pthread_join(f->thread, NULL);
+    ad_admin_destroy(f->admin);
+    ad_metrics_destroy(f->metrics);
+    event_base_free(f->base);
+    return 0;
+}
+
+struct response {
+    long code;
+    char body[65536];
+    size_t len;
+    char content_type[128];
+    char allow[64];
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct response *r = arg;
+    size_t len = size * n;
+    if (r->len + len < sizeof r->body) {
+        memcpy(r->body + r->len, data, len);
+        r->len += len;
+        r->body[r->len] = '\0';
+    }
+    return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+    struct response *r = arg;
+    size_t len = size * n;
+    if (strncasecmp(data, "Allow: ", 7) == 0)
+        snprintf(r->allow, sizeof r->allow, "%.*s", (int)(len - 9), data + 7);
+    return len;
+}
+
+static struct response *request(struct fixture *f, const char *method, const char *path)
+{
+    static struct response r;
+    char url[256];
+    char *ct = NULL;
+    memset(&r, 0, sizeof r);
+    snprintf(url, sizeof url, "%s%s", f->url, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.code);
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+    if (ct)
+        snprintf(r.content_type, sizeof r.content_type, "%s", ct);
+    curl_easy_cleanup(c);
+    return &r;
+}
+
+/* Sends raw bytes and returns the status line's code. */
+static int raw_request(struct fixture *f, const char *bytes, size_t len)
+{
+    char host[64];
+    int port;
+    const char *colon = strrchr(ad_admin_address(f->admin), ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - ad_admin_address(f->admin)),
+             ad_admin_address(f->admin));
+    port = atoi(colon + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t w = send(fd, bytes + sent, len - sent, MSG_NOSIGNAL);
+        if (w <= 0)
+            break; /* the server may hang up early on a bad request */
+        sent += (size_t)w;
+    }
+    char reply[256] = "";
+    ssize_t n = recv(fd, reply, sizeof reply - 1, 0);
+    close(fd);
+    if (n < 12)
+        return -1;
+    reply[n] = '\0';
+    return atoi(reply + 9);
+}
+
+static void set_ready(void *arg)
+{
+    ad_admin_set_ready(arg, 1, NULL);
+}
+
+static void set_stopping(void *arg)
+{
+    ad_admin_set_ready(arg, 0, "stopping");
+}
+
+static void test_endpoints(void **state)
+{
+    struct fixture *f = *state;
+    struct response *r;
+
+    r = request(f, "GET", "/healthz");
+    assert_int_equal(r->code, 200);
+    assert_string_equal(r->body, "ok\n");
+
+    r = request(f, "GET", "/readyz");
+    assert_int_equal(r->code, 503);
+    assert_string_equal(r->body, "not ready: starting\n");
+    in_loop(f, set_ready, f->admin);
+    r = request(f, "GET", "/readyz");
+    assert_int_equal(r->code, 200);
+    in_loop(f, set_stopping, f->admin);
+    r = request(f, "GET", "/readyz");
+    assert_int_equal(r->code, 503);
+    assert_string_equal(r->body, "not ready: stopping\n");
+
+    r = request(f, "GET", "/status");
+    assert_int_equal(r->code, 200);
+    assert_string_equal(r->content_type, "application/json");
+    json_error_t err;
+    json_t *doc = json_loads(r->body, 0, &err);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "component")), "admin-test");
+    json_decref(doc);
+
+    r = request(f, "GET", "/");
+    assert_int_equal(r->code, 200);
+    assert_non_null(strstr(r->body, "/metrics"));
+
+    r = request(f, "GET", "/metrics?debug=1");
+    assert_int_equal(r->code, 200);
+    assert_string_equal(r->content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_non_null(strstr(r->body, "# TYPE anomalyd_admin_requests_total counter\n"));
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"/readyz\","
+                                    "code=\"503\"} 2\n"));
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"/readyz\","
+                                    "code=\"200\"} 1\n"));
+}
+
+static void test_methods_and_paths(void **state)
+{
+    struct fixture *f = *state;
+    struct response *r;
+
+    r = request(f, "HEAD", "/metrics");
+    assert_int_equal(r->code, 200);
+    assert_int_equal(r->len, 0);
+
+    const char *methods[] = {"POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        r = request(f, methods[i], "/status");
+        assert_int_equal(r->code, 405);
+        assert_string_equal(r->allow, "GET, HEAD");
+    }
+    const char *missing[] = {"/nope", "/metrics/", "//metrics", "/status.json", "/%00"};
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+        r = request(f, "GET", missing[i]);
+        if (r->code != 404)
+            fail_msg("%s answered %ld", missing[i], r->code);
+    }
+    r = request(f, "GET", "/metrics");
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"other\","
+                                    "code=\"404\"} 5\n"));
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"/status\","
+                                    "code=\"405\"} 5\n"));
+}
+
+static void test_bad_requests_get_4xx(void **state)
+{
+    struct fixture *f = *state;
+    const char garbage[] = "THIS IS NOT HTTP\r\n\r\n";
+    int code = raw_request(f, garbage, sizeof garbage - 1);
+    assert_true(code >= 400 && code < 500);
+
+    const char absolute[] = "GET http://evil.example/metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(raw_request(f, absolute, sizeof absolute - 1), 404);
+
+    const char bad_version[] = "GET /metrics HTTP/9.9\r\n\r\n";
+    code = raw_request(f, bad_version, sizeof bad_version - 1);
+    assert_true(code >= 400 && code < 500);
+
+    size_t big = 64 * 1024;
+    char *huge = malloc(big + 64);
+    int n = snprintf(huge, 64, "GET /metrics HTTP/1.1\r\nX-Big: ");
+    memset(huge + n, 'a', big);
+    memcpy(huge + n + big, "\r\n\r\n", 4);
+    code = raw_request(f, huge, (size_t)n + big + 4);
+    assert_true(code >= 400 && code < 500);
+    free(huge);
+
+    const char big_body[] = "POST /status HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+    code = raw_request(f, big_body, sizeof big_body - 1);
+    assert_int_equal(code, 413);
+
+    /* The server is still there. */
+    assert_int_equal(request(f, "GET", "/healthz")->code, 200);
+}
+
+struct bind_case {
+    struct event_base *base;
+    const char *listen;
+    char err[256];
+    struct ad_admin *admin;
+};
+
+static void try_bind(void *arg)
+{
+    struct bind_case *b = arg;
+    struct ad_metrics *m = ad_metrics_new();
+    b->admin = ad_admin_new(b->base, b->listen, m, b->err, sizeof b->err);
+    ad_admin_destroy(b->admin);
+    ad_metrics_destroy(m);
+}
+
+static void test_bind_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct bind_case cases[] = {
+        {f->base, ad_admin_address(f->admin), "", NULL}, /* taken */
+        {f->base, "localhost", "", NULL},                 /* no port */
+        {f->base, "192.0.2.1:0", "", NULL},               /* not an address of this host */
+    };
+    const char *want[] = {"cannot listen on", "bad listen address", "cannot listen on"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        in_loop(f, try_bind, &cases[i]);
+        assert_null(cases[i].admin);
+        if (!strstr(cases[i].err, want[i]))
+            fail_msg("%s: %s", cases[i].listen, cases[i].err);
+    }
+}
+
+int main(void)
+{
+    evthread_use_pthreads();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_methods_and_paths),
+        cmocka_unit_test(test_bad_requests_get_4xx),
+        cmocka_unit_test(test_bind_errors),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    curl_global_cleanup();
+    return rc;
+}
