@@ -42,8 +42,7 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
     json_t *index = NULL, *root = NULL;
 
     if (len > AD_CONFIG_MAX_BYTES) {
-        ad_diag_add(diag, name, 0, 0, "the file is larger than %d bytes",
-                    AD_CONFIG_MAX_BYTES);
+        ad_diag_add(diag, name, 0, 0, "the file is larger than %d bytes", AD_CONFIG_MAX_BYTES);
         return NULL;
     }
     index = json_object();
@@ -60,8 +59,9 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
     if (!root)
         goto err;
     if (!json_is_object(root)) {
-        ad_diag_add(diag, name, 1, 1, "expected a mapping of sections (daemon, kafka, sources, "
-                                      "detectors, sinks, model_store, scoring)");
+        ad_diag_add(diag, name, 1, 1,
+                    "expected a mapping of sections (daemon, kafka, sources, "
+                    "detectors, sinks, model_store, scoring)");
         goto err;
     }
     char *base_dir = strdup(name);
@@ -70,8 +70,8 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
         *(slash == base_dir ? slash + 1 : slash) = '\0';
     else if (base_dir)
         base_dir[0] = '\0';
-    struct ad_schema_ctx ctx = {.file = name, .base_dir = base_dir, .index = index,
-                                .diag = diag, .root = &cfg->settings};
+    struct ad_schema_ctx ctx = {
+        .file = name, .base_dir = base_dir, .index = index, .diag = diag, .root = &cfg->settings};
     size_t errors = ad_schema_decode(&ctx, &ad_config_root_section, root, "", &cfg->settings);
     free(base_dir);
     if (errors > 0)

@@ -16,15 +16,15 @@
 #include "settings.h"
 #include "yaml_tree.h"
 
-#define N(a)        (sizeof(a) / sizeof((a)[0]))
-#define MS(s)       ((double)(s) * 1000.0)
-#define MAX_WINDOW  4096 /* buckets per window (T) */
-#define PATH_BUF    AD_YAML_PATH_MAX
+#define N(a)       (sizeof(a) / sizeof((a)[0]))
+#define MS(s)      ((double)(s)*1000.0)
+#define MAX_WINDOW 4096 /* buckets per window (T) */
+#define PATH_BUF   AD_YAML_PATH_MAX
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
-static const char *const time_formats[] = {"rfc3339", "unix_s", "unix_ms", "unix_us", "kafka",
-                                           NULL};
+static const char *const time_formats[] = {"rfc3339", "unix_s", "unix_ms",
+                                           "unix_us", "kafka",  NULL};
 static const char *const backends[] = {"auto", "cuda", "cpu", NULL};
 static const char *const fill_policies[] = {"zero", "carry", "nan", NULL};
 
@@ -160,17 +160,25 @@ static void check_readable(struct ad_schema_ctx *ctx, const char *parent, const 
 #define DAEMON(m) offsetof(struct ad_settings_daemon, m)
 
 static const struct ad_schema_field daemon_log_fields[] = {
-    {.name = "level", .kind = AD_SCHEMA_ENUM, .offset = DAEMON(log_level), .def = "info",
+    {.name = "level",
+     .kind = AD_SCHEMA_ENUM,
+     .offset = DAEMON(log_level),
+     .def = "info",
      .values = log_levels,
      .doc = "Least severe level written: `debug`, `info`, `warn` or `error`. "
             "`--log-level` overrides it."},
-    {.name = "format", .kind = AD_SCHEMA_ENUM, .offset = DAEMON(log_format), .def = "logfmt",
+    {.name = "format",
+     .kind = AD_SCHEMA_ENUM,
+     .offset = DAEMON(log_format),
+     .def = "logfmt",
      .values = log_formats,
      .doc = "`logfmt` (key=value) or `json` lines on stderr. `--log-format` overrides it."},
 };
 
 static const struct ad_schema_section daemon_log_section = {
-    .name = "log", .fields = daemon_log_fields, .n_fields = N(daemon_log_fields),
+    .name = "log",
+    .fields = daemon_log_fields,
+    .n_fields = N(daemon_log_fields),
     .doc = "Logging. Both keys change live on reload."};
 
 static void check_admin(struct ad_schema_ctx *ctx, const char *path, void *obj)
@@ -182,32 +190,48 @@ static void check_admin(struct ad_schema_ctx *ctx, const char *path, void *obj)
 }
 
 static const struct ad_schema_field daemon_admin_fields[] = {
-    {.name = "listen", .kind = AD_SCHEMA_STRING, .offset = DAEMON(admin_listen),
-     .def = "127.0.0.1:9476", .flags = AD_SCHEMA_RESTART,
+    {.name = "listen",
+     .kind = AD_SCHEMA_STRING,
+     .offset = DAEMON(admin_listen),
+     .def = "127.0.0.1:9476",
+     .flags = AD_SCHEMA_RESTART,
      .doc = "Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`): "
             "`host:port`, `[v6]:port`, or `:port` for every interface. Port 0 picks a free "
             "port and logs it."},
 };
 
-static const struct ad_schema_section daemon_admin_section = {
-    .name = "admin", .fields = daemon_admin_fields, .n_fields = N(daemon_admin_fields),
-    .check = check_admin, .doc = "The admin HTTP endpoint."};
+static const struct ad_schema_section daemon_admin_section = {.name = "admin",
+                                                              .fields = daemon_admin_fields,
+                                                              .n_fields = N(daemon_admin_fields),
+                                                              .check = check_admin,
+                                                              .doc = "The admin HTTP endpoint."};
 
 static const struct ad_schema_field daemon_fields[] = {
-    {.name = "log", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &daemon_log_section,
+    {.name = "log",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = 0,
+     .section = &daemon_log_section,
      .doc = "Logging."},
-    {.name = "admin", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &daemon_admin_section,
+    {.name = "admin",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = 0,
+     .section = &daemon_admin_section,
      .doc = "Admin HTTP endpoint."},
-    {.name = "shutdown_timeout", .kind = AD_SCHEMA_DURATION, .offset = DAEMON(shutdown_timeout),
-     .def = "30s", .min = 0, .max = MS(3600),
+    {.name = "shutdown_timeout",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DAEMON(shutdown_timeout),
+     .def = "30s",
+     .min = 0,
+     .max = MS(3600),
      .doc = "How long a graceful stop (SIGTERM, SIGINT) may take; past it the daemon exits "
             "with status 1. Keep it below systemd's TimeoutStopSec and Kubernetes' "
             "terminationGracePeriodSeconds."},
 };
 
-static const struct ad_schema_section daemon_section = {
-    .name = "daemon", .fields = daemon_fields, .n_fields = N(daemon_fields),
-    .doc = "The process itself."};
+static const struct ad_schema_section daemon_section = {.name = "daemon",
+                                                        .fields = daemon_fields,
+                                                        .n_fields = N(daemon_fields),
+                                                        .doc = "The process itself."};
 
 /* ---- kafka ---- */
 
@@ -255,8 +279,9 @@ static void check_kafka_properties(struct ad_schema_ctx *ctx, const char *path,
         if (res == RD_KAFKA_CONF_UNKNOWN) {
             const char *hint = names ? ad_schema_suggest(key, names) : NULL;
             if (hint)
-                ad_schema_error_key(ctx, p, "unknown librdkafka property \"%s\" (did you mean "
-                                            "\"%s\"?)",
+                ad_schema_error_key(ctx, p,
+                                    "unknown librdkafka property \"%s\" (did you mean "
+                                    "\"%s\"?)",
                                     key, hint);
             else
                 ad_schema_error_key(ctx, p, "unknown librdkafka property \"%s\"", key);
@@ -286,23 +311,36 @@ static void check_kafka(struct ad_schema_ctx *ctx, const char *path, void *obj)
 }
 
 static const struct ad_schema_field kafka_fields[] = {
-    {.name = "brokers", .kind = AD_SCHEMA_STRING_LIST, .offset = KAFKA(brokers),
+    {.name = "brokers",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = KAFKA(brokers),
      .flags = AD_SCHEMA_RESTART | AD_SCHEMA_COMMA_LIST,
      .doc = "Bootstrap brokers, `host:port`. Needed by Kafka sources and the Kafka sink."},
-    {.name = "client_id", .kind = AD_SCHEMA_STRING, .offset = KAFKA(client_id),
-     .def = "anomalyd", .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+    {.name = "client_id",
+     .kind = AD_SCHEMA_STRING,
+     .offset = KAFKA(client_id),
+     .def = "anomalyd",
+     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
      .doc = "Client id shown in broker logs and quotas."},
-    {.name = "group_id", .kind = AD_SCHEMA_STRING, .offset = KAFKA(group_id),
-     .def = "anomalyd", .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+    {.name = "group_id",
+     .kind = AD_SCHEMA_STRING,
+     .offset = KAFKA(group_id),
+     .def = "anomalyd",
+     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
      .doc = "Consumer group. Replicas sharing it divide the partitions between them."},
-    {.name = "properties", .kind = AD_SCHEMA_SECRET_MAP, .offset = KAFKA(properties),
+    {.name = "properties",
+     .kind = AD_SCHEMA_SECRET_MAP,
+     .offset = KAFKA(properties),
      .flags = AD_SCHEMA_RESTART,
      .doc = "librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, "
             "`ssl.*`, `fetch.*`...); values may be secrets. Checked against librdkafka on load."},
 };
 
 static const struct ad_schema_section kafka_section = {
-    .name = "kafka", .fields = kafka_fields, .n_fields = N(kafka_fields), .check = check_kafka,
+    .name = "kafka",
+    .fields = kafka_fields,
+    .n_fields = N(kafka_fields),
+    .check = check_kafka,
     .doc = "The Kafka cluster that log sources read and the Kafka sink writes. Any change "
            "needs a restart."};
 
@@ -311,15 +349,22 @@ static const struct ad_schema_section kafka_section = {
 #define HTTP(m) offsetof(struct ad_settings_http, m)
 
 static const struct ad_schema_field basic_auth_fields[] = {
-    {.name = "username", .kind = AD_SCHEMA_STRING, .offset = HTTP(basic_username),
-     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY, .doc = "User name."},
-    {.name = "password", .kind = AD_SCHEMA_SECRET, .offset = HTTP(basic_password),
-     .flags = AD_SCHEMA_REQUIRED, .doc = "Password (a secret)."},
+    {.name = "username",
+     .kind = AD_SCHEMA_STRING,
+     .offset = HTTP(basic_username),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "User name."},
+    {.name = "password",
+     .kind = AD_SCHEMA_SECRET,
+     .offset = HTTP(basic_password),
+     .flags = AD_SCHEMA_REQUIRED,
+     .doc = "Password (a secret)."},
 };
 
-static const struct ad_schema_section basic_auth_section = {
-    .name = "basic_auth", .fields = basic_auth_fields, .n_fields = N(basic_auth_fields),
-    .doc = "HTTP basic authentication."};
+static const struct ad_schema_section basic_auth_section = {.name = "basic_auth",
+                                                            .fields = basic_auth_fields,
+                                                            .n_fields = N(basic_auth_fields),
+                                                            .doc = "HTTP basic authentication."};
 
 #define TLS(m) offsetof(struct ad_settings_tls, m)
 
@@ -337,19 +382,33 @@ static void check_tls(struct ad_schema_ctx *ctx, const char *path, void *obj)
 }
 
 static const struct ad_schema_field tls_fields[] = {
-    {.name = "ca_file", .kind = AD_SCHEMA_STRING, .offset = TLS(ca_file),
-     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "CA bundle to verify the server with."},
-    {.name = "cert_file", .kind = AD_SCHEMA_STRING, .offset = TLS(cert_file),
-     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "Client certificate (PEM), with key_file."},
-    {.name = "key_file", .kind = AD_SCHEMA_STRING, .offset = TLS(key_file),
-     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH, .doc = "Client key (PEM), with cert_file."},
-    {.name = "insecure_skip_verify", .kind = AD_SCHEMA_BOOL, .offset = TLS(insecure_skip_verify),
-     .def = "false", .doc = "Skip verifying the server certificate. For tests only."},
+    {.name = "ca_file",
+     .kind = AD_SCHEMA_STRING,
+     .offset = TLS(ca_file),
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
+     .doc = "CA bundle to verify the server with."},
+    {.name = "cert_file",
+     .kind = AD_SCHEMA_STRING,
+     .offset = TLS(cert_file),
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
+     .doc = "Client certificate (PEM), with key_file."},
+    {.name = "key_file",
+     .kind = AD_SCHEMA_STRING,
+     .offset = TLS(key_file),
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
+     .doc = "Client key (PEM), with cert_file."},
+    {.name = "insecure_skip_verify",
+     .kind = AD_SCHEMA_BOOL,
+     .offset = TLS(insecure_skip_verify),
+     .def = "false",
+     .doc = "Skip verifying the server certificate. For tests only."},
 };
 
-static const struct ad_schema_section tls_section = {
-    .name = "tls", .fields = tls_fields, .n_fields = N(tls_fields), .check = check_tls,
-    .doc = "TLS for https:// URLs."};
+static const struct ad_schema_section tls_section = {.name = "tls",
+                                                     .fields = tls_fields,
+                                                     .n_fields = N(tls_fields),
+                                                     .check = check_tls,
+                                                     .doc = "TLS for https:// URLs."};
 
 static void check_http(struct ad_schema_ctx *ctx, const char *path, void *obj)
 {
@@ -362,15 +421,30 @@ static void check_http(struct ad_schema_ctx *ctx, const char *path, void *obj)
 }
 
 static const struct ad_schema_field http_fields[] = {
-    {.name = "timeout", .kind = AD_SCHEMA_DURATION, .offset = HTTP(timeout), .def = "10s",
-     .min = 1, .max = MS(600), .doc = "Timeout of one request."},
-    {.name = "bearer_token", .kind = AD_SCHEMA_SECRET, .offset = HTTP(bearer_token),
+    {.name = "timeout",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = HTTP(timeout),
+     .def = "10s",
+     .min = 1,
+     .max = MS(600),
+     .doc = "Timeout of one request."},
+    {.name = "bearer_token",
+     .kind = AD_SCHEMA_SECRET,
+     .offset = HTTP(bearer_token),
      .doc = "Sent as `Authorization: Bearer <token>` (a secret)."},
-    {.name = "basic_auth", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &basic_auth_section,
+    {.name = "basic_auth",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = 0,
+     .section = &basic_auth_section,
      .doc = "HTTP basic authentication."},
-    {.name = "tls", .kind = AD_SCHEMA_SECTION, .offset = HTTP(tls), .section = &tls_section,
+    {.name = "tls",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = HTTP(tls),
+     .section = &tls_section,
      .doc = "TLS settings."},
-    {.name = "headers", .kind = AD_SCHEMA_SECRET_MAP, .offset = HTTP(headers),
+    {.name = "headers",
+     .kind = AD_SCHEMA_SECRET_MAP,
+     .offset = HTTP(headers),
      .doc = "Extra request headers (e.g. `X-Scope-OrgID`); values may be secrets."},
 };
 
@@ -382,22 +456,38 @@ static const struct ad_schema_section http_section = {
 #define TIME(m) offsetof(struct ad_settings_event_time, m)
 
 static const struct ad_schema_field event_time_fields[] = {
-    {.name = "path", .kind = AD_SCHEMA_STRING, .offset = TIME(path), .flags = AD_SCHEMA_NONEMPTY,
+    {.name = "path",
+     .kind = AD_SCHEMA_STRING,
+     .offset = TIME(path),
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "JSON path of the event time. Required unless format is `kafka`."},
-    {.name = "format", .kind = AD_SCHEMA_ENUM, .offset = TIME(format), .def = "rfc3339",
+    {.name = "format",
+     .kind = AD_SCHEMA_ENUM,
+     .offset = TIME(format),
+     .def = "rfc3339",
      .values = time_formats,
      .doc = "`rfc3339` text, `unix_s`, `unix_ms` or `unix_us` numbers (or numeric strings), "
             "or `kafka` for the message timestamp."},
-    {.name = "max_past", .kind = AD_SCHEMA_DURATION, .offset = TIME(max_past), .def = "24h",
-     .min = MS(1), .max = MS(365 * 86400.0),
+    {.name = "max_past",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = TIME(max_past),
+     .def = "24h",
+     .min = MS(1),
+     .max = MS(365 * 86400.0),
      .doc = "Events older than now minus this are rejected (reason `time_too_old`)."},
-    {.name = "max_future", .kind = AD_SCHEMA_DURATION, .offset = TIME(max_future), .def = "5m",
-     .min = 0, .max = MS(7 * 86400.0),
+    {.name = "max_future",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = TIME(max_future),
+     .def = "5m",
+     .min = 0,
+     .max = MS(7 * 86400.0),
      .doc = "Events newer than now plus this are rejected (reason `time_in_future`)."},
 };
 
 static const struct ad_schema_section event_time_section = {
-    .name = "time", .fields = event_time_fields, .n_fields = N(event_time_fields),
+    .name = "time",
+    .fields = event_time_fields,
+    .n_fields = N(event_time_fields),
     .doc = "Where each event's time comes from."};
 
 #define KSRC(m) offsetof(struct ad_settings_kafka_source, m)
@@ -419,8 +509,9 @@ static void check_kafka_source(struct ad_schema_ctx *ctx, const char *path, void
 
     if (k->time.format != AD_TIME_KAFKA && !k->time.path) {
         child_path(p, path, "time");
-        ad_schema_error(ctx, p, "needs path (the JSON field holding the event time) unless "
-                                "format is kafka");
+        ad_schema_error(ctx, p,
+                        "needs path (the JSON field holding the event time) unless "
+                        "format is kafka");
     }
     if (k->time.path) {
         char tp[PATH_BUF];
@@ -448,34 +539,56 @@ static void check_kafka_source(struct ad_schema_ctx *ctx, const char *path, void
 }
 
 static const struct ad_schema_field kafka_source_fields[] = {
-    {.name = "topics", .kind = AD_SCHEMA_STRING_LIST, .offset = KSRC(topics),
+    {.name = "topics",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = KSRC(topics),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY | AD_SCHEMA_COMMA_LIST,
      .doc = "Topics to consume, as one consumer group (`kafka.group_id`)."},
-    {.name = "max_message_bytes", .kind = AD_SCHEMA_SIZE, .offset = KSRC(max_message_bytes),
-     .def = "1MiB", .min = 64, .max = 64.0 * 1024 * 1024,
+    {.name = "max_message_bytes",
+     .kind = AD_SCHEMA_SIZE,
+     .offset = KSRC(max_message_bytes),
+     .def = "1MiB",
+     .min = 64,
+     .max = 64.0 * 1024 * 1024,
      .doc = "Larger messages are rejected (reason `too_large`) without being parsed."},
-    {.name = "dead_letter_topic", .kind = AD_SCHEMA_STRING, .offset = KSRC(dead_letter_topic),
+    {.name = "dead_letter_topic",
+     .kind = AD_SCHEMA_STRING,
+     .offset = KSRC(dead_letter_topic),
      .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Rejected events are produced here with the reason in the `anomalyd-reason` "
             "header. Unset: they are only counted."},
-    {.name = "time", .kind = AD_SCHEMA_SECTION, .offset = KSRC(time),
-     .section = &event_time_section, .doc = "Event time."},
-    {.name = "labels", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(labels),
+    {.name = "time",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = KSRC(time),
+     .section = &event_time_section,
+     .doc = "Event time."},
+    {.name = "labels",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = KSRC(labels),
      .doc = "Entity labels taken from each event: label name to JSON path."},
-    {.name = "static_labels", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(static_labels),
+    {.name = "static_labels",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = KSRC(static_labels),
      .doc = "Entity labels with fixed values: label name to value."},
-    {.name = "filters", .kind = AD_SCHEMA_STRING_LIST, .offset = KSRC(filter_exprs),
+    {.name = "filters",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = KSRC(filter_exprs),
      .doc = "Conditions an event must meet to count at all, e.g. `kind == \"access\"`; all "
             "must hold. See \"Expressions\" above."},
-    {.name = "features", .kind = AD_SCHEMA_STRING_MAP, .offset = KSRC(feature_exprs),
+    {.name = "features",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = KSRC(feature_exprs),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Feature name to expression: `count`, `count_if COND`, `sum|mean|min|max|last "
             "PATH`."},
 };
 
 static const struct ad_schema_section kafka_source_section = {
-    .name = "kafka", .fields = kafka_source_fields, .n_fields = N(kafka_source_fields),
-    .check = check_kafka_source, .free_derived = free_kafka_source,
+    .name = "kafka",
+    .fields = kafka_source_fields,
+    .n_fields = N(kafka_source_fields),
+    .check = check_kafka_source,
+    .free_derived = free_kafka_source,
     .doc = "A Kafka topic of JSON log events, one event per message."};
 
 #define PSRC(m) offsetof(struct ad_settings_prometheus_source, m)
@@ -489,19 +602,33 @@ static void check_prometheus_source(struct ad_schema_ctx *ctx, const char *path,
 }
 
 static const struct ad_schema_field prometheus_source_fields[] = {
-    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = PSRC(url),
+    {.name = "url",
+     .kind = AD_SCHEMA_STRING,
+     .offset = PSRC(url),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Base URL of the Prometheus HTTP API, e.g. `http://prometheus:9090`."},
-    {.name = "queries", .kind = AD_SCHEMA_STRING_MAP, .offset = PSRC(queries),
+    {.name = "queries",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = PSRC(queries),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Feature name to PromQL. Each series' labels name its entity."},
-    {.name = "labels", .kind = AD_SCHEMA_STRING_MAP, .offset = PSRC(labels),
+    {.name = "labels",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = PSRC(labels),
      .doc = "Entity label to series label, where the names differ (e.g. `service: job`)."},
-    {.name = "step", .kind = AD_SCHEMA_DURATION, .offset = PSRC(step), .def = "0s", .min = 0,
+    {.name = "step",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = PSRC(step),
+     .def = "0s",
+     .min = 0,
      .max = MS(86400),
      .doc = "Resolution of the range queries; `0s` takes the step of the detectors using it, "
             "which it must equal otherwise."},
-    {.name = "delay", .kind = AD_SCHEMA_DURATION, .offset = PSRC(delay), .def = "1m", .min = 0,
+    {.name = "delay",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = PSRC(delay),
+     .def = "1m",
+     .min = 0,
      .max = MS(3600),
      .doc = "How far behind now the queries end, so that scrapes and rule evaluations have "
             "landed."},
@@ -509,10 +636,11 @@ static const struct ad_schema_field prometheus_source_fields[] = {
 };
 
 static const struct ad_schema_section prometheus_source_section = {
-    .name = "prometheus", .fields = prometheus_source_fields,
-    .n_fields = N(prometheus_source_fields), .check = check_prometheus_source,
-    .doc = "Range queries against a Prometheus server. Also takes the HTTP keys `timeout`, "
-           "`bearer_token`, `basic_auth`, `tls` and `headers` (see `model_store`)."};
+    .name = "prometheus",
+    .fields = prometheus_source_fields,
+    .n_fields = N(prometheus_source_fields),
+    .check = check_prometheus_source,
+    .doc = "Range queries against a Prometheus server's HTTP API."};
 
 #define SRC(m) offsetof(struct ad_settings_source, m)
 
@@ -541,8 +669,9 @@ static void source_features_from_kafka(struct ad_schema_ctx *ctx, const char *pa
         size_t offset;
         child_path(p, fp, exprs->keys[i]);
         if (!valid_name(exprs->keys[i])) {
-            ad_schema_error_key(ctx, p, "feature names may hold only letters, digits, '_' and "
-                                        "'-'");
+            ad_schema_error_key(ctx, p,
+                                "feature names may hold only letters, digits, '_' and "
+                                "'-'");
             continue;
         }
         if (ad_expr_parse_feature(exprs->values[i], f, &error, &offset) < 0) {
@@ -566,8 +695,9 @@ static void source_features_from_prometheus(struct ad_schema_ctx *ctx, const cha
     for (size_t i = 0; s->features && i < queries->len; i++) {
         child_path(p, qp, queries->keys[i]);
         if (!valid_name(queries->keys[i])) {
-            ad_schema_error_key(ctx, p, "feature names may hold only letters, digits, '_' and "
-                                        "'-'");
+            ad_schema_error_key(ctx, p,
+                                "feature names may hold only letters, digits, '_' and "
+                                "'-'");
             continue;
         }
         if (!*queries->values[i]) {
@@ -602,18 +732,30 @@ static void check_source(struct ad_schema_ctx *ctx, const char *path, void *obj)
 }
 
 static const struct ad_schema_field source_fields[] = {
-    {.name = "name", .kind = AD_SCHEMA_STRING, .offset = SRC(name),
+    {.name = "name",
+     .kind = AD_SCHEMA_STRING,
+     .offset = SRC(name),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Unique name; detectors refer to its features as `name.feature`."},
-    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = SRC(kafka),
-     .section = &kafka_source_section, .doc = "A Kafka log source."},
-    {.name = "prometheus", .kind = AD_SCHEMA_SECTION, .offset = SRC(prometheus),
-     .section = &prometheus_source_section, .doc = "A Prometheus metric source."},
+    {.name = "kafka",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = SRC(kafka),
+     .section = &kafka_source_section,
+     .doc = "A Kafka log source."},
+    {.name = "prometheus",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = SRC(prometheus),
+     .section = &prometheus_source_section,
+     .doc = "A Prometheus metric source."},
 };
 
 static const struct ad_schema_section source_section = {
-    .name = "source", .size = sizeof(struct ad_settings_source), .fields = source_fields,
-    .n_fields = N(source_fields), .check = check_source, .free_derived = free_source,
+    .name = "source",
+    .size = sizeof(struct ad_settings_source),
+    .fields = source_fields,
+    .n_fields = N(source_fields),
+    .check = check_source,
+    .free_derived = free_source,
     .doc = "Each source has a name and exactly one of `kafka` or `prometheus`."};
 
 /* ---- detectors ---- */
@@ -622,39 +764,71 @@ static const struct ad_schema_section source_section = {
 #define ALERT(m) offsetof(struct ad_settings_alert, m)
 
 static const struct ad_schema_field alert_fields[] = {
-    {.name = "for", .kind = AD_SCHEMA_INT, .offset = ALERT(for_windows), .def = "3", .min = 1,
+    {.name = "for",
+     .kind = AD_SCHEMA_INT,
+     .offset = ALERT(for_windows),
+     .def = "3",
+     .min = 1,
      .max = 1000,
      .doc = "Consecutive windows over the threshold before a pending alert fires."},
-    {.name = "resolve_for", .kind = AD_SCHEMA_INT, .offset = ALERT(resolve_for), .def = "5",
-     .min = 1, .max = 1000,
+    {.name = "resolve_for",
+     .kind = AD_SCHEMA_INT,
+     .offset = ALERT(resolve_for),
+     .def = "5",
+     .min = 1,
+     .max = 1000,
      .doc = "Consecutive windows under the threshold before a firing alert resolves."},
-    {.name = "repeat_interval", .kind = AD_SCHEMA_DURATION, .offset = ALERT(repeat_interval),
-     .def = "4h", .min = 0, .max = MS(30 * 86400.0),
+    {.name = "repeat_interval",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = ALERT(repeat_interval),
+     .def = "4h",
+     .min = 0,
+     .max = MS(30 * 86400.0),
      .doc = "A firing alert is sent again this often; `0s` never repeats."},
-    {.name = "flap_window", .kind = AD_SCHEMA_INT, .offset = ALERT(flap_window), .def = "20",
-     .min = 2, .max = 1000, .doc = "Windows looked back on to detect flapping."},
-    {.name = "flap_threshold", .kind = AD_SCHEMA_FLOAT, .offset = ALERT(flap_threshold),
-     .def = "0.5", .min = 0, .max = 1,
+    {.name = "flap_window",
+     .kind = AD_SCHEMA_INT,
+     .offset = ALERT(flap_window),
+     .def = "20",
+     .min = 2,
+     .max = 1000,
+     .doc = "Windows looked back on to detect flapping."},
+    {.name = "flap_threshold",
+     .kind = AD_SCHEMA_FLOAT,
+     .offset = ALERT(flap_threshold),
+     .def = "0.5",
+     .min = 0,
+     .max = 1,
      .doc = "Share of state changes within flap_window above which notifications are held "
             "back until the entity settles."},
 };
 
 static const struct ad_schema_section alert_section = {
-    .name = "alert", .fields = alert_fields, .n_fields = N(alert_fields),
+    .name = "alert",
+    .fields = alert_fields,
+    .n_fields = N(alert_fields),
     .doc = "The alert state machine: pending, firing, resolved."};
 
 static const struct ad_schema_field threshold_fields[] = {
-    {.name = "likelihood", .kind = AD_SCHEMA_FLOAT, .offset = DET(threshold_likelihood),
-     .def = "0.9999", .min = 0, .max = 1,
+    {.name = "likelihood",
+     .kind = AD_SCHEMA_FLOAT,
+     .offset = DET(threshold_likelihood),
+     .def = "0.9999",
+     .min = 0,
+     .max = 1,
      .doc = "Anomaly likelihood over which a window counts as anomalous."},
-    {.name = "score", .kind = AD_SCHEMA_FLOAT, .offset = DET(threshold_score), .min = 0,
+    {.name = "score",
+     .kind = AD_SCHEMA_FLOAT,
+     .offset = DET(threshold_score),
+     .min = 0,
      .max = 1e12,
      .doc = "Raw score over which a window counts as anomalous regardless of likelihood. "
             "Unset: the model's calibrated threshold."},
 };
 
 static const struct ad_schema_section threshold_section = {
-    .name = "threshold", .fields = threshold_fields, .n_fields = N(threshold_fields),
+    .name = "threshold",
+    .fields = threshold_fields,
+    .n_fields = N(threshold_fields),
     .doc = "When a scored window counts as anomalous."};
 
 static void free_detector(void *obj)
@@ -672,8 +846,7 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     check_name(ctx, path, d->name);
     if (d->window % d->step != 0 || d->window / d->step > MAX_WINDOW) {
         child_path(p, path, "window");
-        ad_schema_error(ctx, p, "must be a whole number of steps, at most %d of them",
-                        MAX_WINDOW);
+        ad_schema_error(ctx, p, "must be a whole number of steps, at most %d of them", MAX_WINDOW);
     } else {
         d->window_len = (size_t)(d->window / d->step);
     }
@@ -682,49 +855,93 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
 }
 
 static const struct ad_schema_field detector_fields[] = {
-    {.name = "name", .kind = AD_SCHEMA_STRING, .offset = DET(name),
+    {.name = "name",
+     .kind = AD_SCHEMA_STRING,
+     .offset = DET(name),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Unique name, used in metrics, alerts and the model store."},
-    {.name = "keys", .kind = AD_SCHEMA_STRING_LIST, .offset = DET(keys),
+    {.name = "keys",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = DET(keys),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY | AD_SCHEMA_COMMA_LIST,
      .doc = "Entity labels that identify one entity, e.g. `[service, instance]`."},
-    {.name = "features", .kind = AD_SCHEMA_STRING_LIST, .offset = DET(features),
+    {.name = "features",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = DET(features),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "`source.feature` references, in the order the model expects them."},
-    {.name = "fill", .kind = AD_SCHEMA_STRING_MAP, .offset = DET(fill),
+    {.name = "fill",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = DET(fill),
      .doc = "Per feature, how a bucket without data is filled: `zero`, `carry` (the last "
             "value) or `nan`. Default: zero for count, count_if and sum; carry otherwise."},
-    {.name = "step", .kind = AD_SCHEMA_DURATION, .offset = DET(step), .def = "1m",
-     .min = MS(1), .max = MS(86400),
+    {.name = "step",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(step),
+     .def = "1m",
+     .min = MS(1),
+     .max = MS(86400),
      .doc = "Bucket width. Buckets are aligned to the Unix epoch."},
-    {.name = "window", .kind = AD_SCHEMA_DURATION, .offset = DET(window), .def = "1h",
-     .min = MS(1), .max = MS(90 * 86400.0),
+    {.name = "window",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(window),
+     .def = "1h",
+     .min = MS(1),
+     .max = MS(90 * 86400.0),
      .doc = "Length of the window the model sees, a whole number of steps (at most 4096)."},
-    {.name = "allowed_lateness", .kind = AD_SCHEMA_DURATION, .offset = DET(allowed_lateness),
-     .def = "30s", .min = 0, .max = MS(86400),
+    {.name = "allowed_lateness",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(allowed_lateness),
+     .def = "30s",
+     .min = 0,
+     .max = MS(86400),
      .doc = "How long after its end a bucket waits for late events before it closes."},
-    {.name = "source_idle_timeout", .kind = AD_SCHEMA_DURATION,
-     .offset = DET(source_idle_timeout), .def = "5m", .min = MS(1), .max = MS(86400),
+    {.name = "source_idle_timeout",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(source_idle_timeout),
+     .def = "5m",
+     .min = MS(1),
+     .max = MS(86400),
      .doc = "A source (or Kafka partition) silent this long stops holding buckets open."},
-    {.name = "max_entities", .kind = AD_SCHEMA_INT, .offset = DET(max_entities),
-     .def = "100000", .min = 1, .max = 100000000,
+    {.name = "max_entities",
+     .kind = AD_SCHEMA_INT,
+     .offset = DET(max_entities),
+     .def = "100000",
+     .min = 1,
+     .max = 100000000,
      .doc = "Bound on tracked entities; past it the least recently seen is evicted."},
-    {.name = "entity_idle_timeout", .kind = AD_SCHEMA_DURATION,
-     .offset = DET(entity_idle_timeout), .def = "1h", .min = MS(1), .max = MS(30 * 86400.0),
+    {.name = "entity_idle_timeout",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(entity_idle_timeout),
+     .def = "1h",
+     .min = MS(1),
+     .max = MS(30 * 86400.0),
      .doc = "An entity without data this long is evicted."},
-    {.name = "model", .kind = AD_SCHEMA_STRING, .offset = DET(model),
+    {.name = "model",
+     .kind = AD_SCHEMA_STRING,
+     .offset = DET(model),
      .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Name of the model in the store (`<store>/<model>/CURRENT`). Default: the "
             "detector's name."},
-    {.name = "threshold", .kind = AD_SCHEMA_SECTION, .offset = 0, .section = &threshold_section,
+    {.name = "threshold",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = 0,
+     .section = &threshold_section,
      .doc = "Anomaly thresholds."},
-    {.name = "alert", .kind = AD_SCHEMA_SECTION, .offset = DET(alert), .section = &alert_section,
+    {.name = "alert",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = DET(alert),
+     .section = &alert_section,
      .doc = "Alerting."},
 };
 
 static const struct ad_schema_section detector_section = {
-    .name = "detector", .size = sizeof(struct ad_settings_detector), .fields = detector_fields,
-    .n_fields = N(detector_fields), .check = check_detector, .free_derived = free_detector,
+    .name = "detector",
+    .size = sizeof(struct ad_settings_detector),
+    .fields = detector_fields,
+    .n_fields = N(detector_fields),
+    .check = check_detector,
+    .free_derived = free_detector,
     .doc = "A detector scores one kind of entity on one window grid with one model."};
 
 /* ---- sinks ---- */
@@ -740,16 +957,22 @@ static void check_kafka_sink(struct ad_schema_ctx *ctx, const char *path, void *
 }
 
 static const struct ad_schema_field kafka_sink_fields[] = {
-    {.name = "topic", .kind = AD_SCHEMA_STRING, .offset = KSINK(topic),
+    {.name = "topic",
+     .kind = AD_SCHEMA_STRING,
+     .offset = KSINK(topic),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "Topic the alerts are produced to, keyed by entity."},
-    {.name = "properties", .kind = AD_SCHEMA_SECRET_MAP, .offset = KSINK(properties),
+    {.name = "properties",
+     .kind = AD_SCHEMA_SECRET_MAP,
+     .offset = KSINK(properties),
      .flags = AD_SCHEMA_RESTART,
      .doc = "librdkafka properties for the producer only, over `kafka.properties`."},
 };
 
 static const struct ad_schema_section kafka_sink_section = {
-    .name = "kafka", .fields = kafka_sink_fields, .n_fields = N(kafka_sink_fields),
+    .name = "kafka",
+    .fields = kafka_sink_fields,
+    .n_fields = N(kafka_sink_fields),
     .check = check_kafka_sink,
     .doc = "Alerts to a Kafka topic (idempotent producer) on the `kafka` cluster."};
 
@@ -791,8 +1014,9 @@ static void check_redis_sink(struct ad_schema_ctx *ctx, const char *path, void *
         return;
     if (curl_url_set(u, CURLUPART_URL, r->url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-        ad_schema_error(ctx, p, "expected redis://[user:password@]host[:port][/db] or "
-                                "unix:///path/to/socket[?db=N]");
+        ad_schema_error(ctx, p,
+                        "expected redis://[user:password@]host[:port][/db] or "
+                        "unix:///path/to/socket[?db=N]");
         goto out;
     }
     if (strcmp(scheme, "rediss") == 0) {
@@ -843,47 +1067,87 @@ out:
 }
 
 static const struct ad_schema_field redis_sink_fields[] = {
-    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = RSINK(url),
+    {.name = "url",
+     .kind = AD_SCHEMA_STRING,
+     .offset = RSINK(url),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
      .doc = "`redis://[user:password@]host[:port][/db]` or `unix:///path.sock[?db=N]`."},
-    {.name = "username", .kind = AD_SCHEMA_SECRET, .offset = RSINK(username),
+    {.name = "username",
+     .kind = AD_SCHEMA_SECRET,
+     .offset = RSINK(username),
      .doc = "ACL user name (a secret), over the URL's."},
-    {.name = "password", .kind = AD_SCHEMA_SECRET, .offset = RSINK(password),
+    {.name = "password",
+     .kind = AD_SCHEMA_SECRET,
+     .offset = RSINK(password),
      .doc = "Password (a secret), over the URL's."},
-    {.name = "stream", .kind = AD_SCHEMA_STRING, .offset = RSINK(stream),
-     .def = "anomalyd:alerts", .flags = AD_SCHEMA_NONEMPTY,
+    {.name = "stream",
+     .kind = AD_SCHEMA_STRING,
+     .offset = RSINK(stream),
+     .def = "anomalyd:alerts",
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Stream every alert is added to (XADD)."},
-    {.name = "stream_maxlen", .kind = AD_SCHEMA_INT, .offset = RSINK(stream_maxlen),
-     .def = "100000", .min = 1, .max = 1e9,
+    {.name = "stream_maxlen",
+     .kind = AD_SCHEMA_INT,
+     .offset = RSINK(stream_maxlen),
+     .def = "100000",
+     .min = 1,
+     .max = 1e9,
      .doc = "Approximate bound on the stream's length (`MAXLEN ~`)."},
-    {.name = "hash", .kind = AD_SCHEMA_STRING, .offset = RSINK(hash), .def = "anomalyd:state",
-     .flags = AD_SCHEMA_NONEMPTY, .doc = "Hash holding the latest alert state per entity."},
-    {.name = "channel", .kind = AD_SCHEMA_STRING, .offset = RSINK(channel),
-     .def = "anomalyd:alerts", .flags = AD_SCHEMA_NONEMPTY,
+    {.name = "hash",
+     .kind = AD_SCHEMA_STRING,
+     .offset = RSINK(hash),
+     .def = "anomalyd:state",
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Hash holding the latest alert state per entity."},
+    {.name = "channel",
+     .kind = AD_SCHEMA_STRING,
+     .offset = RSINK(channel),
+     .def = "anomalyd:alerts",
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Channel every alert is published on."},
-    {.name = "queue_limit", .kind = AD_SCHEMA_INT, .offset = RSINK(queue_limit), .def = "10000",
-     .min = 1, .max = 1e7,
+    {.name = "queue_limit",
+     .kind = AD_SCHEMA_INT,
+     .offset = RSINK(queue_limit),
+     .def = "10000",
+     .min = 1,
+     .max = 1e7,
      .doc = "Alerts waiting for Redis; when full, consumption pauses instead of dropping."},
-    {.name = "connect_timeout", .kind = AD_SCHEMA_DURATION, .offset = RSINK(connect_timeout),
-     .def = "5s", .min = MS(0.001), .max = MS(300), .doc = "Timeout of one connection attempt."},
+    {.name = "connect_timeout",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = RSINK(connect_timeout),
+     .def = "5s",
+     .min = MS(0.001),
+     .max = MS(300),
+     .doc = "Timeout of one connection attempt."},
 };
 
 static const struct ad_schema_section redis_sink_section = {
-    .name = "redis", .fields = redis_sink_fields, .n_fields = N(redis_sink_fields),
-    .check = check_redis_sink, .free_derived = free_redis_sink,
+    .name = "redis",
+    .fields = redis_sink_fields,
+    .n_fields = N(redis_sink_fields),
+    .check = check_redis_sink,
+    .free_derived = free_redis_sink,
     .doc = "Alerts to Redis: a stream, a per-entity state hash and a pub/sub channel."};
 
 #define SINKS(m) offsetof(struct ad_settings_sinks, m)
 
 static const struct ad_schema_field sinks_fields[] = {
-    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = SINKS(kafka),
-     .section = &kafka_sink_section, .doc = "Kafka sink."},
-    {.name = "redis", .kind = AD_SCHEMA_SECTION, .offset = SINKS(redis),
-     .section = &redis_sink_section, .doc = "Redis sink."},
+    {.name = "kafka",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = SINKS(kafka),
+     .section = &kafka_sink_section,
+     .doc = "Kafka sink."},
+    {.name = "redis",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = SINKS(redis),
+     .section = &redis_sink_section,
+     .doc = "Redis sink."},
 };
 
 static const struct ad_schema_section sinks_section = {
-    .name = "sinks", .fields = sinks_fields, .n_fields = N(sinks_fields),
+    .name = "sinks",
+    .fields = sinks_fields,
+    .n_fields = N(sinks_fields),
     .doc = "Where alerts go. Each sink is on when its section is present."};
 
 /* ---- model store ---- */
@@ -905,55 +1169,98 @@ static void check_model_store(struct ad_schema_ctx *ctx, const char *path, void 
 }
 
 static const struct ad_schema_field model_store_fields[] = {
-    {.name = "path", .kind = AD_SCHEMA_STRING, .offset = STORE(path),
+    {.name = "path",
+     .kind = AD_SCHEMA_STRING,
+     .offset = STORE(path),
      .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
      .doc = "A local folder (a mounted volume) holding `<model>/<version>/` and "
             "`<model>/CURRENT`."},
-    {.name = "url", .kind = AD_SCHEMA_STRING, .offset = STORE(url), .flags = AD_SCHEMA_NONEMPTY,
+    {.name = "url",
+     .kind = AD_SCHEMA_STRING,
+     .offset = STORE(url),
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Or an HTTP(S) base URL with the same layout (MinIO, S3), polled with ETags."},
-    {.name = "poll_interval", .kind = AD_SCHEMA_DURATION, .offset = STORE(poll_interval),
-     .def = "30s", .min = MS(1), .max = MS(86400),
+    {.name = "poll_interval",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = STORE(poll_interval),
+     .def = "30s",
+     .min = MS(1),
+     .max = MS(86400),
      .doc = "How often the store is checked for a new CURRENT."},
-    {.name = "redis_channel", .kind = AD_SCHEMA_STRING, .offset = STORE(redis_channel),
+    {.name = "redis_channel",
+     .kind = AD_SCHEMA_STRING,
+     .offset = STORE(redis_channel),
      .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Redis channel (on `sinks.redis`) on which the trainer announces new versions."},
-    {.name = "shadow_windows", .kind = AD_SCHEMA_INT, .offset = STORE(shadow_windows),
-     .def = "0", .min = 0, .max = 1e9,
+    {.name = "shadow_windows",
+     .kind = AD_SCHEMA_INT,
+     .offset = STORE(shadow_windows),
+     .def = "0",
+     .min = 0,
+     .max = 1e9,
      .doc = "Score a new version beside the serving one for this many windows before "
             "promoting it; 0 promotes at once."},
     {.name = NULL, .kind = AD_SCHEMA_SECTION, .offset = STORE(http), .section = &http_section},
 };
 
 static const struct ad_schema_section model_store_section = {
-    .name = "model_store", .fields = model_store_fields, .n_fields = N(model_store_fields),
+    .name = "model_store",
+    .fields = model_store_fields,
+    .n_fields = N(model_store_fields),
     .check = check_model_store,
-    .doc = "Where trained models come from. With `url`, also takes the HTTP keys below "
-           "(`timeout`, `bearer_token`, `basic_auth`, `tls`, `headers`)."};
+    .doc = "Where trained models come from: a folder or an HTTP(S) URL (with `url`, the HTTP "
+           "keys below apply)."};
 
 /* ---- scoring ---- */
 
 #define SCORING(m) offsetof(struct ad_settings_scoring, m)
 
 static const struct ad_schema_field scoring_fields[] = {
-    {.name = "backend", .kind = AD_SCHEMA_ENUM, .offset = SCORING(backend), .def = "auto",
-     .values = backends, .flags = AD_SCHEMA_RESTART,
+    {.name = "backend",
+     .kind = AD_SCHEMA_ENUM,
+     .offset = SCORING(backend),
+     .def = "auto",
+     .values = backends,
+     .flags = AD_SCHEMA_RESTART,
      .doc = "`auto` uses CUDA when a device is usable, else the CPU; `cuda` or `cpu` force "
             "one."},
-    {.name = "device", .kind = AD_SCHEMA_INT, .offset = SCORING(device), .def = "0", .min = 0,
-     .max = 64, .flags = AD_SCHEMA_RESTART, .doc = "CUDA device ordinal."},
-    {.name = "max_batch", .kind = AD_SCHEMA_INT, .offset = SCORING(max_batch), .def = "131072",
-     .min = 1, .max = 4194304, .doc = "Most windows scored in one batch."},
-    {.name = "queue_depth", .kind = AD_SCHEMA_INT, .offset = SCORING(queue_depth), .def = "4",
-     .min = 1, .max = 1024,
+    {.name = "device",
+     .kind = AD_SCHEMA_INT,
+     .offset = SCORING(device),
+     .def = "0",
+     .min = 0,
+     .max = 64,
+     .flags = AD_SCHEMA_RESTART,
+     .doc = "CUDA device ordinal."},
+    {.name = "max_batch",
+     .kind = AD_SCHEMA_INT,
+     .offset = SCORING(max_batch),
+     .def = "131072",
+     .min = 1,
+     .max = 4194304,
+     .doc = "Most windows scored in one batch."},
+    {.name = "queue_depth",
+     .kind = AD_SCHEMA_INT,
+     .offset = SCORING(queue_depth),
+     .def = "4",
+     .min = 1,
+     .max = 1024,
      .doc = "Batches waiting for the scorer; when full, the loop holds closed buckets back."},
-    {.name = "cpu_threads", .kind = AD_SCHEMA_INT, .offset = SCORING(cpu_threads), .def = "0",
-     .min = 0, .max = 1024, .flags = AD_SCHEMA_RESTART,
+    {.name = "cpu_threads",
+     .kind = AD_SCHEMA_INT,
+     .offset = SCORING(cpu_threads),
+     .def = "0",
+     .min = 0,
+     .max = 1024,
+     .flags = AD_SCHEMA_RESTART,
      .doc = "BLAS threads of the CPU backend; 0 means one per core."},
 };
 
-static const struct ad_schema_section scoring_section = {
-    .name = "scoring", .fields = scoring_fields, .n_fields = N(scoring_fields),
-    .doc = "The scorer thread and its backend."};
+static const struct ad_schema_section scoring_section = {.name = "scoring",
+                                                         .fields = scoring_fields,
+                                                         .n_fields = N(scoring_fields),
+                                                         .doc =
+                                                             "The scorer thread and its backend."};
 
 /* ---- cross-section checks ---- */
 
@@ -973,8 +1280,8 @@ static ssize_t find_feature(const struct ad_settings_source *src, const char *na
     return -1;
 }
 
-static void unique_names(struct ad_schema_ctx *ctx, const char *list, const void *items,
-                         size_t n, size_t size, size_t name_offset)
+static void unique_names(struct ad_schema_ctx *ctx, const char *list, const void *items, size_t n,
+                         size_t size, size_t name_offset)
 {
     char p[PATH_BUF], q[PATH_BUF];
     for (size_t i = 0; i < n; i++) {
@@ -1025,12 +1332,12 @@ static int resolve_ref(struct ad_schema_ctx *ctx, const struct ad_settings *s, c
             names[i] = src->features[i].name;
         const char *hint = names ? ad_schema_suggest(dot + 1, names) : NULL;
         if (hint)
-            ad_schema_error(ctx, path, "source \"%s\" has no feature \"%s\" (did you mean "
-                                       "\"%s\"?)",
+            ad_schema_error(ctx, path,
+                            "source \"%s\" has no feature \"%s\" (did you mean "
+                            "\"%s\"?)",
                             src->name, dot + 1, hint);
         else
-            ad_schema_error(ctx, path, "source \"%s\" has no feature \"%s\"", src->name,
-                            dot + 1);
+            ad_schema_error(ctx, path, "source \"%s\" has no feature \"%s\"", src->name, dot + 1);
         free(names);
         return -1;
     }
@@ -1075,8 +1382,9 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_setti
         const struct ad_settings_source *src = &s->sources[d->refs[i].source];
         if (src->type == AD_SOURCE_PROMETHEUS && src->prometheus.step &&
             src->prometheus.step != d->step) {
-            ad_schema_error(ctx, p, "source \"%s\" has step %llds but this detector %llds; "
-                                    "they must be equal",
+            ad_schema_error(ctx, p,
+                            "source \"%s\" has step %llds but this detector %llds; "
+                            "they must be equal",
                             src->name, (long long)src->prometheus.step / 1000,
                             (long long)d->step / 1000);
             ok = false;
@@ -1091,8 +1399,9 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_setti
                 item_path(fp, dpath, "keys", k);
                 if (!ad_schema_present(ctx, fp))
                     child_path(fp, dpath, "keys");
-                ad_schema_error(ctx, fp, "source \"%s\" gives no label \"%s\" (add it to its "
-                                         "labels or static_labels)",
+                ad_schema_error(ctx, fp,
+                                "source \"%s\" gives no label \"%s\" (add it to its "
+                                "labels or static_labels)",
                                 src->name, d->keys.items[k]);
                 ok = false;
             }
@@ -1160,24 +1469,49 @@ static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
 #define ROOT(m) offsetof(struct ad_settings, m)
 
 static const struct ad_schema_field root_fields[] = {
-    {.name = "daemon", .kind = AD_SCHEMA_SECTION, .offset = ROOT(daemon),
-     .section = &daemon_section, .doc = "The process."},
-    {.name = "kafka", .kind = AD_SCHEMA_SECTION, .offset = ROOT(kafka), .section = &kafka_section,
+    {.name = "daemon",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(daemon),
+     .section = &daemon_section,
+     .doc = "The process."},
+    {.name = "kafka",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(kafka),
+     .section = &kafka_section,
      .doc = "The Kafka cluster."},
-    {.name = "sources", .kind = AD_SCHEMA_SECTION_LIST, .offset = ROOT(sources),
-     .count_offset = ROOT(n_sources), .section = &source_section, .doc = "Where data comes from."},
-    {.name = "detectors", .kind = AD_SCHEMA_SECTION_LIST, .offset = ROOT(detectors),
-     .count_offset = ROOT(n_detectors), .section = &detector_section,
+    {.name = "sources",
+     .kind = AD_SCHEMA_SECTION_LIST,
+     .offset = ROOT(sources),
+     .count_offset = ROOT(n_sources),
+     .section = &source_section,
+     .doc = "Where data comes from."},
+    {.name = "detectors",
+     .kind = AD_SCHEMA_SECTION_LIST,
+     .offset = ROOT(detectors),
+     .count_offset = ROOT(n_detectors),
+     .section = &detector_section,
      .doc = "What is scored, and how."},
-    {.name = "sinks", .kind = AD_SCHEMA_SECTION, .offset = ROOT(sinks), .section = &sinks_section,
+    {.name = "sinks",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(sinks),
+     .section = &sinks_section,
      .doc = "Where alerts go."},
-    {.name = "model_store", .kind = AD_SCHEMA_SECTION, .offset = ROOT(model_store),
-     .section = &model_store_section, .doc = "Where models come from."},
-    {.name = "scoring", .kind = AD_SCHEMA_SECTION, .offset = ROOT(scoring),
-     .section = &scoring_section, .doc = "Scoring."},
+    {.name = "model_store",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(model_store),
+     .section = &model_store_section,
+     .doc = "Where models come from."},
+    {.name = "scoring",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(scoring),
+     .section = &scoring_section,
+     .doc = "Scoring."},
 };
 
 const struct ad_schema_section ad_config_root_section = {
-    .name = "", .fields = root_fields, .n_fields = N(root_fields), .check = check_root,
+    .name = "",
+    .fields = root_fields,
+    .n_fields = N(root_fields),
+    .check = check_root,
     .doc = "Every section is optional; a file with only `daemon:` runs the admin endpoint "
            "alone."};

@@ -50,8 +50,7 @@ static char *parse_quoted(const char *s, const char **end)
     return key;
 }
 
-int ad_jpath_parse(const char *text, struct ad_jpath *out, const char **error,
-                   size_t *error_offset)
+int ad_jpath_parse(const char *text, struct ad_jpath *out, const char **error, size_t *error_offset)
 {
     const char *s = text;
     struct ad_jpath p = {NULL, 0};
@@ -103,8 +102,7 @@ int ad_jpath_parse(const char *text, struct ad_jpath *out, const char **error,
                 seg.type = AD_JPATH_INDEX;
                 seg.index = v;
             } else {
-                fail(text, s, "expected a quoted key or an index after '['", error,
-                     error_offset);
+                fail(text, s, "expected a quoted key or an index after '['", error, error_offset);
                 goto err;
             }
         } else if (expect_key || *s == '.') {

@@ -12,7 +12,7 @@
 #include "units.h"
 #include "yaml_tree.h"
 
-#define AT(obj, offset) ((void *)((char *)(obj) + (offset)))
+#define AT(obj, offset)  ((void *)((char *)(obj) + (offset)))
 #define CAT(obj, offset) ((const void *)((const char *)(obj) + (offset)))
 
 /* Secrets are small; a larger file is almost certainly the wrong file. */
@@ -243,8 +243,8 @@ static bool check_bounds(struct ad_schema_ctx *ctx, const struct ad_schema_field
     return false;
 }
 
-static void enum_error(struct ad_schema_ctx *ctx, const struct ad_schema_field *f,
-                       const char *path, const char *got)
+static void enum_error(struct ad_schema_ctx *ctx, const struct ad_schema_field *f, const char *path,
+                       const char *got)
 {
     char list[256] = "";
     size_t used = 0;
@@ -304,8 +304,8 @@ static bool decode_text(struct ad_schema_ctx *ctx, const struct ad_schema_field 
     case AD_SCHEMA_SIZE: {
         int64_t bytes;
         if (ad_size_parse(text, &bytes) < 0) {
-            ad_schema_error(ctx, path, "expected a size such as 1048576, 512KiB or 1MiB; got \"%s\"",
-                            text);
+            ad_schema_error(ctx, path,
+                            "expected a size such as 1048576, 512KiB or 1MiB; got \"%s\"", text);
             return false;
         }
         *(int64_t *)dst = bytes;
@@ -327,8 +327,8 @@ static bool decode_text(struct ad_schema_ctx *ctx, const struct ad_schema_field 
     return false;
 }
 
-static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_field *f,
-                          json_t *v, const char *path, void *dst)
+static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_field *f, json_t *v,
+                          const char *path, void *dst)
 {
     switch (f->kind) {
     case AD_SCHEMA_STRING: {
@@ -425,8 +425,7 @@ static char *read_secret_file(struct ad_schema_ctx *ctx, const char *path, const
         goto fail;
     }
     if (len > SECRET_FILE_MAX) {
-        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file,
-                        SECRET_FILE_MAX);
+        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file, SECRET_FILE_MAX);
         goto fail;
     }
     /* Files written by editors and `echo` end in a newline that is not part of the secret. */
@@ -470,8 +469,8 @@ static bool decode_secret(struct ad_schema_ctx *ctx, json_t *v, const char *path
         return false;
     }
     if (!json_is_string(arg) || !*json_string_value(arg)) {
-        ad_schema_error(ctx, child, "expected a %s", strcmp(how, "file") ? "variable name"
-                                                                         : "file path");
+        ad_schema_error(ctx, child, "expected a %s",
+                        strcmp(how, "file") ? "variable name" : "file path");
         return false;
     }
     const char *name = json_string_value(arg);
@@ -542,7 +541,8 @@ static bool decode_string_list(struct ad_schema_ctx *ctx, const struct ad_schema
     } else if (json_is_array(v)) {
         size_t i;
         json_t *item;
-        json_array_foreach (v, i, item) {
+        json_array_foreach(v, i, item)
+        {
             ad_yaml_path_index(child, sizeof child, path, i);
             const char *text = scalar_text(ctx, item, child);
             if (!text) {
@@ -583,7 +583,8 @@ static bool decode_string_map(struct ad_schema_ctx *ctx, json_t *v, const char *
     out->values = calloc(n ? n : 1, sizeof(char *));
     if (!out->keys || !out->values)
         return false;
-    json_object_foreach (v, key, item) {
+    json_object_foreach(v, key, item)
+    {
         ad_yaml_path_key(child, sizeof child, path, key);
         const char *text = scalar_text(ctx, item, child);
         if (!text) {
@@ -615,7 +616,8 @@ static bool decode_secret_map(struct ad_schema_ctx *ctx, json_t *v, const char *
     out->values = calloc(n ? n : 1, sizeof(struct ad_secret));
     if (!out->keys || !out->values)
         return false;
-    json_object_foreach (v, key, item) {
+    json_object_foreach(v, key, item)
+    {
         struct ad_secret s = {NULL, NULL};
         ad_yaml_path_key(child, sizeof child, path, key);
         if (!decode_secret(ctx, item, child, &s)) {
@@ -667,7 +669,8 @@ static void check_unknown_keys(struct ad_schema_ctx *ctx, const struct ad_schema
     if (!names)
         return;
     collect_names(section, names, &n);
-    json_object_foreach (node, key, item) {
+    json_object_foreach(node, key, item)
+    {
         bool known = false;
         for (size_t i = 0; i < n && !known; i++)
             known = strcmp(names[i], key) == 0;
@@ -676,8 +679,7 @@ static void check_unknown_keys(struct ad_schema_ctx *ctx, const struct ad_schema
         ad_yaml_path_key(child, sizeof child, path, key);
         const char *hint = ad_schema_suggest(key, names);
         if (hint)
-            ad_schema_error_key(ctx, child, "unknown key \"%s\" (did you mean \"%s\"?)", key,
-                                hint);
+            ad_schema_error_key(ctx, child, "unknown key \"%s\" (did you mean \"%s\"?)", key, hint);
         else
             ad_schema_error_key(ctx, child, "unknown key \"%s\" in %s", key,
                                 *path ? path : "the top level");
@@ -703,7 +705,8 @@ static void decode_list(struct ad_schema_ctx *ctx, const struct ad_schema_field 
         return;
     *(void **)AT(obj, f->offset) = items;
     *(size_t *)AT(obj, f->count_offset) = n;
-    json_array_foreach (v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         ad_yaml_path_index(child, sizeof child, path, i);
         if (!json_is_object(item)) {
             ad_schema_error(ctx, child, "expected a mapping, got %s", json_type_name(item));
@@ -942,7 +945,8 @@ static bool field_equal(const struct ad_schema_field *f, const void *a_obj, cons
         return true;
     }
     case AD_SCHEMA_SECRET:
-        return str_equal(((const struct ad_secret *)a)->value, ((const struct ad_secret *)b)->value);
+        return str_equal(((const struct ad_secret *)a)->value,
+                         ((const struct ad_secret *)b)->value);
     case AD_SCHEMA_SECRET_MAP: {
         const struct ad_secretmap *x = a, *y = b;
         if (x->len != y->len)
@@ -998,8 +1002,8 @@ void ad_schema_restart_changes(const struct ad_schema_section *section, const vo
     for (size_t i = 0; i < section->n_fields; i++) {
         const struct ad_schema_field *f = &section->fields[i];
         if (!f->name) {
-            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), path,
-                                      fn, arg);
+            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), path, fn,
+                                      arg);
             continue;
         }
         ad_yaml_path_key(child, sizeof child, path, f->name);
@@ -1007,8 +1011,8 @@ void ad_schema_restart_changes(const struct ad_schema_section *section, const vo
             if (!field_equal(f, a, b))
                 fn(child, arg);
         } else if (f->kind == AD_SCHEMA_SECTION) {
-            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), child,
-                                      fn, arg);
+            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), child, fn,
+                                      arg);
         } else if (f->kind == AD_SCHEMA_SECTION_LIST && section_has_restart(f->section)) {
             size_t n = *(const size_t *)CAT(a, f->count_offset);
             if (n != *(const size_t *)CAT(b, f->count_offset)) {
@@ -1063,8 +1067,8 @@ static void describe_type(const struct ad_schema_field *f, char *buf, size_t siz
     case AD_SCHEMA_ENUM: {
         size_t used = (size_t)snprintf(buf, size, "one of");
         for (const char *const *v = f->values; *v && used < size; v++)
-            used += (size_t)snprintf(buf + used, size - used, "%s `%s`", v == f->values ? "" : ",",
-                                     *v);
+            used +=
+                (size_t)snprintf(buf + used, size - used, "%s `%s`", v == f->values ? "" : ",", *v);
         break;
     }
     case AD_SCHEMA_STRING_LIST:
@@ -1111,8 +1115,7 @@ static void write_rows(FILE *out, const struct ad_schema_section *section, const
     }
 }
 
-static void write_subsections(FILE *out, const struct ad_schema_section *section,
-                              const char *path)
+static void write_subsections(FILE *out, const struct ad_schema_section *section, const char *path)
 {
     char child[AD_YAML_PATH_MAX];
     for (size_t i = 0; i < section->n_fields; i++) {
@@ -1129,8 +1132,7 @@ static void write_subsections(FILE *out, const struct ad_schema_section *section
     }
 }
 
-void ad_schema_write_reference(FILE *out, const struct ad_schema_section *section,
-                               const char *path)
+void ad_schema_write_reference(FILE *out, const struct ad_schema_section *section, const char *path)
 {
     fprintf(out, "### `%s`\n\n", *path ? path : "(top level)");
     if (section->doc)

@@ -34,10 +34,10 @@ enum ad_schema_kind {
     AD_SCHEMA_SECTION_LIST /* a list of mappings: pointer at offset, count at count_offset */
 };
 
-#define AD_SCHEMA_REQUIRED   0x1u /* the key must be given */
-#define AD_SCHEMA_RESTART    0x2u /* a change takes effect only after a restart */
-#define AD_SCHEMA_COMMA_LIST 0x4u /* a string list may also be one "a,b,c" string */
-#define AD_SCHEMA_NONEMPTY   0x8u /* a string, list or map must not be empty */
+#define AD_SCHEMA_REQUIRED   0x1u  /* the key must be given */
+#define AD_SCHEMA_RESTART    0x2u  /* a change takes effect only after a restart */
+#define AD_SCHEMA_COMMA_LIST 0x4u  /* a string list may also be one "a,b,c" string */
+#define AD_SCHEMA_NONEMPTY   0x8u  /* a string, list or map must not be empty */
 #define AD_SCHEMA_PATH       0x10u /* a file or folder: relative to the config file's folder */
 
 struct ad_schema_section;
@@ -64,7 +64,7 @@ struct ad_schema_ctx {
     json_t *index;        /* positions, from ad_yaml_read */
     struct ad_diag *diag;
     void *root;    /* the top-level object being decoded, for checks that look across sections */
-    size_t errors;       /* errors added so far (the diag list may stop storing them) */
+    size_t errors; /* errors added so far (the diag list may stop storing them) */
     size_t check_errors; /* of those, the ones check hooks added */
 };
 

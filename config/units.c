@@ -11,8 +11,12 @@ struct unit {
 
 /* Longest names first where one is a prefix of another ("ms" before "m"). */
 static const struct unit duration_units[] = {
-    {"w", 7 * 24 * 3600 * 1000LL}, {"d", 24 * 3600 * 1000LL}, {"h", 3600 * 1000LL},
-    {"ms", 1},                     {"m", 60 * 1000LL},        {"s", 1000},
+    {"w", 7 * 24 * 3600 * 1000LL},
+    {"d", 24 * 3600 * 1000LL},
+    {"h", 3600 * 1000LL},
+    {"ms", 1},
+    {"m", 60 * 1000LL},
+    {"s", 1000},
 };
 
 /* The order in which units may follow each other. */
@@ -79,8 +83,12 @@ int ad_duration_parse(const char *s, int64_t *ms)
 void ad_duration_format(int64_t ms, char *buf, size_t size)
 {
     static const struct unit order[] = {
-        {"w", 7 * 24 * 3600 * 1000LL}, {"d", 24 * 3600 * 1000LL}, {"h", 3600 * 1000LL},
-        {"m", 60 * 1000LL},            {"s", 1000},               {"ms", 1},
+        {"w", 7 * 24 * 3600 * 1000LL},
+        {"d", 24 * 3600 * 1000LL},
+        {"h", 3600 * 1000LL},
+        {"m", 60 * 1000LL},
+        {"s", 1000},
+        {"ms", 1},
     };
     size_t used = 0;
 
@@ -106,9 +114,14 @@ void ad_duration_format(int64_t ms, char *buf, size_t size)
 int ad_size_parse(const char *s, int64_t *bytes)
 {
     static const struct unit units[] = {
-        {"KiB", 1024LL},    {"MiB", 1024LL * 1024},        {"GiB", 1024LL * 1024 * 1024},
-        {"KB", 1000LL},     {"MB", 1000LL * 1000},         {"GB", 1000LL * 1000 * 1000},
-        {"B", 1},           {"", 1},
+        {"KiB", 1024LL},
+        {"MiB", 1024LL * 1024},
+        {"GiB", 1024LL * 1024 * 1024},
+        {"KB", 1000LL},
+        {"MB", 1000LL * 1000},
+        {"GB", 1000LL * 1000 * 1000},
+        {"B", 1},
+        {"", 1},
     };
     int64_t n;
 

@@ -95,15 +95,13 @@ static void record(struct reader *r, const char *path, yaml_mark_t key_mark, yam
 {
     json_t *raw = json_null();
     if (node->type == YAML_SCALAR_NODE) {
-        raw = json_stringn_nocheck((const char *)node->data.scalar.value,
-                                   node->data.scalar.length);
+        raw = json_stringn_nocheck((const char *)node->data.scalar.value, node->data.scalar.length);
     }
     json_object_set_new(r->index, path,
                         json_pack("[IIIIIo]", (json_int_t)key_mark.line + 1,
                                   (json_int_t)key_mark.column + 1,
                                   (json_int_t)node->start_mark.line + 1,
-                                  (json_int_t)node->start_mark.column + 1, (json_int_t)style,
-                                  raw));
+                                  (json_int_t)node->start_mark.column + 1, (json_int_t)style, raw));
 }
 
 static bool matches_any(const char *s, const char *const *options)
@@ -132,8 +130,8 @@ static bool parse_int(const char *s, json_int_t *out, bool *overflow)
     if (!*p)
         return false;
     for (const char *q = p; *q; q++) {
-        bool ok = base == 16 ? isxdigit((unsigned char)*q) : (*q >= '0' && *q <= '7') ||
-                                                                 (base == 10 && isdigit(*q));
+        bool ok = base == 16 ? isxdigit((unsigned char)*q)
+                             : (*q >= '0' && *q <= '7') || (base == 10 && isdigit(*q));
         if (!ok)
             return false;
     }
@@ -212,8 +210,8 @@ static json_t *resolve_plain(struct reader *r, yaml_node_t *node, const char *te
     return json_string(text);
 }
 
-static json_t *convert(struct reader *r, yaml_node_t *node, const char *path,
-                       yaml_mark_t key_mark, int depth);
+static json_t *convert(struct reader *r, yaml_node_t *node, const char *path, yaml_mark_t key_mark,
+                       int depth);
 
 static json_t *convert_scalar(struct reader *r, yaml_node_t *node, const char *path,
                               yaml_mark_t key_mark)
@@ -253,8 +251,8 @@ static json_t *convert_sequence(struct reader *r, yaml_node_t *node, const char 
     if (!array)
         return NULL;
     record(r, path, key_mark, node, AD_YAML_COLLECTION);
-    for (yaml_node_item_t *it = node->data.sequence.items.start;
-         it < node->data.sequence.items.top; it++, i++) {
+    for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
+         it++, i++) {
         yaml_node_t *item = yaml_document_get_node(r->doc, *it);
         if (ad_yaml_path_index(child, sizeof child, path, i) < 0) {
             error_at(r, item->start_mark, "path too long");
@@ -321,16 +319,15 @@ static json_t *convert_mapping(struct reader *r, yaml_node_t *node, const char *
     return object;
 }
 
-static json_t *convert(struct reader *r, yaml_node_t *node, const char *path,
-                       yaml_mark_t key_mark, int depth)
+static json_t *convert(struct reader *r, yaml_node_t *node, const char *path, yaml_mark_t key_mark,
+                       int depth)
 {
     if (depth > AD_YAML_MAX_DEPTH) {
         error_at(r, node->start_mark, "nested deeper than %d levels", AD_YAML_MAX_DEPTH);
         return NULL;
     }
     if (++r->nodes > AD_YAML_MAX_NODES) {
-        error_at(r, node->start_mark, "more than %d nodes (aliases included)",
-                 AD_YAML_MAX_NODES);
+        error_at(r, node->start_mark, "more than %d nodes (aliases included)", AD_YAML_MAX_NODES);
         return NULL;
     }
     switch (node->type) {
@@ -364,8 +361,10 @@ static yaml_mark_t mark_of_offset(const char *buf, size_t len, size_t offset)
 static void parser_error(struct reader *r, yaml_parser_t *p, const char *buf, size_t len)
 {
     if (p->error == YAML_READER_ERROR) {
-        error_at(r, mark_of_offset(buf, len, p->problem_offset), "the file is not valid UTF-8 "
-                 "(%s)", p->problem ? p->problem : "unreadable text");
+        error_at(r, mark_of_offset(buf, len, p->problem_offset),
+                 "the file is not valid UTF-8 "
+                 "(%s)",
+                 p->problem ? p->problem : "unreadable text");
     } else if (p->error == YAML_MEMORY_ERROR) {
         ad_diag_add(r->diag, r->file, 0, 0, "out of memory reading YAML");
         r->failed = true;

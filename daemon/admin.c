@@ -33,8 +33,8 @@ struct ad_admin {
 
 enum route { ROUTE_INDEX, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_STATUS, ROUTE_OTHER };
 
-static const char *const route_paths[] = {"/", "/metrics", "/healthz", "/readyz", "/status",
-                                          "other"};
+static const char *const route_paths[] = {"/",       "/metrics", "/healthz",
+                                          "/readyz", "/status",  "other"};
 
 static enum route find_route(const char *path)
 {
@@ -61,6 +61,7 @@ static void reply(struct ad_admin *admin, struct evhttp_request *req, enum route
     evhttp_add_header(headers, "Cache-Control", "no-store");
     evhttp_send_reply(req, code, reason, body);
     count_request(admin, route, code);
+    AD_DEBUG_KV("request", AD_KV_STR("handler", route_paths[route]), AD_KV_INT("code", code));
 }
 
 static void reply_text(struct ad_admin *admin, struct evhttp_request *req, enum route route,

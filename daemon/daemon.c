@@ -107,8 +107,8 @@ static void on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ad_duration_format(ad_config_settings(d->config)->daemon.shutdown_timeout, bound, sizeof bound);
-    AD_ERROR_KV("stop did not finish in time; exiting anyway",
-                AD_KV_STR("shutdown_timeout", bound), AD_KV_INT("components_left", d->stops_pending));
+    AD_ERROR_KV("stop did not finish in time; exiting anyway", AD_KV_STR("shutdown_timeout", bound),
+                AD_KV_INT("components_left", d->stops_pending));
     finish(d, 1);
 }
 
@@ -340,8 +340,7 @@ static int register_metrics(struct ad_daemon *d)
                          "Changed settings that take effect only after a restart.", NULL);
     struct ad_gauge *info = ad_metrics_gauge(
         d->metrics, "anomalyd_build_info", "Build information; the value is always 1.", "version",
-        AD_VERSION, "revision", AD_REVISION, "cuda", AD_BUILT_WITH_CUDA ? "true" : "false",
-        NULL);
+        AD_VERSION, "revision", AD_REVISION, "cuda", AD_BUILT_WITH_CUDA ? "true" : "false", NULL);
     if (!d->reloads_ok || !d->reloads_failed || !d->last_reload_successful ||
         !d->last_reload_success_time || !d->pending_restart_keys || !info)
         return -1;

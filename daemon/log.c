@@ -179,8 +179,7 @@ static void put_key(struct line *l, const char *key, bool json, bool first)
     }
 }
 
-static void put_str_field(struct line *l, const char *key, const char *value, bool json,
-                          bool first)
+static void put_str_field(struct line *l, const char *key, const char *value, bool json, bool first)
 {
     if (!value)
         value = "";

@@ -26,9 +26,18 @@ struct ad_log_field {
     double d;
 };
 
-#define AD_KV_STR(k, v)    {.key = (k), .type = AD_LOG_FIELD_STR, .s = (v)}
-#define AD_KV_INT(k, v)    {.key = (k), .type = AD_LOG_FIELD_INT, .i = (long long)(v)}
-#define AD_KV_DOUBLE(k, v) {.key = (k), .type = AD_LOG_FIELD_DOUBLE, .d = (double)(v)}
+#define AD_KV_STR(k, v)                                \
+    {                                                  \
+        .key = (k), .type = AD_LOG_FIELD_STR, .s = (v) \
+    }
+#define AD_KV_INT(k, v)                                           \
+    {                                                             \
+        .key = (k), .type = AD_LOG_FIELD_INT, .i = (long long)(v) \
+    }
+#define AD_KV_DOUBLE(k, v)                                        \
+    {                                                             \
+        .key = (k), .type = AD_LOG_FIELD_DOUBLE, .d = (double)(v) \
+    }
 
 void ad_log_set_level(enum ad_log_level level);
 enum ad_log_level ad_log_get_level(void);
@@ -50,19 +59,19 @@ void ad_log_fields(enum ad_log_level level, const char *module, const char *msg,
 
 #define AD_LOG_ENABLED(level) ((level) >= ad_log_get_level())
 
-#define AD_LOG(level, ...)                                                                         \
-    do {                                                                                           \
-        if (AD_LOG_ENABLED(level))                                                                 \
-            ad_log_printf((level), AD_LOG_MODULE, __VA_ARGS__);                                    \
+#define AD_LOG(level, ...)                                      \
+    do {                                                        \
+        if (AD_LOG_ENABLED(level))                              \
+            ad_log_printf((level), AD_LOG_MODULE, __VA_ARGS__); \
     } while (0)
 
-#define AD_LOG_KV(level, msg, ...)                                                                 \
-    do {                                                                                           \
-        if (AD_LOG_ENABLED(level)) {                                                               \
-            const struct ad_log_field ad_log_kv_[] = {__VA_ARGS__};                                \
-            ad_log_fields((level), AD_LOG_MODULE, (msg), ad_log_kv_,                               \
-                          sizeof ad_log_kv_ / sizeof ad_log_kv_[0]);                               \
-        }                                                                                          \
+#define AD_LOG_KV(level, msg, ...)                                   \
+    do {                                                             \
+        if (AD_LOG_ENABLED(level)) {                                 \
+            const struct ad_log_field ad_log_kv_[] = {__VA_ARGS__};  \
+            ad_log_fields((level), AD_LOG_MODULE, (msg), ad_log_kv_, \
+                          sizeof ad_log_kv_ / sizeof ad_log_kv_[0]); \
+        }                                                            \
     } while (0)
 
 #define AD_DEBUG(...) AD_LOG(AD_LOG_DEBUG, __VA_ARGS__)

@@ -32,14 +32,14 @@ typedef double (*ad_metrics_read_fn)(void *arg);
 struct ad_metrics *ad_metrics_new(void);
 void ad_metrics_destroy(struct ad_metrics *m);
 
-struct ad_counter *ad_metrics_counter(struct ad_metrics *m, const char *name, const char *help,
-                                      ...) __attribute__((sentinel));
+struct ad_counter *ad_metrics_counter(struct ad_metrics *m, const char *name, const char *help, ...)
+    __attribute__((sentinel));
 struct ad_gauge *ad_metrics_gauge(struct ad_metrics *m, const char *name, const char *help, ...)
     __attribute__((sentinel));
 /* bounds: n_bounds upper bounds in ascending order; +Inf is implied. Copied. */
-struct ad_histogram *ad_metrics_histogram(struct ad_metrics *m, const char *name,
-                                          const char *help, const double *bounds,
-                                          size_t n_bounds, ...) __attribute__((sentinel));
+struct ad_histogram *ad_metrics_histogram(struct ad_metrics *m, const char *name, const char *help,
+                                          const double *bounds, size_t n_bounds, ...)
+    __attribute__((sentinel));
 
 /* A counter or gauge whose value comes from fn(arg) at every scrape. arg is borrowed and must
  * outlive the registry. Returns 0, or -1 on a registration error. */

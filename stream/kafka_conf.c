@@ -38,8 +38,7 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
         int n = snprintf(brokers + used, sizeof brokers - used, "%s%s", i ? "," : "",
                          kafka->brokers.items[i]);
         if (n < 0 || (size_t)n >= sizeof brokers - used) {
-            snprintf(errstr, errstr_size, "kafka.brokers is longer than %zu bytes",
-                     sizeof brokers);
+            snprintf(errstr, errstr_size, "kafka.brokers is longer than %zu bytes", sizeof brokers);
             goto err;
         }
         used += (size_t)n;

@@ -318,8 +318,8 @@ static void test_bind_errors(void **state)
     struct fixture *f = *state;
     struct bind_case cases[] = {
         {f->base, ad_admin_address(f->admin), "", NULL}, /* taken */
-        {f->base, "localhost", "", NULL},                 /* no port */
-        {f->base, "192.0.2.1:0", "", NULL},               /* not an address of this host */
+        {f->base, "localhost", "", NULL},                /* no port */
+        {f->base, "192.0.2.1:0", "", NULL},              /* not an address of this host */
     };
     const char *want[] = {"cannot listen on", "bad listen address", "cannot listen on"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -16,8 +16,8 @@ static struct ad_cli parse(int argc, const char **argv)
     return cli;
 }
 
-#define PARSE(...)                                                                                 \
-    parse(sizeof((const char *[]){"anomalyd", __VA_ARGS__}) / sizeof(char *),                     \
+#define PARSE(...)                                                            \
+    parse(sizeof((const char *[]){"anomalyd", __VA_ARGS__}) / sizeof(char *), \
           (const char *[]){"anomalyd", __VA_ARGS__, NULL})
 
 static void test_defaults(void **state)

@@ -33,8 +33,7 @@ static void test_features(void **state)
     assert_true(f.predicate.number == 500);
     ad_expr_free_feature(&f);
 
-    assert_int_equal(ad_expr_parse_feature("count_if labels[\"a b\"] == 'x y'", &f, &err, &off),
-                     0);
+    assert_int_equal(ad_expr_parse_feature("count_if labels[\"a b\"] == 'x y'", &f, &err, &off), 0);
     assert_string_equal(f.predicate.path, "labels[\"a b\"]");
     assert_string_equal(f.predicate.string, "x y");
     ad_expr_free_feature(&f);
@@ -86,10 +85,21 @@ static void test_errors(void **state)
         const char *text;
         size_t offset;
     } cases[] = {
-        {"", 0},           {"counts", 0},        {"count x", 6},      {"count_if", 8},
-        {"count_if a", 10}, {"count_if a ~ b", 11}, {"count_if a == ", 14}, {"count_if a >= b", 14},
-        {"count_if a == 'x", 14}, {"count_if a === 1", 11}, {"count_if a == 1 2", 16},
-        {"sum", 3},        {"sum a b", 6},       {"sum a..b", 6},     {"mean $x", 6},
+        {"", 0},
+        {"counts", 0},
+        {"count x", 6},
+        {"count_if", 8},
+        {"count_if a", 10},
+        {"count_if a ~ b", 11},
+        {"count_if a == ", 14},
+        {"count_if a >= b", 14},
+        {"count_if a == 'x", 14},
+        {"count_if a === 1", 11},
+        {"count_if a == 1 2", 16},
+        {"sum", 3},
+        {"sum a b", 6},
+        {"sum a..b", 6},
+        {"mean $x", 6},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct ad_settings_feature f = {0};
@@ -98,8 +108,7 @@ static void test_errors(void **state)
         if (ad_expr_parse_feature(cases[i].text, &f, &err, &off) != -1)
             fail_msg("\"%s\" parsed", cases[i].text);
         if (off != cases[i].offset)
-            fail_msg("\"%s\": offset %zu, want %zu (%s)", cases[i].text, off, cases[i].offset,
-                     err);
+            fail_msg("\"%s\": offset %zu, want %zu (%s)", cases[i].text, off, cases[i].offset, err);
         assert_null(f.path);
         assert_null(f.predicate.path);
     }

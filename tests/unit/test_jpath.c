@@ -46,9 +46,8 @@ static void test_errors_point_at_the_problem(void **state)
     struct {
         const char *text;
         size_t offset;
-    } cases[] = {{"", 0},      {"$", 1},   {"a..b", 2},  {"a.", 2},  {"a[", 2},
-                 {"a[1", 3},   {"a[x]", 2}, {"a[\"b]", 1}, {"a b", 1}, {"$x", 1},
-                 {"a[99999999]", 1}};
+    } cases[] = {{"", 0},     {"$", 1},      {"a..b", 2}, {"a.", 2}, {"a[", 2},         {"a[1", 3},
+                 {"a[x]", 2}, {"a[\"b]", 1}, {"a b", 1},  {"$x", 1}, {"a[99999999]", 1}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct ad_jpath p;
         const char *err = NULL;
@@ -57,8 +56,7 @@ static void test_errors_point_at_the_problem(void **state)
             fail_msg("\"%s\" parsed", cases[i].text);
         assert_non_null(err);
         if (off != cases[i].offset)
-            fail_msg("\"%s\": offset %zu, want %zu (%s)", cases[i].text, off, cases[i].offset,
-                     err);
+            fail_msg("\"%s\": offset %zu, want %zu (%s)", cases[i].text, off, cases[i].offset, err);
     }
     /* Deeper than the bound. */
     char deep[200] = "a";

@@ -32,9 +32,22 @@ static void test_durations(void **state)
 static void test_bad_durations(void **state)
 {
     (void)state;
-    const char *bad[] = {"",       "s",    "10",   "10 s", "1.5s", "-1s",  "1m1h",
-                         "1s1s",   "1x",   "1sm",  "1M",   "1ms1s", " 1s", "1s ",
-                         "99999999999999999999s", "9999999999999999w"};
+    const char *bad[] = {"",
+                         "s",
+                         "10",
+                         "10 s",
+                         "1.5s",
+                         "-1s",
+                         "1m1h",
+                         "1s1s",
+                         "1x",
+                         "1sm",
+                         "1M",
+                         "1ms1s",
+                         " 1s",
+                         "1s ",
+                         "99999999999999999999s",
+                         "9999999999999999w"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t ms = 7;
         if (ad_duration_parse(bad[i], &ms) != -1)
@@ -46,10 +59,10 @@ static void test_bad_durations(void **state)
 static void test_duration_format_round_trips(void **state)
 {
     (void)state;
-    const int64_t values[] = {0, 1, 999, 1000, 60000, 90000, 3600000, 5400000, 86400000 + 1,
-                              7LL * 86400000 * 3 + 61001};
-    const char *texts[] = {"0s",    "1ms",     "999ms", "1s",  "1m",
-                           "1m30s", "1h",      "1h30m", "1d1ms", "3w1m1s1ms"};
+    const int64_t values[] = {0,     1,       999,     1000,         60000,
+                              90000, 3600000, 5400000, 86400000 + 1, 7LL * 86400000 * 3 + 61001};
+    const char *texts[] = {"0s",    "1ms", "999ms", "1s",    "1m",
+                           "1m30s", "1h",  "1h30m", "1d1ms", "3w1m1s1ms"};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         char buf[64];
         ad_duration_format(values[i], buf, sizeof buf);
@@ -76,8 +89,15 @@ static void test_sizes(void **state)
     assert_int_equal(b, 1000000);
     assert_int_equal(ad_size_parse("10B", &b), 0);
     assert_int_equal(b, 10);
-    const char *bad[] = {"", "MiB", "1 MiB", "1mib", "1.5MiB", "-1", "1TiB",
-                         "99999999999999999999", "9999999999999GiB"};
+    const char *bad[] = {"",
+                         "MiB",
+                         "1 MiB",
+                         "1mib",
+                         "1.5MiB",
+                         "-1",
+                         "1TiB",
+                         "99999999999999999999",
+                         "9999999999999GiB"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(ad_size_parse(bad[i], &b), -1);
 }

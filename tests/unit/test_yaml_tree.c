@@ -78,8 +78,8 @@ static void test_positions_and_paths(void **state)
     assert_int_equal(pos.key_column, 5);
     assert_int_equal(pos.line, 2);
     assert_int_equal(pos.column, 11);
-    assert_int_equal(
-        ad_yaml_position(index, "sources[0].labels[\"app.kubernetes.io/name\"]", &pos), 0);
+    assert_int_equal(ad_yaml_position(index, "sources[0].labels[\"app.kubernetes.io/name\"]", &pos),
+                     0);
     assert_int_equal(pos.key_line, 4);
     assert_int_equal(pos.key_column, 7);
     assert_int_equal(pos.column, 33);
