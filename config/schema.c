@@ -541,8 +541,7 @@ static bool decode_string_list(struct ad_schema_ctx *ctx, const struct ad_schema
     } else if (json_is_array(v)) {
         size_t i;
         json_t *item;
-        json_array_foreach(v, i, item)
-        {
+        json_array_foreach (v, i, item) {
             ad_yaml_path_index(child, sizeof child, path, i);
             const char *text = scalar_text(ctx, item, child);
             if (!text) {
@@ -566,41 +565,29 @@ static bool decode_string_list(struct ad_schema_ctx *ctx, const struct ad_schema
     return ok;
 }
 
-static bool decode_string_map(struct ad_schema_ctx *ctx, json_t *v, const char *path,
-                              struct ad_strmap *out)
-{
-    char child[AD_YAML_PATH_MAX];
-    const char *key;
-    json_t *item;
-    bool ok = true;
+/* Decodes one value of a map into dst; false after reporting an error. */
+typedef bool (*map_value_fn)(struct ad_schema_ctx *ctx, json_t *v, const char *path, void *dst);
 
-    if (!json_is_object(v)) {
-        ad_schema_error(ctx, path, "expected a mapping of strings, got %s", json_type_name(v));
+static bool string_value(struct ad_schema_ctx *ctx, json_t *v, const char *path, void *dst)
+{
+    const char *text = scalar_text(ctx, v, path);
+    if (!text) {
+        ad_schema_error(ctx, path, "expected a string, got %s", json_type_name(v));
         return false;
     }
-    size_t n = json_object_size(v);
-    out->keys = calloc(n ? n : 1, sizeof(char *));
-    out->values = calloc(n ? n : 1, sizeof(char *));
-    if (!out->keys || !out->values)
-        return false;
-    json_object_foreach(v, key, item)
-    {
-        ad_yaml_path_key(child, sizeof child, path, key);
-        const char *text = scalar_text(ctx, item, child);
-        if (!text) {
-            ad_schema_error(ctx, child, "expected a string, got %s", json_type_name(item));
-            ok = false;
-            continue;
-        }
-        out->keys[out->len] = strdup(key);
-        out->values[out->len] = strdup(text);
-        out->len++;
-    }
-    return ok;
+    *(char **)dst = strdup(text);
+    return true;
 }
 
-static bool decode_secret_map(struct ad_schema_ctx *ctx, json_t *v, const char *path,
-                              struct ad_secretmap *out)
+static bool secret_value(struct ad_schema_ctx *ctx, json_t *v, const char *path, void *dst)
+{
+    return decode_secret(ctx, v, path, dst);
+}
+
+/* An ordered map: keys[i] -> values[i], values of value_size bytes each. */
+static bool decode_map(struct ad_schema_ctx *ctx, json_t *v, const char *path,
+                       map_value_fn decode_value, size_t value_size, char ***keys, void **values,
+                       size_t *len)
 {
     char child[AD_YAML_PATH_MAX];
     const char *key;
@@ -612,23 +599,33 @@ static bool decode_secret_map(struct ad_schema_ctx *ctx, json_t *v, const char *
         return false;
     }
     size_t n = json_object_size(v);
-    out->keys = calloc(n ? n : 1, sizeof(char *));
-    out->values = calloc(n ? n : 1, sizeof(struct ad_secret));
-    if (!out->keys || !out->values)
+    *keys = calloc(n ? n : 1, sizeof(char *));
+    *values = calloc(n ? n : 1, value_size);
+    if (!*keys || !*values)
         return false;
-    json_object_foreach(v, key, item)
-    {
-        struct ad_secret s = {NULL, NULL};
+    json_object_foreach (v, key, item) {
         ad_yaml_path_key(child, sizeof child, path, key);
-        if (!decode_secret(ctx, item, child, &s)) {
+        if (!decode_value(ctx, item, child, (char *)*values + *len * value_size)) {
             ok = false;
             continue;
         }
-        out->keys[out->len] = strdup(key);
-        out->values[out->len] = s;
-        out->len++;
+        (*keys)[(*len)++] = strdup(key);
     }
     return ok;
+}
+
+static bool decode_string_map(struct ad_schema_ctx *ctx, json_t *v, const char *path,
+                              struct ad_strmap *out)
+{
+    return decode_map(ctx, v, path, string_value, sizeof(char *), &out->keys, (void **)&out->values,
+                      &out->len);
+}
+
+static bool decode_secret_map(struct ad_schema_ctx *ctx, json_t *v, const char *path,
+                              struct ad_secretmap *out)
+{
+    return decode_map(ctx, v, path, secret_value, sizeof(struct ad_secret), &out->keys,
+                      (void **)&out->values, &out->len);
 }
 
 /* ---- sections ---- */
@@ -669,8 +666,7 @@ static void check_unknown_keys(struct ad_schema_ctx *ctx, const struct ad_schema
     if (!names)
         return;
     collect_names(section, names, &n);
-    json_object_foreach(node, key, item)
-    {
+    json_object_foreach (node, key, item) {
         bool known = false;
         for (size_t i = 0; i < n && !known; i++)
             known = strcmp(names[i], key) == 0;
@@ -705,8 +701,7 @@ static void decode_list(struct ad_schema_ctx *ctx, const struct ad_schema_field 
         return;
     *(void **)AT(obj, f->offset) = items;
     *(size_t *)AT(obj, f->count_offset) = n;
-    json_array_foreach(v, i, item)
-    {
+    json_array_foreach (v, i, item) {
         ad_yaml_path_index(child, sizeof child, path, i);
         if (!json_is_object(item)) {
             ad_schema_error(ctx, child, "expected a mapping, got %s", json_type_name(item));

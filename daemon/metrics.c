@@ -605,32 +605,34 @@ struct ad_histogram *ad_metrics_histogram(struct ad_metrics *m, const char *name
     return c ? &c->u.hist : NULL;
 }
 
-int ad_metrics_counter_func(struct ad_metrics *m, const char *name, const char *help,
-                            ad_metrics_read_fn fn, void *arg, ...)
+static int register_func(struct ad_metrics *m, enum metric_type type, const char *name,
+                         const char *help, ad_metrics_read_fn fn, void *arg, va_list labels)
 {
     if (!fn) {
         AD_ERROR("metric %s: no read function", name ? name : "(null)");
         return -1;
     }
+    return lookup(m, type, name, help, NULL, 0, fn, arg, labels) ? 0 : -1;
+}
+
+int ad_metrics_counter_func(struct ad_metrics *m, const char *name, const char *help,
+                            ad_metrics_read_fn fn, void *arg, ...)
+{
     va_list ap;
     va_start(ap, arg);
-    struct child *c = lookup(m, TYPE_COUNTER, name, help, NULL, 0, fn, arg, ap);
+    int rc = register_func(m, TYPE_COUNTER, name, help, fn, arg, ap);
     va_end(ap);
-    return c ? 0 : -1;
+    return rc;
 }
 
 int ad_metrics_gauge_func(struct ad_metrics *m, const char *name, const char *help,
                           ad_metrics_read_fn fn, void *arg, ...)
 {
-    if (!fn) {
-        AD_ERROR("metric %s: no read function", name ? name : "(null)");
-        return -1;
-    }
     va_list ap;
     va_start(ap, arg);
-    struct child *c = lookup(m, TYPE_GAUGE, name, help, NULL, 0, fn, arg, ap);
+    int rc = register_func(m, TYPE_GAUGE, name, help, fn, arg, ap);
     va_end(ap);
-    return c ? 0 : -1;
+    return rc;
 }
 
 /* ---- updates ---- */

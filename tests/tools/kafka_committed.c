@@ -25,13 +25,9 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "rdkafka_tool.h"
+
 #define PROG "kafka-committed"
-
-/* Teardown budget: rd_kafka_destroy() can block for minutes inside librdkafka's thread joins. */
-#define TEARDOWN_BUDGET_S 5
-
-#define STR_(x) #x
-#define STR(x)  STR_(x)
 
 struct options {
     const char *brokers;
@@ -41,40 +37,6 @@ struct options {
     bool watermarks;
     bool verbose;
 };
-
-/* What the teardown watchdog exits with, so a hung teardown cannot change the verdict. */
-static volatile sig_atomic_t exit_status;
-
-__attribute__((format(printf, 1, 2))) static void diag(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    fputs(PROG ": ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    (void)level;
-    fprintf(stderr, PROG ": rdkafka %s: %s\n", fac, buf);
-}
-
-/* Runs in signal context: only async-signal-safe calls. */
-static void teardown_expired(int sig)
-{
-    static const char msg[] =
-        PROG ": teardown took longer than " STR(TEARDOWN_BUDGET_S) " s, exiting without it\n";
-
-    (void)sig;
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-        /* Nothing left to report it to. */
-    }
-    _exit(exit_status);
-}
 
 static void usage(FILE *out)
 {
@@ -112,7 +74,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
             errno = 0;
             v = strtol(optarg, &end, 10);
             if (errno != 0 || *end != '\0' || v < 1 || v > 3600000) {
-                diag("-T must be 1..3600000 ms");
+                tool_diag("-T must be 1..3600000 ms");
                 return 2;
             }
             opt->timeout_ms = (int)v;
@@ -156,12 +118,12 @@ static rd_kafka_t *create_consumer(const struct options *opt)
         {"debug", opt->verbose ? "cgrp,protocol" : NULL},
     };
 
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, tool_rdkafka_log);
     for (size_t i = 0; i < sizeof props / sizeof props[0]; i++) {
         /* librdkafka refuses an empty "debug"; NULL means leave the default. */
         if (props[i][1] != NULL && rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr,
                                                      sizeof errstr) != RD_KAFKA_CONF_OK) {
-            diag("config %s: %s", props[i][0], errstr);
+            tool_diag("config %s: %s", props[i][0], errstr);
             goto out;
         }
     }
@@ -169,7 +131,7 @@ static rd_kafka_t *create_consumer(const struct options *opt)
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     conf = NULL;
     if (rk == NULL)
-        diag("rd_kafka_new: %s", errstr);
+        tool_diag("rd_kafka_new: %s", errstr);
 out:
     if (conf != NULL)
         rd_kafka_conf_destroy(conf);
@@ -190,7 +152,7 @@ static int list_partitions(rd_kafka_t *rk, const struct options *opt,
      * names. Asking for it by name would turn a typo into a fresh, empty topic. */
     err = rd_kafka_metadata(rk, 1, NULL, &md, opt->timeout_ms);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        diag("metadata: %s", rd_kafka_err2str(err));
+        tool_diag("metadata: %s", rd_kafka_err2str(err));
         goto out;
     }
     for (int i = 0; i < md->topic_cnt && t == NULL; i++) {
@@ -198,12 +160,13 @@ static int list_partitions(rd_kafka_t *rk, const struct options *opt,
             t = &md->topics[i];
     }
     if (t == NULL) {
-        diag("topic %s does not exist", opt->topic);
+        tool_diag("topic %s does not exist", opt->topic);
         goto out;
     }
     if (t->err != RD_KAFKA_RESP_ERR_NO_ERROR || t->partition_cnt < 1) {
-        diag("topic %s: %s", opt->topic,
-             t->err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(t->err) : "no partitions");
+        tool_diag("topic %s: %s", opt->topic,
+                  t->err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(t->err)
+                                                       : "no partitions");
         goto out;
     }
     for (int i = 0; i < t->partition_cnt; i++)
@@ -226,7 +189,7 @@ static int print_committed(rd_kafka_t *rk, const struct options *opt,
 
     err = rd_kafka_committed(rk, list, opt->timeout_ms);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        diag("committed offsets of group %s: %s", opt->group, rd_kafka_err2str(err));
+        tool_diag("committed offsets of group %s: %s", opt->group, rd_kafka_err2str(err));
         goto out;
     }
     for (int i = 0; i < list->cnt; i++) {
@@ -235,15 +198,15 @@ static int print_committed(rd_kafka_t *rk, const struct options *opt,
         int64_t hi = 0;
 
         if (p->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            diag("%s [%" PRId32 "]: %s", p->topic, p->partition, rd_kafka_err2str(p->err));
+            tool_diag("%s [%" PRId32 "]: %s", p->topic, p->partition, rd_kafka_err2str(p->err));
             goto out;
         }
         if (opt->watermarks) {
             err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
                                                    opt->timeout_ms);
             if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                diag("watermarks of %s [%" PRId32 "]: %s", p->topic, p->partition,
-                     rd_kafka_err2str(err));
+                tool_diag("watermarks of %s [%" PRId32 "]: %s", p->topic, p->partition,
+                          rd_kafka_err2str(err));
                 goto out;
             }
             printf("%" PRId32 " %" PRId64 " %" PRId64 "\n", p->partition, p->offset, hi);
@@ -257,7 +220,7 @@ static int print_committed(rd_kafka_t *rk, const struct options *opt,
     rc = 0;
 out:
     if (fflush(stdout) != 0) {
-        diag("stdout: %s", strerror(errno));
+        tool_diag("stdout: %s", strerror(errno));
         rc = -1;
     }
     return rc;
@@ -266,23 +229,19 @@ out:
 int main(int argc, char **argv)
 {
     struct options opt = {0};
-    struct sigaction sa;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_partition_list_t *list = NULL;
     int rc;
+
+    tool_name = PROG;
 
     rc = parse_args(argc, argv, &opt);
     if (rc != -1)
         goto out;
     rc = 1;
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = teardown_expired;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGALRM, &sa, NULL) != 0) {
-        diag("sigaction: %s", strerror(errno));
+    if (tool_teardown_guard_install() != 0)
         goto out;
-    }
 
     rk = create_consumer(&opt);
     if (rk == NULL)
@@ -295,16 +254,15 @@ int main(int argc, char **argv)
     rc = 0;
 
 out:
-    /* The answer is already on stdout; bound the teardown (see TEARDOWN_BUDGET_S). */
-    exit_status = rc;
+    /* The answer is already on stdout; the teardown is bounded (rdkafka_tool.h). */
     if (rk != NULL)
-        alarm(TEARDOWN_BUDGET_S);
+        tool_teardown_begin(rc);
     if (list != NULL)
         rd_kafka_topic_partition_list_destroy(list);
     if (rk != NULL) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    alarm(0);
+    tool_teardown_end();
     return rc;
 }

@@ -26,16 +26,14 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+
+#include "rdkafka_tool.h"
 #include <librdkafka/rdkafka_mock.h>
 
 #define PROG "kafka-mock"
 
 /* Teardown budget: rd_kafka_destroy() can block for minutes inside librdkafka's thread joins
  * (docs/testing-kafka-mock.md), and a test tool that hangs on exit stalls the whole suite. */
-#define TEARDOWN_BUDGET_S 5
-
-#define STR_(x) #x
-#define STR(x)  STR_(x)
 
 #define MAX_BROKERS    64
 #define MAX_PARTITIONS 10000
@@ -62,20 +60,6 @@ struct control {
 };
 
 static bool verbose;
-/* What the teardown watchdog exits with: a failed start stays a failure even if teardown hangs. */
-static volatile sig_atomic_t exit_status;
-
-__attribute__((format(printf, 1, 2))) static void diag(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    fputs(PROG ": ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
 /* Answers on stdout are flushed one by one: the test waits for each before its next step. A
  * reader that went away (EPIPE; SIGPIPE is ignored) is not fatal, the cluster keeps serving. */
 __attribute__((format(printf, 1, 2))) static void reply(const char *fmt, ...)
@@ -92,32 +76,11 @@ __attribute__((format(printf, 1, 2))) static void reply(const char *fmt, ...)
     if (r >= 0)
         r = fflush(stdout);
     if (r < 0 && !reported) {
-        diag("cannot write to stdout: %s", strerror(errno));
+        tool_diag("cannot write to stdout: %s", strerror(errno));
         reported = true;
     }
     if (r < 0)
         clearerr(stdout);
-}
-
-/* librdkafka calls this from its own threads; stdio locks stderr per call. */
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    (void)level;
-    fprintf(stderr, PROG ": rdkafka %s: %s\n", fac, buf);
-}
-
-/* Runs in signal context: only async-signal-safe calls. */
-static void teardown_expired(int sig)
-{
-    static const char msg[] =
-        PROG ": teardown took longer than " STR(TEARDOWN_BUDGET_S) " s, exiting without it\n";
-
-    (void)sig;
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-        /* Nothing left to report it to. */
-    }
-    _exit(exit_status);
 }
 
 static void usage(FILE *out)
@@ -228,7 +191,7 @@ static int create_topic_spec(rd_kafka_mock_cluster_t *mcluster, int brokers, con
     int rc = -1;
 
     if (name_len == 0 || name_len > MAX_TOPIC_NAME) {
-        diag("--topic '%s': bad topic name", spec);
+        tool_diag("--topic '%s': bad topic name", spec);
         goto out;
     }
     memcpy(name, spec, name_len);
@@ -239,7 +202,7 @@ static int create_topic_spec(rd_kafka_mock_cluster_t *mcluster, int brokers, con
         char *second;
 
         if (strlen(colon + 1) >= sizeof counts) {
-            diag("--topic '%s': bad partition count", spec);
+            tool_diag("--topic '%s': bad partition count", spec);
             goto out;
         }
         strcpy(counts, colon + 1);
@@ -247,22 +210,23 @@ static int create_topic_spec(rd_kafka_mock_cluster_t *mcluster, int brokers, con
         if (second != NULL)
             *second++ = '\0';
         if (parse_int(counts, 1, MAX_PARTITIONS, &partitions) != 0) {
-            diag("--topic '%s': partitions must be 1..%d", spec, MAX_PARTITIONS);
+            tool_diag("--topic '%s': partitions must be 1..%d", spec, MAX_PARTITIONS);
             goto out;
         }
         if (second != NULL && parse_int(second, 1, brokers, &replication) != 0) {
-            diag("--topic '%s': replication factor must be 1..%d", spec, brokers);
+            tool_diag("--topic '%s': replication factor must be 1..%d", spec, brokers);
             goto out;
         }
     }
 
     if (create_topic(mcluster, brokers, name, partitions, replication, errstr, sizeof errstr) !=
         0) {
-        diag("--topic '%s': %s", spec, errstr);
+        tool_diag("--topic '%s': %s", spec, errstr);
         goto out;
     }
     if (verbose)
-        diag("created topic %s with %d partitions, replication %d", name, partitions, replication);
+        tool_diag("created topic %s with %d partitions, replication %d", name, partitions,
+                  replication);
     rc = 0;
 out:
     return rc;
@@ -286,7 +250,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
     /* At most one topic per argument; freed at exit by main. */
     opt->topics = calloc((size_t)argc, sizeof *opt->topics);
     if (opt->topics == NULL) {
-        diag("out of memory");
+        tool_diag("out of memory");
         return 1;
     }
 
@@ -294,7 +258,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
         switch (c) {
         case 'b':
             if (parse_int(optarg, 1, MAX_BROKERS, &opt->brokers) != 0) {
-                diag("--brokers must be 1..%d", MAX_BROKERS);
+                tool_diag("--brokers must be 1..%d", MAX_BROKERS);
                 return 2;
             }
             break;
@@ -313,7 +277,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
         }
     }
     if (optind < argc) {
-        diag("unexpected argument '%s'", argv[optind]);
+        tool_diag("unexpected argument '%s'", argv[optind]);
         usage(stderr);
         return 2;
     }
@@ -334,21 +298,21 @@ static rd_kafka_t *create_host_handle(bool debug)
     rd_kafka_t *rk = NULL;
     char errstr[512];
 
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, tool_rdkafka_log);
     /* Quiet by default: warnings and errors only. */
     if (rd_kafka_conf_set(conf, "client.id", PROG, errstr, sizeof errstr) != RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "log_level", debug ? "7" : "4", errstr, sizeof errstr) !=
             RD_KAFKA_CONF_OK ||
         (debug && rd_kafka_conf_set(conf, "debug", "mock,broker", errstr, sizeof errstr) !=
                       RD_KAFKA_CONF_OK)) {
-        diag("config: %s", errstr);
+        tool_diag("config: %s", errstr);
         goto out;
     }
     /* rd_kafka_new() takes conf over, also when it fails. */
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     conf = NULL;
     if (rk == NULL)
-        diag("rd_kafka_new: %s", errstr);
+        tool_diag("rd_kafka_new: %s", errstr);
 out:
     if (conf != NULL)
         rd_kafka_conf_destroy(conf);
@@ -391,7 +355,7 @@ static void run_command(rd_kafka_mock_cluster_t *mcluster, int brokers, char *li
             return;
         }
         if (verbose)
-            diag("broker %d is %s", id, up ? "up" : "down");
+            tool_diag("broker %d is %s", id, up ? "up" : "down");
         reply("ok");
     } else if (strcmp(argv[0], "topic-create") == 0) {
         char errstr[256];
@@ -468,14 +432,14 @@ static void serve(rd_kafka_mock_cluster_t *mcluster, int brokers, int sigfd)
         if (poll(fds, nfds, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            diag("poll: %s", strerror(errno));
+            tool_diag("poll: %s", strerror(errno));
             break;
         }
         if (fds[0].revents != 0) {
             struct signalfd_siginfo si;
 
             if (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si && verbose)
-                diag("got %s, shutting down", strsignal((int)si.ssi_signo));
+                tool_diag("got %s, shutting down", strsignal((int)si.ssi_signo));
             break;
         }
         if (nfds == 2 && fds[1].revents != 0) {
@@ -489,7 +453,7 @@ static void serve(rd_kafka_mock_cluster_t *mcluster, int brokers, int sigfd)
                 if (n == 0 && ctl.len > 0 && !ctl.discarding)
                     feed_control(mcluster, brokers, &ctl, "\n", 1);
                 /* Always said: it is the one sign a test can wait for that EOF was seen. */
-                diag("stdin closed; running until SIGINT/SIGTERM");
+                tool_diag("stdin closed; running until SIGINT/SIGTERM");
                 nfds = 1;
             }
         }
@@ -499,12 +463,13 @@ static void serve(rd_kafka_mock_cluster_t *mcluster, int brokers, int sigfd)
 int main(int argc, char **argv)
 {
     struct options opt = {0};
-    struct sigaction sa;
     sigset_t sigs;
     rd_kafka_t *rk = NULL;
     rd_kafka_mock_cluster_t *mcluster = NULL;
     int sigfd = -1;
     int rc;
+
+    tool_name = PROG;
 
     rc = parse_args(argc, argv, &opt);
     if (rc != -1)
@@ -521,29 +486,24 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     if (sigprocmask(SIG_BLOCK, &sigs, NULL) != 0) {
-        diag("sigprocmask: %s", strerror(errno));
+        tool_diag("sigprocmask: %s", strerror(errno));
         goto out;
     }
     sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sigfd < 0) {
-        diag("signalfd: %s", strerror(errno));
+        tool_diag("signalfd: %s", strerror(errno));
         goto out;
     }
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = teardown_expired;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGALRM, &sa, NULL) != 0) {
-        diag("sigaction: %s", strerror(errno));
+    if (tool_teardown_guard_install() != 0)
         goto out;
-    }
 
     rk = create_host_handle(opt.verbose);
     if (rk == NULL)
         goto out;
     mcluster = rd_kafka_mock_cluster_new(rk, opt.brokers);
     if (mcluster == NULL) {
-        diag("rd_kafka_mock_cluster_new failed");
+        tool_diag("rd_kafka_mock_cluster_new failed");
         goto out;
     }
     for (int i = 0; i < opt.n_topics; i++) {
@@ -555,26 +515,20 @@ int main(int argc, char **argv)
      * topics exist: a client that reads this line can connect at once. */
     reply("%s", rd_kafka_mock_cluster_bootstraps(mcluster));
     if (opt.verbose)
-        diag("%d brokers up at %s", opt.brokers, rd_kafka_mock_cluster_bootstraps(mcluster));
+        tool_diag("%d brokers up at %s", opt.brokers, rd_kafka_mock_cluster_bootstraps(mcluster));
 
     serve(mcluster, opt.brokers, sigfd);
     rc = 0;
 
 out:
-    /*
-     * Bounded teardown. The mock thread and the handle's threads are joined here, and joins in
-     * librdkafka have been seen to block for minutes; alarm() needs no extra thread and its
-     * handler (_exit) is async-signal-safe, so a stuck join cannot keep a test waiting. Clients
-     * are separate processes, so skipping the rest of the teardown loses nothing.
-     */
-    exit_status = rc;
+    /* The mock thread and the handle's threads are joined here: bounded (rdkafka_tool.h). */
     if (mcluster != NULL || rk != NULL)
-        alarm(TEARDOWN_BUDGET_S);
+        tool_teardown_begin(rc);
     if (mcluster != NULL)
         rd_kafka_mock_cluster_destroy(mcluster);
     if (rk != NULL)
         rd_kafka_destroy(rk);
-    alarm(0);
+    tool_teardown_end();
     if (sigfd >= 0)
         close(sigfd);
     free(opt.topics);
