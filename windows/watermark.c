@@ -1,0 +1,136 @@
+#include "watermark.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct input {
+    int32_t id;
+    bool may_idle;
+    int64_t watermark;
+    int64_t last_active; /* processing time of the last delivery, or of being added */
+};
+
+struct ad_watermark {
+    struct input *inputs;
+    size_t len, cap;
+};
+
+struct ad_watermark *ad_watermark_new(void)
+{
+    return calloc(1, sizeof(struct ad_watermark));
+}
+
+void ad_watermark_destroy(struct ad_watermark *w)
+{
+    if (!w)
+        return;
+    free(w->inputs);
+    free(w);
+}
+
+static struct input *find(const struct ad_watermark *w, int32_t id)
+{
+    for (size_t i = 0; i < w->len; i++)
+        if (w->inputs[i].id == id)
+            return &w->inputs[i];
+    return NULL;
+}
+
+int ad_watermark_add_input(struct ad_watermark *w, int32_t id, bool may_idle, int64_t now)
+{
+    struct input *in = find(w, id);
+    if (!in) {
+        if (w->len == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 8;
+            struct input *grown = realloc(w->inputs, cap * sizeof *grown);
+            if (!grown)
+                return -1;
+            w->inputs = grown;
+            w->cap = cap;
+        }
+        in = &w->inputs[w->len++];
+    }
+    *in = (struct input){
+        .id = id, .may_idle = may_idle, .watermark = AD_WATERMARK_NONE, .last_active = now};
+    return 0;
+}
+
+void ad_watermark_remove_input(struct ad_watermark *w, int32_t id)
+{
+    struct input *in = find(w, id);
+    if (in)
+        *in = w->inputs[--w->len];
+}
+
+size_t ad_watermark_inputs(const struct ad_watermark *w)
+{
+    return w->len;
+}
+
+void ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now)
+{
+    struct input *in = find(w, id);
+    if (!in)
+        return;
+    if (t > in->watermark)
+        in->watermark = t;
+    in->last_active = now;
+}
+
+static bool is_idle(const struct input *in, int64_t now, int64_t idle_timeout)
+{
+    return in->may_idle && now - in->last_active >= idle_timeout;
+}
+
+int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
+                         bool *idle)
+{
+    int64_t active_min = INT64_MAX, all_max = AD_WATERMARK_NONE;
+    bool any_active = false;
+
+    for (size_t i = 0; i < w->len; i++) {
+        const struct input *in = &w->inputs[i];
+        if (in->watermark > all_max)
+            all_max = in->watermark;
+        if (is_idle(in, now, idle_timeout))
+            continue;
+        any_active = true;
+        if (in->watermark < active_min)
+            active_min = in->watermark;
+    }
+    if (idle)
+        *idle = !any_active;
+    return any_active ? active_min : all_max;
+}
+
+static void format_ms(int64_t ms, char *buf, size_t size)
+{
+    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, size - n, ".%03dZ", (int)(((ms % 1000) + 1000) % 1000));
+}
+
+void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
+                         json_t *out)
+{
+    char when[40];
+    for (size_t i = 0; i < w->len; i++) {
+        const struct input *in = &w->inputs[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "id", json_integer(in->id));
+        if (in->watermark == AD_WATERMARK_NONE) {
+            json_object_set_new(o, "watermark", json_null());
+        } else {
+            format_ms(in->watermark, when, sizeof when);
+            json_object_set_new(o, "watermark", json_string(when));
+        }
+        json_object_set_new(o, "idle", json_boolean(is_idle(in, now, idle_timeout)));
+        json_object_set_new(o, "seconds_since_data",
+                            json_real((double)(now - in->last_active) / 1000.0));
+        json_array_append_new(out, o);
+    }
+}

@@ -1,0 +1,57 @@
+#ifndef AD_WATERMARK_H
+#define AD_WATERMARK_H
+
+/*
+ * Event-time watermarks of one source. A source has inputs: a Kafka source one per assigned
+ * partition, a Prometheus source one per query. Each input's watermark is the newest event
+ * time it has delivered (for a partition) or the end of its last complete range (for a
+ * query). The source's watermark is the minimum over its inputs: no input has more to say
+ * about earlier times.
+ *
+ * An input that delivers nothing for the idle timeout (processing time) stops holding the
+ * source back, so a quiet partition stalls the grid only until its timeout; it holds it again
+ * as soon as it delivers. Inputs that must never be skipped (Prometheus queries: a Prometheus
+ * that is down is not idle) are added with may_idle = false. A source whose every input is
+ * idle is idle as a whole.
+ *
+ * Times are Unix milliseconds. Used on the loop thread only.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* No watermark yet: an input that has delivered nothing. */
+#define AD_WATERMARK_NONE INT64_MIN
+
+struct ad_watermark;
+
+struct ad_watermark *ad_watermark_new(void);
+void ad_watermark_destroy(struct ad_watermark *w);
+
+/* Adds input id (a partition number, a query index) at processing time now. Adding an input
+ * that exists resets it. Returns 0 or -1 (out of memory). */
+int ad_watermark_add_input(struct ad_watermark *w, int32_t id, bool may_idle, int64_t now);
+void ad_watermark_remove_input(struct ad_watermark *w, int32_t id);
+size_t ad_watermark_inputs(const struct ad_watermark *w);
+
+/* Input id delivered data up to event time t at processing time now. Unknown ids are
+ * ignored. An input's watermark never goes back. */
+void ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now);
+
+/*
+ * The source's watermark at processing time now, with inputs idle after idle_timeout:
+ * the minimum over inputs that are not idle. *idle (may be NULL) says whether every input is
+ * idle (or there is none); the watermark is then the maximum over all inputs.
+ * AD_WATERMARK_NONE when no input that counts has delivered anything.
+ */
+int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
+                         bool *idle);
+
+/* Per input: id, watermark (RFC 3339), idle, seconds since it last delivered. */
+void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
+                         json_t *out);
+
+#endif
