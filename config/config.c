@@ -172,6 +172,16 @@ size_t ad_config_restart_changes(const struct ad_config *old, const struct ad_co
     return c.n;
 }
 
+bool ad_config_sections_equal(const struct ad_config *a, const struct ad_config *b,
+                              const char *const *sections)
+{
+    for (; *sections; sections++)
+        if (!ad_schema_field_equal(&ad_config_root_section, *sections, &a->settings,
+                                   &b->settings))
+            return false;
+    return true;
+}
+
 void ad_config_write_reference(FILE *out)
 {
     ad_schema_write_reference(out, &ad_config_root_section, "");

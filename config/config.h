@@ -17,6 +17,7 @@
  * reload while another thread still reads the old one.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -53,6 +54,11 @@ double ad_config_loaded_at(const struct ad_config *cfg);
  */
 size_t ad_config_restart_changes(const struct ad_config *old, const struct ad_config *next,
                                  void (*fn)(const char *key, void *arg), void *arg);
+
+/* Whether the top-level sections named in sections (NULL-terminated, e.g. "sources") hold
+ * the same settings in a and b. */
+bool ad_config_sections_equal(const struct ad_config *a, const struct ad_config *b,
+                              const char *const *sections);
 
 /* Writes the markdown reference of every key (the generated part of docs/config.md). */
 void ad_config_write_reference(FILE *out);

@@ -19,6 +19,7 @@
 #define N(a)       (sizeof(a) / sizeof((a)[0]))
 #define MS(s)      ((double)(s)*1000.0)
 #define MAX_WINDOW 4096 /* buckets per window (T) */
+#define MAX_FEATURES 64 /* per detector, and per source */
 #define PATH_BUF   AD_YAML_PATH_MAX
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -314,24 +315,23 @@ static const struct ad_schema_field kafka_fields[] = {
     {.name = "brokers",
      .kind = AD_SCHEMA_STRING_LIST,
      .offset = KAFKA(brokers),
-     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_COMMA_LIST,
+     .flags = AD_SCHEMA_COMMA_LIST,
      .doc = "Bootstrap brokers, `host:port`. Needed by Kafka sources and the Kafka sink."},
     {.name = "client_id",
      .kind = AD_SCHEMA_STRING,
      .offset = KAFKA(client_id),
      .def = "anomalyd",
-     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Client id shown in broker logs and quotas."},
     {.name = "group_id",
      .kind = AD_SCHEMA_STRING,
      .offset = KAFKA(group_id),
      .def = "anomalyd",
-     .flags = AD_SCHEMA_RESTART | AD_SCHEMA_NONEMPTY,
+     .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Consumer group. Replicas sharing it divide the partitions between them."},
     {.name = "properties",
      .kind = AD_SCHEMA_SECRET_MAP,
      .offset = KAFKA(properties),
-     .flags = AD_SCHEMA_RESTART,
      .doc = "librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, "
             "`ssl.*`, `fetch.*`...); values may be secrets. Checked against librdkafka on load."},
 };
@@ -341,8 +341,8 @@ static const struct ad_schema_section kafka_section = {
     .fields = kafka_fields,
     .n_fields = N(kafka_fields),
     .check = check_kafka,
-    .doc = "The Kafka cluster that log sources read and the Kafka sink writes. Any change "
-           "needs a restart."};
+    .doc = "The Kafka cluster that log sources read and the Kafka sink writes. A change rebuilds "
+           "the pipeline (see docs/config.md, Reloading)."};
 
 /* ---- HTTP peers ---- */
 
@@ -869,7 +869,7 @@ static const struct ad_schema_field detector_fields[] = {
      .kind = AD_SCHEMA_STRING_LIST,
      .offset = DET(features),
      .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
-     .doc = "`source.feature` references, in the order the model expects them."},
+     .doc = "`source.feature` references, in the order the model expects them (at most 64)."},
     {.name = "fill",
      .kind = AD_SCHEMA_STRING_MAP,
      .offset = DET(fill),
@@ -923,6 +923,12 @@ static const struct ad_schema_field detector_fields[] = {
      .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Name of the model in the store (`<store>/<model>/CURRENT`). Default: the "
             "detector's name."},
+    {.name = "export_path",
+     .kind = AD_SCHEMA_STRING,
+     .offset = DET(export_path),
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
+     .doc = "Append every window handed on to this file, one JSON object per line (for "
+            "training and debugging; see docs/windows.md)."},
     {.name = "threshold",
      .kind = AD_SCHEMA_SECTION,
      .offset = 0,
@@ -1364,6 +1370,12 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_setti
     char p[PATH_BUF], fp[PATH_BUF];
     bool ok = true;
 
+    if (d->features.len > MAX_FEATURES) {
+        child_path(p, dpath, "features");
+        ad_schema_error(ctx, p, "lists %zu features; at most %d", d->features.len,
+                        MAX_FEATURES);
+        return;
+    }
     d->refs = calloc(d->features.len, sizeof *d->refs);
     if (!d->refs)
         return;

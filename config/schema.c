@@ -976,6 +976,15 @@ static bool section_equal(const struct ad_schema_section *s, const void *a, cons
     return true;
 }
 
+bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name,
+                           const void *a, const void *b)
+{
+    for (size_t i = 0; i < section->n_fields; i++)
+        if (section->fields[i].name && strcmp(section->fields[i].name, name) == 0)
+            return field_equal(&section->fields[i], a, b);
+    return false;
+}
+
 static bool section_has_restart(const struct ad_schema_section *s)
 {
     for (size_t i = 0; i < s->n_fields; i++) {

@@ -11,6 +11,7 @@
  * after an error so that one run reports every problem.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -93,6 +94,10 @@ void ad_schema_free(const struct ad_schema_section *section, void *obj);
 void ad_schema_restart_changes(const struct ad_schema_section *section, const void *a,
                                const void *b, const char *path,
                                void (*fn)(const char *path, void *arg), void *arg);
+
+/* Whether field name of section holds the same value in a and b; false for unknown names. */
+bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name,
+                           const void *a, const void *b);
 
 /* Writes the markdown reference of section and everything below it. */
 void ad_schema_write_reference(FILE *out, const struct ad_schema_section *section,

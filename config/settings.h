@@ -185,7 +185,8 @@ struct ad_settings_detector {
     int64_t source_idle_timeout;
     int64_t max_entities;
     int64_t entity_idle_timeout;
-    char *model; /* the model's name in the store */
+    char *model;       /* the model's name in the store */
+    char *export_path; /* NULL: windows are not exported */
     double threshold_likelihood;
     double threshold_score; /* NAN: the model's calibrated threshold */
     struct ad_settings_alert alert;

@@ -296,3 +296,17 @@ void ad_log_fields(enum ad_log_level level, const char *module, const char *msg,
     }
     emit(&l, json);
 }
+
+bool ad_log_ratelimit_allow(struct ad_log_ratelimit *rl, int64_t now_ms, uint64_t *suppressed)
+{
+    if (rl->used && now_ms - rl->last_ms < rl->interval_ms) {
+        rl->suppressed++;
+        return false;
+    }
+    if (suppressed)
+        *suppressed = rl->suppressed;
+    rl->used = true;
+    rl->last_ms = now_ms;
+    rl->suppressed = 0;
+    return true;
+}

@@ -11,7 +11,9 @@
  */
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum ad_log_level { AD_LOG_DEBUG, AD_LOG_INFO, AD_LOG_WARN, AD_LOG_ERROR };
 enum ad_log_format { AD_LOG_LOGFMT, AD_LOG_JSON };
@@ -56,6 +58,21 @@ void ad_log_printf(enum ad_log_level level, const char *module, const char *fmt,
 void ad_log_vprintf(enum ad_log_level level, const char *module, const char *fmt, va_list ap);
 void ad_log_fields(enum ad_log_level level, const char *module, const char *msg,
                    const struct ad_log_field *fields, size_t n_fields);
+
+/*
+ * At most one record per interval for a recurring problem (a stream of bad events), saying how
+ * many were held back. Zero-initialize with the interval set; not thread-safe.
+ */
+struct ad_log_ratelimit {
+    int64_t interval_ms;
+    int64_t last_ms;
+    uint64_t suppressed;
+    bool used;
+};
+
+/* Whether a record may be written at now_ms; if so, *suppressed (may be NULL) gets how many
+ * were held back since the last one. */
+bool ad_log_ratelimit_allow(struct ad_log_ratelimit *rl, int64_t now_ms, uint64_t *suppressed);
 
 #define AD_LOG_ENABLED(level) ((level) >= ad_log_get_level())
 

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "device.h"
+#include "pipeline.h"
 #include "version.h"
 
 #define AD_LOG_MODULE "main"
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
     struct ad_cli cli;
     struct ad_diag *diag = NULL;
     struct ad_daemon *d = NULL;
+    struct ad_pipeline *pipeline = NULL;
     struct gpu_part gpu;
     char *config_path = NULL;
     char err[512];
@@ -148,9 +150,20 @@ int main(int argc, char **argv)
         goto out;
     }
     probe_gpu(d, &gpu);
+    pipeline = ad_pipeline_new(ad_daemon_base(d), ad_daemon_metrics(d), ad_daemon_config(d),
+                               NULL, err, sizeof err);
+    if (!pipeline) {
+        AD_ERROR_KV("cannot start", AD_KV_STR("error", err));
+        rc = AD_EXIT_FAILURE;
+        goto out;
+    }
+    struct ad_component part = ad_pipeline_component(pipeline);
+    ad_daemon_add_component(d, &part);
     rc = ad_daemon_run(d);
 
 out:
+    /* The loop is gone: the pipeline goes first, then what it was built on. */
+    ad_pipeline_destroy(pipeline);
     ad_daemon_destroy(d);
     ad_diag_destroy(diag);
     free(config_path);

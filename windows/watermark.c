@@ -15,11 +15,15 @@ struct input {
 struct ad_watermark {
     struct input *inputs;
     size_t len, cap;
+    int64_t empty_since; /* processing time since which there has been no input */
 };
 
-struct ad_watermark *ad_watermark_new(void)
+struct ad_watermark *ad_watermark_new(int64_t now)
 {
-    return calloc(1, sizeof(struct ad_watermark));
+    struct ad_watermark *w = calloc(1, sizeof *w);
+    if (w)
+        w->empty_since = now;
+    return w;
 }
 
 void ad_watermark_destroy(struct ad_watermark *w)
@@ -60,8 +64,12 @@ int ad_watermark_add_input(struct ad_watermark *w, int32_t id, bool may_idle, in
 void ad_watermark_remove_input(struct ad_watermark *w, int32_t id)
 {
     struct input *in = find(w, id);
-    if (in)
-        *in = w->inputs[--w->len];
+    if (!in)
+        return;
+    /* The newest activity of the last input counts as the start of the empty spell. */
+    if (w->len == 1)
+        w->empty_since = in->last_active;
+    *in = w->inputs[--w->len];
 }
 
 size_t ad_watermark_inputs(const struct ad_watermark *w)
@@ -99,6 +107,11 @@ int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle
         any_active = true;
         if (in->watermark < active_min)
             active_min = in->watermark;
+    }
+    if (w->len == 0) {
+        if (idle)
+            *idle = now - w->empty_since >= idle_timeout;
+        return AD_WATERMARK_NONE;
     }
     if (idle)
         *idle = !any_active;

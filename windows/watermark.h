@@ -12,7 +12,9 @@
  * source back, so a quiet partition stalls the grid only until its timeout; it holds it again
  * as soon as it delivers. Inputs that must never be skipped (Prometheus queries: a Prometheus
  * that is down is not idle) are added with may_idle = false. A source whose every input is
- * idle is idle as a whole.
+ * idle is idle as a whole. A source without inputs (a consumer before its first assignment,
+ * or one the group gave no partition) holds the grid until it has had none for the idle
+ * timeout, and is idle after that.
  *
  * Times are Unix milliseconds. Used on the loop thread only.
  */
@@ -28,7 +30,8 @@
 
 struct ad_watermark;
 
-struct ad_watermark *ad_watermark_new(void);
+/* now: processing time, from which a source without inputs counts toward idleness. */
+struct ad_watermark *ad_watermark_new(int64_t now);
 void ad_watermark_destroy(struct ad_watermark *w);
 
 /* Adds input id (a partition number, a query index) at processing time now. Adding an input
@@ -44,7 +47,8 @@ void ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t 
 /*
  * The source's watermark at processing time now, with inputs idle after idle_timeout:
  * the minimum over inputs that are not idle. *idle (may be NULL) says whether every input is
- * idle (or there is none); the watermark is then the maximum over all inputs.
+ * idle (or there has been none for idle_timeout); the watermark is then the maximum over all
+ * inputs.
  * AD_WATERMARK_NONE when no input that counts has delivered anything.
  */
 int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,

@@ -14,15 +14,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
-BUILD = os.environ.get("AD_BUILD_DIR", "build")
-SOURCE = os.environ.get("AD_SOURCE_DIR", ".")
-ANOMALYD = os.path.join(BUILD, "anomalyd")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import ANOMALYD, SOURCE, Daemon, wait_for  # noqa: E402
+
 EXAMPLE_SECRETS = {
     "ANOMALYD_KAFKA_PASSWORD": "k",
     "ANOMALYD_PROMETHEUS_TOKEN": "t",
@@ -34,89 +31,6 @@ EXAMPLE_SECRETS = {
 def run(*args, env=None):
     return subprocess.run([ANOMALYD, *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
-
-
-def wait_for(what, check, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-class Daemon:
-    """anomalyd running on a config in a temporary folder, with its JSON logs collected."""
-
-    def __init__(self, config_text, extra_args=()):
-        self.dir = tempfile.mkdtemp(prefix="anomalyd-it-")
-        self.config = os.path.join(self.dir, "anomalyd.yaml")
-        self.write_config(config_text)
-        self.proc = subprocess.Popen(
-            [ANOMALYD, "-c", self.config, "--log-format", "json", *extra_args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        self.lines = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        started = wait_for("the admin address", lambda: self.find("admin endpoint listening")
-                           or self.proc.poll() is not None)
-        if self.proc.poll() is not None:
-            raise AssertionError("anomalyd exited: %s" % self.lines)
-        self.address = started["address"]
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self.lock:
-                self.lines.append(line)
-
-    def records(self):
-        with self.lock:
-            return [json.loads(line) for line in self.lines]
-
-    def find(self, msg):
-        for r in self.records():
-            if r.get("msg") == msg:
-                return r
-        return None
-
-    def write_config(self, text):
-        tmp = self.config + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.config)
-
-    def get(self, path, method="GET"):
-        req = urllib.request.Request("http://%s%s" % (self.address, path), method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, resp.headers, resp.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read().decode()
-
-    def status(self):
-        code, _, body = self.get("/status")
-        assert code == 200, code
-        return json.loads(body)
-
-    def metric(self, series):
-        _, _, body = self.get("/metrics")
-        for line in body.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split(" ", 1)[1])
-        return None
-
-    def signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(timeout=5)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 CONFIG = """\

@@ -156,6 +156,21 @@ static void test_long_records_stay_well_formed(void **state)
     ad_log_set_format(AD_LOG_LOGFMT);
 }
 
+static void test_ratelimit(void **state)
+{
+    (void)state;
+    struct ad_log_ratelimit rl = {.interval_ms = 10000};
+    uint64_t held = 99;
+    assert_true(ad_log_ratelimit_allow(&rl, 1000, &held));
+    assert_int_equal(held, 0);
+    assert_false(ad_log_ratelimit_allow(&rl, 2000, &held));
+    assert_false(ad_log_ratelimit_allow(&rl, 10999, &held));
+    assert_true(ad_log_ratelimit_allow(&rl, 11000, &held));
+    assert_int_equal(held, 2);
+    assert_true(ad_log_ratelimit_allow(&rl, 30000, &held));
+    assert_int_equal(held, 0);
+}
+
 static void test_parse_names(void **state)
 {
     (void)state;
@@ -180,6 +195,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_lines_parse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_levels_filter_without_evaluating, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_records_stay_well_formed, setup, teardown),
+        cmocka_unit_test(test_ratelimit),
         cmocka_unit_test(test_parse_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

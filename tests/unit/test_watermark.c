@@ -12,10 +12,16 @@
 static void test_minimum_over_inputs(void **state)
 {
     (void)state;
-    struct ad_watermark *w = ad_watermark_new();
+    struct ad_watermark *w = ad_watermark_new(0);
     bool idle = false;
+    /* No inputs yet (a consumer before its first assignment): hold the grid until the
+     * idle timeout has passed without any. */
     assert_int_equal(ad_watermark_get(w, 0, 1000, &idle), AD_WATERMARK_NONE);
-    assert_true(idle); /* no inputs at all */
+    assert_false(idle);
+    assert_int_equal(ad_watermark_get(w, 999, 1000, &idle), AD_WATERMARK_NONE);
+    assert_false(idle);
+    assert_int_equal(ad_watermark_get(w, 1000, 1000, &idle), AD_WATERMARK_NONE);
+    assert_true(idle);
     ad_watermark_add_input(w, 0, true, 0);
     ad_watermark_add_input(w, 3, true, 0);
     assert_int_equal(ad_watermark_get(w, 0, 1000, &idle), AD_WATERMARK_NONE);
@@ -38,7 +44,7 @@ static void test_minimum_over_inputs(void **state)
 static void test_idle_inputs_stop_holding_back(void **state)
 {
     (void)state;
-    struct ad_watermark *w = ad_watermark_new();
+    struct ad_watermark *w = ad_watermark_new(0);
     bool idle;
     ad_watermark_add_input(w, 0, true, 0);
     ad_watermark_add_input(w, 1, true, 0);
@@ -62,7 +68,7 @@ static void test_idle_inputs_stop_holding_back(void **state)
 static void test_inputs_that_may_not_idle(void **state)
 {
     (void)state;
-    struct ad_watermark *w = ad_watermark_new();
+    struct ad_watermark *w = ad_watermark_new(0);
     bool idle;
     ad_watermark_add_input(w, 0, false, 0);
     ad_watermark_update(w, 0, 100, 0);
@@ -74,7 +80,7 @@ static void test_inputs_that_may_not_idle(void **state)
 static void test_remove_and_readd(void **state)
 {
     (void)state;
-    struct ad_watermark *w = ad_watermark_new();
+    struct ad_watermark *w = ad_watermark_new(0);
     ad_watermark_add_input(w, 0, true, 0);
     ad_watermark_add_input(w, 1, true, 0);
     ad_watermark_update(w, 0, 100, 0);
@@ -82,6 +88,15 @@ static void test_remove_and_readd(void **state)
     ad_watermark_remove_input(w, 0);
     assert_int_equal(ad_watermark_inputs(w), 1);
     assert_int_equal(ad_watermark_get(w, 0, 1000, NULL), 300);
+    /* Every partition revoked: the source holds the grid for the idle timeout, from the last
+     * input's last delivery. */
+    bool idle;
+    ad_watermark_update(w, 1, 300, 500);
+    ad_watermark_remove_input(w, 1);
+    assert_int_equal(ad_watermark_get(w, 1499, 1000, &idle), AD_WATERMARK_NONE);
+    assert_false(idle);
+    assert_int_equal(ad_watermark_get(w, 1500, 1000, &idle), AD_WATERMARK_NONE);
+    assert_true(idle);
     /* A re-assigned partition starts over. */
     ad_watermark_add_input(w, 0, true, 10);
     assert_int_equal(ad_watermark_get(w, 10, 1000, NULL), AD_WATERMARK_NONE);

@@ -214,7 +214,7 @@ static char *run_case(json_t *doc, json_t *steps)
     const char *name;
     json_t *src;
     json_object_foreach (json_object_get(doc, "sources"), name, src) {
-        struct ad_watermark *w = ad_watermark_new();
+        struct ad_watermark *w = ad_watermark_new(0);
         json_t *may = json_object_get(src, "may_idle");
         size_t i;
         json_t *input;

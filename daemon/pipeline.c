@@ -1,0 +1,764 @@
+#include "pipeline.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "grid.h"
+#include "kafka_source.h"
+#include "prom_source.h"
+#include "watermark.h"
+#include "window_store.h"
+
+#define AD_LOG_MODULE "pipeline"
+#include "log.h"
+
+/* How often the grids move to their watermarks. */
+#define TICK_MS 200
+/* Entity keys longer than this are refused; label values that long are almost always bugs. */
+#define MAX_KEY 2048
+
+/* What one detector takes from one source. */
+struct route {
+    size_t detector;
+    size_t n_features;
+    size_t source_feature[AD_WINDOW_MAX_FEATURES];
+    size_t detector_feature[AD_WINDOW_MAX_FEATURES];
+    /* For each of the detector's keys: the Kafka label index, or the Prometheus series
+     * label name. */
+    int label_index[AD_LOG_MAX_LABELS];
+    const char *series_label[AD_LOG_MAX_LABELS];
+};
+
+struct source_rt {
+    struct pipeline *owner;
+    const struct ad_settings_source *settings;
+    struct ad_kafka_source *kafka;
+    struct ad_prom_source *prom;
+    struct ad_watermark *watermark;
+    int64_t step;
+    struct route *routes;
+    size_t n_routes;
+    struct ad_counter *key_too_long, *missing_label, *nan_values, *inf_values;
+};
+
+struct detector_rt {
+    struct pipeline *owner;
+    const struct ad_settings_detector *settings;
+    struct ad_window_store *store;
+    struct ad_grid *grid;
+    int64_t released_through;
+    FILE *export;
+    char *export_path;
+};
+
+struct pipeline {
+    struct ad_pipeline *holder;
+    struct ad_config *config; /* a reference: the settings below point into it */
+    struct source_rt *sources;
+    size_t n_sources;
+    struct detector_rt *detectors;
+    size_t n_detectors;
+    struct event *tick;
+    size_t stops_pending;
+    void (*stopped)(struct pipeline *p);
+    bool stopping;
+    struct pipeline *next_retired;
+};
+
+struct ad_pipeline {
+    struct event_base *base;
+    struct ad_metrics *metrics;
+    struct ad_pipeline_consumer consumer;
+    struct pipeline *current;
+    struct pipeline *retired; /* stopping in the background after a reload */
+    ad_daemon_done_fn done;
+    void *done_arg;
+};
+
+static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", NULL};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* ---- routing ---- */
+
+/* Appends a value to a NUL-separated entity key; returns the new length, or 0 if too long. */
+static size_t key_append(char *key, size_t len, size_t index, const char *v, size_t n)
+{
+    size_t need = len + (index ? 1 : 0) + n;
+    if (need > MAX_KEY)
+        return 0;
+    if (index)
+        key[len++] = '\0';
+    memcpy(key + len, v, n);
+    return len + n;
+}
+
+static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
+                         const struct ad_log_event *ev)
+{
+    struct source_rt *src = arg;
+    struct pipeline *p = src->owner;
+    char key[MAX_KEY];
+    double values[AD_WINDOW_MAX_FEATURES];
+
+    ad_watermark_update(src->watermark, input, ev->time, wall_ms());
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct route *route = &src->routes[r];
+        struct detector_rt *det = &p->detectors[route->detector];
+        size_t len = 0;
+        bool ok = true;
+        for (size_t k = 0; k < det->settings->keys.len && ok; k++) {
+            int li = route->label_index[k];
+            len = key_append(key, len, k, ev->labels[li], ev->label_lens[li]);
+            ok = len > 0 || ev->label_lens[li] == 0;
+        }
+        if (!ok) {
+            ad_counter_inc(src->key_too_long);
+            continue;
+        }
+        uint64_t present = 0;
+        for (size_t f = 0; f < route->n_features; f++) {
+            size_t sf = route->source_feature[f], df = route->detector_feature[f];
+            if ((ev->present >> sf) & 1) {
+                values[df] = ev->values[sf];
+                present |= 1ULL << df;
+            }
+        }
+        if (!present)
+            continue;
+        if (ad_window_store_add(det->store, key, len, ev->time, values, present) ==
+            AD_WINDOW_ADDED)
+            ad_kafka_source_hold(src->kafka, input, offset, route->detector,
+                                 floor_div(ev->time, det->settings->step));
+    }
+}
+
+static void on_assign(void *arg, ad_kafka_input input)
+{
+    struct source_rt *src = arg;
+    ad_watermark_add_input(src->watermark, input, true, wall_ms());
+}
+
+static void on_revoke(void *arg, ad_kafka_input input)
+{
+    struct source_rt *src = arg;
+    ad_watermark_remove_input(src->watermark, input);
+}
+
+static const char *series_label(const struct ad_prom_series *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_labels; i++)
+        if (strcmp(s->label_names[i], name) == 0)
+            return s->label_values[i];
+    return NULL;
+}
+
+static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, int64_t start_ms,
+                     int64_t end_ms)
+{
+    struct source_rt *src = arg;
+    struct pipeline *p = src->owner;
+    char key[MAX_KEY];
+    double values[AD_WINDOW_MAX_FEATURES];
+    (void)start_ms;
+
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct route *route = &src->routes[r];
+        struct detector_rt *det = &p->detectors[route->detector];
+        size_t df = SIZE_MAX;
+        for (size_t f = 0; f < route->n_features; f++)
+            if (route->source_feature[f] == query)
+                df = route->detector_feature[f];
+        if (df == SIZE_MAX)
+            continue;
+        for (size_t si = 0; si < m->n_series; si++) {
+            const struct ad_prom_series *series = &m->series[si];
+            size_t len = 0;
+            bool ok = true;
+            for (size_t k = 0; k < det->settings->keys.len && ok; k++) {
+                const char *v = series_label(series, route->series_label[k]);
+                if (!v) {
+                    ad_counter_inc(src->missing_label);
+                    ok = false;
+                    break;
+                }
+                size_t n = strlen(v);
+                len = key_append(key, len, k, v, n);
+                if (len == 0 && n > 0) {
+                    ad_counter_inc(src->key_too_long);
+                    ok = false;
+                }
+            }
+            if (!ok)
+                continue;
+            for (size_t i = 0; i < series->n_samples; i++) {
+                double v = series->values[i];
+                if (!isfinite(v)) {
+                    ad_counter_inc(isnan(v) ? src->nan_values : src->inf_values);
+                    continue;
+                }
+                values[df] = v;
+                ad_window_store_add(det->store, key, len,
+                                    ad_grid_sample_time(series->times_ms[i], src->step), values,
+                                    1ULL << df);
+            }
+        }
+    }
+    ad_watermark_update(src->watermark, (int32_t)query, end_ms, wall_ms());
+}
+
+/* ---- windows handed on ---- */
+
+static void export_window(struct detector_rt *det, const struct ad_window_batch *b, size_t w)
+{
+    const struct ad_settings_detector *d = det->settings;
+    const char *values[AD_LOG_MAX_LABELS];
+    size_t lens[AD_LOG_MAX_LABELS], len;
+    const char *key = ad_window_batch_key(b, w, &len);
+    size_t n = ad_entity_key_split(key, len, values, lens, AD_LOG_MAX_LABELS);
+    FILE *f = det->export;
+
+    fprintf(f, "{\"detector\":\"%s\",\"bucket_start_ms\":%lld,\"step_ms\":%lld,\"labels\":{",
+            d->name, (long long)b->bucket_start, (long long)b->step);
+    for (size_t k = 0; k < n && k < d->keys.len; k++) {
+        json_t *v = json_stringn(values[k], lens[k]);
+        char *text = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+        fprintf(f, "%s\"%s\":%s", k ? "," : "", d->keys.items[k], text ? text : "null");
+        free(text);
+        json_decref(v);
+    }
+    fprintf(f, "},\"features\":[");
+    for (size_t i = 0; i < d->features.len; i++)
+        fprintf(f, "%s\"%s\"", i ? "," : "", d->features.items[i]);
+    fprintf(f, "],\"values\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++) {
+            float x = b->values[(w * b->window_len + t) * b->n_features + i];
+            if (isfinite(x))
+                fprintf(f, "%s%.9g", i ? "," : "", (double)x);
+            else
+                fprintf(f, "%snull", i ? "," : "");
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "],\"mask\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++)
+            fprintf(f, "%s%d", i ? "," : "", b->mask[(w * b->window_len + t) * b->n_features + i]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]}\n");
+}
+
+static void on_batch(void *arg, struct ad_window_batch *b)
+{
+    struct detector_rt *det = arg;
+    struct ad_pipeline *holder = det->owner->holder;
+    if (det->export) {
+        for (size_t w = 0; w < b->n_windows; w++)
+            export_window(det, b, w);
+        if (b->last_of_bucket && fflush(det->export) != 0)
+            AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", det->export_path),
+                        AD_KV_STR("error", strerror(errno)));
+    }
+    if (holder->consumer.fn)
+        holder->consumer.fn(holder->consumer.arg, b);
+    else
+        ad_window_batch_free(b);
+}
+
+/* Moves every grid and releases the Kafka offsets of what has been handed on. */
+static void advance_all(struct pipeline *p)
+{
+    int64_t now = wall_ms();
+    for (size_t d = 0; d < p->n_detectors; d++) {
+        struct detector_rt *det = &p->detectors[d];
+        int64_t closed = ad_grid_advance(det->grid, now);
+        if (closed == INT64_MIN || closed == det->released_through)
+            continue;
+        det->released_through = closed;
+        for (size_t s = 0; s < p->n_sources; s++) {
+            struct source_rt *src = &p->sources[s];
+            if (!src->kafka)
+                continue;
+            for (size_t r = 0; r < src->n_routes; r++)
+                if (src->routes[r].detector == d)
+                    ad_kafka_source_release(src->kafka, d, closed);
+        }
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    advance_all(arg);
+}
+
+/* ---- building ---- */
+
+static ssize_t feature_source(const struct ad_settings *s, const struct ad_settings_detector *d,
+                              size_t f)
+{
+    (void)s;
+    return (ssize_t)d->refs[f].source;
+}
+
+static int build_routes(struct pipeline *p, const struct ad_settings *s, char *errstr,
+                        size_t errstr_size)
+{
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        src->routes = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *src->routes);
+        if (!src->routes) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        for (size_t di = 0; di < s->n_detectors; di++) {
+            const struct ad_settings_detector *d = &s->detectors[di];
+            struct route route = {.detector = di};
+            for (size_t f = 0; f < d->features.len; f++) {
+                if ((size_t)feature_source(s, d, f) != si)
+                    continue;
+                route.source_feature[route.n_features] = d->refs[f].feature;
+                route.detector_feature[route.n_features++] = f;
+            }
+            if (route.n_features == 0)
+                continue;
+            const struct ad_settings_source *ss = src->settings;
+            for (size_t k = 0; k < d->keys.len; k++) {
+                const char *key = d->keys.items[k];
+                if (ss->type == AD_SOURCE_KAFKA) {
+                    /* Label order of log_rules.h: labels, then static_labels. */
+                    int index = -1;
+                    for (size_t i = 0; i < ss->kafka.labels.len && index < 0; i++)
+                        if (strcmp(ss->kafka.labels.keys[i], key) == 0)
+                            index = (int)i;
+                    for (size_t i = 0; i < ss->kafka.static_labels.len && index < 0; i++)
+                        if (strcmp(ss->kafka.static_labels.keys[i], key) == 0)
+                            index = (int)(ss->kafka.labels.len + i);
+                    route.label_index[k] = index; /* validated: the label exists */
+                } else {
+                    route.series_label[k] = key;
+                    for (size_t i = 0; i < ss->prometheus.labels.len; i++)
+                        if (strcmp(ss->prometheus.labels.keys[i], key) == 0)
+                            route.series_label[k] = ss->prometheus.labels.values[i];
+                }
+            }
+            src->routes[src->n_routes++] = route;
+        }
+    }
+    return 0;
+}
+
+static enum ad_agg agg_of(const struct ad_settings_feature *f)
+{
+    switch (f->kind) {
+    case AD_FEATURE_MEAN:
+        return AD_AGG_MEAN;
+    case AD_FEATURE_MIN:
+        return AD_AGG_MIN;
+    case AD_FEATURE_MAX:
+        return AD_AGG_MAX;
+    case AD_FEATURE_LAST:
+    case AD_FEATURE_QUERY:
+        return AD_AGG_LAST;
+    default:
+        return AD_AGG_SUM;
+    }
+}
+
+static int build_detectors(struct pipeline *p, const struct ad_settings *s,
+                           struct ad_metrics *metrics, char *errstr, size_t errstr_size)
+{
+    for (size_t di = 0; di < s->n_detectors; di++) {
+        const struct ad_settings_detector *d = &s->detectors[di];
+        struct detector_rt *det = &p->detectors[di];
+        enum ad_agg aggs[AD_WINDOW_MAX_FEATURES];
+        enum ad_fill_policy fills[AD_WINDOW_MAX_FEATURES];
+        for (size_t f = 0; f < d->features.len; f++) {
+            const struct ad_settings_source *src = &s->sources[d->refs[f].source];
+            aggs[f] = agg_of(&src->features[d->refs[f].feature]);
+            fills[f] = d->refs[f].fill;
+        }
+        struct ad_window_spec spec = {
+            .detector = d->name,
+            .detector_index = di,
+            .step = d->step,
+            .window_len = d->window_len,
+            .n_features = d->features.len,
+            .aggs = aggs,
+            .fills = fills,
+            .allowed_lateness = d->allowed_lateness,
+            .max_entities = (size_t)d->max_entities,
+            .entity_idle_timeout = d->entity_idle_timeout,
+            .max_batch = (size_t)s->scoring.max_batch,
+        };
+        det->owner = p;
+        det->settings = d;
+        det->released_through = INT64_MIN;
+        det->store = ad_window_store_new(&spec, metrics, on_batch, det, errstr, errstr_size);
+        if (!det->store)
+            return -1;
+        det->grid = ad_grid_new(det->store, d->source_idle_timeout);
+        if (!det->grid) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        if (d->export_path) {
+            det->export_path = strdup(d->export_path);
+            det->export = fopen(d->export_path, "a");
+            if (!det->export) {
+                snprintf(errstr, errstr_size, "detector %s: cannot open %s: %s", d->name,
+                         d->export_path, strerror(errno));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The step of a source: its own, or that of the detectors that use it (validated equal). */
+static int64_t source_step(const struct ad_settings *s, size_t si, int64_t *span)
+{
+    int64_t step = s->sources[si].type == AD_SOURCE_PROMETHEUS ? s->sources[si].prometheus.step
+                                                                : 0;
+    *span = 0;
+    for (size_t di = 0; di < s->n_detectors; di++) {
+        const struct ad_settings_detector *d = &s->detectors[di];
+        for (size_t f = 0; f < d->features.len; f++) {
+            if (d->refs[f].source != si)
+                continue;
+            if (!step)
+                step = d->step;
+            if (d->window > *span)
+                *span = d->window;
+        }
+    }
+    return step;
+}
+
+static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
+                         const struct ad_settings *s, char *errstr, size_t errstr_size)
+{
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        const char *name = s->sources[si].name;
+        src->owner = p;
+        src->settings = &s->sources[si];
+        src->watermark = ad_watermark_new(wall_ms());
+        if (!src->watermark) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        static const char refused_help[] = "Series or values a source could not use.";
+        src->key_too_long =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "key_too_long", NULL);
+        src->missing_label =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "missing_label", NULL);
+        src->nan_values =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "nan", NULL);
+        src->inf_values =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "inf", NULL);
+    }
+    if (build_routes(p, s, errstr, errstr_size) < 0)
+        return -1;
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        if (src->n_routes == 0) {
+            AD_WARN_KV("no detector uses this source; it is not read",
+                       AD_KV_STR("source", src->settings->name));
+            continue;
+        }
+        for (size_t r = 0; r < src->n_routes; r++)
+            if (ad_grid_add_source(p->detectors[src->routes[r].detector].grid,
+                                   src->settings->name, src->watermark) < 0) {
+                snprintf(errstr, errstr_size, "detector uses too many sources");
+                return -1;
+            }
+        int64_t span;
+        src->step = source_step(s, si, &span);
+        if (src->settings->type == AD_SOURCE_KAFKA) {
+            struct ad_kafka_source_options o = {
+                .base = holder->base,
+                .kafka = &s->kafka,
+                .settings = src->settings,
+                .n_detectors = s->n_detectors,
+                .engine = AD_EXTRACT_SIMDJSON,
+                .metrics = holder->metrics,
+                .handler = {.on_event = on_log_event,
+                            .on_assign = on_assign,
+                            .on_revoke = on_revoke,
+                            .arg = src},
+            };
+            src->kafka = ad_kafka_source_new(&o, errstr, errstr_size);
+            if (!src->kafka)
+                return -1;
+        } else {
+            for (size_t q = 0; q < src->settings->n_features; q++)
+                ad_watermark_add_input(src->watermark, (int32_t)q, false, wall_ms());
+            struct ad_prom_source_options o = {
+                .base = holder->base,
+                .settings = src->settings,
+                .step_ms = src->step,
+                .backfill_ms = span,
+                .metrics = holder->metrics,
+                .handler = {.on_range = on_range, .arg = src},
+            };
+            src->prom = ad_prom_source_new(&o, errstr, errstr_size);
+            if (!src->prom)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static void pipeline_free(struct pipeline *p)
+{
+    if (!p)
+        return;
+    if (p->tick)
+        event_free(p->tick);
+    for (size_t i = 0; i < p->n_sources; i++) {
+        ad_kafka_source_destroy(p->sources[i].kafka);
+        ad_prom_source_destroy(p->sources[i].prom);
+        ad_watermark_destroy(p->sources[i].watermark);
+        free(p->sources[i].routes);
+    }
+    for (size_t i = 0; i < p->n_detectors; i++) {
+        ad_grid_destroy(p->detectors[i].grid);
+        ad_window_store_destroy(p->detectors[i].store);
+        if (p->detectors[i].export)
+            fclose(p->detectors[i].export);
+        free(p->detectors[i].export_path);
+    }
+    free(p->sources);
+    free(p->detectors);
+    ad_config_unref(p->config);
+    free(p);
+}
+
+static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct ad_config *config,
+                                       char *errstr, size_t errstr_size)
+{
+    const struct ad_settings *s = ad_config_settings(config);
+    struct pipeline *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    p->holder = holder;
+    p->config = ad_config_ref((struct ad_config *)config);
+    p->n_sources = s->n_sources;
+    p->n_detectors = s->n_detectors;
+    p->sources = calloc(s->n_sources ? s->n_sources : 1, sizeof *p->sources);
+    p->detectors = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->detectors);
+    if (!p->sources || !p->detectors) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    if (build_detectors(p, s, holder->metrics, errstr, errstr_size) < 0 ||
+        build_sources(p, holder, s, errstr, errstr_size) < 0)
+        goto err;
+    p->tick = event_new(holder->base, -1, EV_PERSIST, on_tick, p);
+    struct timeval tv = {0, TICK_MS * 1000};
+    if (!p->tick || event_add(p->tick, &tv) < 0) {
+        snprintf(errstr, errstr_size, "cannot register the tick");
+        goto err;
+    }
+    AD_INFO_KV("pipeline built", AD_KV_INT("sources", s->n_sources),
+               AD_KV_INT("detectors", s->n_detectors));
+    return p;
+err:
+    pipeline_free(p);
+    return NULL;
+}
+
+/* ---- stopping ---- */
+
+static void source_stopped(void *arg)
+{
+    struct pipeline *p = arg;
+    if (p->stops_pending > 0 && --p->stops_pending == 0 && p->stopped)
+        p->stopped(p);
+}
+
+static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *))
+{
+    p->stopping = true;
+    p->stopped = stopped;
+    if (p->tick)
+        event_del(p->tick);
+    /* Count first: a source may finish before its stop returns. */
+    p->stops_pending = 1;
+    for (size_t i = 0; i < p->n_sources; i++)
+        if (p->sources[i].kafka)
+            p->stops_pending++;
+    for (size_t i = 0; i < p->n_sources; i++) {
+        if (p->sources[i].kafka)
+            ad_kafka_source_stop(p->sources[i].kafka, source_stopped, p);
+        /* Prometheus holds nothing to hand back: its transfers end with it. */
+        ad_prom_source_destroy(p->sources[i].prom);
+        p->sources[i].prom = NULL;
+    }
+    source_stopped(p);
+}
+
+static void maybe_done(struct ad_pipeline *h)
+{
+    if (h->done && !h->retired && (!h->current || !h->current->stopping ||
+                                   h->current->stops_pending == 0)) {
+        ad_daemon_done_fn done = h->done;
+        h->done = NULL;
+        done(h->done_arg);
+    }
+}
+
+static void retired_stopped(struct pipeline *p)
+{
+    struct ad_pipeline *h = p->holder;
+    for (struct pipeline **link = &h->retired; *link; link = &(*link)->next_retired) {
+        if (*link == p) {
+            *link = p->next_retired;
+            break;
+        }
+    }
+    AD_INFO("the previous pipeline has stopped");
+    pipeline_free(p);
+    maybe_done(h);
+}
+
+static void current_stopped(struct pipeline *p)
+{
+    maybe_done(p->holder);
+}
+
+/* ---- the component ---- */
+
+static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
+{
+    struct ad_pipeline *h = ctx;
+    if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections))
+        return 0;
+    struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
+    if (!fresh)
+        return -1;
+    struct pipeline *old = h->current;
+    h->current = fresh;
+    if (old) {
+        AD_WARN("sources or detectors changed: the pipeline was rebuilt; open windows start "
+                "over from the last committed offsets");
+        old->next_retired = h->retired;
+        h->retired = old;
+        pipeline_stop(old, retired_stopped);
+    }
+    return 0;
+}
+
+static void stop(void *ctx, ad_daemon_done_fn done, void *done_arg)
+{
+    struct ad_pipeline *h = ctx;
+    h->done = done;
+    h->done_arg = done_arg;
+    if (h->current && !h->current->stopping)
+        pipeline_stop(h->current, current_stopped);
+    else
+        maybe_done(h);
+}
+
+static void status(void *ctx, json_t *out)
+{
+    struct ad_pipeline *h = ctx;
+    struct pipeline *p = h->current;
+    int64_t now = wall_ms();
+    if (!p)
+        return;
+    json_t *sources = json_object();
+    for (size_t i = 0; i < p->n_sources; i++) {
+        const struct source_rt *src = &p->sources[i];
+        json_t *part = json_object();
+        json_object_set_new(part, "type", json_string(src->settings->type == AD_SOURCE_KAFKA
+                                                          ? "kafka"
+                                                          : "prometheus"));
+        if (src->kafka)
+            ad_kafka_source_status(src->kafka, part);
+        else if (src->prom)
+            ad_prom_source_status(src->prom, part);
+        else
+            json_object_set_new(part, "state", json_string("unused"));
+        json_object_set_new(sources, src->settings->name, part);
+    }
+    json_object_set_new(out, "sources", sources);
+    json_t *detectors = json_object();
+    for (size_t i = 0; i < p->n_detectors; i++) {
+        const struct detector_rt *det = &p->detectors[i];
+        json_t *part = json_object();
+        ad_grid_status(det->grid, now, part);
+        ad_window_store_status(det->store, part);
+        json_object_set_new(detectors, det->settings->name, part);
+    }
+    json_object_set_new(out, "detectors", detectors);
+}
+
+struct ad_component ad_pipeline_component(struct ad_pipeline *p)
+{
+    return (struct ad_component){
+        .name = "pipeline", .ctx = p, .apply = apply, .stop = stop, .status = status};
+}
+
+struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
+                                    const struct ad_config *config,
+                                    const struct ad_pipeline_consumer *consumer, char *errstr,
+                                    size_t errstr_size)
+{
+    struct ad_pipeline *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    h->base = base;
+    h->metrics = metrics;
+    if (consumer)
+        h->consumer = *consumer;
+    h->current = pipeline_build(h, config, errstr, errstr_size);
+    if (!h->current) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void ad_pipeline_destroy(struct ad_pipeline *h)
+{
+    if (!h)
+        return;
+    while (h->retired) {
+        struct pipeline *p = h->retired;
+        h->retired = p->next_retired;
+        pipeline_free(p);
+    }
+    pipeline_free(h->current);
+    free(h);
+}

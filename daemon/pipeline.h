@@ -1,0 +1,48 @@
+#ifndef AD_PIPELINE_H
+#define AD_PIPELINE_H
+
+/*
+ * The data path built from a config: Kafka and Prometheus sources, one event-time grid and
+ * window store per detector, and the routing between them.
+ *
+ * Each accepted log event and each Prometheus sample is routed to every detector that uses a
+ * feature of its source: its entity key is built from the detector's key labels, and its
+ * values are mapped to the detector's feature order. A timer moves every detector's grid to
+ * its watermark; windows of the buckets that close are handed to the consumer (the scorer
+ * plugs in here), exported when the detector has export_path, and the Kafka offsets of the
+ * events in those buckets are released for commit.
+ *
+ * On reload the pipeline is rebuilt only when the kafka, sources or detectors sections
+ * changed; the old one is stopped in the background (its uncommitted events are read again
+ * by the new consumer, so nothing is lost, at the price of window state).
+ *
+ * It is a daemon component (daemon.h): apply, stop and status.
+ */
+
+#include <stddef.h>
+
+#include <event2/event.h>
+
+#include "batch.h"
+#include "config.h"
+#include "daemon.h"
+#include "metrics.h"
+
+struct ad_pipeline;
+
+/* Receives every batch of windows; takes ownership. NULL: batches are counted and freed. */
+struct ad_pipeline_consumer {
+    ad_window_consumer_fn fn;
+    void *arg;
+};
+
+struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
+                                    const struct ad_config *config,
+                                    const struct ad_pipeline_consumer *consumer, char *errstr,
+                                    size_t errstr_size);
+void ad_pipeline_destroy(struct ad_pipeline *p);
+
+/* The component to register with the daemon; ctx is p. */
+struct ad_component ad_pipeline_component(struct ad_pipeline *p);
+
+#endif

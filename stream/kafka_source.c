@@ -1,0 +1,835 @@
+#include "kafka_source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "kafka_conf.h"
+
+#define AD_LOG_MODULE "kafka"
+#include "log.h"
+
+#define DEFAULT_BUDGET_MESSAGES 1000
+#define DEFAULT_BUDGET_MS       10
+/* Polls even without a wake-up, and stores the offsets that became safe, this often. */
+#define SAFETY_INTERVAL_MS 500
+/* How long a stop waits for the dead-letter topic to acknowledge what is in flight. */
+#define DLQ_FLUSH_MS 5000
+#define LOG_INTERVAL_MS 10000
+
+struct hold {
+    size_t detector; /* n_detectors: a dead letter, held until acknowledged */
+    int64_t bucket;  /* the dead letter's own offset for a dead letter */
+    int64_t first_offset;
+};
+
+struct partition {
+    ad_kafka_input input;
+    size_t topic;
+    int32_t partition;
+    int64_t last_processed; /* -1: nothing yet */
+    int64_t stored;         /* the last offset handed to rd_kafka_offsets_store, -1: none */
+    struct hold *holds;
+    size_t n_holds, cap_holds;
+    bool dirty;
+};
+
+struct dead_letter {
+    struct ad_kafka_source *source;
+    ad_kafka_input input;
+    int64_t offset;
+};
+
+struct ad_kafka_source {
+    struct event_base *base;
+    const struct ad_settings_source *settings;
+    size_t n_detectors;
+    struct ad_kafka_source_handler handler;
+    struct ad_log_rules *rules;
+    size_t budget_messages;
+    int64_t budget_ms;
+
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    int wake[2];
+    struct event *wake_event, *again_event, *safety_timer;
+
+    rd_kafka_t *dlq;
+    rd_kafka_queue_t *dlq_queue;
+    int dlq_wake[2];
+    struct event *dlq_event;
+    size_t dlq_in_flight;
+
+    struct partition *partitions;
+    size_t n_partitions, cap_partitions;
+
+    bool stopping;
+    int64_t stop_deadline;
+    void (*stop_done)(void *);
+    void *stop_done_arg;
+
+    struct ad_log_ratelimit reject_log[AD_REJECT_COUNT];
+    struct ad_log_ratelimit error_log;
+
+    struct {
+        uint64_t accepted, filtered, rejected, errors, dead_letters, dead_letters_failed;
+    } counts;
+    struct ad_counter *accepted_total, *filtered_total, *rejected_total;
+    struct ad_counter *rejected_by_reason[AD_REJECT_COUNT];
+    struct ad_counter *errors_total, *commits_ok, *commits_failed;
+    struct ad_counter *dead_letters_ok, *dead_letters_failed;
+    struct ad_counter *assigned_total, *revoked_total;
+    struct ad_gauge *partitions_gauge;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- partitions and holds ---- */
+
+static struct partition *find_partition(struct ad_kafka_source *s, ad_kafka_input input)
+{
+    for (size_t i = 0; i < s->n_partitions; i++)
+        if (s->partitions[i].input == input)
+            return &s->partitions[i];
+    return NULL;
+}
+
+static ssize_t topic_index(const struct ad_kafka_source *s, const char *topic)
+{
+    const struct ad_strlist *topics = &s->settings->kafka.topics;
+    for (size_t i = 0; i < topics->len; i++)
+        if (strcmp(topics->items[i], topic) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input)
+{
+    size_t t = (size_t)(input >> 20);
+    return t < s->settings->kafka.topics.len ? s->settings->kafka.topics.items[t] : "?";
+}
+
+static struct partition *add_partition(struct ad_kafka_source *s, size_t topic, int32_t p)
+{
+    ad_kafka_input input = AD_KAFKA_INPUT((int32_t)topic, p);
+    struct partition *ps = find_partition(s, input);
+    if (ps)
+        return ps;
+    if (s->n_partitions == s->cap_partitions) {
+        size_t cap = s->cap_partitions ? s->cap_partitions * 2 : 16;
+        struct partition *grown = realloc(s->partitions, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        s->partitions = grown;
+        s->cap_partitions = cap;
+    }
+    ps = &s->partitions[s->n_partitions++];
+    *ps = (struct partition){
+        .input = input, .topic = topic, .partition = p, .last_processed = -1, .stored = -1};
+    return ps;
+}
+
+static void remove_partition(struct ad_kafka_source *s, struct partition *ps)
+{
+    free(ps->holds);
+    *ps = s->partitions[--s->n_partitions];
+}
+
+static void add_hold(struct partition *ps, size_t detector, int64_t bucket, int64_t offset)
+{
+    for (size_t i = 0; i < ps->n_holds; i++)
+        if (ps->holds[i].detector == detector && ps->holds[i].bucket == bucket)
+            return; /* offsets only grow: the first one stays the earliest */
+    if (ps->n_holds == ps->cap_holds) {
+        size_t cap = ps->cap_holds ? ps->cap_holds * 2 : 8;
+        struct hold *grown = realloc(ps->holds, cap * sizeof *grown);
+        if (!grown) {
+            AD_ERROR("out of memory holding an offset; it may be committed early");
+            return;
+        }
+        ps->holds = grown;
+        ps->cap_holds = cap;
+    }
+    ps->holds[ps->n_holds++] = (struct hold){detector, bucket, offset};
+}
+
+/* The offset to restart from: the earliest message something still depends on, else the one
+ * after the last processed. */
+static int64_t safe_offset(const struct partition *ps)
+{
+    int64_t safe = ps->last_processed + 1;
+    for (size_t i = 0; i < ps->n_holds; i++)
+        if (ps->holds[i].first_offset < safe)
+            safe = ps->holds[i].first_offset;
+    return safe;
+}
+
+/* Stores the offsets that became safe since the last call, in one list. */
+static void store_offsets(struct ad_kafka_source *s)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    for (size_t i = 0; i < s->n_partitions; i++) {
+        struct partition *ps = &s->partitions[i];
+        if (!ps->dirty)
+            continue;
+        ps->dirty = false;
+        int64_t safe = safe_offset(ps);
+        if (safe <= 0 || safe == ps->stored)
+            continue;
+        if (!list)
+            list = rd_kafka_topic_partition_list_new((int)s->n_partitions);
+        rd_kafka_topic_partition_list_add(list, s->settings->kafka.topics.items[ps->topic],
+                                          ps->partition)
+            ->offset = safe;
+        ps->stored = safe;
+    }
+    if (!list)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->rk, list);
+    if (err && err != RD_KAFKA_RESP_ERR__STATE) /* __STATE: a partition was revoked meanwhile */
+        AD_WARN_KV("cannot store offsets", AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("error", rd_kafka_err2str(err)));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+void ad_kafka_source_hold(struct ad_kafka_source *s, ad_kafka_input input, int64_t offset,
+                          size_t detector, int64_t bucket)
+{
+    struct partition *ps = find_partition(s, input);
+    if (ps)
+        add_hold(ps, detector, bucket, offset);
+}
+
+void ad_kafka_source_release(struct ad_kafka_source *s, size_t detector, int64_t bucket)
+{
+    for (size_t i = 0; i < s->n_partitions; i++) {
+        struct partition *ps = &s->partitions[i];
+        for (size_t h = 0; h < ps->n_holds;) {
+            if (ps->holds[h].detector == detector && ps->holds[h].bucket <= bucket) {
+                ps->holds[h] = ps->holds[--ps->n_holds];
+                ps->dirty = true;
+            } else {
+                h++;
+            }
+        }
+    }
+    store_offsets(s);
+}
+
+static void release_dead_letter(struct ad_kafka_source *s, ad_kafka_input input, int64_t offset)
+{
+    struct partition *ps = find_partition(s, input);
+    if (!ps)
+        return;
+    for (size_t h = 0; h < ps->n_holds; h++) {
+        if (ps->holds[h].detector == s->n_detectors && ps->holds[h].bucket == offset) {
+            ps->holds[h] = ps->holds[--ps->n_holds];
+            ps->dirty = true;
+            return;
+        }
+    }
+}
+
+/* ---- librdkafka callbacks (all served by polls on the loop thread) ---- */
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug. */
+    enum ad_log_level ours = level <= 3   ? AD_LOG_ERROR
+                             : level == 4 ? AD_LOG_WARN
+                             : level <= 6 ? AD_LOG_INFO
+                                          : AD_LOG_DEBUG;
+    AD_LOG_KV(ours, "librdkafka", AD_KV_STR("facility", fac), AD_KV_STR("message", buf));
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct ad_kafka_source *s = opaque;
+    uint64_t held;
+    (void)rk;
+    s->counts.errors++;
+    ad_counter_inc(s->errors_total);
+    if (ad_log_ratelimit_allow(&s->error_log, mono_ms(), &held))
+        AD_WARN_KV("Kafka client error", AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err)),
+                   AD_KV_STR("reason", reason), AD_KV_INT("suppressed", held));
+}
+
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    struct ad_kafka_source *s = opaque;
+    (void)rk;
+    (void)offsets;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return; /* nothing was stored since the last commit */
+    if (err) {
+        ad_counter_inc(s->commits_failed);
+        AD_WARN_KV("offset commit failed", AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("error", rd_kafka_err2str(err)));
+    } else {
+        ad_counter_inc(s->commits_ok);
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct ad_kafka_source *s = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            ssize_t t = topic_index(s, parts->elems[i].topic);
+            if (t < 0 || !add_partition(s, (size_t)t, parts->elems[i].partition))
+                continue;
+            ad_counter_inc(s->assigned_total);
+            if (s->handler.on_assign)
+                s->handler.on_assign(s->handler.arg,
+                                     AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition));
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+    } else {
+        /* Store what is safe first: librdkafka commits stored offsets as it revokes. */
+        store_offsets(s);
+        for (int i = 0; i < parts->cnt; i++) {
+            ssize_t t = topic_index(s, parts->elems[i].topic);
+            if (t < 0)
+                continue;
+            ad_kafka_input input = AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition);
+            struct partition *ps = find_partition(s, input);
+            if (!ps)
+                continue;
+            ad_counter_inc(s->revoked_total);
+            if (s->handler.on_revoke)
+                s->handler.on_revoke(s->handler.arg, input);
+            remove_partition(s, ps);
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        AD_ERROR_KV("rebalance failed", AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_error_string(error)));
+        rd_kafka_error_destroy(error);
+    }
+    ad_gauge_set(s->partitions_gauge, (double)s->n_partitions);
+    AD_INFO_KV(err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned"
+                                                           : "partitions revoked",
+               AD_KV_STR("source", s->settings->name), AD_KV_INT("partitions", parts->cnt),
+               AD_KV_INT("assigned_now", s->n_partitions),
+               AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));
+}
+
+static void on_dead_letter(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct ad_kafka_source *s = opaque;
+    struct dead_letter *dl = m->_private;
+    (void)rk;
+    if (m->err) {
+        s->counts.dead_letters_failed++;
+        ad_counter_inc(s->dead_letters_failed);
+        AD_ERROR_KV("dead letter not delivered; the event is lost",
+                    AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_err2str(m->err)));
+    } else {
+        s->counts.dead_letters++;
+        ad_counter_inc(s->dead_letters_ok);
+    }
+    if (dl) {
+        release_dead_letter(s, dl->input, dl->offset);
+        free(dl);
+    }
+    s->dlq_in_flight--;
+}
+
+/* ---- messages ---- */
+
+static void dead_letter(struct ad_kafka_source *s, const rd_kafka_message_t *m,
+                        struct partition *ps, enum ad_reject_reason reason)
+{
+    struct dead_letter *dl = malloc(sizeof *dl);
+    char partition[16], offset[24];
+    if (!dl)
+        return;
+    *dl = (struct dead_letter){s, ps->input, m->offset};
+    snprintf(partition, sizeof partition, "%d", (int)m->partition);
+    snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
+    const char *reason_name = ad_reject_reason_name(reason);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        s->dlq, RD_KAFKA_V_TOPIC(s->settings->kafka.dead_letter_topic),
+        RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADER("anomalyd-reason", reason_name, -1),
+        RD_KAFKA_V_HEADER("anomalyd-source", s->settings->name, -1),
+        RD_KAFKA_V_HEADER("anomalyd-topic", topic, -1),
+        RD_KAFKA_V_HEADER("anomalyd-partition", partition, -1),
+        RD_KAFKA_V_HEADER("anomalyd-offset", offset, -1), RD_KAFKA_V_OPAQUE(dl), RD_KAFKA_V_END);
+    if (err) {
+        free(dl);
+        s->counts.dead_letters_failed++;
+        ad_counter_inc(s->dead_letters_failed);
+        AD_ERROR_KV("cannot produce a dead letter", AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_err2str(err)));
+        return;
+    }
+    s->dlq_in_flight++;
+    add_hold(ps, s->n_detectors, m->offset, m->offset);
+}
+
+static void reject(struct ad_kafka_source *s, const rd_kafka_message_t *m, struct partition *ps,
+                   enum ad_reject_reason reason)
+{
+    uint64_t held;
+    s->counts.rejected++;
+    ad_counter_inc(s->rejected_total);
+    ad_counter_inc(s->rejected_by_reason[reason]);
+    if (ad_log_ratelimit_allow(&s->reject_log[reason], mono_ms(), &held))
+        AD_WARN_KV("event rejected", AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("reason", ad_reject_reason_name(reason)),
+                   AD_KV_STR("topic", rd_kafka_topic_name(m->rkt)),
+                   AD_KV_INT("partition", m->partition), AD_KV_INT("offset", m->offset),
+                   AD_KV_INT("suppressed", held));
+    if (s->dlq)
+        dead_letter(s, m, ps, reason);
+}
+
+static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
+{
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            on_error(s->rk, m->err, rd_kafka_message_errstr(m), s);
+        return;
+    }
+    ssize_t t = topic_index(s, rd_kafka_topic_name(m->rkt));
+    struct partition *ps =
+        t < 0 ? NULL : find_partition(s, AD_KAFKA_INPUT((int32_t)t, m->partition));
+    if (!ps)
+        return; /* from a partition revoked meanwhile */
+
+    struct ad_log_event ev;
+    enum ad_log_result result;
+    if (m->len > (size_t)s->settings->kafka.max_message_bytes) {
+        ev.reason = AD_REJECT_TOO_LARGE;
+        result = AD_LOG_REJECTED;
+    } else {
+        rd_kafka_timestamp_type_t type;
+        int64_t ts = rd_kafka_message_timestamp(m, &type);
+        result = ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
+                                    wall_ms(), &ev);
+    }
+    switch (result) {
+    case AD_LOG_ACCEPTED:
+        s->counts.accepted++;
+        ad_counter_inc(s->accepted_total);
+        s->handler.on_event(s->handler.arg, ps->input, m->offset, &ev);
+        break;
+    case AD_LOG_FILTERED:
+        s->counts.filtered++;
+        ad_counter_inc(s->filtered_total);
+        break;
+    case AD_LOG_REJECTED:
+        reject(s, m, ps, ev.reason);
+        break;
+    }
+    /* The handler may have revoked nothing, but look the partition up again to be safe. */
+    ps = find_partition(s, AD_KAFKA_INPUT((int32_t)t, m->partition));
+    if (ps) {
+        ps->last_processed = m->offset;
+        ps->dirty = true;
+    }
+}
+
+static void finish_stop(struct ad_kafka_source *s);
+
+/* Polls until the queue is empty or the budget is spent; then comes back later. */
+static void poll_consumer(struct ad_kafka_source *s)
+{
+    int64_t deadline = mono_ms() + s->budget_ms;
+    size_t n = 0;
+    bool more = false;
+
+    while (true) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, 0);
+        if (!m)
+            break;
+        process(s, m);
+        rd_kafka_message_destroy(m);
+        if (++n >= s->budget_messages || ((n & 63) == 0 && mono_ms() >= deadline)) {
+            more = true;
+            break;
+        }
+    }
+    if (more)
+        event_active(s->again_event, EV_TIMEOUT, 0);
+    if (s->stopping && rd_kafka_consumer_closed(s->rk))
+        finish_stop(s);
+}
+
+static void drain_pipe(int fd)
+{
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    drain_pipe(fd);
+    poll_consumer(arg);
+}
+
+static void on_again(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    poll_consumer(arg);
+}
+
+static void poll_dlq(struct ad_kafka_source *s)
+{
+    if (s->dlq)
+        while (rd_kafka_poll(s->dlq, 0) > 0)
+            ;
+}
+
+static void on_dlq_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    drain_pipe(fd);
+    poll_dlq(arg);
+}
+
+static void on_safety(evutil_socket_t fd, short what, void *arg)
+{
+    struct ad_kafka_source *s = arg;
+    (void)fd;
+    (void)what;
+    poll_consumer(s);
+    poll_dlq(s);
+    if (!s->stopping)
+        store_offsets(s);
+}
+
+/* ---- stopping ---- */
+
+static void finish_stop(struct ad_kafka_source *s)
+{
+    /* Wait for the dead-letter topic (bounded), then report. */
+    if (s->dlq && s->dlq_in_flight > 0 && mono_ms() < s->stop_deadline)
+        return; /* the safety timer comes back */
+    if (!s->stop_done)
+        return;
+    void (*done)(void *) = s->stop_done;
+    s->stop_done = NULL;
+    AD_INFO_KV("consumer closed", AD_KV_STR("source", s->settings->name),
+               AD_KV_INT("dead_letters_unacknowledged", s->dlq_in_flight));
+    done(s->stop_done_arg);
+}
+
+void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void *done_arg)
+{
+    s->stopping = true;
+    s->stop_done = done;
+    s->stop_done_arg = done_arg;
+    s->stop_deadline = mono_ms() + DLQ_FLUSH_MS;
+    store_offsets(s);
+    /* The asynchronous close: its rebalance and commit are served by the loop's polls. */
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(s->rk, s->queue);
+    if (error) {
+        AD_ERROR_KV("cannot close the consumer", AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_error_string(error)));
+        rd_kafka_error_destroy(error);
+        finish_stop(s);
+        return;
+    }
+    poll_consumer(s);
+}
+
+/* ---- construction ---- */
+
+static int make_pipe(int fds[2])
+{
+    if (pipe(fds) < 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+               size_t errstr_size)
+{
+    char why[256];
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) == RD_KAFKA_CONF_OK)
+        return 0;
+    snprintf(errstr, errstr_size, "%s: %s", name, why);
+    return -1;
+}
+
+static bool user_set(const struct ad_settings_kafka *k, const char *name)
+{
+    for (size_t i = 0; i < k->properties.len; i++)
+        if (strcmp(k->properties.keys[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
+{
+    const char *name = s->settings->name;
+    static const char events_help[] = "Log events read, by result.";
+    s->accepted_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
+                                           name, "result", "accepted", NULL);
+    s->filtered_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
+                                           name, "result", "filtered", NULL);
+    s->rejected_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
+                                           name, "result", "rejected", NULL);
+    for (int r = 1; r < AD_REJECT_COUNT; r++)
+        s->rejected_by_reason[r] = ad_metrics_counter(
+            m, "anomalyd_events_rejected_total", "Log events rejected, by reason.", "source", name,
+            "reason", ad_reject_reason_name((enum ad_reject_reason)r), NULL);
+    s->errors_total = ad_metrics_counter(m, "anomalyd_kafka_errors_total",
+                                         "Errors reported by the Kafka client.", "source", name,
+                                         NULL);
+    static const char commits_help[] = "Offset commits by result.";
+    s->commits_ok = ad_metrics_counter(m, "anomalyd_kafka_commits_total", commits_help, "source",
+                                       name, "result", "success", NULL);
+    s->commits_failed = ad_metrics_counter(m, "anomalyd_kafka_commits_total", commits_help,
+                                           "source", name, "result", "failure", NULL);
+    static const char dlq_help[] = "Rejected events produced to the dead-letter topic.";
+    s->dead_letters_ok = ad_metrics_counter(m, "anomalyd_dead_letters_total", dlq_help, "source",
+                                            name, "result", "delivered", NULL);
+    s->dead_letters_failed = ad_metrics_counter(m, "anomalyd_dead_letters_total", dlq_help,
+                                                "source", name, "result", "failed", NULL);
+    static const char rebalance_help[] = "Partitions assigned to or revoked from this consumer.";
+    s->assigned_total = ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total",
+                                           rebalance_help, "source", name, "change", "assigned",
+                                           NULL);
+    s->revoked_total = ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total",
+                                          rebalance_help, "source", name, "change", "revoked",
+                                          NULL);
+    s->partitions_gauge = ad_metrics_gauge(m, "anomalyd_kafka_assigned_partitions",
+                                           "Partitions this consumer reads.", "source", name,
+                                           NULL);
+}
+
+static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_settings_kafka *k,
+                              char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = ad_kafka_conf_new(k, NULL, NULL, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_dead_letter);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_opaque(conf, s);
+    if (set(conf, "log.queue", "true", errstr, errstr_size) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!rk) {
+        snprintf(errstr, errstr_size, "dead-letter producer: %s", why);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
+}
+
+struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options *opts,
+                                            char *errstr, size_t errstr_size)
+{
+    struct ad_kafka_source *s = calloc(1, sizeof *s);
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char why[512];
+
+    if (!s) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    s->wake[0] = s->wake[1] = s->dlq_wake[0] = s->dlq_wake[1] = -1;
+    s->base = opts->base;
+    s->settings = opts->settings;
+    s->n_detectors = opts->n_detectors;
+    s->handler = opts->handler;
+    s->budget_messages = opts->poll_budget_messages ? opts->poll_budget_messages
+                                                    : DEFAULT_BUDGET_MESSAGES;
+    s->budget_ms = opts->poll_budget_ms ? opts->poll_budget_ms : DEFAULT_BUDGET_MS;
+    for (int r = 0; r < AD_REJECT_COUNT; r++)
+        s->reject_log[r].interval_ms = LOG_INTERVAL_MS;
+    s->error_log.interval_ms = LOG_INTERVAL_MS;
+    register_metrics(s, opts->metrics);
+
+    s->rules = ad_log_rules_new(opts->settings, opts->engine, errstr, errstr_size);
+    if (!s->rules)
+        goto err;
+
+    conf = ad_kafka_conf_new(opts->kafka, opts->kafka->group_id, NULL, errstr, errstr_size);
+    if (!conf)
+        goto err;
+    /* A group without commits reads the topic from its start, so windows are rebuilt from
+     * history (events older than max_past are rejected); operators of very long topics may
+     * set auto.offset.reset: latest. */
+    if ((!user_set(opts->kafka, "partition.assignment.strategy") &&
+         set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+             errstr_size) < 0) ||
+        (!user_set(opts->kafka, "auto.offset.reset") &&
+         set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
+        set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
+        set(conf, "log.queue", "true", errstr, errstr_size) < 0)
+        goto err;
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    rd_kafka_conf_set_opaque(conf, s);
+    s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!s->rk) {
+        snprintf(errstr, errstr_size, "Kafka consumer: %s", why);
+        goto err; /* rd_kafka_new destroyed conf only on success */
+    }
+    conf = NULL;
+    /* One queue for everything: messages, rebalances, logs and errors. */
+    rd_kafka_poll_set_consumer(s->rk);
+    rd_kafka_set_log_queue(s->rk, NULL);
+    s->queue = rd_kafka_queue_get_consumer(s->rk);
+
+    if (make_pipe(s->wake) < 0) {
+        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+        goto err;
+    }
+    rd_kafka_queue_io_event_enable(s->queue, s->wake[1], "w", 1);
+    s->wake_event = event_new(s->base, s->wake[0], EV_READ | EV_PERSIST, on_wake, s);
+    s->again_event = event_new(s->base, -1, 0, on_again, s);
+    s->safety_timer = event_new(s->base, -1, EV_PERSIST, on_safety, s);
+    struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
+    if (!s->wake_event || !s->again_event || !s->safety_timer ||
+        event_add(s->wake_event, NULL) < 0 || event_add(s->safety_timer, &safety) < 0) {
+        snprintf(errstr, errstr_size, "cannot register loop events");
+        goto err;
+    }
+
+    if (s->settings->kafka.dead_letter_topic) {
+        s->dlq = create_dlq(s, opts->kafka, errstr, errstr_size);
+        if (!s->dlq || make_pipe(s->dlq_wake) < 0)
+            goto err;
+        s->dlq_queue = rd_kafka_queue_get_main(s->dlq);
+        rd_kafka_queue_io_event_enable(s->dlq_queue, s->dlq_wake[1], "w", 1);
+        s->dlq_event = event_new(s->base, s->dlq_wake[0], EV_READ | EV_PERSIST, on_dlq_wake, s);
+        if (!s->dlq_event || event_add(s->dlq_event, NULL) < 0) {
+            snprintf(errstr, errstr_size, "cannot register loop events");
+            goto err;
+        }
+    }
+
+    const struct ad_strlist *names = &s->settings->kafka.topics;
+    topics = rd_kafka_topic_partition_list_new((int)names->len);
+    for (size_t i = 0; i < names->len; i++)
+        rd_kafka_topic_partition_list_add(topics, names->items[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(s->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+        goto err;
+    }
+    AD_INFO_KV("Kafka source subscribed", AD_KV_STR("source", s->settings->name),
+               AD_KV_INT("topics", names->len),
+               AD_KV_STR("dead_letter_topic", s->settings->kafka.dead_letter_topic
+                                                  ? s->settings->kafka.dead_letter_topic
+                                                  : ""));
+    return s;
+
+err:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    ad_kafka_source_destroy(s);
+    return NULL;
+}
+
+void ad_kafka_source_destroy(struct ad_kafka_source *s)
+{
+    if (!s)
+        return;
+    struct event *events[] = {s->wake_event, s->again_event, s->safety_timer, s->dlq_event};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+        if (events[i])
+            event_free(events[i]);
+    if (s->queue)
+        rd_kafka_queue_destroy(s->queue);
+    if (s->rk)
+        rd_kafka_destroy_flags(s->rk, rd_kafka_consumer_closed(s->rk)
+                                          ? 0
+                                          : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (s->dlq_queue)
+        rd_kafka_queue_destroy(s->dlq_queue);
+    if (s->dlq)
+        rd_kafka_destroy(s->dlq);
+    for (int i = 0; i < 2; i++) {
+        if (s->wake[i] >= 0)
+            close(s->wake[i]);
+        if (s->dlq_wake[i] >= 0)
+            close(s->dlq_wake[i]);
+    }
+    for (size_t i = 0; i < s->n_partitions; i++)
+        free(s->partitions[i].holds);
+    free(s->partitions);
+    ad_log_rules_destroy(s->rules);
+    free(s);
+}
+
+void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
+{
+    json_t *parts = json_array();
+    for (size_t i = 0; i < s->n_partitions; i++) {
+        const struct partition *ps = &s->partitions[i];
+        json_array_append_new(
+            parts, json_pack("{s:s, s:i, s:I, s:I, s:i}", "topic",
+                             s->settings->kafka.topics.items[ps->topic], "partition",
+                             ps->partition, "last_processed", (json_int_t)ps->last_processed,
+                             "committable", (json_int_t)safe_offset(ps), "held_buckets",
+                             (int)ps->n_holds));
+    }
+    json_object_set_new(out, "partitions", parts);
+    json_object_set_new(out, "accepted", json_integer((json_int_t)s->counts.accepted));
+    json_object_set_new(out, "filtered", json_integer((json_int_t)s->counts.filtered));
+    json_object_set_new(out, "rejected", json_integer((json_int_t)s->counts.rejected));
+    json_object_set_new(out, "client_errors", json_integer((json_int_t)s->counts.errors));
+    if (s->dlq) {
+        json_object_set_new(out, "dead_letters", json_integer((json_int_t)s->counts.dead_letters));
+        json_object_set_new(out, "dead_letters_failed",
+                            json_integer((json_int_t)s->counts.dead_letters_failed));
+    }
+}

@@ -1,0 +1,185 @@
+"""What the Python integration tests share: the anomalyd binary as a process with its JSON
+logs collected, the Kafka mock cluster, and waiting. Standard library only."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+BUILD = os.environ.get("AD_BUILD_DIR", "build")
+SOURCE = os.environ.get("AD_SOURCE_DIR", ".")
+ANOMALYD = os.path.join(BUILD, "anomalyd")
+TOOLS = os.path.join(BUILD, "tests", "tools")
+
+
+def wait_for(what, check, timeout=30.0, interval=0.05):
+    """Returns check()'s first truthy value, or fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Daemon:
+    """anomalyd running on a config in a temporary folder, with its JSON logs collected."""
+
+    def __init__(self, config_text, extra_args=(), env=None):
+        self.dir = tempfile.mkdtemp(prefix="anomalyd-it-")
+        self.config = os.path.join(self.dir, "anomalyd.yaml")
+        self.write_config(config_text)
+        self.proc = subprocess.Popen(
+            [ANOMALYD, "-c", self.config, "--log-format", "json", *extra_args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, **(env or {})})
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        started = wait_for("the admin address", lambda: self.find("admin endpoint listening")
+                           or self.proc.poll() is not None)
+        if self.proc.poll() is not None:
+            self.reader.join(timeout=5)
+            raise AssertionError("anomalyd exited: %s" % "".join(self.lines))
+        self.address = started["address"]
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.lock:
+                self.lines.append(line)
+
+    def records(self):
+        with self.lock:
+            return [json.loads(line) for line in self.lines]
+
+    def find(self, msg):
+        for r in self.records():
+            if r.get("msg") == msg:
+                return r
+        return None
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write_config(self, text):
+        tmp = self.config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config)
+
+    def get(self, path, method="GET"):
+        req = urllib.request.Request("http://%s%s" % (self.address, path), method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.headers, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read().decode()
+
+    def status(self):
+        code, _, body = self.get("/status")
+        assert code == 200, code
+        return json.loads(body)
+
+    def metrics(self):
+        """Every series of /metrics as {series: value}."""
+        _, _, body = self.get("/metrics")
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                series, value = line.rsplit(" ", 1)
+                out[series] = float(value)
+        return out
+
+    def metric(self, series):
+        return self.metrics().get(series)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            pipe.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class KafkaMock:
+    """librdkafka's mock cluster (tests/tools/kafka-mock) on loopback."""
+
+    def __init__(self, *topics, brokers=1):
+        args = [os.path.join(TOOLS, "kafka-mock"), "--brokers", str(brokers)]
+        for t in topics:
+            args += ["--topic", t]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.bootstrap = self.proc.stdout.readline().strip()
+        if not self.bootstrap:
+            raise AssertionError("kafka-mock did not start: " + self.proc.stderr.read())
+
+    def command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def produce(self, topic, keyed_lines):
+        """Produces (key, value) pairs with kcat, in order."""
+        data = "".join("%s\t%s\n" % (k, v) for k, v in keyed_lines)
+        subprocess.run(["kcat", "-b", self.bootstrap, "-P", "-t", topic, "-K", "\t",
+                        "-X", "log.connection.close=false"],
+                       input=data, text=True, check=True, timeout=60)
+
+    def consume(self, topic, count, fmt="%s\n", timeout=30):
+        r = subprocess.run(["kcat", "-b", self.bootstrap, "-C", "-t", topic, "-o", "beginning",
+                            "-c", str(count), "-e", "-q", "-f", fmt],
+                           capture_output=True, text=True, timeout=timeout)
+        return r.stdout
+
+    def committed(self, group, topic):
+        """{partition: committed offset} and their sum (kafka-committed)."""
+        r = subprocess.run([os.path.join(TOOLS, "kafka-committed"), "-b", self.bootstrap,
+                            "-g", group, "-t", topic], capture_output=True, text=True,
+                           timeout=60)
+        offsets, total = {}, None
+        for line in r.stdout.splitlines():
+            a, b = line.split()[:2]
+            if a == "sum":
+                total = int(b)
+            else:
+                offsets[int(a)] = int(b)
+        return offsets, total
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except BrokenPipeError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
