@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "bucket.h"
@@ -21,27 +22,45 @@ struct acc {
     double b; /* count (mean) or the event time of the last value (last) */
 };
 
-/* One open bucket of one entity: a header followed by F accumulators. Blocks are pooled and
- * referred to by index (0 = none), so the pool may move when it grows. */
+/* One open bucket of one entity: a header followed by F accumulators. Each entity has one
+ * block of its own, right after it in memory, for the bucket it is filling (the usual case);
+ * more open buckets (late and early events) take blocks from a pool. */
 struct block {
     int64_t bucket;
     uint64_t present; /* bit f: feature f has had an observation */
-    uint32_t next;    /* the entity's next open block (higher bucket), or the free list */
+    uint32_t next;    /* the entity's next open block (older bucket), or the free list */
     uint32_t unused;
 };
 
+/* Block references: 0 is none, OWN_BLOCK the entity's own block, others index the pool. */
+#define OWN_BLOCK UINT32_MAX
+
+/* Keys up to this long live in the entity record, sparing a cache miss per event. */
+#define INLINE_KEY 32
+
+/* An entity record is cache-line aligned, and the first line holds everything an event reads:
+ * the lookup (hash, key) and the open-bucket link. */
 struct entity {
+    /* first cache line */
     uint64_t hash;
-    char *key;
     uint32_t key_len;
-    uint32_t open_head; /* open blocks, lowest bucket first */
-    uint32_t lru_prev, lru_next;
-    int64_t last_data;        /* newest bucket with an observation, open or closed */
+    uint32_t open_head;  /* open blocks, newest bucket first: in-order events find theirs at
+                            once */
+    uint64_t last_touch; /* the store's add counter at the last observation (for eviction) */
+    int64_t last_data;   /* newest bucket with an observation, open or closed */
+    char key[INLINE_KEY];
+    /* second cache line, with the start of the entity's own block */
     int64_t last_closed_data; /* newest closed bucket with an observation */
     int64_t ring_bucket;      /* newest bucket written into the ring */
+    char *long_key;           /* keys longer than INLINE_KEY */
     uint16_t open_count;
+    bool own_busy; /* the entity's own block holds an open bucket */
     bool alive;
+    uint32_t unused;
+    /* followed by the entity's own block */
 };
+
+#define CACHE_LINE 64
 
 /* How many open blocks hold each bucket; few distinct buckets are open at a time. */
 struct open_count {
@@ -65,8 +84,10 @@ struct ad_window_store {
     ad_window_consumer_fn consumer;
     void *consumer_arg;
 
-    /* Entities by id; index 0 is unused so that 0 can mean "none". */
-    struct entity *entities;
+    /* Entity records (an entity and its own block) by id, record_size bytes apart; id 0 is
+     * unused so that 0 can mean "none". */
+    unsigned char *records;
+    size_t record_size;
     float *ring;   /* (cap + 1) × T × F */
     uint8_t *mask; /* (cap + 1) × T × mask_bytes */
     size_t mask_bytes;
@@ -75,8 +96,9 @@ struct ad_window_store {
     uint32_t *free_ids;
     size_t n_free;
     size_t live;
-    size_t key_bytes;
-    uint32_t lru_head, lru_tail; /* most and least recently seen */
+    size_t key_bytes;  /* of keys longer than INLINE_KEY */
+    uint64_t touches;  /* observations added so far: the clock of last_touch */
+    uint64_t rng;      /* for sampling eviction candidates */
     struct ad_entity_index *index;
 
     unsigned char *blocks; /* pool of block_size-byte blocks; block 0 unused */
@@ -126,9 +148,22 @@ static uint8_t *mask_of(const struct ad_window_store *s, uint32_t id)
     return s->mask + (size_t)id * s->T * s->mask_bytes;
 }
 
-static struct block *block_at(const struct ad_window_store *s, uint32_t i)
+static struct entity *entity_at(const struct ad_window_store *s, uint32_t id)
 {
-    return (struct block *)(s->blocks + (size_t)i * s->block_size);
+    return (struct entity *)(s->records + (size_t)id * s->record_size);
+}
+
+static const char *key_of(const struct entity *e)
+{
+    return e->key_len > INLINE_KEY ? e->long_key : e->key;
+}
+
+/* The block ref of entity e refers to. */
+static struct block *block_at(const struct ad_window_store *s, struct entity *e, uint32_t ref)
+{
+    if (ref == OWN_BLOCK)
+        return (struct block *)(e + 1);
+    return (struct block *)(s->blocks + (size_t)ref * s->block_size);
 }
 
 static struct acc *accs_of(struct block *b)
@@ -184,7 +219,7 @@ static uint32_t block_alloc(struct ad_window_store *s)
 {
     if (s->free_blocks) {
         uint32_t i = s->free_blocks;
-        s->free_blocks = block_at(s, i)->next;
+        s->free_blocks = ((struct block *)(s->blocks + (size_t)i * s->block_size))->next;
         return i;
     }
     if (s->blocks_used + 1 >= s->blocks_cap) {
@@ -200,65 +235,80 @@ static uint32_t block_alloc(struct ad_window_store *s)
     return (uint32_t)++s->blocks_used;
 }
 
-static void block_free(struct ad_window_store *s, uint32_t i)
+static void block_free(struct ad_window_store *s, struct entity *e, uint32_t ref)
 {
-    block_at(s, i)->next = s->free_blocks;
-    s->free_blocks = i;
+    if (ref == OWN_BLOCK) {
+        e->own_busy = false;
+        return;
+    }
+    ((struct block *)(s->blocks + (size_t)ref * s->block_size))->next = s->free_blocks;
+    s->free_blocks = ref;
 }
 
 /* ---- entities ---- */
 
 static const char *entity_key(void *arg, uint32_t id, size_t *len)
 {
-    const struct ad_window_store *s = arg;
-    *len = s->entities[id].key_len;
-    return s->entities[id].key;
-}
-
-static void lru_unlink(struct ad_window_store *s, uint32_t id)
-{
-    struct entity *e = &s->entities[id];
-    if (e->lru_prev)
-        s->entities[e->lru_prev].lru_next = e->lru_next;
-    else
-        s->lru_head = e->lru_next;
-    if (e->lru_next)
-        s->entities[e->lru_next].lru_prev = e->lru_prev;
-    else
-        s->lru_tail = e->lru_prev;
-    e->lru_prev = e->lru_next = 0;
-}
-
-static void lru_push_front(struct ad_window_store *s, uint32_t id)
-{
-    struct entity *e = &s->entities[id];
-    e->lru_prev = 0;
-    e->lru_next = s->lru_head;
-    if (s->lru_head)
-        s->entities[s->lru_head].lru_prev = id;
-    s->lru_head = id;
-    if (!s->lru_tail)
-        s->lru_tail = id;
+    const struct entity *e = entity_at(arg, id);
+    *len = e->key_len;
+    return key_of(e);
 }
 
 static void evict(struct ad_window_store *s, uint32_t id)
 {
-    struct entity *e = &s->entities[id];
-    for (uint32_t b = e->open_head; b;) {
-        struct block *blk = block_at(s, b);
+    struct entity *e = entity_at(s, id);
+    for (uint32_t ref = e->open_head; ref;) {
+        struct block *blk = block_at(s, e, ref);
         uint32_t next = blk->next;
         open_count_add(s, blk->bucket, -1);
         s->open_blocks--;
-        block_free(s, b);
-        b = next;
+        block_free(s, e, ref);
+        ref = next;
     }
     ad_entity_index_remove(s->index, id, e->hash);
-    lru_unlink(s, id);
-    s->key_bytes -= e->key_len;
-    free(e->key);
+    if (e->key_len > INLINE_KEY)
+        s->key_bytes -= e->key_len;
+    free(e->long_key);
     memset(e, 0, sizeof *e);
     s->free_ids[s->n_free++] = id;
     s->live--;
+}
+
+/* The least recently seen of a few live entities picked at random, as Redis approximates LRU:
+ * exact recency order would cost every event two cache misses on its list neighbours. */
+static uint32_t eviction_candidate(struct ad_window_store *s)
+{
+    uint32_t best = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (int tries = 0, found = 0; found < 16 && tries < 256; tries++) {
+        s->rng ^= s->rng << 13;
+        s->rng ^= s->rng >> 7;
+        s->rng ^= s->rng << 17;
+        uint32_t id = (uint32_t)(s->rng % s->hwm) + 1;
+        struct entity *e = entity_at(s, id);
+        if (!e->alive)
+            continue;
+        found++;
+        if (e->last_touch < oldest) {
+            oldest = e->last_touch;
+            best = id;
+        }
+    }
+    return best;
+}
+
+/* Random access over large arrays is TLB-bound on 4 KiB pages; huge pages are a hint only. */
+static void advise_huge_pages(void *p, size_t len)
+{
+#ifdef MADV_HUGEPAGE
+    uintptr_t start = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+    uintptr_t end = ((uintptr_t)p + len) & ~(uintptr_t)4095;
+    if (end > start)
+        madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)len;
+#endif
 }
 
 /* Makes room for ids up to want (doubling), with their rings, masks and free-id slots. */
@@ -269,10 +319,15 @@ static int grow_entities(struct ad_window_store *s, size_t want)
         cap *= 2;
     if (cap > s->max_entities)
         cap = s->max_entities;
-    struct entity *entities = realloc(s->entities, (cap + 1) * sizeof *entities);
-    if (!entities)
+    /* Aligned records, copied over (realloc keeps no alignment). */
+    unsigned char *records = NULL;
+    if (posix_memalign((void **)&records, CACHE_LINE, (cap + 1) * s->record_size) != 0)
         return -1;
-    s->entities = entities;
+    if (s->records)
+        memcpy(records, s->records, (s->cap + 1) * s->record_size);
+    free(s->records);
+    s->records = records;
+    advise_huge_pages(records, (cap + 1) * s->record_size);
     float *ring = realloc(s->ring, (cap + 1) * s->T * s->F * sizeof *ring);
     if (!ring)
         return -1;
@@ -285,17 +340,21 @@ static int grow_entities(struct ad_window_store *s, size_t want)
     if (!free_ids)
         return -1;
     s->free_ids = free_ids;
-    memset(&s->entities[s->cap + 1], 0, (cap - s->cap) * sizeof *entities);
+    memset(s->records + (s->cap + 1) * s->record_size, 0, (cap - s->cap) * s->record_size);
     s->cap = cap;
     return 0;
 }
 
-static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t len, uint64_t hash)
+static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t len,
+                              uint64_t hash)
 {
-    if (s->live == s->max_entities && s->lru_tail) {
-        evict(s, s->lru_tail);
-        s->counts.evicted_limit++;
-        ad_counter_inc(s->evicted_limit_total);
+    if (s->live == s->max_entities) {
+        uint32_t victim = eviction_candidate(s);
+        if (victim) {
+            evict(s, victim);
+            s->counts.evicted_limit++;
+            ad_counter_inc(s->evicted_limit_total);
+        }
     }
     uint32_t id;
     if (s->n_free) {
@@ -305,58 +364,71 @@ static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t
             return 0;
         id = (uint32_t)++s->hwm;
     }
-    struct entity *e = &s->entities[id];
-    e->key = malloc(len ? len : 1);
-    if (!e->key || ad_entity_index_insert(s->index, id, hash) < 0) {
-        free(e->key);
-        e->key = NULL;
-        s->free_ids[s->n_free++] = id;
-        return 0;
+    struct entity *e = entity_at(s, id);
+    memset(e, 0, sizeof *e);
+    if (len > INLINE_KEY) {
+        e->long_key = malloc(len);
+        if (!e->long_key)
+            goto fail;
+        memcpy(e->long_key, key, len);
+        s->key_bytes += len;
+    } else {
+        memcpy(e->key, key, len);
     }
-    memcpy(e->key, key, len);
     e->key_len = (uint32_t)len;
+    if (ad_entity_index_insert(s->index, id, hash) < 0) {
+        if (len > INLINE_KEY)
+            s->key_bytes -= len;
+        free(e->long_key);
+        e->long_key = NULL;
+        goto fail;
+    }
     e->hash = hash;
-    e->open_head = 0;
-    e->open_count = 0;
     e->last_data = e->last_closed_data = e->ring_bucket = NO_BUCKET;
     e->alive = true;
     memset(ring_of(s, id), 0, s->T * s->F * sizeof(float));
     memset(mask_of(s, id), 0, s->T * s->mask_bytes);
-    lru_push_front(s, id);
-    s->key_bytes += len;
     s->live++;
     return id;
+fail:
+    s->free_ids[s->n_free++] = id;
+    return 0;
 }
 
 /* ---- adding ---- */
 
-static uint32_t open_block_for(struct ad_window_store *s, uint32_t id, int64_t bucket)
+/* The entity's open block for bucket, opened if needed; NULL when it may hold no more. */
+static struct block *open_block_for(struct ad_window_store *s, struct entity *e, int64_t bucket)
 {
-    struct entity *e = &s->entities[id];
     uint32_t *link = &e->open_head;
-    while (*link && block_at(s, *link)->bucket < bucket)
-        link = &block_at(s, *link)->next;
-    if (*link && block_at(s, *link)->bucket == bucket)
-        return *link;
+    while (*link && block_at(s, e, *link)->bucket > bucket)
+        link = &block_at(s, e, *link)->next;
+    if (*link && block_at(s, e, *link)->bucket == bucket)
+        return block_at(s, e, *link);
     if (e->open_count >= s->max_open)
-        return 0;
-    uint32_t b = block_alloc(s);
-    if (!b)
-        return 0;
-    /* The pool may have moved: walk to the link again. */
-    e = &s->entities[id];
-    link = &e->open_head;
-    while (*link && block_at(s, *link)->bucket < bucket)
-        link = &block_at(s, *link)->next;
-    struct block *blk = block_at(s, b);
+        return NULL;
+    uint32_t ref = OWN_BLOCK;
+    if (e->own_busy) {
+        /* The pool may move as it grows; e lives elsewhere, so links into e stay valid, but
+         * a link inside a pool block does not: find it again afterwards. */
+        ref = block_alloc(s);
+        if (!ref)
+            return NULL;
+        link = &e->open_head;
+        while (*link && block_at(s, e, *link)->bucket > bucket)
+            link = &block_at(s, e, *link)->next;
+    } else {
+        e->own_busy = true;
+    }
+    struct block *blk = block_at(s, e, ref);
     blk->bucket = bucket;
     blk->present = 0;
     blk->next = *link;
-    *link = b;
+    *link = ref;
     e->open_count++;
     s->open_blocks++;
     open_count_add(s, bucket, 1);
-    return b;
+    return blk;
 }
 
 static void aggregate(enum ad_agg agg, struct acc *acc, bool seen, double v, int64_t t)
@@ -406,24 +478,21 @@ enum ad_window_add ad_window_store_add(struct ad_window_store *s, const char *ke
             return AD_WINDOW_NO_ENTITY;
         }
         ad_gauge_set(s->entities_gauge, (double)s->live);
-    } else if (s->lru_head != id) {
-        lru_unlink(s, id);
-        lru_push_front(s, id);
     }
-    uint32_t b = open_block_for(s, id, bucket);
-    if (!b) {
+    struct entity *e = entity_at(s, id);
+    e->last_touch = ++s->touches;
+    struct block *blk = open_block_for(s, e, bucket);
+    if (!blk) {
         s->counts.too_far++;
         ad_counter_inc(s->too_far_total);
         return AD_WINDOW_TOO_FAR;
     }
-    struct block *blk = block_at(s, b);
     struct acc *accs = accs_of(blk);
     for (uint64_t bits = present; bits; bits &= bits - 1) {
         int f = __builtin_ctzll(bits);
         aggregate(s->aggs[f], &accs[f], (blk->present >> f) & 1, values[f], t);
     }
     blk->present |= present;
-    struct entity *e = &s->entities[id];
     if (bucket > e->last_data)
         e->last_data = bucket;
     return AD_WINDOW_ADDED;
@@ -453,7 +522,7 @@ static float fill_value(enum ad_fill_policy policy, float previous)
  * written at all. */
 static void fill_through(struct ad_window_store *s, uint32_t id, int64_t target)
 {
-    struct entity *e = &s->entities[id];
+    struct entity *e = entity_at(s, id);
     if (e->ring_bucket == NO_BUCKET) {
         /* Before its first data an entity's ring is zeros with mask 0, whatever the policy. */
         e->ring_bucket = target;
@@ -477,13 +546,25 @@ static void fill_through(struct ad_window_store *s, uint32_t id, int64_t target)
     e->ring_bucket = target;
 }
 
-/* Writes the closed open block of bucket into the entity's ring and frees it. */
-static void materialize(struct ad_window_store *s, uint32_t id, uint32_t b)
+/* The link to the entity's oldest open block (the last in its list), or NULL. */
+static uint32_t *oldest_link(const struct ad_window_store *s, struct entity *e)
 {
-    struct block *blk = block_at(s, b);
+    if (!e->open_head)
+        return NULL;
+    uint32_t *link = &e->open_head;
+    while (block_at(s, e, *link)->next)
+        link = &block_at(s, e, *link)->next;
+    return link;
+}
+
+/* Writes the block at link (the oldest: its bucket is closing) into the ring and frees it. */
+static void materialize(struct ad_window_store *s, uint32_t id, uint32_t *link)
+{
+    struct entity *e = entity_at(s, id);
+    uint32_t ref = *link;
+    struct block *blk = block_at(s, e, ref);
     int64_t bucket = blk->bucket;
     fill_through(s, id, bucket - 1);
-    struct entity *e = &s->entities[id];
     float *ring = ring_of(s, id);
     uint8_t *mask = mask_of(s, id);
     size_t slot = slot_of(s, bucket), prev_slot = slot_of(s, bucket - 1);
@@ -504,11 +585,11 @@ static void materialize(struct ad_window_store *s, uint32_t id, uint32_t b)
     e->last_closed_data = bucket;
     if (bucket > s->max_closed_data)
         s->max_closed_data = bucket;
-    e->open_head = blk->next;
+    *link = 0; /* it was the last */
     e->open_count--;
     s->open_blocks--;
     open_count_add(s, bucket, -1);
-    block_free(s, b);
+    block_free(s, e, ref);
 }
 
 struct batch_builder {
@@ -545,7 +626,7 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
                         int64_t bucket)
 {
     struct ad_window_batch *b = bb->batch;
-    struct entity *e = &s->entities[id];
+    struct entity *e = entity_at(s, id);
     size_t i = b->n_windows;
     size_t used = b->key_offsets[i];
     if (used + e->key_len > bb->keys_cap) {
@@ -558,7 +639,7 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
         b->keys = keys;
         bb->keys_cap = cap;
     }
-    memcpy(b->keys + used, e->key, e->key_len);
+    memcpy(b->keys + used, key_of(e), e->key_len);
     b->key_offsets[i + 1] = used + e->key_len;
 
     /* The window is buckets bucket-T+1 .. bucket, oldest first: the ring from the slot after
@@ -603,11 +684,12 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
     int64_t idle_before = bucket - s->idle_buckets;
 
     for (uint32_t id = 1; id <= s->hwm; id++) {
-        struct entity *e = &s->entities[id];
+        struct entity *e = entity_at(s, id);
         if (!e->alive)
             continue;
-        if (e->open_head && block_at(s, e->open_head)->bucket == bucket)
-            materialize(s, id, e->open_head);
+        uint32_t *oldest = oldest_link(s, e);
+        if (oldest && block_at(s, e, *oldest)->bucket == bucket)
+            materialize(s, id, oldest);
         if (e->last_closed_data != NO_BUCKET && e->last_closed_data >= window_start) {
             fill_through(s, id, bucket);
             if (!bb.batch) /* at most every live entity has a window */
@@ -746,6 +828,9 @@ struct ad_window_store *ad_window_store_new(const struct ad_window_spec *spec,
     s->consumer_arg = consumer_arg;
     s->mask_bytes = (s->F + 7) / 8;
     s->block_size = sizeof(struct block) + s->F * sizeof(struct acc);
+    s->record_size =
+        (sizeof(struct entity) + s->block_size + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+    s->rng = 0x9e3779b97f4a7c15ULL;
     s->first_open = NO_BUCKET;
     s->closed_through = NO_BUCKET;
     s->watermark = INT64_MIN;
@@ -769,9 +854,9 @@ void ad_window_store_destroy(struct ad_window_store *s)
     if (!s)
         return;
     for (size_t id = 1; id <= s->hwm; id++)
-        free(s->entities[id].key);
+        free(entity_at(s, (uint32_t)id)->long_key);
     ad_entity_index_destroy(s->index);
-    free(s->entities);
+    free(s->records);
     free(s->ring);
     free(s->mask);
     free(s->free_ids);
@@ -793,11 +878,10 @@ size_t ad_window_store_entities(const struct ad_window_store *s)
 
 size_t ad_window_store_bytes(const struct ad_window_store *s)
 {
-    size_t per_id = sizeof(struct entity) + s->T * s->F * sizeof(float) + s->T * s->mask_bytes +
-                    sizeof(uint32_t);
-    return (s->cap + 1) * per_id + s->key_bytes + s->live * 16 /* malloc overhead */ +
-           ad_entity_index_bytes(s->index) + s->blocks_cap * s->block_size +
-           s->open_counts_cap * sizeof(struct open_count);
+    size_t per_id =
+        s->record_size + s->T * s->F * sizeof(float) + s->T * s->mask_bytes + sizeof(uint32_t);
+    return (s->cap + 1) * per_id + s->key_bytes + ad_entity_index_bytes(s->index) +
+           s->blocks_cap * s->block_size + s->open_counts_cap * sizeof(struct open_count);
 }
 
 void ad_window_store_status(const struct ad_window_store *s, json_t *out)
