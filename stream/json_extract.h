@@ -55,8 +55,7 @@ struct ad_extractor;
  * with errstr filled on failure (e.g. the simdjson engine is not built in).
  */
 struct ad_extractor *ad_extractor_new(enum ad_extract_engine engine, const struct ad_jpath *paths,
-                                      size_t n, size_t max_bytes, char *errstr,
-                                      size_t errstr_size);
+                                      size_t n, size_t max_bytes, char *errstr, size_t errstr_size);
 void ad_extractor_destroy(struct ad_extractor *x);
 
 /*
