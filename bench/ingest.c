@@ -130,8 +130,8 @@ static struct ad_window_store *new_store(size_t max_entities)
                                   .entity_idle_timeout = 3600000,
                                   .max_batch = 131072};
     char err[256];
-    struct ad_window_store *s = ad_window_store_new(&spec, NULL, count_and_free, NULL, err,
-                                                    sizeof err);
+    struct ad_window_store *s =
+        ad_window_store_new(&spec, NULL, count_and_free, NULL, err, sizeof err);
     if (!s) {
         fprintf(stderr, "%s\n", err);
         exit(1);
@@ -229,8 +229,7 @@ static void close_cost(size_t entities)
            "(%.1f M windows/s, %.2f GB of windows at %zu bytes each); inserting them took %.3f "
            "s; %.0f bytes of memory per entity (RSS)\n",
            entities, close, windows_seen, (double)windows_seen / close / 1e6,
-           (double)windows_seen * T * F * 5 / 1e9, (size_t)T * F * 5, fill,
-           rss / (double)entities);
+           (double)windows_seen * T * F * 5 / 1e9, (size_t)T * F * 5, fill, rss / (double)entities);
     ad_window_store_destroy(store);
 }
 
@@ -239,8 +238,8 @@ int main(int argc, char **argv)
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 2000000;
     size_t entities = argc > 2 ? strtoul(argv[2], NULL, 10) : 100000;
     struct ad_diag *diag = ad_diag_new();
-    struct ad_config *cfg = ad_config_load_buffer("bench.yaml", config_yaml,
-                                                  sizeof config_yaml - 1, diag);
+    struct ad_config *cfg =
+        ad_config_load_buffer("bench.yaml", config_yaml, sizeof config_yaml - 1, diag);
     if (!cfg) {
         ad_diag_print(diag, stderr);
         return 1;
@@ -250,8 +249,8 @@ int main(int argc, char **argv)
     double mean_len;
     char *buf = generate(n, entities, &offsets, &mean_len);
 
-    printf("ingest: %zu events of %.0f bytes on average, %zu entities, T=%d, F=%d, one thread\n",
-           n, mean_len, entities, T, F);
+    printf("ingest: %zu events of %.0f bytes on average, %zu entities, T=%d, F=%d, one thread\n", n,
+           mean_len, entities, T, F);
     struct result simd = run(AD_EXTRACT_SIMDJSON, src, buf, offsets, n);
     if (argc > 3 && strcmp(argv[3], "simdjson") == 0) {
         printf("simdjson: %.0f events/s (rules), %.0f events/s (rules+windows), %.2f s "

@@ -176,8 +176,7 @@ bool ad_config_sections_equal(const struct ad_config *a, const struct ad_config 
                               const char *const *sections)
 {
     for (; *sections; sections++)
-        if (!ad_schema_field_equal(&ad_config_root_section, *sections, &a->settings,
-                                   &b->settings))
+        if (!ad_schema_field_equal(&ad_config_root_section, *sections, &a->settings, &b->settings))
             return false;
     return true;
 }

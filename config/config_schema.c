@@ -16,11 +16,11 @@
 #include "settings.h"
 #include "yaml_tree.h"
 
-#define N(a)       (sizeof(a) / sizeof((a)[0]))
-#define MS(s)      ((double)(s)*1000.0)
-#define MAX_WINDOW 4096 /* buckets per window (T) */
-#define MAX_FEATURES 64 /* per detector, and per source */
-#define PATH_BUF   AD_YAML_PATH_MAX
+#define N(a)         (sizeof(a) / sizeof((a)[0]))
+#define MS(s)        ((double)(s)*1000.0)
+#define MAX_WINDOW   4096 /* buckets per window (T) */
+#define MAX_FEATURES 64   /* per detector, and per source */
+#define PATH_BUF     AD_YAML_PATH_MAX
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
@@ -1372,8 +1372,7 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_setti
 
     if (d->features.len > MAX_FEATURES) {
         child_path(p, dpath, "features");
-        ad_schema_error(ctx, p, "lists %zu features; at most %d", d->features.len,
-                        MAX_FEATURES);
+        ad_schema_error(ctx, p, "lists %zu features; at most %d", d->features.len, MAX_FEATURES);
         return;
     }
     d->refs = calloc(d->features.len, sizeof *d->refs);

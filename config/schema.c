@@ -976,8 +976,8 @@ static bool section_equal(const struct ad_schema_section *s, const void *a, cons
     return true;
 }
 
-bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name,
-                           const void *a, const void *b)
+bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name, const void *a,
+                           const void *b)
 {
     for (size_t i = 0; i < section->n_fields; i++)
         if (section->fields[i].name && strcmp(section->fields[i].name, name) == 0)

@@ -96,8 +96,8 @@ void ad_schema_restart_changes(const struct ad_schema_section *section, const vo
                                void (*fn)(const char *path, void *arg), void *arg);
 
 /* Whether field name of section holds the same value in a and b; false for unknown names. */
-bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name,
-                           const void *a, const void *b);
+bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name, const void *a,
+                           const void *b);
 
 /* Writes the markdown reference of section and everything below it. */
 void ad_schema_write_reference(FILE *out, const struct ad_schema_section *section,

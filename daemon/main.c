@@ -150,8 +150,8 @@ int main(int argc, char **argv)
         goto out;
     }
     probe_gpu(d, &gpu);
-    pipeline = ad_pipeline_new(ad_daemon_base(d), ad_daemon_metrics(d), ad_daemon_config(d),
-                               NULL, err, sizeof err);
+    pipeline = ad_pipeline_new(ad_daemon_base(d), ad_daemon_metrics(d), ad_daemon_config(d), NULL,
+                               err, sizeof err);
     if (!pipeline) {
         AD_ERROR_KV("cannot start", AD_KV_STR("error", err));
         rc = AD_EXIT_FAILURE;

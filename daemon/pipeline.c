@@ -142,8 +142,7 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         }
         if (!present)
             continue;
-        if (ad_window_store_add(det->store, key, len, ev->time, values, present) ==
-            AD_WINDOW_ADDED)
+        if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
             ad_kafka_source_hold(src->kafka, input, offset, route->detector,
                                  floor_div(ev->time, det->settings->step));
     }
@@ -439,8 +438,7 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
 /* The step of a source: its own, or that of the detectors that use it (validated equal). */
 static int64_t source_step(const struct ad_settings *s, size_t si, int64_t *span)
 {
-    int64_t step = s->sources[si].type == AD_SOURCE_PROMETHEUS ? s->sources[si].prometheus.step
-                                                                : 0;
+    int64_t step = s->sources[si].type == AD_SOURCE_PROMETHEUS ? s->sources[si].prometheus.step : 0;
     *span = 0;
     for (size_t di = 0; di < s->n_detectors; di++) {
         const struct ad_settings_detector *d = &s->detectors[di];
@@ -493,8 +491,8 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
             continue;
         }
         for (size_t r = 0; r < src->n_routes; r++)
-            if (ad_grid_add_source(p->detectors[src->routes[r].detector].grid,
-                                   src->settings->name, src->watermark) < 0) {
+            if (ad_grid_add_source(p->detectors[src->routes[r].detector].grid, src->settings->name,
+                                   src->watermark) < 0) {
                 snprintf(errstr, errstr_size, "detector uses too many sources");
                 return -1;
             }
@@ -628,8 +626,8 @@ static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *)
 
 static void maybe_done(struct ad_pipeline *h)
 {
-    if (h->done && !h->retired && (!h->current || !h->current->stopping ||
-                                   h->current->stops_pending == 0)) {
+    if (h->done && !h->retired &&
+        (!h->current || !h->current->stopping || h->current->stops_pending == 0)) {
         ad_daemon_done_fn done = h->done;
         h->done = NULL;
         done(h->done_arg);
@@ -699,9 +697,9 @@ static void status(void *ctx, json_t *out)
     for (size_t i = 0; i < p->n_sources; i++) {
         const struct source_rt *src = &p->sources[i];
         json_t *part = json_object();
-        json_object_set_new(part, "type", json_string(src->settings->type == AD_SOURCE_KAFKA
-                                                          ? "kafka"
-                                                          : "prometheus"));
+        json_object_set_new(
+            part, "type",
+            json_string(src->settings->type == AD_SOURCE_KAFKA ? "kafka" : "prometheus"));
         if (src->kafka)
             ad_kafka_source_status(src->kafka, part);
         else if (src->prom)

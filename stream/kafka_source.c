@@ -21,7 +21,7 @@
 /* Polls even without a wake-up, and stores the offsets that became safe, this often. */
 #define SAFETY_INTERVAL_MS 500
 /* How long a stop waits for the dead-letter topic to acknowledge what is in flight. */
-#define DLQ_FLUSH_MS 5000
+#define DLQ_FLUSH_MS    5000
 #define LOG_INTERVAL_MS 10000
 
 struct hold {
@@ -442,8 +442,8 @@ static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
     } else {
         rd_kafka_timestamp_type_t type;
         int64_t ts = rd_kafka_message_timestamp(m, &type);
-        result = ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
-                                    wall_ms(), &ev);
+        result =
+            ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts, wall_ms(), &ev);
     }
     switch (result) {
     case AD_LOG_ACCEPTED:
@@ -609,19 +609,19 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
 {
     const char *name = s->settings->name;
     static const char events_help[] = "Log events read, by result.";
-    s->accepted_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
-                                           name, "result", "accepted", NULL);
-    s->filtered_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
-                                           name, "result", "filtered", NULL);
-    s->rejected_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source",
-                                           name, "result", "rejected", NULL);
+    s->accepted_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source", name,
+                                           "result", "accepted", NULL);
+    s->filtered_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source", name,
+                                           "result", "filtered", NULL);
+    s->rejected_total = ad_metrics_counter(m, "anomalyd_events_total", events_help, "source", name,
+                                           "result", "rejected", NULL);
     for (int r = 1; r < AD_REJECT_COUNT; r++)
         s->rejected_by_reason[r] = ad_metrics_counter(
             m, "anomalyd_events_rejected_total", "Log events rejected, by reason.", "source", name,
             "reason", ad_reject_reason_name((enum ad_reject_reason)r), NULL);
-    s->errors_total = ad_metrics_counter(m, "anomalyd_kafka_errors_total",
-                                         "Errors reported by the Kafka client.", "source", name,
-                                         NULL);
+    s->errors_total =
+        ad_metrics_counter(m, "anomalyd_kafka_errors_total", "Errors reported by the Kafka client.",
+                           "source", name, NULL);
     static const char commits_help[] = "Offset commits by result.";
     s->commits_ok = ad_metrics_counter(m, "anomalyd_kafka_commits_total", commits_help, "source",
                                        name, "result", "success", NULL);
@@ -633,15 +633,14 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
     s->dead_letters_failed = ad_metrics_counter(m, "anomalyd_dead_letters_total", dlq_help,
                                                 "source", name, "result", "failed", NULL);
     static const char rebalance_help[] = "Partitions assigned to or revoked from this consumer.";
-    s->assigned_total = ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total",
-                                           rebalance_help, "source", name, "change", "assigned",
-                                           NULL);
-    s->revoked_total = ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total",
-                                          rebalance_help, "source", name, "change", "revoked",
-                                          NULL);
+    s->assigned_total =
+        ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total", rebalance_help, "source",
+                           name, "change", "assigned", NULL);
+    s->revoked_total =
+        ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total", rebalance_help, "source",
+                           name, "change", "revoked", NULL);
     s->partitions_gauge = ad_metrics_gauge(m, "anomalyd_kafka_assigned_partitions",
-                                           "Partitions this consumer reads.", "source", name,
-                                           NULL);
+                                           "Partitions this consumer reads.", "source", name, NULL);
 }
 
 static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_settings_kafka *k,
@@ -685,8 +684,8 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     s->settings = opts->settings;
     s->n_detectors = opts->n_detectors;
     s->handler = opts->handler;
-    s->budget_messages = opts->poll_budget_messages ? opts->poll_budget_messages
-                                                    : DEFAULT_BUDGET_MESSAGES;
+    s->budget_messages =
+        opts->poll_budget_messages ? opts->poll_budget_messages : DEFAULT_BUDGET_MESSAGES;
     s->budget_ms = opts->poll_budget_ms ? opts->poll_budget_ms : DEFAULT_BUDGET_MS;
     for (int r = 0; r < AD_REJECT_COUNT; r++)
         s->reject_log[r].interval_ms = LOG_INTERVAL_MS;
@@ -704,8 +703,8 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
      * history (events older than max_past are rejected); operators of very long topics may
      * set auto.offset.reset: latest. */
     if ((!user_set(opts->kafka, "partition.assignment.strategy") &&
-         set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
-             errstr_size) < 0) ||
+         set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) <
+             0) ||
         (!user_set(opts->kafka, "auto.offset.reset") &&
          set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
         set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
@@ -790,9 +789,8 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
     if (s->queue)
         rd_kafka_queue_destroy(s->queue);
     if (s->rk)
-        rd_kafka_destroy_flags(s->rk, rd_kafka_consumer_closed(s->rk)
-                                          ? 0
-                                          : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        rd_kafka_destroy_flags(
+            s->rk, rd_kafka_consumer_closed(s->rk) ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (s->dlq_queue)
         rd_kafka_queue_destroy(s->dlq_queue);
     if (s->dlq)
@@ -817,10 +815,9 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
         const struct partition *ps = &s->partitions[i];
         json_array_append_new(
             parts, json_pack("{s:s, s:i, s:I, s:I, s:i}", "topic",
-                             s->settings->kafka.topics.items[ps->topic], "partition",
-                             ps->partition, "last_processed", (json_int_t)ps->last_processed,
-                             "committable", (json_int_t)safe_offset(ps), "held_buckets",
-                             (int)ps->n_holds));
+                             s->settings->kafka.topics.items[ps->topic], "partition", ps->partition,
+                             "last_processed", (json_int_t)ps->last_processed, "committable",
+                             (json_int_t)safe_offset(ps), "held_buckets", (int)ps->n_holds));
     }
     json_object_set_new(out, "partitions", parts);
     json_object_set_new(out, "accepted", json_integer((json_int_t)s->counts.accepted));

@@ -55,7 +55,7 @@ struct ad_kafka_source_handler {
 
 struct ad_kafka_source_options {
     struct event_base *base;
-    const struct ad_settings_kafka *kafka;      /* borrowed; must outlive the source */
+    const struct ad_settings_kafka *kafka;     /* borrowed; must outlive the source */
     const struct ad_settings_source *settings; /* borrowed; must outlive the source */
     size_t n_detectors;                        /* holds are kept per detector */
     enum ad_extract_engine engine;

@@ -30,7 +30,7 @@ struct label_rule {
 
 struct feature_rule {
     enum ad_feature_kind kind;
-    int path; /* sum .. last */
+    int path;                   /* sum .. last */
     struct predicate predicate; /* count_if */
 };
 
@@ -56,9 +56,9 @@ struct ad_log_rules {
 };
 
 static const char *const reason_names[AD_REJECT_COUNT] = {
-    "none",           "too_large",     "malformed_json", "not_an_object",
-    "time_missing",   "time_invalid",  "time_too_old",   "time_in_future",
-    "label_missing",  "label_invalid", "wrong_type",     "not_finite",
+    "none",          "too_large",     "malformed_json", "not_an_object",
+    "time_missing",  "time_invalid",  "time_too_old",   "time_in_future",
+    "label_missing", "label_invalid", "wrong_type",     "not_finite",
 };
 
 const char *ad_reject_reason_name(enum ad_reject_reason r)
@@ -121,8 +121,9 @@ struct ad_log_rules *ad_log_rules_new(const struct ad_settings_source *source,
     }
     if (source->type != AD_SOURCE_KAFKA || source->n_features > AD_LOG_MAX_FEATURES ||
         k->labels.len + k->static_labels.len > AD_LOG_MAX_LABELS) {
-        snprintf(errstr, errstr_size, "source %s: not a Kafka source within %d labels and %d "
-                                      "features",
+        snprintf(errstr, errstr_size,
+                 "source %s: not a Kafka source within %d labels and %d "
+                 "features",
                  source->name, AD_LOG_MAX_LABELS, AD_LOG_MAX_FEATURES);
         goto err;
     }
@@ -170,9 +171,8 @@ struct ad_log_rules *ad_log_rules_new(const struct ad_settings_source *source,
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }
-    r->extractor =
-        ad_extractor_new(engine, r->paths, r->n_paths, (size_t)k->max_message_bytes, errstr,
-                         errstr_size);
+    r->extractor = ad_extractor_new(engine, r->paths, r->n_paths, (size_t)k->max_message_bytes,
+                                    errstr, errstr_size);
     if (!r->extractor)
         goto err;
     return r;
@@ -240,8 +240,8 @@ static bool parse_number_text(const char *s, size_t len, double *out)
 
 static bool spells_non_finite(const char *s, size_t len)
 {
-    static const char *const words[] = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity",
-                                        "-infinity"};
+    static const char *const words[] = {"nan",      "inf",       "+inf",     "-inf",
+                                        "infinity", "+infinity", "-infinity"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strlen(words[i]) == len && strncasecmp(words[i], s, len) == 0)
             return true;
@@ -298,8 +298,8 @@ static bool matches(const struct ad_log_rules *r, const struct predicate *p)
     return false;
 }
 
-static enum ad_reject_reason read_time(const struct ad_log_rules *r, int64_t kafka_ts,
-                                       int64_t now, int64_t *t)
+static enum ad_reject_reason read_time(const struct ad_log_rules *r, int64_t kafka_ts, int64_t now,
+                                       int64_t *t)
 {
     if (r->time_path < 0) {
         if (kafka_ts < 0)

@@ -12,8 +12,8 @@
  *   - sum, mean, min, max and last take a number, or a string that spells one ("12.5");
  *     a missing or null field leaves that feature without an observation in this event; any
  *     other type rejects the event (wrong_type), as does a non-finite number (not_finite);
- *   - labels take strings, numbers (integers as digits, others in %.17g form) and booleans; a missing or null label rejects the event (label_missing), an object or
- *     array too (wrong_type).
+ *   - labels take strings, numbers (integers as digits, others in %.17g form) and booleans; a
+ * missing or null label rejects the event (label_missing), an object or array too (wrong_type).
  * Conditions (filters, count_if) never reject: a missing field, or one of another type than
  * the value compared with, does not match (so != matches it). `== null` matches null and
  * missing fields; `exists` matches present, non-null fields.

@@ -96,9 +96,9 @@ struct ad_window_store {
     uint32_t *free_ids;
     size_t n_free;
     size_t live;
-    size_t key_bytes;  /* of keys longer than INLINE_KEY */
-    uint64_t touches;  /* observations added so far: the clock of last_touch */
-    uint64_t rng;      /* for sampling eviction candidates */
+    size_t key_bytes; /* of keys longer than INLINE_KEY */
+    uint64_t touches; /* observations added so far: the clock of last_touch */
+    uint64_t rng;     /* for sampling eviction candidates */
     struct ad_entity_index *index;
 
     unsigned char *blocks; /* pool of block_size-byte blocks; block 0 unused */
@@ -345,8 +345,7 @@ static int grow_entities(struct ad_window_store *s, size_t want)
     return 0;
 }
 
-static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t len,
-                              uint64_t hash)
+static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t len, uint64_t hash)
 {
     if (s->live == s->max_entities) {
         uint32_t victim = eviction_candidate(s);

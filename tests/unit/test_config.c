@@ -23,6 +23,13 @@
 
 #define CASES_DIR AD_SOURCE_DIR "/tests/unit/config_cases"
 
+/* Only AD_UPDATE_GOLDEN=1 rewrites the expected files; an empty or other value does not. */
+static int update_golden(void)
+{
+    const char *v = getenv("AD_UPDATE_GOLDEN");
+    return v && strcmp(v, "1") == 0;
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *fp = fopen(path, "rb");
@@ -101,7 +108,7 @@ static int run_case(const char *name)
     struct ad_config *cfg = ad_config_load_buffer(case_name, yaml, len, diag);
     char *got = render_errors(diag);
 
-    if (getenv("AD_UPDATE_GOLDEN")) {
+    if (update_golden()) {
         FILE *fp = fopen(errors_path, "w");
         fputs(got, fp);
         fclose(fp);

@@ -64,8 +64,7 @@ static struct ad_log_rules *rules_for(enum ad_extract_engine engine)
     return r;
 }
 
-static enum ad_log_result apply(struct ad_log_rules *r, const char *json,
-                                struct ad_log_event *ev)
+static enum ad_log_result apply(struct ad_log_rules *r, const char *json, struct ad_log_event *ev)
 {
     return ad_log_rules_apply(r, json, strlen(json), -1, NOW, ev);
 }
@@ -220,8 +219,8 @@ static void test_kafka_timestamp(void **state)
     struct ad_config *c = ad_config_load_buffer("k.yaml", yaml, sizeof yaml - 1, diag);
     assert_non_null(c);
     char err[256];
-    struct ad_log_rules *r = ad_log_rules_new(&ad_config_settings(c)->sources[0],
-                                              AD_EXTRACT_SIMDJSON, err, sizeof err);
+    struct ad_log_rules *r =
+        ad_log_rules_new(&ad_config_settings(c)->sources[0], AD_EXTRACT_SIMDJSON, err, sizeof err);
     struct ad_log_event ev;
     assert_int_equal(ad_log_rules_apply(r, "{}", 2, NOW - 5, NOW, &ev), AD_LOG_ACCEPTED);
     assert_int_equal(ev.time, NOW - 5);
@@ -235,10 +234,8 @@ static void test_kafka_timestamp(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accepted_events),
-        cmocka_unit_test(test_filters),
-        cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_accepted_events), cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_rejects),         cmocka_unit_test(test_reason_names),
         cmocka_unit_test(test_kafka_timestamp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -311,6 +311,13 @@ static json_t *sorted_steps(json_t *steps)
     return out;
 }
 
+/* Only AD_UPDATE_GOLDEN=1 rewrites the expected files; an empty or other value does not. */
+static int update_golden(void)
+{
+    const char *v = getenv("AD_UPDATE_GOLDEN");
+    return v && strcmp(v, "1") == 0;
+}
+
 static char *read_file(const char *path)
 {
     FILE *fp = fopen(path, "rb");
@@ -339,7 +346,7 @@ static int check_case(const char *name)
         fail_msg("%s: %s (line %d)", path, jerr.text, jerr.line);
     json_t *steps = json_object_get(doc, "steps");
     char *got = run_case(doc, steps);
-    if (getenv("AD_UPDATE_GOLDEN")) {
+    if (update_golden()) {
         FILE *fp = fopen(expected_path, "w");
         fputs(got, fp);
         fclose(fp);

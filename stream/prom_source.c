@@ -1,0 +1,941 @@
+#include "prom_source.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "units.h"
+#include "version.h"
+
+#define AD_LOG_MODULE "prometheus"
+#include "log.h"
+
+/* Points per series in one request. Prometheus refuses more than 11,000; staying below keeps
+ * a long backfill to a few requests of bounded size. */
+#define MAX_POINTS 10000
+/* A larger body is refused: a runaway query must not take the daemon's memory with it. */
+#define MAX_BODY_BYTES (64 * 1024 * 1024)
+/* At most one log line per query in this many ms; see may_log(). */
+#define LOG_INTERVAL_MS        10000
+#define DEFAULT_MIN_BACKOFF_MS 1000
+#define DEFAULT_MAX_BACKOFF_MS 60000
+#define JITTER                 0.2
+
+enum reason {
+    REASON_CONNECT,
+    REASON_TIMEOUT,
+    REASON_HTTP_STATUS,
+    REASON_MALFORMED,
+    REASON_ERROR_STATUS,
+    REASON_WRONG_RESULT_TYPE,
+    REASON_TOO_LARGE,
+    N_REASONS
+};
+
+static const char *const reason_names[N_REASONS] = {
+    "connect",      "timeout",           "http_status", "malformed",
+    "error_status", "wrong_result_type", "too_large",
+};
+
+/* A socket curl asked us to watch. */
+struct sock {
+    struct event *ev;
+    struct sock *prev, *next;
+};
+
+/* The state machine of one range query (one feature). */
+struct query {
+    struct ad_prom_source *src;
+    size_t index;
+    const char *name;   /* the feature name, borrowed from the settings */
+    const char *promql; /* borrowed */
+    int64_t watermark;  /* every bucket ending at or before it has been handed on */
+    struct event *timer;
+    /* The transfer in flight (NULL when none) and the end of the range it asks for. */
+    CURL *easy;
+    int64_t range_end;
+    struct timespec started;
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    char curl_err[CURL_ERROR_SIZE];
+    unsigned failures; /* consecutive */
+    char last_error[512];
+    int64_t last_error_at; /* Unix ms; 0: never */
+    int64_t last_log;      /* monotonic ms of the last line logged */
+    bool logged;
+    unsigned suppressed; /* lines not logged since then */
+    struct ad_counter *successes, *failures_total, *errors[N_REASONS], *samples;
+    struct ad_gauge *lag;
+};
+
+struct ad_prom_source {
+    struct event_base *base;
+    const struct ad_settings_source *settings;
+    char *url_base;    /* the configured URL without trailing slashes */
+    char *display_url; /* the same without a password, for logs and /status */
+    int64_t step, delay;
+    int64_t min_backoff, max_backoff;
+    struct ad_prom_source_handler handler;
+    ad_clock_fn clock;
+    void *clock_arg;
+    uint64_t rng;
+    bool curl_initialised;
+    CURLM *multi;
+    struct event *curl_timer;
+    struct sock *socks;
+    struct curl_slist *headers;
+    struct ad_histogram *duration;
+    struct ad_counter *warnings;
+    struct query *queries;
+    size_t n_queries;
+};
+
+/* ---- time and arithmetic ---- */
+
+static int64_t real_clock(void *arg)
+{
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ms(const struct ad_prom_source *s)
+{
+    return s->clock(s->clock_arg);
+}
+
+/* The grid point at or before t (floor, also before 1970). */
+static int64_t align_down(int64_t t, int64_t step)
+{
+    int64_t r = t % step;
+    return r < 0 ? t - r - step : t - r;
+}
+
+/* Prometheus takes times and steps in seconds; ours are whole milliseconds. */
+static void format_seconds(char *buf, size_t size, int64_t ms)
+{
+    uint64_t a = ms < 0 ? -(uint64_t)ms : (uint64_t)ms;
+    const char *sign = ms < 0 ? "-" : "";
+    if (a % 1000)
+        snprintf(buf, size, "%s%" PRIu64 ".%03" PRIu64, sign, a / 1000, a % 1000);
+    else
+        snprintf(buf, size, "%s%" PRIu64, sign, a / 1000);
+}
+
+static void format_rfc3339(char *buf, size_t size, int64_t ms)
+{
+    time_t secs = (time_t)align_down(ms, 1000) / 1000;
+    int64_t frac = ms - align_down(ms, 1000);
+    struct tm tm;
+    char base[32];
+    gmtime_r(&secs, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (frac)
+        snprintf(buf, size, "%s.%03" PRId64 "Z", base, frac);
+    else
+        snprintf(buf, size, "%sZ", base);
+}
+
+/* xorshift64*: jitter needs no more than this, and no shared state. */
+static double random_unit(struct ad_prom_source *s)
+{
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (double)((s->rng * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+/* ---- logging and metrics ---- */
+
+/*
+ * At most one line per query per LOG_INTERVAL_MS: a Prometheus that is down for an hour
+ * would otherwise write a line per retry for every query. The lines left out are counted and
+ * reported with the next one; the metrics count every failure.
+ */
+static bool may_log(struct query *q)
+{
+    int64_t now = mono_ms();
+    if (q->logged && now - q->last_log < LOG_INTERVAL_MS) {
+        q->suppressed++;
+        return false;
+    }
+    q->logged = true;
+    q->last_log = now;
+    return true;
+}
+
+static void update_lag(struct query *q, int64_t now)
+{
+    ad_gauge_set(q->lag, (double)(now - q->watermark) / 1000.0);
+}
+
+static void register_metrics(struct ad_prom_source *s, struct ad_metrics *m)
+{
+    const char *src = s->settings->name;
+    if (!m)
+        return;
+    s->duration = ad_metrics_histogram(
+        m, "anomalyd_prometheus_request_duration_seconds",
+        "Duration of range query requests to Prometheus, failed ones included.",
+        ad_metrics_seconds_buckets, ad_metrics_seconds_buckets_len, "source", src, NULL);
+    s->warnings =
+        ad_metrics_counter(m, "anomalyd_prometheus_warnings_total",
+                           "Warnings in successful Prometheus responses.", "source", src, NULL);
+    for (size_t i = 0; i < s->n_queries; i++) {
+        struct query *q = &s->queries[i];
+        static const char requests_help[] = "Range query requests to Prometheus by result.";
+        q->successes =
+            ad_metrics_counter(m, "anomalyd_prometheus_requests_total", requests_help, "source",
+                               src, "query", q->name, "result", "success", NULL);
+        q->failures_total =
+            ad_metrics_counter(m, "anomalyd_prometheus_requests_total", requests_help, "source",
+                               src, "query", q->name, "result", "failure", NULL);
+        for (int r = 0; r < N_REASONS; r++)
+            q->errors[r] = ad_metrics_counter(
+                m, "anomalyd_prometheus_errors_total",
+                "Failed range query requests to Prometheus by reason; each is retried.", "source",
+                src, "query", q->name, "reason", reason_names[r], NULL);
+        q->samples = ad_metrics_counter(m, "anomalyd_prometheus_samples_total",
+                                        "Samples received from Prometheus and handed on.", "source",
+                                        src, "query", q->name, NULL);
+        q->lag = ad_metrics_gauge(m, "anomalyd_prometheus_watermark_lag_seconds",
+                                  "Now minus the watermark of a Prometheus query.", "source", src,
+                                  "query", q->name, NULL);
+    }
+}
+
+/* ---- scheduling ---- */
+
+static void schedule(struct query *q, int64_t in_ms)
+{
+    if (in_ms < 0)
+        in_ms = 0;
+    struct timeval tv = {.tv_sec = (time_t)(in_ms / 1000),
+                         .tv_usec = (suseconds_t)(in_ms % 1000) * 1000};
+    evtimer_add(q->timer, &tv);
+}
+
+/* min_backoff doubling per consecutive failure up to max_backoff, then ±20%, so that many
+ * queries (or replicas) that failed together do not retry in lockstep. */
+static int64_t backoff_ms(struct ad_prom_source *s, unsigned failures)
+{
+    double b = (double)s->min_backoff;
+    for (unsigned i = 1; i < failures && b < (double)s->max_backoff; i++)
+        b *= 2;
+    if (b > (double)s->max_backoff)
+        b = (double)s->max_backoff;
+    return (int64_t)(b * (1.0 - JITTER + 2 * JITTER * random_unit(s)));
+}
+
+static void fail(struct query *q, enum reason reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Counts a failure and retries after the backoff; the watermark stays where it is. */
+static void fail(struct query *q, enum reason reason, const char *fmt, ...)
+{
+    struct ad_prom_source *s = q->src;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(q->last_error, sizeof q->last_error, fmt, ap);
+    va_end(ap);
+    for (char *p = q->last_error; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    q->last_error_at = now_ms(s);
+    q->failures++;
+    update_lag(q, q->last_error_at);
+    ad_counter_inc(q->failures_total);
+    ad_counter_inc(q->errors[reason]);
+
+    int64_t retry = backoff_ms(s, q->failures);
+    if (may_log(q)) {
+        AD_WARN_KV("range query failed", AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("query", q->name), AD_KV_STR("reason", reason_names[reason]),
+                   AD_KV_STR("error", q->last_error), AD_KV_INT("failures", q->failures),
+                   AD_KV_DOUBLE("retry_in_seconds", (double)retry / 1000.0),
+                   AD_KV_INT("suppressed", q->suppressed));
+        q->suppressed = 0;
+    }
+    schedule(q, retry);
+}
+
+/* ---- one request ---- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct query *q = arg;
+    size_t len = size * n;
+
+    if (len > MAX_BODY_BYTES - q->body_len) {
+        q->too_large = true;
+        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+    }
+    if (q->body_len + len > q->body_cap) {
+        size_t cap = q->body_cap ? q->body_cap : 16384;
+        while (cap < q->body_len + len)
+            cap *= 2;
+        char *body = realloc(q->body, cap);
+        if (!body) {
+            q->too_large = true;
+            return 0;
+        }
+        q->body = body;
+        q->body_cap = cap;
+    }
+    memcpy(q->body + q->body_len, data, len);
+    q->body_len += len;
+    return len;
+}
+
+static void reset_body(struct query *q)
+{
+    free(q->body);
+    q->body = NULL;
+    q->body_len = q->body_cap = 0;
+    q->too_large = false;
+}
+
+static int configure(struct query *q, CURL *e, const char *url)
+{
+    struct ad_prom_source *s = q->src;
+    const struct ad_settings_http *h = &s->settings->prometheus.http;
+
+    q->curl_err[0] = '\0';
+    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_PRIVATE, q) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, q) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)h->timeout) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)h->timeout) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)MAX_BODY_BYTES) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "anomalyd/" AD_VERSION) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK)
+        return -1;
+    if (h->basic_username &&
+        (curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) != CURLE_OK ||
+         curl_easy_setopt(e, CURLOPT_USERNAME, h->basic_username) != CURLE_OK ||
+         curl_easy_setopt(e, CURLOPT_PASSWORD,
+                          h->basic_password.value ? h->basic_password.value : "") != CURLE_OK))
+        return -1;
+    if ((h->tls.ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, h->tls.ca_file) != CURLE_OK) ||
+        (h->tls.cert_file && curl_easy_setopt(e, CURLOPT_SSLCERT, h->tls.cert_file) != CURLE_OK) ||
+        (h->tls.key_file && curl_easy_setopt(e, CURLOPT_SSLKEY, h->tls.key_file) != CURLE_OK))
+        return -1;
+    if (h->tls.insecure_skip_verify &&
+        (curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK ||
+         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK))
+        return -1;
+    return 0;
+}
+
+/* Starts the next request if its range is ready, otherwise waits until it is. */
+static void start_fetch(struct query *q)
+{
+    struct ad_prom_source *s = q->src;
+    int64_t now = now_ms(s);
+    int64_t start = q->watermark + s->step;
+    int64_t end = align_down(now - s->delay, s->step);
+    char *escaped = NULL, *url = NULL;
+    char t0[32], t1[32], step[32];
+    CURL *e = NULL;
+
+    update_lag(q, now);
+    if (end < start) {
+        /* The bucket ending at start is complete once delay has passed after it. */
+        schedule(q, start + s->delay - now);
+        return;
+    }
+    if ((end - start) / s->step >= MAX_POINTS)
+        end = start + (int64_t)(MAX_POINTS - 1) * s->step;
+
+    e = curl_easy_init();
+    if (!e)
+        goto err;
+    escaped = curl_easy_escape(e, q->promql, 0);
+    format_seconds(t0, sizeof t0, start);
+    format_seconds(t1, sizeof t1, end);
+    format_seconds(step, sizeof step, s->step);
+    if (!escaped || asprintf(&url, "%s/api/v1/query_range?query=%s&start=%s&end=%s&step=%s",
+                             s->url_base, escaped, t0, t1, step) < 0) {
+        url = NULL;
+        goto err;
+    }
+    if (configure(q, e, url) < 0)
+        goto err;
+    reset_body(q);
+    q->range_end = end;
+    clock_gettime(CLOCK_MONOTONIC, &q->started);
+    if (curl_multi_add_handle(s->multi, e) != CURLM_OK)
+        goto err;
+    q->easy = e;
+    AD_DEBUG_KV("range query", AD_KV_STR("source", s->settings->name), AD_KV_STR("query", q->name),
+                AD_KV_STR("start", t0), AD_KV_STR("end", t1), AD_KV_STR("step", step));
+    curl_free(escaped);
+    free(url);
+    return;
+
+err:
+    curl_free(escaped);
+    free(url);
+    curl_easy_cleanup(e);
+    /* Only memory or a libcurl without a needed feature gets here; retrying is all there is. */
+    fail(q, REASON_CONNECT, "cannot set up the request");
+}
+
+/* Every sample must lie on the grid inside (start, end], as the handler is promised; a
+ * server or proxy that sends others is broken, and its answer is not used. */
+static int check_grid(const struct ad_prom_matrix *m, int64_t start, int64_t end, int64_t step,
+                      char *err, size_t err_size)
+{
+    for (size_t i = 0; i < m->n_series; i++)
+        for (size_t j = 0; j < m->series[i].n_samples; j++) {
+            int64_t t = m->series[i].times_ms[j];
+            if (t <= start || t > end || align_down(t, step) != t) {
+                snprintf(err, err_size,
+                         "result[%zu]: sample time %" PRId64 " ms is not a step of the range "
+                         "asked for",
+                         i, t);
+                return -1;
+            }
+        }
+    return 0;
+}
+
+/* A short, printable version of an error body that is not Prometheus JSON (a proxy's page). */
+static void body_excerpt(const struct query *q, char *out, size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < q->body_len && n + 1 < size && n < 200; i++) {
+        unsigned char c = (unsigned char)q->body[i];
+        if (c == '\n' || c == '\r')
+            break;
+        out[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    out[n] = '\0';
+}
+
+static void fail_http_status(struct query *q, long status)
+{
+    struct ad_prom_matrix m;
+    char detail[512];
+    /* Prometheus answers 400, 422 and 503 with its usual JSON carrying the reason. */
+    if (ad_prom_parse_matrix(q->body, q->body_len, &m, detail, sizeof detail) !=
+        AD_PROM_ERROR_STATUS)
+        body_excerpt(q, detail, sizeof detail);
+    ad_prom_matrix_free(&m);
+    if (detail[0])
+        fail(q, REASON_HTTP_STATUS, "HTTP status %ld: %s", status, detail);
+    else
+        fail(q, REASON_HTTP_STATUS, "HTTP status %ld", status);
+}
+
+/*
+ * What each transport failure counts as. "malformed" covers answers that are not HTTP (no
+ * status line) and responses that break off after their status line (a body shorter than its
+ * Content-Length, bad compression); a transfer that ends before any response arrived counts
+ * as "connect", as does everything else that keeps a response from arriving, TLS included.
+ * (A TLS peer that rejects our client certificate after the handshake ends the HTTP/2
+ * stream early: PARTIAL_FILE, but with no response, so "connect".)
+ */
+static enum reason classify(const struct query *q, CURLcode code, long status)
+{
+    switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return REASON_TIMEOUT;
+    case CURLE_FILESIZE_EXCEEDED:
+        return REASON_TOO_LARGE;
+    case CURLE_WRITE_ERROR:
+        return q->too_large ? REASON_TOO_LARGE : REASON_CONNECT;
+    case CURLE_UNSUPPORTED_PROTOCOL: /* "Received HTTP/0.9 when not allowed" */
+    case CURLE_WEIRD_SERVER_REPLY:
+        return REASON_MALFORMED;
+    case CURLE_PARTIAL_FILE:
+    case CURLE_BAD_CONTENT_ENCODING:
+        return status > 0 ? REASON_MALFORMED : REASON_CONNECT;
+    default:
+        return REASON_CONNECT;
+    }
+}
+
+static void handle_body(struct query *q)
+{
+    struct ad_prom_source *s = q->src;
+    struct ad_prom_matrix m;
+    char err[512];
+    int64_t start = q->watermark, end = q->range_end;
+
+    enum ad_prom_parse_result r = ad_prom_parse_matrix(q->body, q->body_len, &m, err, sizeof err);
+    switch (r) {
+    case AD_PROM_OK:
+        break;
+    case AD_PROM_ERROR_STATUS:
+        fail(q, REASON_ERROR_STATUS, "%s", err);
+        goto out;
+    case AD_PROM_WRONG_RESULT_TYPE:
+        fail(q, REASON_WRONG_RESULT_TYPE, "%s", err);
+        goto out;
+    case AD_PROM_MALFORMED:
+        fail(q, REASON_MALFORMED, "%s", err);
+        goto out;
+    }
+    if (check_grid(&m, start, end, s->step, err, sizeof err) < 0) {
+        fail(q, REASON_MALFORMED, "%s", err);
+        goto out;
+    }
+
+    size_t samples = 0;
+    for (size_t i = 0; i < m.n_series; i++)
+        samples += m.series[i].n_samples;
+    ad_counter_inc(q->successes);
+    ad_counter_add(q->samples, (double)samples);
+    ad_counter_add(s->warnings, (double)m.n_warnings);
+    if (m.n_warnings || q->failures) {
+        /* One limiter per query for all its lines, recoveries and warnings included. */
+        if (may_log(q)) {
+            if (q->failures)
+                AD_INFO_KV("range query recovered", AD_KV_STR("source", s->settings->name),
+                           AD_KV_STR("query", q->name), AD_KV_INT("failures", q->failures),
+                           AD_KV_INT("suppressed", q->suppressed));
+            else
+                AD_WARN_KV("range query warning", AD_KV_STR("source", s->settings->name),
+                           AD_KV_STR("query", q->name), AD_KV_STR("warning", m.warnings[0]),
+                           AD_KV_INT("warnings", m.n_warnings),
+                           AD_KV_INT("suppressed", q->suppressed));
+            q->suppressed = 0;
+        }
+    }
+    q->failures = 0;
+
+    if (s->handler.on_range)
+        s->handler.on_range(s->handler.arg, q->index, &m, start, end);
+    q->watermark = end;
+    update_lag(q, now_ms(s));
+    /* start_fetch decides: the next chunk at once when catching up, else the next step. */
+    schedule(q, 0);
+
+out:
+    ad_prom_matrix_free(&m);
+}
+
+/* A transfer ended: removes it, then judges the outcome. */
+static void finish(struct query *q, CURLcode code)
+{
+    struct ad_prom_source *s = q->src;
+    long status = 0;
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ad_histogram_observe(s->duration, (double)(now.tv_sec - q->started.tv_sec) +
+                                          (double)(now.tv_nsec - q->started.tv_nsec) / 1e9);
+    curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(s->multi, q->easy);
+    curl_easy_cleanup(q->easy);
+    q->easy = NULL;
+
+    if (code != CURLE_OK)
+        fail(q, classify(q, code, status), "%s",
+             q->curl_err[0] ? q->curl_err : curl_easy_strerror(code));
+    else if (status != 200)
+        fail_http_status(q, status);
+    else
+        handle_body(q);
+    reset_body(q);
+}
+
+/* ---- curl's multi-socket interface on the loop (curl's hiperfifo.c) ---- */
+
+static void collect_done(struct ad_prom_source *s)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(s->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        /* msg is invalid once its handle is removed: copy first. */
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        finish((struct query *)priv, code);
+    }
+}
+
+static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct ad_prom_source *s = arg;
+    int mask =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(s->multi, fd, mask, &running);
+    collect_done(s);
+}
+
+static void on_curl_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct ad_prom_source *s = arg;
+    int running;
+    (void)fd;
+    (void)what;
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    collect_done(s);
+}
+
+static void sock_free(struct ad_prom_source *s, struct sock *k)
+{
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        s->socks = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    if (k->ev)
+        event_free(k->ev);
+    free(k);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct ad_prom_source *s = userp;
+    struct sock *k = socketp;
+    (void)easy;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (k)
+            sock_free(s, k);
+        return 0;
+    }
+    short events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+                   ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (!k) {
+        k = calloc(1, sizeof *k);
+        if (!k)
+            return -1;
+        k->next = s->socks;
+        if (s->socks)
+            s->socks->prev = k;
+        s->socks = k;
+        k->ev = event_new(s->base, fd, events, on_socket_ready, s);
+        if (!k->ev) {
+            sock_free(s, k);
+            return -1;
+        }
+        curl_multi_assign(s->multi, fd, k);
+    } else {
+        event_del(k->ev);
+        event_assign(k->ev, s->base, fd, events, on_socket_ready, s);
+    }
+    return event_add(k->ev, NULL) == 0 ? 0 : -1;
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct ad_prom_source *s = userp;
+    (void)multi;
+    if (timeout_ms < 0)
+        return evtimer_del(s->curl_timer) == 0 ? 0 : -1;
+    /* 0 means at once; curl must not be called back from inside this callback, so it runs
+     * on the next loop iteration. */
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    return evtimer_add(s->curl_timer, &tv) == 0 ? 0 : -1;
+}
+
+static void on_query_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    start_fetch(arg);
+}
+
+/* ---- set-up ---- */
+
+static bool has_line_break(const char *s)
+{
+    return s && strpbrk(s, "\r\n");
+}
+
+/* Returns NULL with errstr filled. Header values may be secrets: they are never quoted. */
+static struct curl_slist *build_headers(const struct ad_settings_http *h, char *errstr,
+                                        size_t errstr_size)
+{
+    struct curl_slist *list = NULL, *next;
+    char *line = NULL;
+
+    if (!(next = curl_slist_append(list, "Accept: application/json")))
+        goto oom;
+    list = next;
+    if (h->bearer_token.value) {
+        if (has_line_break(h->bearer_token.value)) {
+            snprintf(errstr, errstr_size, "bearer_token holds a line break");
+            goto err;
+        }
+        if (asprintf(&line, "Authorization: Bearer %s", h->bearer_token.value) < 0) {
+            line = NULL;
+            goto oom;
+        }
+        if (!(next = curl_slist_append(list, line)))
+            goto oom;
+        list = next;
+        explicit_bzero(line, strlen(line));
+        free(line);
+        line = NULL;
+    }
+    for (size_t i = 0; i < h->headers.len; i++) {
+        const char *name = h->headers.keys[i], *value = h->headers.values[i].value;
+        if (!*name || strpbrk(name, ":\r\n \t") || has_line_break(value)) {
+            snprintf(errstr, errstr_size, "header \"%s\": bad name or a line break in the value",
+                     name);
+            goto err;
+        }
+        /* "Name;" is curl's way to send a header with an empty value ("Name:" removes it). */
+        if (asprintf(&line, value && *value ? "%s: %s" : "%s;", name, value ? value : "") < 0) {
+            line = NULL;
+            goto oom;
+        }
+        if (!(next = curl_slist_append(list, line)))
+            goto oom;
+        list = next;
+        explicit_bzero(line, strlen(line));
+        free(line);
+        line = NULL;
+    }
+    return list;
+
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+err:
+    if (line) {
+        explicit_bzero(line, strlen(line));
+        free(line);
+    }
+    for (struct curl_slist *l = list; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+static char *redact_url(const char *url)
+{
+    CURLU *u = curl_url();
+    char *text = NULL, *out = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_URL, &text, 0) == CURLUE_OK)
+        out = strdup(text);
+    else
+        out = strdup("(unparsable URL)");
+    curl_free(text);
+    curl_url_cleanup(u);
+    return out;
+}
+
+struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *opts, char *errstr,
+                                          size_t errstr_size)
+{
+    const struct ad_settings_source *set = opts->settings;
+    struct ad_prom_source *s = NULL;
+    char d1[32], d2[32], d3[32];
+
+    if (!opts->base || !set || set->type != AD_SOURCE_PROMETHEUS || !set->prometheus.url ||
+        opts->step_ms <= 0 || opts->backfill_ms < 0 || opts->min_backoff_ms < 0 ||
+        opts->max_backoff_ms < 0 || set->prometheus.queries.len == 0) {
+        snprintf(errstr, errstr_size,
+                 "a Prometheus source needs a loop, a prometheus source with queries, a "
+                 "positive step and no negative durations");
+        return NULL;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        goto oom;
+    s->base = opts->base;
+    s->settings = set;
+    s->step = opts->step_ms;
+    s->delay = set->prometheus.delay;
+    s->min_backoff = opts->min_backoff_ms ? opts->min_backoff_ms : DEFAULT_MIN_BACKOFF_MS;
+    s->max_backoff = opts->max_backoff_ms ? opts->max_backoff_ms : DEFAULT_MAX_BACKOFF_MS;
+    if (s->max_backoff < s->min_backoff)
+        s->max_backoff = s->min_backoff;
+    s->handler = opts->handler;
+    s->clock = opts->clock ? opts->clock : real_clock;
+    s->clock_arg = opts->clock_arg;
+    s->rng = (uint64_t)real_clock(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
+    if (!s->rng)
+        s->rng = 1;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(errstr, errstr_size, "cannot initialise libcurl");
+        goto err;
+    }
+    s->curl_initialised = true;
+    s->url_base = strdup(set->prometheus.url);
+    s->display_url = redact_url(set->prometheus.url);
+    if (!s->url_base || !s->display_url)
+        goto oom;
+    for (size_t n = strlen(s->url_base); n > 0 && s->url_base[n - 1] == '/'; n--)
+        s->url_base[n - 1] = '\0';
+    s->headers = build_headers(&set->prometheus.http, errstr, errstr_size);
+    if (!s->headers)
+        goto err;
+
+    s->multi = curl_multi_init();
+    s->curl_timer = evtimer_new(s->base, on_curl_timeout, s);
+    if (!s->multi || !s->curl_timer)
+        goto oom;
+    if (curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s) != CURLM_OK ||
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s) != CURLM_OK) {
+        snprintf(errstr, errstr_size, "cannot set up the libcurl multi handle");
+        goto err;
+    }
+
+    s->n_queries = set->prometheus.queries.len;
+    s->queries = calloc(s->n_queries, sizeof *s->queries);
+    if (!s->queries)
+        goto oom;
+    int64_t now = now_ms(s);
+    int64_t first = align_down(now - s->delay - opts->backfill_ms, s->step);
+    for (size_t i = 0; i < s->n_queries; i++) {
+        struct query *q = &s->queries[i];
+        q->src = s;
+        q->index = i;
+        q->name = set->prometheus.queries.keys[i];
+        q->promql = set->prometheus.queries.values[i];
+        q->watermark = first;
+        q->timer = evtimer_new(s->base, on_query_timer, q);
+        if (!q->timer)
+            goto oom;
+    }
+    register_metrics(s, opts->metrics);
+    for (size_t i = 0; i < s->n_queries; i++) {
+        update_lag(&s->queries[i], now);
+        schedule(&s->queries[i], 0);
+    }
+
+    ad_duration_format(s->step, d1, sizeof d1);
+    format_rfc3339(d2, sizeof d2, first);
+    ad_duration_format(s->delay, d3, sizeof d3);
+    AD_INFO_KV("prometheus source started", AD_KV_STR("source", set->name),
+               AD_KV_STR("url", s->display_url), AD_KV_INT("queries", s->n_queries),
+               AD_KV_STR("step", d1), AD_KV_STR("delay", d3), AD_KV_STR("watermark", d2));
+    return s;
+
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+err:
+    ad_prom_source_destroy(s);
+    return NULL;
+}
+
+void ad_prom_source_destroy(struct ad_prom_source *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; s->queries && i < s->n_queries; i++) {
+        struct query *q = &s->queries[i];
+        if (q->easy) {
+            curl_multi_remove_handle(s->multi, q->easy);
+            curl_easy_cleanup(q->easy);
+        }
+        reset_body(q);
+        if (q->timer)
+            event_free(q->timer);
+    }
+    /* Closing the cached connections may still call on_curl_socket and on_curl_timer, so
+     * their state goes only after this. */
+    if (s->multi)
+        curl_multi_cleanup(s->multi);
+    while (s->socks)
+        sock_free(s, s->socks);
+    if (s->curl_timer)
+        event_free(s->curl_timer);
+    for (struct curl_slist *l = s->headers; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(s->headers);
+    free(s->queries);
+    free(s->url_base);
+    free(s->display_url);
+    if (s->curl_initialised)
+        curl_global_cleanup();
+    free(s);
+}
+
+/* ---- queries ---- */
+
+int64_t ad_prom_source_watermark(const struct ad_prom_source *s, size_t query)
+{
+    return query < s->n_queries ? s->queries[query].watermark : INT64_MIN;
+}
+
+int64_t ad_prom_source_min_watermark(const struct ad_prom_source *s)
+{
+    int64_t min = INT64_MAX;
+    for (size_t i = 0; i < s->n_queries; i++)
+        if (s->queries[i].watermark < min)
+            min = s->queries[i].watermark;
+    return min;
+}
+
+/* The error text may quote a server's bytes cut at any point; JSON needs valid UTF-8. */
+static json_t *error_json(const struct query *q)
+{
+    json_t *j = json_string(q->last_error);
+    if (j)
+        return j;
+    char ascii[sizeof q->last_error];
+    size_t i = 0;
+    for (; q->last_error[i]; i++)
+        ascii[i] = (unsigned char)q->last_error[i] < 0x80 ? q->last_error[i] : '?';
+    ascii[i] = '\0';
+    return json_string(ascii);
+}
+
+void ad_prom_source_status(const struct ad_prom_source *s, json_t *out)
+{
+    int64_t now = now_ms(s);
+    char text[64];
+    json_t *queries = json_object();
+
+    json_object_set_new(out, "url", json_string(s->display_url));
+    json_object_set_new(out, "step_seconds", json_real((double)s->step / 1000.0));
+    json_object_set_new(out, "delay_seconds", json_real((double)s->delay / 1000.0));
+    format_rfc3339(text, sizeof text, ad_prom_source_min_watermark(s));
+    json_object_set_new(out, "watermark", json_string(text));
+    for (size_t i = 0; i < s->n_queries; i++) {
+        const struct query *q = &s->queries[i];
+        json_t *o = json_object();
+        format_rfc3339(text, sizeof text, q->watermark);
+        json_object_set_new(o, "watermark", json_string(text));
+        json_object_set_new(o, "lag_seconds", json_real((double)(now - q->watermark) / 1000.0));
+        json_object_set_new(o, "consecutive_failures", json_integer(q->failures));
+        json_object_set_new(o, "last_error", q->last_error_at ? error_json(q) : json_null());
+        if (q->last_error_at) {
+            format_rfc3339(text, sizeof text, q->last_error_at);
+            json_object_set_new(o, "last_error_at", json_string(text));
+        }
+        json_object_set_new(o, "in_flight", json_boolean(q->easy != NULL));
+        json_object_set_new(queries, q->name, o);
+    }
+    json_object_set_new(out, "queries", queries);
+}
