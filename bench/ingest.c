@@ -249,16 +249,27 @@ int main(int argc, char **argv)
     double mean_len;
     char *buf = generate(n, entities, &offsets, &mean_len);
 
-    printf("ingest: %zu events of %.0f bytes on average, %zu entities, T=%d, F=%d, one thread\n", n,
-           mean_len, entities, T, F);
-    struct result simd = run(AD_EXTRACT_SIMDJSON, src, buf, offsets, n);
+    printf("ingest: %zu events of %.0f bytes on average, %zu entities, T=%d, F=%d, one thread, "
+           "best of 3 passes\n",
+           n, mean_len, entities, T, F);
+    /* Best of three passes each: this is a shared machine. */
+    struct result simd = {0}, jansson = {0};
+    for (int pass = 0; pass < 3; pass++) {
+        struct result a = run(AD_EXTRACT_SIMDJSON, src, buf, offsets, n);
+        if (a.ingest_rate > simd.ingest_rate)
+            simd = a;
+        if (argc > 3)
+            continue;
+        struct result b = run(AD_EXTRACT_JANSSON, src, buf, offsets, n);
+        if (b.ingest_rate > jansson.ingest_rate)
+            jansson = b;
+    }
     if (argc > 3 && strcmp(argv[3], "simdjson") == 0) {
         printf("simdjson: %.0f events/s (rules), %.0f events/s (rules+windows), %.2f s "
                "closing buckets\n",
                simd.extract_rate, simd.ingest_rate, simd.closing_seconds);
         return 0;
     }
-    struct result jansson = run(AD_EXTRACT_JANSSON, src, buf, offsets, n);
     printf("  %-8s  %14s  %22s\n", "engine", "rules events/s", "rules+windows events/s");
     printf("  %-8s  %14.0f  %22.0f\n", "simdjson", simd.extract_rate, simd.ingest_rate);
     printf("  %-8s  %14.0f  %22.0f\n", "jansson", jansson.extract_rate, jansson.ingest_rate);

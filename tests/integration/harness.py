@@ -4,6 +4,7 @@ logs collected, the Kafka mock cluster, and waiting. Standard library only."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -177,6 +178,61 @@ class KafkaMock:
                 pipe.close()
             except BrokenPipeError:
                 pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    """A real prometheus on loopback serving known data: OpenMetrics text turned into TSDB
+    blocks with promtool."""
+
+    def __init__(self, openmetrics_text):
+        self.dir = tempfile.mkdtemp(prefix="anomalyd-prom-")
+        data = os.path.join(self.dir, "data.om")
+        with open(data, "w") as f:
+            f.write(openmetrics_text)
+        tsdb = os.path.join(self.dir, "tsdb")
+        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", data, tsdb],
+                       check=True, capture_output=True, timeout=120)
+        config = os.path.join(self.dir, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  evaluation_interval: 1m\n")
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log = open(os.path.join(self.dir, "prometheus.log"), "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", "--config.file=" + config, "--storage.tsdb.path=" + tsdb,
+             "--web.listen-address=127.0.0.1:%d" % self.port,
+             "--storage.tsdb.retention.time=30d", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        # The API answers 503 while the TSDB opens, even after /-/ready says ready.
+        wait_for("prometheus", self._answers, timeout=60, interval=0.1)
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("prometheus exited; see " + self.log.name)
+        try:
+            with urllib.request.urlopen(self.url + "/api/v1/query?query=1", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self
