@@ -22,7 +22,7 @@
 #include "diag.h"
 
 #define AD_YAML_MAX_DEPTH 64
-#define AD_YAML_MAX_NODES 100000
+#define AD_YAML_MAX_NODES 10000
 #define AD_YAML_PATH_MAX  1024
 
 enum ad_yaml_style { AD_YAML_PLAIN, AD_YAML_QUOTED, AD_YAML_BLOCK, AD_YAML_COLLECTION };
