@@ -4,10 +4,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "config_schema.h"
 #include "schema.h"
 #include "sha256.h"
@@ -20,13 +20,6 @@ struct ad_config {
     double loaded_at;
     struct ad_settings settings;
 };
-
-static double now_unix(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void config_free(struct ad_config *cfg)
 {
@@ -53,7 +46,7 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
     }
     atomic_init(&cfg->refs, 1);
     ad_sha256_hex(buf, len, cfg->sha256);
-    cfg->loaded_at = now_unix();
+    cfg->loaded_at = ad_clock_wall_seconds();
 
     root = ad_yaml_read(name, buf, len, index, diag);
     if (!root)

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "admin.h"
+#include "clock.h"
 #include "notify.h"
 #include "units.h"
 #include "version.h"
@@ -50,21 +51,6 @@ struct ad_daemon {
     struct ad_counter *reloads_ok, *reloads_failed;
     struct ad_gauge *last_reload_successful, *last_reload_success_time, *pending_restart_keys;
 };
-
-static double now_unix(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void format_time(double unix_time, char *buf, size_t size)
-{
-    time_t secs = (time_t)unix_time;
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 static void apply_log_settings(struct ad_daemon *d)
 {
@@ -147,7 +133,7 @@ static void begin_shutdown(struct ad_daemon *d, const char *why)
 static void record_reload(struct ad_daemon *d, bool ok, json_t *errors)
 {
     d->last_reload_ok = ok;
-    d->last_reload_at = now_unix();
+    d->last_reload_at = ad_clock_wall_seconds();
     json_decref(d->last_reload_errors);
     d->last_reload_errors = errors ? errors : json_array();
     ad_counter_inc(ok ? d->reloads_ok : d->reloads_failed);
@@ -285,10 +271,10 @@ static void build_status(void *arg, json_t *out)
 {
     struct ad_daemon *d = arg;
     char started[32], loaded[32], reloaded[32];
-    double now = now_unix();
+    double now = ad_clock_wall_seconds();
 
-    format_time(d->started_at, started, sizeof started);
-    format_time(ad_config_loaded_at(d->config), loaded, sizeof loaded);
+    ad_clock_format((int64_t)(d->started_at * 1000), started, sizeof started);
+    ad_clock_format((int64_t)(ad_config_loaded_at(d->config) * 1000), loaded, sizeof loaded);
     json_object_set_new(out, "version", json_string(AD_VERSION));
     json_object_set_new(out, "revision", json_string(AD_REVISION));
     json_object_set_new(out, "state",
@@ -302,7 +288,7 @@ static void build_status(void *arg, json_t *out)
     json_object_set_new(config, "loaded_at", json_string(loaded));
     json_object_set_new(config, "pending_restart", json_deep_copy(d->pending_restart));
     if (d->last_reload_at > 0) {
-        format_time(d->last_reload_at, reloaded, sizeof reloaded);
+        ad_clock_format((int64_t)(d->last_reload_at * 1000), reloaded, sizeof reloaded);
         json_object_set_new(config, "last_reload",
                             json_pack("{s:s, s:s, s:O}", "result",
                                       d->last_reload_ok ? "success" : "failure", "at", reloaded,
@@ -364,7 +350,7 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
     d->config = config;
     d->boot_config = ad_config_ref(config);
     d->opts = *opts;
-    d->started_at = now_unix();
+    d->started_at = ad_clock_wall_seconds();
     d->pending_restart = json_array();
     d->last_reload_errors = json_array();
     apply_log_settings(d);

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bucket.h"
+#include "clock.h"
 #include "grid.h"
 #include "kafka_source.h"
 #include "prom_source.h"
@@ -82,19 +84,6 @@ struct ad_pipeline {
 
 static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", NULL};
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 /* ---- routing ---- */
 
 /* Appends a value to a NUL-separated entity key; returns the new length, or 0 if too long. */
@@ -117,7 +106,7 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
     char key[MAX_KEY];
     double values[AD_WINDOW_MAX_FEATURES];
 
-    ad_watermark_update(src->watermark, input, ev->time, wall_ms());
+    ad_watermark_update(src->watermark, input, ev->time, ad_clock_wall_ms());
     for (size_t r = 0; r < src->n_routes; r++) {
         const struct route *route = &src->routes[r];
         struct detector_rt *det = &p->detectors[route->detector];
@@ -144,14 +133,14 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
             continue;
         if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
             ad_kafka_source_hold(src->kafka, input, offset, route->detector,
-                                 floor_div(ev->time, det->settings->step));
+                                 ad_bucket_index(ev->time, det->settings->step));
     }
 }
 
 static void on_assign(void *arg, ad_kafka_input input)
 {
     struct source_rt *src = arg;
-    ad_watermark_add_input(src->watermark, input, true, wall_ms());
+    ad_watermark_add_input(src->watermark, input, true, ad_clock_wall_ms());
 }
 
 static void on_revoke(void *arg, ad_kafka_input input)
@@ -219,7 +208,7 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
             }
         }
     }
-    ad_watermark_update(src->watermark, (int32_t)query, end_ms, wall_ms());
+    ad_watermark_update(src->watermark, (int32_t)query, end_ms, ad_clock_wall_ms());
 }
 
 /* ---- windows handed on ---- */
@@ -287,7 +276,7 @@ static void on_batch(void *arg, struct ad_window_batch *b)
 /* Moves every grid and releases the Kafka offsets of what has been handed on. */
 static void advance_all(struct pipeline *p)
 {
-    int64_t now = wall_ms();
+    int64_t now = ad_clock_wall_ms();
     for (size_t d = 0; d < p->n_detectors; d++) {
         struct detector_rt *det = &p->detectors[d];
         int64_t closed = ad_grid_advance(det->grid, now);
@@ -462,7 +451,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
         const char *name = s->sources[si].name;
         src->owner = p;
         src->settings = &s->sources[si];
-        src->watermark = ad_watermark_new(wall_ms());
+        src->watermark = ad_watermark_new(ad_clock_wall_ms());
         if (!src->watermark) {
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
@@ -516,7 +505,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
                 return -1;
         } else {
             for (size_t q = 0; q < src->settings->n_features; q++)
-                ad_watermark_add_input(src->watermark, (int32_t)q, false, wall_ms());
+                ad_watermark_add_input(src->watermark, (int32_t)q, false, ad_clock_wall_ms());
             struct ad_prom_source_options o = {
                 .base = holder->base,
                 .settings = src->settings,
@@ -690,7 +679,7 @@ static void status(void *ctx, json_t *out)
 {
     struct ad_pipeline *h = ctx;
     struct pipeline *p = h->current;
-    int64_t now = wall_ms();
+    int64_t now = ad_clock_wall_ms();
     if (!p)
         return;
     json_t *sources = json_object();

@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
-               size_t errstr_size)
+int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                      size_t errstr_size)
 {
     char why[512];
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) == RD_KAFKA_CONF_OK)
@@ -17,7 +17,8 @@ static int set_all(rd_kafka_conf_t *conf, const struct ad_secretmap *props, char
                    size_t errstr_size)
 {
     for (size_t i = 0; props && i < props->len; i++)
-        if (set(conf, props->keys[i], props->values[i].value, errstr, errstr_size) < 0)
+        if (ad_kafka_conf_set(conf, props->keys[i], props->values[i].value, errstr, errstr_size) <
+            0)
             return -1;
     return 0;
 }
@@ -43,9 +44,10 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
         }
         used += (size_t)n;
     }
-    if ((kafka->brokers.len && set(conf, "bootstrap.servers", brokers, errstr, errstr_size) < 0) ||
-        set(conf, "client.id", kafka->client_id, errstr, errstr_size) < 0 ||
-        (group_id && set(conf, "group.id", group_id, errstr, errstr_size) < 0) ||
+    if ((kafka->brokers.len &&
+         ad_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) < 0) ||
+        ad_kafka_conf_set(conf, "client.id", kafka->client_id, errstr, errstr_size) < 0 ||
+        (group_id && ad_kafka_conf_set(conf, "group.id", group_id, errstr, errstr_size) < 0) ||
         set_all(conf, &kafka->properties, errstr, errstr_size) < 0 ||
         set_all(conf, extra, errstr, errstr_size) < 0)
         goto err;

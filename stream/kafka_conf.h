@@ -22,4 +22,9 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
                                    const struct ad_secretmap *extra, char *errstr,
                                    size_t errstr_size);
 
+/* Sets one property; on failure fills errstr with "name: librdkafka's reason". Returns 0 or
+ * -1. */
+int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                      size_t errstr_size);
+
 #endif

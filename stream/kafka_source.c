@@ -11,6 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "clock.h"
 #include "kafka_conf.h"
 
 #define AD_LOG_MODULE "kafka"
@@ -88,20 +89,6 @@ struct ad_kafka_source {
     struct ad_counter *assigned_total, *revoked_total;
     struct ad_gauge *partitions_gauge;
 };
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- partitions and holds ---- */
 
@@ -269,7 +256,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     (void)rk;
     s->counts.errors++;
     ad_counter_inc(s->errors_total);
-    if (ad_log_ratelimit_allow(&s->error_log, mono_ms(), &held))
+    if (ad_log_ratelimit_allow(&s->error_log, ad_clock_mono_ms(), &held))
         AD_WARN_KV("Kafka client error", AD_KV_STR("source", s->settings->name),
                    AD_KV_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err)),
                    AD_KV_STR("reason", reason), AD_KV_INT("suppressed", held));
@@ -411,7 +398,7 @@ static void reject(struct ad_kafka_source *s, const rd_kafka_message_t *m, struc
     s->counts.rejected++;
     ad_counter_inc(s->rejected_total);
     ad_counter_inc(s->rejected_by_reason[reason]);
-    if (ad_log_ratelimit_allow(&s->reject_log[reason], mono_ms(), &held))
+    if (ad_log_ratelimit_allow(&s->reject_log[reason], ad_clock_mono_ms(), &held))
         AD_WARN_KV("event rejected", AD_KV_STR("source", s->settings->name),
                    AD_KV_STR("reason", ad_reject_reason_name(reason)),
                    AD_KV_STR("topic", rd_kafka_topic_name(m->rkt)),
@@ -442,8 +429,8 @@ static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
     } else {
         rd_kafka_timestamp_type_t type;
         int64_t ts = rd_kafka_message_timestamp(m, &type);
-        result =
-            ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts, wall_ms(), &ev);
+        result = ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
+                                    ad_clock_wall_ms(), &ev);
     }
     switch (result) {
     case AD_LOG_ACCEPTED:
@@ -472,7 +459,7 @@ static void finish_stop(struct ad_kafka_source *s);
 /* Polls until the queue is empty or the budget is spent; then comes back later. */
 static void poll_consumer(struct ad_kafka_source *s)
 {
-    int64_t deadline = mono_ms() + s->budget_ms;
+    int64_t deadline = ad_clock_mono_ms() + s->budget_ms;
     size_t n = 0;
     bool more = false;
 
@@ -482,7 +469,7 @@ static void poll_consumer(struct ad_kafka_source *s)
             break;
         process(s, m);
         rd_kafka_message_destroy(m);
-        if (++n >= s->budget_messages || ((n & 63) == 0 && mono_ms() >= deadline)) {
+        if (++n >= s->budget_messages || ((n & 63) == 0 && ad_clock_mono_ms() >= deadline)) {
             more = true;
             break;
         }
@@ -544,7 +531,7 @@ static void on_safety(evutil_socket_t fd, short what, void *arg)
 static void finish_stop(struct ad_kafka_source *s)
 {
     /* Wait for the dead-letter topic (bounded), then report. */
-    if (s->dlq && s->dlq_in_flight > 0 && mono_ms() < s->stop_deadline)
+    if (s->dlq && s->dlq_in_flight > 0 && ad_clock_mono_ms() < s->stop_deadline)
         return; /* the safety timer comes back */
     if (!s->stop_done)
         return;
@@ -560,7 +547,7 @@ void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void 
     s->stopping = true;
     s->stop_done = done;
     s->stop_done_arg = done_arg;
-    s->stop_deadline = mono_ms() + DLQ_FLUSH_MS;
+    s->stop_deadline = ad_clock_mono_ms() + DLQ_FLUSH_MS;
     store_offsets(s);
     /* The asynchronous close: its rebalance and commit are served by the loop's polls. */
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(s->rk, s->queue);
@@ -585,16 +572,6 @@ static int make_pipe(int fds[2])
         fcntl(fds[i], F_SETFD, FD_CLOEXEC);
     }
     return 0;
-}
-
-static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
-               size_t errstr_size)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) == RD_KAFKA_CONF_OK)
-        return 0;
-    snprintf(errstr, errstr_size, "%s: %s", name, why);
-    return -1;
 }
 
 static bool user_set(const struct ad_settings_kafka *k, const char *name)
@@ -653,7 +630,7 @@ static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_setting
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, s);
-    if (set(conf, "log.queue", "true", errstr, errstr_size) < 0) {
+    if (ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -703,12 +680,12 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
      * history (events older than max_past are rejected); operators of very long topics may
      * set auto.offset.reset: latest. */
     if ((!user_set(opts->kafka, "partition.assignment.strategy") &&
-         set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) <
-             0) ||
+         ad_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                           errstr_size) < 0) ||
         (!user_set(opts->kafka, "auto.offset.reset") &&
-         set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
-        set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
-        set(conf, "log.queue", "true", errstr, errstr_size) < 0)
+         ad_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
+        ad_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
+        ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0)
         goto err;
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);

@@ -1,5 +1,7 @@
 #include "prom_source.h"
 
+#include "clock.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -102,17 +104,8 @@ struct ad_prom_source {
 
 static int64_t real_clock(void *arg)
 {
-    struct timespec ts;
     (void)arg;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ad_clock_wall_ms();
 }
 
 static int64_t now_ms(const struct ad_prom_source *s)
@@ -138,20 +131,6 @@ static void format_seconds(char *buf, size_t size, int64_t ms)
         snprintf(buf, size, "%s%" PRIu64, sign, a / 1000);
 }
 
-static void format_rfc3339(char *buf, size_t size, int64_t ms)
-{
-    time_t secs = (time_t)align_down(ms, 1000) / 1000;
-    int64_t frac = ms - align_down(ms, 1000);
-    struct tm tm;
-    char base[32];
-    gmtime_r(&secs, &tm);
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (frac)
-        snprintf(buf, size, "%s.%03" PRId64 "Z", base, frac);
-    else
-        snprintf(buf, size, "%sZ", base);
-}
-
 /* xorshift64*: jitter needs no more than this, and no shared state. */
 static double random_unit(struct ad_prom_source *s)
 {
@@ -170,7 +149,7 @@ static double random_unit(struct ad_prom_source *s)
  */
 static bool may_log(struct query *q)
 {
-    int64_t now = mono_ms();
+    int64_t now = ad_clock_mono_ms();
     if (q->logged && now - q->last_log < LOG_INTERVAL_MS) {
         q->suppressed++;
         return false;
@@ -834,7 +813,7 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
     }
 
     ad_duration_format(s->step, d1, sizeof d1);
-    format_rfc3339(d2, sizeof d2, first);
+    ad_clock_format(first, d2, sizeof d2);
     ad_duration_format(s->delay, d3, sizeof d3);
     AD_INFO_KV("prometheus source started", AD_KV_STR("source", set->name),
                AD_KV_STR("url", s->display_url), AD_KV_INT("queries", s->n_queries),
@@ -920,18 +899,18 @@ void ad_prom_source_status(const struct ad_prom_source *s, json_t *out)
     json_object_set_new(out, "url", json_string(s->display_url));
     json_object_set_new(out, "step_seconds", json_real((double)s->step / 1000.0));
     json_object_set_new(out, "delay_seconds", json_real((double)s->delay / 1000.0));
-    format_rfc3339(text, sizeof text, ad_prom_source_min_watermark(s));
+    ad_clock_format(ad_prom_source_min_watermark(s), text, sizeof text);
     json_object_set_new(out, "watermark", json_string(text));
     for (size_t i = 0; i < s->n_queries; i++) {
         const struct query *q = &s->queries[i];
         json_t *o = json_object();
-        format_rfc3339(text, sizeof text, q->watermark);
+        ad_clock_format(q->watermark, text, sizeof text);
         json_object_set_new(o, "watermark", json_string(text));
         json_object_set_new(o, "lag_seconds", json_real((double)(now - q->watermark) / 1000.0));
         json_object_set_new(o, "consecutive_failures", json_integer(q->failures));
         json_object_set_new(o, "last_error", q->last_error_at ? error_json(q) : json_null());
         if (q->last_error_at) {
-            format_rfc3339(text, sizeof text, q->last_error_at);
+            ad_clock_format(q->last_error_at, text, sizeof text);
             json_object_set_new(o, "last_error_at", json_string(text));
         }
         json_object_set_new(o, "in_flight", json_boolean(q->easy != NULL));

@@ -1,5 +1,7 @@
 #include "watermark.h"
 
+#include "clock.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,15 +120,6 @@ int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle
     return any_active ? active_min : all_max;
 }
 
-static void format_ms(int64_t ms, char *buf, size_t size)
-{
-    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, size - n, ".%03dZ", (int)(((ms % 1000) + 1000) % 1000));
-}
-
 void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
                          json_t *out)
 {
@@ -138,7 +131,7 @@ void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle
         if (in->watermark == AD_WATERMARK_NONE) {
             json_object_set_new(o, "watermark", json_null());
         } else {
-            format_ms(in->watermark, when, sizeof when);
+            ad_clock_format(in->watermark, when, sizeof when);
             json_object_set_new(o, "watermark", json_string(when));
         }
         json_object_set_new(o, "idle", json_boolean(is_idle(in, now, idle_timeout)));

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "bucket.h"
+#include "clock.h"
 #include "entity_index.h"
 
 #define AD_LOG_MODULE "windows"
@@ -126,12 +127,6 @@ struct ad_window_store {
 
 /* ---- small helpers ---- */
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 static size_t slot_of(const struct ad_window_store *s, int64_t bucket)
 {
     int64_t m = bucket % (int64_t)s->T;
@@ -169,13 +164,6 @@ static struct block *block_at(const struct ad_window_store *s, struct entity *e,
 static struct acc *accs_of(struct block *b)
 {
     return (struct acc *)(b + 1);
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- open bucket bookkeeping ---- */
@@ -461,7 +449,7 @@ static void aggregate(enum ad_agg agg, struct acc *acc, bool seen, double v, int
 enum ad_window_add ad_window_store_add(struct ad_window_store *s, const char *key, size_t len,
                                        int64_t t, const double *values, uint64_t present)
 {
-    int64_t bucket = floor_div(t, s->step);
+    int64_t bucket = ad_bucket_index(t, s->step);
     if (s->first_open != NO_BUCKET && bucket < s->first_open) {
         s->counts.late++;
         ad_counter_inc(s->late_total);
@@ -719,7 +707,7 @@ int64_t ad_window_store_advance(struct ad_window_store *s, int64_t watermark)
     ad_gauge_set(s->watermark_gauge, (double)watermark / 1000.0);
 
     /* Bucket b may close once (b + 1) * step + lateness <= watermark. */
-    int64_t last = floor_div(watermark - s->lateness, s->step) - 1;
+    int64_t last = ad_bucket_index(watermark - s->lateness, s->step) - 1;
     int64_t b = s->first_open;
     if (b != NO_BUCKET && b > last)
         return s->closed_through;
@@ -730,7 +718,7 @@ int64_t ad_window_store_advance(struct ad_window_store *s, int64_t watermark)
             b = last + 1;
     }
 
-    double started = now_seconds();
+    double started = ad_clock_mono_seconds();
     while (b <= last) {
         /* Buckets without data, after every entity's window has run out, hand on nothing:
          * jump to the next bucket that has data. */
@@ -748,7 +736,7 @@ int64_t ad_window_store_advance(struct ad_window_store *s, int64_t watermark)
     s->closed_through = last;
     ad_gauge_set(s->entities_gauge, (double)s->live);
     ad_gauge_set(s->memory_gauge, (double)ad_window_store_bytes(s));
-    ad_histogram_observe(s->close_seconds, now_seconds() - started);
+    ad_histogram_observe(s->close_seconds, ad_clock_mono_seconds() - started);
     return s->closed_through;
 }
 
