@@ -1,0 +1,66 @@
+#ifndef AD_LSTM_H
+#define AD_LSTM_H
+
+/*
+ * The network's forward pass behind one interface, with a CPU backend (CBLAS, the reference
+ * and the fallback) and a CUDA backend (cuBLAS plus CUDA kernels, in lstm_cuda.cu). A backend
+ * belongs to the thread that created it (the scorer thread); nothing here is thread-safe.
+ *
+ * The network (docs/models.md): a multi-layer LSTM, PyTorch's gate order (input, forget,
+ * cell, output), over `steps` inputs of F features, and a linear head on the last hidden
+ * state of the top layer that gives F outputs.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AD_LSTM_MAX_LAYERS 4
+
+/* Float32 weights, row-major as PyTorch stores them. Immutable once made. */
+struct ad_lstm_weights {
+    uint64_t id;    /* unique per loaded model: backends may cache device copies by it */
+    size_t layers;  /* L, 1..AD_LSTM_MAX_LAYERS */
+    size_t inputs;  /* F */
+    size_t hidden;  /* H */
+    size_t outputs; /* the head's outputs (F) */
+    const float *w_ih[AD_LSTM_MAX_LAYERS]; /* [4H][inputs] for layer 0, [4H][H] above */
+    const float *w_hh[AD_LSTM_MAX_LAYERS]; /* [4H][H] */
+    const float *bias[AD_LSTM_MAX_LAYERS]; /* [4H]: bias_ih + bias_hh */
+    const float *head_w;                   /* [outputs][H] */
+    const float *head_b;                   /* [outputs] */
+};
+
+struct ad_lstm_backend;
+
+/* threads: BLAS threads, 0 for one per core. */
+struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *err, size_t err_size);
+
+/* NULL with err saying why when this build has no CUDA backend or device is not usable. */
+struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *err, size_t err_size);
+
+void ad_lstm_backend_destroy(struct ad_lstm_backend *b);
+
+/* "cpu" or "cuda". */
+const char *ad_lstm_backend_kind(const struct ad_lstm_backend *b);
+/* A human description: "OpenBLAS 0.3.21, 2 threads", "NVIDIA H100 80GB HBM3 (device 0)". */
+const char *ad_lstm_backend_description(const struct ad_lstm_backend *b);
+
+/*
+ * Runs the network on batch inputs: input b, step t, feature f is x[b * x_stride + t * F + f]
+ * (x_stride >= steps * F lets a caller pass windows longer than steps). Writes out[b * F_out +
+ * o]. Returns 0, or -1 with err on a failure of the device or of memory; the CUDA backend is
+ * then unusable and the caller falls back to the CPU.
+ */
+int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
+                    size_t batch, size_t steps, size_t x_stride, float *out, char *err,
+                    size_t err_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

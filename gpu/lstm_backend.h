@@ -1,0 +1,29 @@
+#ifndef AD_LSTM_BACKEND_H
+#define AD_LSTM_BACKEND_H
+
+/* What a backend implements (private to gpu/). */
+
+#include "lstm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ad_lstm_backend_ops {
+    const char *kind;
+    int (*forward)(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                   size_t steps, size_t x_stride, float *out, char *err, size_t err_size);
+    void (*destroy)(void *impl);
+};
+
+struct ad_lstm_backend {
+    const struct ad_lstm_backend_ops *ops;
+    void *impl;
+    char description[256];
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

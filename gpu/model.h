@@ -1,0 +1,63 @@
+#ifndef AD_MODEL_H
+#define AD_MODEL_H
+
+/*
+ * A model version loaded from the store (docs/models.md): manifest.json and model.safetensors,
+ * checked completely (sha256, every tensor's offsets, dtype and shape, finite weights, the
+ * manifest's every key, the detector's features, window and step) and trusted only once the
+ * CPU backend reproduces the manifest's golden output. Every failure names the file and, where
+ * one is at fault, the tensor or key.
+ *
+ * Immutable and reference-counted: the scorer thread keeps a reference while it scores with
+ * one, so a new version can be swapped in while the old one finishes.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "lstm.h"
+#include "settings.h"
+
+struct ad_model;
+
+/* What the detector that will serve the model requires; NULL skips those checks. */
+struct ad_model_expect {
+    const struct ad_strlist *features;
+    size_t window;
+    int64_t step_ms;
+};
+
+struct ad_model_calibration {
+    const float *error_std; /* F */
+    double score_mean, score_std, threshold;
+};
+
+/* Loads the version in folder dir. Returns a model with one reference, or NULL with err. */
+struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *err,
+                               size_t err_size);
+
+/* Loads the version named by <store>/<name>/CURRENT. */
+struct ad_model *ad_model_load_current(const char *store, const char *name,
+                                       const struct ad_model_expect *expect, char *err,
+                                       size_t err_size);
+
+struct ad_model *ad_model_ref(struct ad_model *m);
+void ad_model_unref(struct ad_model *m); /* accepts NULL; thread-safe */
+
+const char *ad_model_name(const struct ad_model *m);
+const char *ad_model_version(const struct ad_model *m);
+const char *ad_model_dir(const struct ad_model *m);
+size_t ad_model_features(const struct ad_model *m);
+size_t ad_model_window(const struct ad_model *m);
+const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m);
+const float *ad_model_mean(const struct ad_model *m); /* F */
+const float *ad_model_std(const struct ad_model *m);  /* F */
+const struct ad_model_calibration *ad_model_calibration(const struct ad_model *m);
+
+/* Name, version, architecture, calibration and the manifest's training notes, for /status. */
+void ad_model_describe(const struct ad_model *m, json_t *out);
+
+#endif
