@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "device.h"
 #include "pipeline.h"
+#include "scorer.h"
 #include "version.h"
 
 #define AD_LOG_MODULE "main"
@@ -51,6 +52,11 @@ static void probe_gpu(struct ad_daemon *d, struct gpu_part *gpu)
     ad_daemon_add_component(d, &part);
 }
 
+static void scoring_status(void *ctx, json_t *out)
+{
+    ad_scorer_status(ctx, out);
+}
+
 /* The config path made absolute without resolving symlinks: Kubernetes mounts a ConfigMap
  * as a symlink that it swaps on update, and a reload must follow the link again. */
 static char *absolute_path(const char *path)
@@ -87,6 +93,7 @@ int main(int argc, char **argv)
     struct ad_diag *diag = NULL;
     struct ad_daemon *d = NULL;
     struct ad_pipeline *pipeline = NULL;
+    struct ad_scorer *scorer = NULL;
     struct gpu_part gpu;
     char *config_path = NULL;
     char err[512];
@@ -150,13 +157,18 @@ int main(int argc, char **argv)
         goto out;
     }
     probe_gpu(d, &gpu);
-    pipeline = ad_pipeline_new(ad_daemon_base(d), ad_daemon_metrics(d), ad_daemon_config(d), NULL,
-                               err, sizeof err);
+    scorer = ad_scorer_new(&ad_config_settings(ad_daemon_config(d))->scoring, ad_daemon_metrics(d),
+                           err, sizeof err);
+    if (scorer)
+        pipeline = ad_pipeline_new(ad_daemon_base(d), ad_daemon_metrics(d), ad_daemon_config(d),
+                                   scorer, err, sizeof err);
     if (!pipeline) {
         AD_ERROR_KV("cannot start", AD_KV_STR("error", err));
         rc = AD_EXIT_FAILURE;
         goto out;
     }
+    struct ad_component scoring = {.name = "scoring", .ctx = scorer, .status = scoring_status};
+    ad_daemon_add_component(d, &scoring);
     struct ad_component part = ad_pipeline_component(pipeline);
     ad_daemon_add_component(d, &part);
     rc = ad_daemon_run(d);
@@ -164,6 +176,7 @@ int main(int argc, char **argv)
 out:
     /* The loop is gone: the pipeline goes first, then what it was built on. */
     ad_pipeline_destroy(pipeline);
+    ad_scorer_destroy(scorer);
     ad_daemon_destroy(d);
     ad_diag_destroy(diag);
     free(config_path);

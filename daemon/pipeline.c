@@ -13,6 +13,8 @@
 #include "grid.h"
 #include "kafka_source.h"
 #include "prom_source.h"
+#include "scorer.h"
+#include "serving.h"
 #include "watermark.h"
 #include "window_store.h"
 
@@ -53,9 +55,8 @@ struct detector_rt {
     const struct ad_settings_detector *settings;
     struct ad_window_store *store;
     struct ad_grid *grid;
+    struct ad_serving *serving;
     int64_t released_through;
-    FILE *export;
-    char *export_path;
 };
 
 struct pipeline {
@@ -68,14 +69,16 @@ struct pipeline {
     struct event *tick;
     size_t stops_pending;
     void (*stopped)(struct pipeline *p);
-    bool stopping;
+    bool stopping, sources_stopping;
     struct pipeline *next_retired;
 };
 
 struct ad_pipeline {
     struct event_base *base;
     struct ad_metrics *metrics;
-    struct ad_pipeline_consumer consumer;
+    struct ad_scorer *scorer;
+    struct event *results;
+    size_t queue_depth; /* scoring.queue_depth in force */
     struct pipeline *current;
     struct pipeline *retired; /* stopping in the background after a reload */
     ad_daemon_done_fn done;
@@ -213,84 +216,72 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
 
 /* ---- windows handed on ---- */
 
-static void export_window(struct detector_rt *det, const struct ad_window_batch *b, size_t w)
-{
-    const struct ad_settings_detector *d = det->settings;
-    const char *values[AD_LOG_MAX_LABELS];
-    size_t lens[AD_LOG_MAX_LABELS], len;
-    const char *key = ad_window_batch_key(b, w, &len);
-    size_t n = ad_entity_key_split(key, len, values, lens, AD_LOG_MAX_LABELS);
-    FILE *f = det->export;
-
-    fprintf(f, "{\"detector\":\"%s\",\"bucket_start_ms\":%lld,\"step_ms\":%lld,\"labels\":{",
-            d->name, (long long)b->bucket_start, (long long)b->step);
-    for (size_t k = 0; k < n && k < d->keys.len; k++) {
-        json_t *v = json_stringn(values[k], lens[k]);
-        char *text = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
-        fprintf(f, "%s\"%s\":%s", k ? "," : "", d->keys.items[k], text ? text : "null");
-        free(text);
-        json_decref(v);
-    }
-    fprintf(f, "},\"features\":[");
-    for (size_t i = 0; i < d->features.len; i++)
-        fprintf(f, "%s\"%s\"", i ? "," : "", d->features.items[i]);
-    fprintf(f, "],\"values\":[");
-    for (size_t t = 0; t < b->window_len; t++) {
-        fprintf(f, "%s[", t ? "," : "");
-        for (size_t i = 0; i < b->n_features; i++) {
-            float x = b->values[(w * b->window_len + t) * b->n_features + i];
-            if (isfinite(x))
-                fprintf(f, "%s%.9g", i ? "," : "", (double)x);
-            else
-                fprintf(f, "%snull", i ? "," : "");
-        }
-        fprintf(f, "]");
-    }
-    fprintf(f, "],\"mask\":[");
-    for (size_t t = 0; t < b->window_len; t++) {
-        fprintf(f, "%s[", t ? "," : "");
-        for (size_t i = 0; i < b->n_features; i++)
-            fprintf(f, "%s%d", i ? "," : "", b->mask[(w * b->window_len + t) * b->n_features + i]);
-        fprintf(f, "]");
-    }
-    fprintf(f, "]}\n");
-}
-
 static void on_batch(void *arg, struct ad_window_batch *b)
 {
     struct detector_rt *det = arg;
-    struct ad_pipeline *holder = det->owner->holder;
-    if (det->export) {
-        for (size_t w = 0; w < b->n_windows; w++)
-            export_window(det, b, w);
-        if (b->last_of_bucket && fflush(det->export) != 0)
-            AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", det->export_path),
-                        AD_KV_STR("error", strerror(errno)));
-    }
-    if (holder->consumer.fn)
-        holder->consumer.fn(holder->consumer.arg, b);
-    else
-        ad_window_batch_free(b);
+    ad_serving_submit(det->serving, b);
 }
 
-/* Moves every grid and releases the Kafka offsets of what has been handed on. */
+/* Releases the Kafka offsets of the buckets detector d is done with. */
+static void release_done(struct pipeline *p, size_t d)
+{
+    struct detector_rt *det = &p->detectors[d];
+    int64_t done = ad_serving_done_through(det->serving);
+    if (done == INT64_MIN || done == det->released_through)
+        return;
+    det->released_through = done;
+    for (size_t s = 0; s < p->n_sources; s++) {
+        struct source_rt *src = &p->sources[s];
+        if (!src->kafka)
+            continue;
+        for (size_t r = 0; r < src->n_routes; r++)
+            if (src->routes[r].detector == d)
+                ad_kafka_source_release(src->kafka, d, done);
+    }
+}
+
+/* Moves every grid, unless the scorer's queue is full: then closed buckets wait in the window
+ * stores, and the sources' watermarks run ahead until it drains. */
 static void advance_all(struct pipeline *p)
 {
+    struct ad_pipeline *h = p->holder;
     int64_t now = ad_clock_wall_ms();
     for (size_t d = 0; d < p->n_detectors; d++) {
+        if (h->scorer && ad_scorer_pending(h->scorer) >= h->queue_depth)
+            return;
         struct detector_rt *det = &p->detectors[d];
         int64_t closed = ad_grid_advance(det->grid, now);
-        if (closed == INT64_MIN || closed == det->released_through)
+        if (closed == INT64_MIN)
             continue;
-        det->released_through = closed;
-        for (size_t s = 0; s < p->n_sources; s++) {
-            struct source_rt *src = &p->sources[s];
-            if (!src->kafka)
-                continue;
-            for (size_t r = 0; r < src->n_routes; r++)
-                if (src->routes[r].detector == d)
-                    ad_kafka_source_release(src->kafka, d, closed);
-        }
+        ad_serving_closed(det->serving, closed);
+        release_done(p, d);
+    }
+}
+
+static size_t in_flight(const struct pipeline *p)
+{
+    size_t n = 0;
+    for (size_t d = 0; d < p->n_detectors; d++)
+        n += p->detectors[d].serving ? ad_serving_in_flight(p->detectors[d].serving) : 0;
+    return n;
+}
+
+static void stop_sources(struct pipeline *p);
+
+static void on_results(evutil_socket_t fd, short what, void *arg)
+{
+    struct ad_pipeline *h = arg;
+    struct ad_score_job *job;
+    (void)fd;
+    (void)what;
+    while ((job = ad_scorer_take(h->scorer))) {
+        struct ad_serving *v = ad_serving_of(job);
+        struct detector_rt *det = ad_serving_user(v);
+        struct pipeline *p = det->owner;
+        ad_serving_finish(v, job);
+        release_done(p, (size_t)(det - p->detectors));
+        if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
+            stop_sources(p);
     }
 }
 
@@ -411,15 +402,9 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
         }
-        if (d->export_path) {
-            det->export_path = strdup(d->export_path);
-            det->export = fopen(d->export_path, "a");
-            if (!det->export) {
-                snprintf(errstr, errstr_size, "detector %s: cannot open %s: %s", d->name,
-                         d->export_path, strerror(errno));
-                return -1;
-            }
-        }
+        det->serving = ad_serving_new(s, di, p->holder->scorer, metrics, det, errstr, errstr_size);
+        if (!det->serving)
+            return -1;
     }
     return 0;
 }
@@ -537,9 +522,7 @@ static void pipeline_free(struct pipeline *p)
     for (size_t i = 0; i < p->n_detectors; i++) {
         ad_grid_destroy(p->detectors[i].grid);
         ad_window_store_destroy(p->detectors[i].store);
-        if (p->detectors[i].export)
-            fclose(p->detectors[i].export);
-        free(p->detectors[i].export_path);
+        ad_serving_destroy(p->detectors[i].serving);
     }
     free(p->sources);
     free(p->detectors);
@@ -592,14 +575,10 @@ static void source_stopped(void *arg)
         p->stopped(p);
 }
 
-static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *))
+static void stop_sources(struct pipeline *p)
 {
-    p->stopping = true;
-    p->stopped = stopped;
-    if (p->tick)
-        event_del(p->tick);
+    p->sources_stopping = true;
     /* Count first: a source may finish before its stop returns. */
-    p->stops_pending = 1;
     for (size_t i = 0; i < p->n_sources; i++)
         if (p->sources[i].kafka)
             p->stops_pending++;
@@ -611,6 +590,18 @@ static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *)
         p->sources[i].prom = NULL;
     }
     source_stopped(p);
+}
+
+/* Scoring finishes first, so that the sources commit the offsets of every scored bucket. */
+static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *))
+{
+    p->stopping = true;
+    p->stopped = stopped;
+    if (p->tick)
+        event_del(p->tick);
+    p->stops_pending = 1; /* stop_sources' own */
+    if (in_flight(p) == 0)
+        stop_sources(p);
 }
 
 static void maybe_done(struct ad_pipeline *h)
@@ -647,13 +638,19 @@ static void current_stopped(struct pipeline *p)
 static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
 {
     struct ad_pipeline *h = ctx;
-    if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections))
+    const struct ad_settings *s = ad_config_settings(next);
+    if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
+        h->queue_depth = (size_t)s->scoring.queue_depth;
+        for (size_t d = 0; d < h->current->n_detectors; d++)
+            ad_serving_reload_model(h->current->detectors[d].serving, s->model_store.path);
         return 0;
+    }
     struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
     if (!fresh)
         return -1;
     struct pipeline *old = h->current;
     h->current = fresh;
+    h->queue_depth = (size_t)s->scoring.queue_depth;
     if (old) {
         AD_WARN("sources or detectors changed: the pipeline was rebuilt; open windows start "
                 "over from the last committed offsets");
@@ -704,6 +701,7 @@ static void status(void *ctx, json_t *out)
         json_t *part = json_object();
         ad_grid_status(det->grid, now, part);
         ad_window_store_status(det->store, part);
+        ad_serving_status(det->serving, part);
         json_object_set_new(detectors, det->settings->name, part);
     }
     json_object_set_new(out, "detectors", detectors);
@@ -716,9 +714,8 @@ struct ad_component ad_pipeline_component(struct ad_pipeline *p)
 }
 
 struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
-                                    const struct ad_config *config,
-                                    const struct ad_pipeline_consumer *consumer, char *errstr,
-                                    size_t errstr_size)
+                                    const struct ad_config *config, struct ad_scorer *scorer,
+                                    char *errstr, size_t errstr_size)
 {
     struct ad_pipeline *h = calloc(1, sizeof *h);
     if (!h) {
@@ -727,14 +724,24 @@ struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *
     }
     h->base = base;
     h->metrics = metrics;
-    if (consumer)
-        h->consumer = *consumer;
-    h->current = pipeline_build(h, config, errstr, errstr_size);
-    if (!h->current) {
-        free(h);
-        return NULL;
+    h->scorer = scorer;
+    h->queue_depth = (size_t)ad_config_settings(config)->scoring.queue_depth;
+    if (scorer) {
+        h->results = event_new(base, ad_scorer_fd(scorer), EV_READ | EV_PERSIST, on_results, h);
+        if (!h->results || event_add(h->results, NULL) < 0) {
+            snprintf(errstr, errstr_size, "cannot watch the scorer");
+            goto fail;
+        }
     }
+    h->current = pipeline_build(h, config, errstr, errstr_size);
+    if (!h->current)
+        goto fail;
     return h;
+fail:
+    if (h->results)
+        event_free(h->results);
+    free(h);
+    return NULL;
 }
 
 void ad_pipeline_destroy(struct ad_pipeline *h)
@@ -747,5 +754,7 @@ void ad_pipeline_destroy(struct ad_pipeline *h)
         pipeline_free(p);
     }
     pipeline_free(h->current);
+    if (h->results)
+        event_free(h->results);
     free(h);
 }

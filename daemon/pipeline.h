@@ -8,9 +8,11 @@
  * Each accepted log event and each Prometheus sample is routed to every detector that uses a
  * feature of its source: its entity key is built from the detector's key labels, and its
  * values are mapped to the detector's feature order. A timer moves every detector's grid to
- * its watermark; windows of the buckets that close are handed to the consumer (the scorer
- * plugs in here), exported when the detector has export_path, and the Kafka offsets of the
- * events in those buckets are released for commit.
+ * its watermark (unless the scorer's queue is full); windows of the buckets that close go to
+ * the detector's serving side (serving.h), which has them scored; once every window of a bucket
+ * has come back, the Kafka offsets of the events in that bucket are released for commit. A
+ * reload that leaves the pipeline as it is loads each detector's CURRENT model again. Stopping
+ * waits for the batches in flight, then stops the sources, which commit what was released.
  *
  * On reload the pipeline is rebuilt only when the kafka, sources or detectors sections
  * changed; the old one is stopped in the background (its uncommitted events are read again
@@ -23,23 +25,17 @@
 
 #include <event2/event.h>
 
-#include "batch.h"
 #include "config.h"
 #include "daemon.h"
 #include "metrics.h"
+#include "scorer.h"
 
 struct ad_pipeline;
 
-/* Receives every batch of windows; takes ownership. NULL: batches are counted and freed. */
-struct ad_pipeline_consumer {
-    ad_window_consumer_fn fn;
-    void *arg;
-};
-
+/* scorer (borrowed, outlives the pipeline) may be NULL: windows are then handed on unscored. */
 struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
-                                    const struct ad_config *config,
-                                    const struct ad_pipeline_consumer *consumer, char *errstr,
-                                    size_t errstr_size);
+                                    const struct ad_config *config, struct ad_scorer *scorer,
+                                    char *errstr, size_t errstr_size);
 void ad_pipeline_destroy(struct ad_pipeline *p);
 
 /* The component to register with the daemon; ctx is p. */

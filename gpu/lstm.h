@@ -36,7 +36,7 @@ struct ad_lstm_weights {
 
 struct ad_lstm_backend;
 
-/* threads: BLAS threads, 0 for one per core. */
+/* threads: worker threads that split a batch between them, 0 for one per core. */
 struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *err, size_t err_size);
 
 /* NULL with err saying why when this build has no CUDA backend or device is not usable. */

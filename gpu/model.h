@@ -39,6 +39,14 @@ struct ad_model_calibration {
 struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *err,
                                size_t err_size);
 
+/*
+ * The same from the two files' bytes (borrowed), as an HTTP store fetches them; dir names the
+ * version in errors and /status.
+ */
+struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t manifest_len,
+                                const uint8_t *weights, size_t weights_len,
+                                const struct ad_model_expect *expect, char *err, size_t err_size);
+
 /* Loads the version named by <store>/<name>/CURRENT. */
 struct ad_model *ad_model_load_current(const char *store, const char *name,
                                        const struct ad_model_expect *expect, char *err,
@@ -56,6 +64,14 @@ const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m);
 const float *ad_model_mean(const struct ad_model *m); /* F */
 const float *ad_model_std(const struct ad_model *m);  /* F */
 const struct ad_model_calibration *ad_model_calibration(const struct ad_model *m);
+
+/*
+ * Runs the golden sample on backend: 0 when it reproduces the manifest's output within its
+ * tolerance, else -1 with err. The loader checks the CPU backend; the scorer checks its own
+ * backend before it scores with a model.
+ */
+int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *err,
+                    size_t err_size);
 
 /* Name, version, architecture, calibration and the manifest's training notes, for /status. */
 void ad_model_describe(const struct ad_model *m, json_t *out);

@@ -1,0 +1,389 @@
+#include "serving.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bucket.h"
+#include "likelihood.h"
+#include "log_rules.h"
+#include "model.h"
+
+#define AD_LOG_MODULE "serving"
+#include "log.h"
+
+/* "Buckets up to bucket are done once `submitted` jobs have finished." */
+struct mark {
+    int64_t bucket;
+    uint64_t submitted;
+};
+
+struct ad_serving {
+    const struct ad_settings_detector *settings;
+    void *user;
+    struct ad_scorer *scorer;
+    struct ad_metrics *metrics;
+    struct ad_model *model; /* NULL: windows are not scored */
+    char model_error[512];  /* why there is no model, or why the last reload failed */
+    struct ad_likelihood *likelihood;
+    FILE *export;
+    char *export_path;
+
+    uint64_t submitted, finished;
+    struct mark *marks; /* oldest first */
+    size_t n_marks, cap_marks;
+    int64_t done_through;
+    int64_t last_bucket; /* the newest bucket with a finished batch */
+    double last_max_score;
+
+    unsigned long long scored, anomalous, unscored_no_model, unscored_no_data, unscored_failed;
+    struct ad_counter *scored_total, *anomalous_total;
+    struct ad_counter *unscored_no_model_total, *unscored_no_data_total, *unscored_failed_total;
+    struct ad_counter *load_failures_total;
+    struct ad_gauge *model_info;
+};
+
+/* ---- the model ---- */
+
+static void serve(struct ad_serving *v, struct ad_model *m)
+{
+    ad_gauge_set(v->model_info, 0);
+    ad_model_unref(v->model);
+    v->model = m;
+    v->model_info = ad_metrics_gauge(v->metrics, "anomalyd_model_info",
+                                     "The model version a detector scores with (value 1).",
+                                     "detector", v->settings->name, "model", ad_model_name(m),
+                                     "version", ad_model_version(m), NULL);
+    ad_gauge_set(v->model_info, 1);
+    AD_INFO_KV("serving a model", AD_KV_STR("detector", v->settings->name),
+               AD_KV_STR("model", ad_model_name(m)), AD_KV_STR("version", ad_model_version(m)));
+}
+
+void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
+{
+    const struct ad_settings_detector *d = v->settings;
+    struct ad_model_expect expect = {
+        .features = &d->features, .window = d->window_len, .step_ms = d->step};
+    char err[sizeof v->model_error];
+    if (!store_path) {
+        snprintf(v->model_error, sizeof v->model_error,
+                 "model_store.url is not supported by this version; use model_store.path");
+        AD_WARN_KV("no model: windows are exported but not scored", AD_KV_STR("detector", d->name),
+                   AD_KV_STR("reason", v->model_error));
+        return;
+    }
+    struct ad_model *m = ad_model_load_current(store_path, d->model, &expect, err, sizeof err);
+    if (!m) {
+        snprintf(v->model_error, sizeof v->model_error, "%s", err);
+        ad_counter_inc(v->load_failures_total);
+        if (v->model)
+            AD_ERROR_KV("a model version was refused; the serving one stays",
+                        AD_KV_STR("detector", d->name),
+                        AD_KV_STR("serving", ad_model_version(v->model)), AD_KV_STR("error", err));
+        else
+            AD_WARN_KV("no model: windows are exported but not scored",
+                       AD_KV_STR("detector", d->name), AD_KV_STR("reason", err));
+        return;
+    }
+    v->model_error[0] = '\0';
+    if (v->model && strcmp(ad_model_dir(v->model), ad_model_dir(m)) == 0) {
+        ad_model_unref(m); /* CURRENT still names the serving version */
+        return;
+    }
+    serve(v, m);
+}
+
+/* ---- construction ---- */
+
+struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct ad_scorer *scorer,
+                                  struct ad_metrics *metrics, void *user, char *err,
+                                  size_t err_size)
+{
+    const struct ad_settings_detector *det = &s->detectors[d];
+    struct ad_serving *v = calloc(1, sizeof *v);
+    if (!v) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    v->settings = det;
+    v->user = user;
+    v->scorer = scorer;
+    v->metrics = metrics;
+    v->done_through = INT64_MIN;
+    v->last_bucket = INT64_MIN;
+    /* An entity's likelihood outlives its windows by one idle timeout, so an entity that comes
+     * back soon keeps its history. */
+    int64_t idle_buckets = 2 * (det->entity_idle_timeout / det->step + 1);
+    v->likelihood = ad_likelihood_new(2 * (size_t)det->max_entities, idle_buckets);
+    if (!v->likelihood) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    if (det->export_path) {
+        v->export_path = strdup(det->export_path);
+        v->export = fopen(det->export_path, "a");
+        if (!v->export || !v->export_path) {
+            snprintf(err, err_size, "detector %s: cannot open %s: %s", det->name, det->export_path,
+                     strerror(errno));
+            goto fail;
+        }
+    }
+    const char *name = det->name;
+    static const char unscored_help[] = "Windows handed on without a score, by reason.";
+    v->scored_total = ad_metrics_counter(metrics, "anomalyd_windows_scored_total",
+                                         "Windows scored.", "detector", name, NULL);
+    v->anomalous_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_anomalous_total",
+                           "Scored windows over the detector's likelihood or score threshold.",
+                           "detector", name, NULL);
+    v->unscored_no_model_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "no_model", NULL);
+    v->unscored_no_data_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "no_data", NULL);
+    v->unscored_failed_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "failed", NULL);
+    v->load_failures_total = ad_metrics_counter(metrics, "anomalyd_model_load_failures_total",
+                                                "Model versions that failed to load or validate.",
+                                                "detector", name, NULL);
+    ad_serving_reload_model(v, s->model_store.path);
+    return v;
+fail:
+    ad_serving_destroy(v);
+    return NULL;
+}
+
+void ad_serving_destroy(struct ad_serving *v)
+{
+    if (!v)
+        return;
+    if (v->export)
+        fclose(v->export);
+    free(v->export_path);
+    ad_likelihood_destroy(v->likelihood);
+    ad_model_unref(v->model);
+    free(v->marks);
+    free(v);
+}
+
+/* ---- the flow ---- */
+
+void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
+{
+    struct ad_model *m = v->model ? ad_model_ref(v->model) : NULL;
+    struct ad_score_job *job = ad_score_job_new(batch, m, v);
+    if (!job) {
+        AD_ERROR_KV("out of memory submitting windows; they are not scored",
+                    AD_KV_STR("detector", v->settings->name));
+        ad_counter_add(v->unscored_failed_total, (double)batch->n_windows);
+        ad_window_batch_free(batch);
+        ad_model_unref(m);
+        return;
+    }
+    v->submitted++;
+    /* Without a model the job may finish here, unless that would overtake jobs in flight. */
+    if (v->scorer && (m || v->finished + 1 < v->submitted))
+        ad_scorer_submit(v->scorer, job);
+    else
+        ad_serving_finish(v, job);
+}
+
+void ad_serving_closed(struct ad_serving *v, int64_t bucket)
+{
+    if (v->finished == v->submitted) {
+        if (bucket > v->done_through)
+            v->done_through = bucket;
+        return;
+    }
+    if (v->n_marks && v->marks[v->n_marks - 1].submitted == v->submitted) {
+        v->marks[v->n_marks - 1].bucket = bucket; /* no new batch since: move that mark on */
+        return;
+    }
+    if (v->n_marks == v->cap_marks) {
+        size_t cap = v->cap_marks ? 2 * v->cap_marks : 8;
+        struct mark *grown = realloc(v->marks, cap * sizeof *grown);
+        if (!grown) {
+            /* The bucket will count as done with a later one: offsets wait a little longer. */
+            AD_WARN("out of memory tracking closed buckets");
+            return;
+        }
+        v->marks = grown;
+        v->cap_marks = cap;
+    }
+    v->marks[v->n_marks++] = (struct mark){.bucket = bucket, .submitted = v->submitted};
+}
+
+struct ad_serving *ad_serving_of(const struct ad_score_job *job)
+{
+    return job->owner;
+}
+
+void *ad_serving_user(const struct ad_serving *v)
+{
+    return v->user;
+}
+
+int64_t ad_serving_done_through(const struct ad_serving *v)
+{
+    return v->done_through;
+}
+
+size_t ad_serving_in_flight(const struct ad_serving *v)
+{
+    return (size_t)(v->submitted - v->finished);
+}
+
+/* The window export (docs/windows.md): the window, and its score when it has one. */
+static void export_window(struct ad_serving *v, const struct ad_score_job *job, size_t w,
+                          double likelihood)
+{
+    const struct ad_settings_detector *d = v->settings;
+    const struct ad_window_batch *b = job->batch;
+    const char *values[AD_LOG_MAX_LABELS];
+    size_t lens[AD_LOG_MAX_LABELS], len;
+    const char *key = ad_window_batch_key(b, w, &len);
+    size_t n = ad_entity_key_split(key, len, values, lens, AD_LOG_MAX_LABELS);
+    FILE *f = v->export;
+
+    fprintf(f, "{\"detector\":\"%s\",\"bucket_start_ms\":%lld,\"step_ms\":%lld,\"labels\":{",
+            d->name, (long long)b->bucket_start, (long long)b->step);
+    for (size_t k = 0; k < n && k < d->keys.len; k++) {
+        json_t *value = json_stringn(values[k], lens[k]);
+        char *text = value ? json_dumps(value, JSON_ENCODE_ANY) : NULL;
+        fprintf(f, "%s\"%s\":%s", k ? "," : "", d->keys.items[k], text ? text : "null");
+        free(text);
+        json_decref(value);
+    }
+    fprintf(f, "},\"features\":[");
+    for (size_t i = 0; i < d->features.len; i++)
+        fprintf(f, "%s\"%s\"", i ? "," : "", d->features.items[i]);
+    fprintf(f, "],\"values\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++) {
+            float x = b->values[(w * b->window_len + t) * b->n_features + i];
+            if (isfinite(x))
+                fprintf(f, "%s%.9g", i ? "," : "", (double)x);
+            else
+                fprintf(f, "%snull", i ? "," : "");
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "],\"mask\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++)
+            fprintf(f, "%s%d", i ? "," : "", b->mask[(w * b->window_len + t) * b->n_features + i]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]");
+    float score = job->scores ? job->scores[w] : NAN;
+    if (job->model && isfinite(score))
+        fprintf(f, ",\"model_version\":\"%s\",\"score\":%.9g,\"likelihood\":%.9g",
+                ad_model_version(job->model), (double)score, likelihood);
+    fprintf(f, "}\n");
+}
+
+static bool anomalous(const struct ad_serving *v, const struct ad_model *m, double score,
+                      double likelihood)
+{
+    const struct ad_settings_detector *d = v->settings;
+    double score_threshold =
+        isnan(d->threshold_score) ? ad_model_calibration(m)->threshold : d->threshold_score;
+    return likelihood >= d->threshold_likelihood || score >= score_threshold;
+}
+
+void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
+{
+    const struct ad_window_batch *b = job->batch;
+    int64_t bucket = ad_bucket_index(b->bucket_start, b->step);
+    size_t no_data = 0;
+    double max_score = -INFINITY;
+
+    if (!job->model)
+        ad_counter_add(v->unscored_no_model_total, (double)b->n_windows);
+    else if (job->error[0] || !job->scores)
+        ad_counter_add(v->unscored_failed_total, (double)b->n_windows);
+    for (size_t w = 0; w < b->n_windows; w++) {
+        double score = job->scores && job->model ? job->scores[w] : NAN, likelihood = NAN;
+        if (job->model && !job->error[0] && isnan(score))
+            no_data++;
+        if (isfinite(score)) {
+            size_t len;
+            const char *key = ad_window_batch_key(b, w, &len);
+            likelihood = ad_likelihood_update(v->likelihood, key, len, bucket, score, job->model);
+            if (anomalous(v, job->model, score, likelihood)) {
+                v->anomalous++;
+                ad_counter_inc(v->anomalous_total);
+            }
+            max_score = score > max_score ? score : max_score;
+        }
+        if (v->export)
+            export_window(v, job, w, likelihood);
+    }
+    if (v->export && b->last_of_bucket && fflush(v->export) != 0)
+        AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", v->export_path),
+                    AD_KV_STR("error", strerror(errno)));
+    if (b->last_of_bucket)
+        ad_likelihood_expire(v->likelihood, bucket);
+
+    size_t scored = job->model && !job->error[0] ? job->scored : 0;
+    v->scored += scored;
+    ad_counter_add(v->scored_total, (double)scored);
+    ad_counter_add(v->unscored_no_data_total, (double)no_data);
+    v->unscored_no_data += no_data;
+    if (!job->model)
+        v->unscored_no_model += b->n_windows;
+    else if (job->error[0])
+        v->unscored_failed += b->n_windows;
+    if (b->bucket_start != v->last_bucket) {
+        v->last_bucket = b->bucket_start;
+        v->last_max_score = max_score;
+    } else if (max_score > v->last_max_score) {
+        v->last_max_score = max_score;
+    }
+
+    v->finished++;
+    size_t done = 0;
+    while (done < v->n_marks && v->marks[done].submitted <= v->finished) {
+        if (v->marks[done].bucket > v->done_through)
+            v->done_through = v->marks[done].bucket;
+        done++;
+    }
+    memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
+    v->n_marks -= done;
+    ad_score_job_free(job);
+}
+
+void ad_serving_status(const struct ad_serving *v, json_t *out)
+{
+    json_t *model = json_object();
+    if (v->model)
+        ad_model_describe(v->model, model);
+    if (v->model_error[0])
+        json_object_set_new(model, "error", json_string(v->model_error));
+    json_object_set_new(out, "model", model);
+    json_t *scoring = json_object();
+    json_object_set_new(scoring, "windows_scored", json_integer((json_int_t)v->scored));
+    json_object_set_new(scoring, "windows_anomalous", json_integer((json_int_t)v->anomalous));
+    json_t *unscored = json_object();
+    json_object_set_new(unscored, "no_model", json_integer((json_int_t)v->unscored_no_model));
+    json_object_set_new(unscored, "no_data", json_integer((json_int_t)v->unscored_no_data));
+    json_object_set_new(unscored, "failed", json_integer((json_int_t)v->unscored_failed));
+    json_object_set_new(scoring, "windows_unscored", unscored);
+    json_object_set_new(scoring, "in_flight", json_integer((json_int_t)ad_serving_in_flight(v)));
+    json_object_set_new(scoring, "entities_tracked",
+                        json_integer((json_int_t)ad_likelihood_entities(v->likelihood)));
+    if (v->last_bucket != INT64_MIN) {
+        json_object_set_new(scoring, "last_bucket_start_ms",
+                            json_integer((json_int_t)(v->last_bucket)));
+        if (isfinite(v->last_max_score))
+            json_object_set_new(scoring, "last_bucket_max_score", json_real(v->last_max_score));
+    }
+    json_object_set_new(out, "scoring", scoring);
+}

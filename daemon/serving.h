@@ -1,0 +1,63 @@
+#ifndef AD_SERVING_H
+#define AD_SERVING_H
+
+/*
+ * One detector's serving side, on the loop thread: the model it scores with, the batches it
+ * has handed to the scorer, each entity's anomaly likelihood, the window export, and which
+ * closed buckets are done, that is scored and handed on, so that the Kafka offsets of their
+ * events may be committed.
+ *
+ * Without a model (none in the store yet, or none that loads) windows still flow: they are
+ * counted as unscored, exported, and their buckets are done. That is how a first model gets
+ * its training data.
+ *
+ * The model is loaded from model_store.path/<model>/CURRENT when the serving side is made and
+ * again on ad_serving_reload_model (SIGHUP); a version that fails to load is logged and
+ * counted, and the serving one stays.
+ */
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "batch.h"
+#include "metrics.h"
+#include "scorer.h"
+#include "settings.h"
+
+struct ad_serving;
+
+/*
+ * For detector d of s (borrowed: s must outlive the serving side). scorer may be NULL: nothing
+ * is scored then. user is the caller's, for ad_serving_user. Returns NULL with err filled when
+ * the export cannot be opened or memory runs out; a missing model is not an error.
+ */
+struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct ad_scorer *scorer,
+                                  struct ad_metrics *metrics, void *user, char *err,
+                                  size_t err_size);
+void ad_serving_destroy(struct ad_serving *v);
+
+/* Takes a batch of windows of a closed bucket (ownership too) and sends it to be scored. */
+void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch);
+/* Every batch of buckets up to and including bucket has been submitted. */
+void ad_serving_closed(struct ad_serving *v, int64_t bucket);
+/* The serving side a job came back for (its owner), and its user pointer. */
+struct ad_serving *ad_serving_of(const struct ad_score_job *job);
+void *ad_serving_user(const struct ad_serving *v);
+
+/* A job of this detector came back from the scorer: likelihoods, export, counts. Frees it. */
+void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job);
+
+/* The newest bucket up to which everything is done; INT64_MIN before any. */
+int64_t ad_serving_done_through(const struct ad_serving *v);
+/* Batches submitted and not yet finished. */
+size_t ad_serving_in_flight(const struct ad_serving *v);
+
+/* Loads <store_path>/<model>/CURRENT again (store_path NULL: the store is not a folder); keeps
+ * the serving model when CURRENT names it or the new version fails to load. */
+void ad_serving_reload_model(struct ad_serving *v, const char *store_path);
+
+/* The model (or why there is none), and what was scored. */
+void ad_serving_status(const struct ad_serving *v, json_t *out);
+
+#endif

@@ -1,0 +1,33 @@
+#ifndef AD_SCORE_H
+#define AD_SCORE_H
+
+/*
+ * From windows to scores (docs/models.md, "The score"): the network's input is the window's
+ * first T − 1 steps, normalized with the model's statistics; its output predicts the newest
+ * step, and the score is the root mean square of the calibrated prediction errors over the
+ * features observed in that step. Plain functions over arrays, used by the scorer thread.
+ */
+
+#include <stddef.h>
+
+#include "batch.h"
+#include "model.h"
+
+/*
+ * Writes the network's input for windows first .. first + n − 1 of batch into x (n × (T − 1) ×
+ * F floats, the layout of ad_lstm_forward with x_stride (T − 1) × F): (value − mean) / std, and
+ * 0 (the mean) where a value is missing or not finite (NaN from the `nan` fill policy).
+ */
+void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
+                     size_t n, float *x);
+
+/*
+ * Scores windows first .. first + n − 1 from the network's predictions for them (n × F):
+ * scores[i] is window first + i's score, or NaN when its newest step observed no feature;
+ * shares[i × F + f] is feature f's part of its squared error (0 where unobserved; the shares
+ * sum to 1, or are all 0 when the error is 0). Returns how many windows got a score.
+ */
+size_t ad_score_windows(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
+                        size_t n, const float *predictions, float *scores, float *shares);
+
+#endif

@@ -1,0 +1,435 @@
+#include "scorer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "lstm.h"
+#include "score.h"
+
+#define AD_LOG_MODULE "scorer"
+#include "log.h"
+
+/* Windows normalized and run at once: enough to keep a GPU busy, few enough that the input
+ * buffer stays under 64 MiB (X_FLOATS) whatever the window's shape. */
+#define CHUNK_WINDOWS 32768
+#define X_FLOATS      ((size_t)1 << 24)
+/* Models whose golden sample the active backend has reproduced, newest last. */
+#define VERIFIED_MAX 8
+
+struct ad_scorer {
+    pthread_t thread;
+    atomic_size_t pending;      /* submitted, not taken back */
+    _Atomic(const char *) kind; /* the backend's kind: a static string */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int pipe_r, pipe_w;
+
+    /* Under lock. */
+    struct ad_score_job *in_head, *in_tail, *out_head, *out_tail;
+    bool stop, ready;
+    char description[256];
+    char fallback[512]; /* why the scorer left CUDA, if it did */
+    char start_error[256];
+    unsigned long long jobs, windows, failures;
+
+    /* The scorer thread's own. */
+    struct ad_settings_scoring settings;
+    struct ad_lstm_backend *backend;
+    float *x, *predictions;
+    size_t x_size, predictions_size;
+    uint64_t verified[VERIFIED_MAX];
+    size_t n_verified;
+
+    struct ad_metrics *metrics;
+    struct ad_histogram *batch_windows, *seconds;
+    struct ad_gauge *queue_depth, *backend_info;
+    struct ad_counter *fallbacks;
+};
+
+/* ---- jobs ---- */
+
+struct ad_score_job *ad_score_job_new(struct ad_window_batch *batch, struct ad_model *model,
+                                      void *owner)
+{
+    struct ad_score_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->batch = batch;
+    job->model = model;
+    job->owner = owner;
+    return job;
+}
+
+void ad_score_job_free(struct ad_score_job *job)
+{
+    if (!job)
+        return;
+    ad_window_batch_free(job->batch);
+    ad_model_unref(job->model);
+    free(job->scores);
+    free(job->shares);
+    free(job);
+}
+
+/* ---- backends (scorer thread) ---- */
+
+/* Publishes the backend in use: the info metric, /status and the log. */
+static void announce(struct ad_scorer *s)
+{
+    const char *kind = ad_lstm_backend_kind(s->backend);
+    const char *description = ad_lstm_backend_description(s->backend);
+    ad_gauge_set(s->backend_info, 0);
+    s->backend_info = ad_metrics_gauge(s->metrics, "anomalyd_scoring_backend_info",
+                                       "The scoring backend in use (value 1).", "backend", kind,
+                                       "device", description, NULL);
+    ad_gauge_set(s->backend_info, 1);
+    atomic_store(&s->kind, kind);
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->description, sizeof s->description, "%s", description);
+    pthread_mutex_unlock(&s->lock);
+    AD_INFO_KV("scoring backend ready", AD_KV_STR("backend", kind),
+               AD_KV_STR("device", description));
+}
+
+static int open_backend(struct ad_scorer *s, char *err, size_t err_size)
+{
+    const struct ad_settings_scoring *set = &s->settings;
+    char why[256] = "";
+    if (set->backend != AD_BACKEND_CPU) {
+        s->backend = ad_lstm_backend_cuda_new((int)set->device, why, sizeof why);
+        if (!s->backend && set->backend == AD_BACKEND_CUDA) {
+            snprintf(err, err_size, "scoring.backend is cuda, but CUDA is not usable: %s", why);
+            return -1;
+        }
+        if (!s->backend)
+            AD_INFO_KV("scoring on the CPU: no usable CUDA device", AD_KV_STR("reason", why));
+    }
+    if (!s->backend) {
+        s->backend = ad_lstm_backend_cpu_new((int)set->cpu_threads, err, err_size);
+        if (!s->backend)
+            return -1;
+    }
+    announce(s);
+    return 0;
+}
+
+/* Leaves CUDA for the CPU for good. Returns 0, or -1 when the CPU backend cannot start. */
+static int fall_back(struct ad_scorer *s, const char *why)
+{
+    char err[256];
+    AD_ERROR_KV("the CUDA backend failed; scoring continues on the CPU", AD_KV_STR("error", why));
+    ad_counter_inc(s->fallbacks);
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->fallback, sizeof s->fallback, "%s", why);
+    pthread_mutex_unlock(&s->lock);
+    ad_lstm_backend_destroy(s->backend);
+    s->n_verified = 0;
+    s->backend = ad_lstm_backend_cpu_new((int)s->settings.cpu_threads, err, sizeof err);
+    if (!s->backend) {
+        AD_ERROR_KV("cannot start the CPU backend", AD_KV_STR("error", err));
+        return -1;
+    }
+    announce(s);
+    return 0;
+}
+
+static bool on_cuda(const struct ad_scorer *s)
+{
+    return s->backend && strcmp(ad_lstm_backend_kind(s->backend), "cuda") == 0;
+}
+
+/* The active backend must reproduce a model's golden sample before it scores with it. */
+static int verify(struct ad_scorer *s, const struct ad_model *m, char *err, size_t err_size)
+{
+    uint64_t id = ad_model_weights(m)->id;
+    for (size_t i = 0; i < s->n_verified; i++)
+        if (s->verified[i] == id)
+            return 0;
+    while (ad_model_verify(m, s->backend, err, err_size) < 0) {
+        if (!on_cuda(s) || fall_back(s, err) < 0)
+            return -1;
+    }
+    if (s->n_verified == VERIFIED_MAX) {
+        memmove(s->verified, s->verified + 1, (VERIFIED_MAX - 1) * sizeof *s->verified);
+        s->n_verified--;
+    }
+    s->verified[s->n_verified++] = id;
+    return 0;
+}
+
+/* ---- scoring (scorer thread) ---- */
+
+static int grow(float **buf, size_t *size, size_t floats)
+{
+    if (floats <= *size)
+        return 0;
+    float *grown = realloc(*buf, floats * sizeof *grown);
+    if (!grown)
+        return -1;
+    *buf = grown;
+    *size = floats;
+    return 0;
+}
+
+static int score(struct ad_scorer *s, struct ad_score_job *job)
+{
+    struct ad_window_batch *b = job->batch;
+    const struct ad_model *m = job->model;
+    size_t F = b->n_features, steps = b->window_len - 1;
+    char why[256];
+
+    job->scores = malloc((b->n_windows ? b->n_windows : 1) * sizeof *job->scores);
+    job->shares = calloc(b->n_windows * F + 1, sizeof *job->shares);
+    if (!job->scores || !job->shares) {
+        snprintf(job->error, sizeof job->error, "out of memory for the results");
+        return -1;
+    }
+    for (size_t w = 0; w < b->n_windows; w++)
+        job->scores[w] = NAN;
+    if (!m)
+        return 0;
+    if (ad_model_window(m) != b->window_len || ad_model_features(m) != F || steps == 0) {
+        snprintf(job->error, sizeof job->error,
+                 "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu", ad_model_name(m),
+                 ad_model_version(m), ad_model_window(m), ad_model_features(m), b->window_len, F);
+        return -1;
+    }
+    size_t per_chunk = X_FLOATS / (steps * F);
+    if (per_chunk > CHUNK_WINDOWS)
+        per_chunk = CHUNK_WINDOWS;
+    if (grow(&s->x, &s->x_size, per_chunk * steps * F) < 0 ||
+        grow(&s->predictions, &s->predictions_size, per_chunk * F) < 0) {
+        snprintf(job->error, sizeof job->error, "out of memory for the scorer's buffers");
+        return -1;
+    }
+    if (verify(s, m, job->error, sizeof job->error) < 0)
+        return -1;
+    for (size_t first = 0; first < b->n_windows; first += per_chunk) {
+        size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
+        ad_score_inputs(m, b, first, n, s->x);
+        while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * F,
+                               s->predictions, why, sizeof why) < 0) {
+            if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0) {
+                snprintf(job->error, sizeof job->error, "%s", why);
+                return -1;
+            }
+        }
+        job->scored += ad_score_windows(m, b, first, n, s->predictions, job->scores + first,
+                                        job->shares + first * F);
+    }
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+static void *run(void *arg)
+{
+    struct ad_scorer *s = arg;
+    char err[256] = "";
+    int rc = open_backend(s, err, sizeof err);
+    pthread_mutex_lock(&s->lock);
+    s->ready = true;
+    if (rc < 0) {
+        snprintf(s->start_error, sizeof s->start_error, "%s", err);
+        s->stop = true;
+    }
+    pthread_cond_broadcast(&s->wake);
+    for (;;) {
+        while (!s->in_head && !s->stop)
+            pthread_cond_wait(&s->wake, &s->lock);
+        if (s->stop)
+            break;
+        struct ad_score_job *job = s->in_head;
+        s->in_head = job->next;
+        if (!s->in_head)
+            s->in_tail = NULL;
+        job->next = NULL;
+        pthread_mutex_unlock(&s->lock);
+
+        double started = ad_clock_mono_seconds();
+        if (score(s, job) < 0)
+            AD_ERROR_KV("a batch could not be scored", AD_KV_STR("detector", job->batch->detector),
+                        AD_KV_INT("windows", job->batch->n_windows),
+                        AD_KV_STR("error", job->error));
+        job->seconds = ad_clock_mono_seconds() - started;
+        job->backend = s->backend ? ad_lstm_backend_kind(s->backend) : "none";
+        if (job->model && !job->error[0]) {
+            ad_histogram_observe(s->batch_windows, (double)job->batch->n_windows);
+            ad_histogram_observe(s->seconds, job->seconds);
+        }
+
+        pthread_mutex_lock(&s->lock);
+        s->jobs++;
+        s->windows += job->scored;
+        s->failures += job->error[0] != '\0';
+        if (s->out_tail)
+            s->out_tail->next = job;
+        else
+            s->out_head = job;
+        s->out_tail = job;
+        /* A full pipe is already readable: the loop will come. */
+        if (write(s->pipe_w, "", 1) < 0 && errno != EAGAIN)
+            AD_ERROR_KV("cannot wake the loop", AD_KV_STR("error", strerror(errno)));
+    }
+    pthread_mutex_unlock(&s->lock);
+    ad_lstm_backend_destroy(s->backend);
+    s->backend = NULL;
+    return NULL;
+}
+
+static void free_list(struct ad_score_job *job)
+{
+    while (job) {
+        struct ad_score_job *next = job->next;
+        ad_score_job_free(job);
+        job = next;
+    }
+}
+
+struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
+                                struct ad_metrics *metrics, char *err, size_t err_size)
+{
+    struct ad_scorer *s = calloc(1, sizeof *s);
+    int fds[2] = {-1, -1};
+    if (!s || pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(err, err_size, "cannot create the scorer: %s", s ? strerror(errno) : "no memory");
+        free(s);
+        return NULL;
+    }
+    s->pipe_r = fds[0];
+    s->pipe_w = fds[1];
+    s->settings = *settings;
+    atomic_init(&s->pending, 0);
+    atomic_init(&s->kind, "none");
+    s->metrics = metrics;
+    s->batch_windows = ad_metrics_histogram(
+        metrics, "anomalyd_scoring_batch_windows", "Windows per scored batch.",
+        (const double[]){1, 16, 256, 1024, 4096, 16384, 65536, 262144, 1048576}, 9, NULL);
+    s->seconds =
+        ad_metrics_histogram(metrics, "anomalyd_scoring_duration_seconds",
+                             "Time to score one batch, its model run included.",
+                             ad_metrics_seconds_buckets, ad_metrics_seconds_buckets_len, NULL);
+    s->queue_depth = ad_metrics_gauge(metrics, "anomalyd_scoring_queue_depth",
+                                      "Batches submitted to the scorer and not handed back.", NULL);
+    s->fallbacks = ad_metrics_counter(
+        metrics, "anomalyd_scoring_backend_fallbacks_total",
+        "Times the scorer left the CUDA backend for the CPU after a failure.", NULL);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    int rc = pthread_create(&s->thread, NULL, run, s);
+    if (rc != 0) {
+        snprintf(err, err_size, "cannot start the scorer thread: %s", strerror(rc));
+        goto fail_thread;
+    }
+    pthread_mutex_lock(&s->lock);
+    while (!s->ready)
+        pthread_cond_wait(&s->wake, &s->lock);
+    bool failed = s->start_error[0] != '\0';
+    if (failed)
+        snprintf(err, err_size, "%s", s->start_error);
+    pthread_mutex_unlock(&s->lock);
+    if (failed) {
+        pthread_join(s->thread, NULL);
+        goto fail_thread;
+    }
+    return s;
+fail_thread:
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
+    close(s->pipe_r);
+    close(s->pipe_w);
+    free(s);
+    return NULL;
+}
+
+void ad_scorer_destroy(struct ad_scorer *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    free_list(s->in_head);
+    free_list(s->out_head);
+    free(s->x);
+    free(s->predictions);
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
+    close(s->pipe_r);
+    close(s->pipe_w);
+    free(s);
+}
+
+int ad_scorer_fd(const struct ad_scorer *s)
+{
+    return s->pipe_r;
+}
+
+void ad_scorer_submit(struct ad_scorer *s, struct ad_score_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->in_tail)
+        s->in_tail->next = job;
+    else
+        s->in_head = job;
+    s->in_tail = job;
+    ad_gauge_set(s->queue_depth, (double)(atomic_fetch_add(&s->pending, 1) + 1));
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t ad_scorer_pending(const struct ad_scorer *s)
+{
+    return atomic_load(&s->pending);
+}
+
+struct ad_score_job *ad_scorer_take(struct ad_scorer *s)
+{
+    char drain[64];
+    while (read(s->pipe_r, drain, sizeof drain) > 0)
+        ;
+    pthread_mutex_lock(&s->lock);
+    struct ad_score_job *job = s->out_head;
+    if (job) {
+        s->out_head = job->next;
+        if (!s->out_head)
+            s->out_tail = NULL;
+        job->next = NULL;
+        ad_gauge_set(s->queue_depth, (double)(atomic_fetch_sub(&s->pending, 1) - 1));
+    }
+    pthread_mutex_unlock(&s->lock);
+    return job;
+}
+
+const char *ad_scorer_backend(const struct ad_scorer *s)
+{
+    return atomic_load(&s->kind);
+}
+
+void ad_scorer_status(struct ad_scorer *s, json_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    json_object_set_new(out, "backend", json_string(atomic_load(&s->kind)));
+    json_object_set_new(out, "device", json_string(s->description));
+    json_object_set_new(out, "requested", json_string(ad_config_backend_name(s->settings.backend)));
+    if (s->fallback[0])
+        json_object_set_new(out, "fallback", json_string(s->fallback));
+    json_object_set_new(out, "queued", json_integer((json_int_t)atomic_load(&s->pending)));
+    json_object_set_new(out, "batches", json_integer((json_int_t)s->jobs));
+    json_object_set_new(out, "windows_scored", json_integer((json_int_t)s->windows));
+    json_object_set_new(out, "failed_batches", json_integer((json_int_t)s->failures));
+    pthread_mutex_unlock(&s->lock);
+}
