@@ -927,8 +927,8 @@ static const struct ad_schema_field detector_fields[] = {
      .kind = AD_SCHEMA_STRING,
      .offset = DET(export_path),
      .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
-     .doc = "Append every window handed on to this file, one JSON object per line (for "
-            "training and debugging; see docs/windows.md)."},
+     .doc = "Append every window handed on to this file, one JSON object per line, with its "
+            "score once scored (for training and debugging; see docs/windows.md)."},
     {.name = "threshold",
      .kind = AD_SCHEMA_SECTION,
      .offset = 0,
@@ -1244,14 +1244,16 @@ static const struct ad_schema_field scoring_fields[] = {
      .def = "131072",
      .min = 1,
      .max = 4194304,
-     .doc = "Most windows scored in one batch."},
+     .doc = "Most windows in one batch handed to the scorer (a bucket with more entities "
+            "is split)."},
     {.name = "queue_depth",
      .kind = AD_SCHEMA_INT,
      .offset = SCORING(queue_depth),
      .def = "4",
      .min = 1,
      .max = 1024,
-     .doc = "Batches waiting for the scorer; when full, the loop holds closed buckets back."},
+     .doc = "Batches submitted to the scorer and not yet back; while that many are out, the "
+            "loop closes no more buckets (one bucket's batches may go past it)."},
     {.name = "cpu_threads",
      .kind = AD_SCHEMA_INT,
      .offset = SCORING(cpu_threads),
@@ -1259,7 +1261,8 @@ static const struct ad_schema_field scoring_fields[] = {
      .min = 0,
      .max = 1024,
      .flags = AD_SCHEMA_RESTART,
-     .doc = "BLAS threads of the CPU backend; 0 means one per core."},
+     .doc = "Threads of the CPU backend, which split each batch between them (each running "
+            "single-threaded BLAS); 0 means one per core."},
 };
 
 static const struct ad_schema_section scoring_section = {.name = "scoring",

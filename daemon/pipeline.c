@@ -641,8 +641,11 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
     const struct ad_settings *s = ad_config_settings(next);
     if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
         h->queue_depth = (size_t)s->scoring.queue_depth;
-        for (size_t d = 0; d < h->current->n_detectors; d++)
-            ad_serving_reload_model(h->current->detectors[d].serving, s->model_store.path);
+        for (size_t d = 0; d < h->current->n_detectors; d++) {
+            struct detector_rt *det = &h->current->detectors[d];
+            ad_window_store_set_max_batch(det->store, (size_t)s->scoring.max_batch);
+            ad_serving_reload_model(det->serving, s->model_store.path);
+        }
         return 0;
     }
     struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);

@@ -89,9 +89,10 @@ static void announce(struct ad_scorer *s)
     const char *kind = ad_lstm_backend_kind(s->backend);
     const char *description = ad_lstm_backend_description(s->backend);
     ad_gauge_set(s->backend_info, 0);
-    s->backend_info = ad_metrics_gauge(s->metrics, "anomalyd_scoring_backend_info",
-                                       "The scoring backend in use (value 1).", "backend", kind,
-                                       "device", description, NULL);
+    if (s->metrics)
+        s->backend_info = ad_metrics_gauge(s->metrics, "anomalyd_scoring_backend_info",
+                                           "The scoring backend in use (value 1).", "backend", kind,
+                                           "device", description, NULL);
     ad_gauge_set(s->backend_info, 1);
     atomic_store(&s->kind, kind);
     pthread_mutex_lock(&s->lock);
@@ -296,6 +297,21 @@ static void free_list(struct ad_score_job *job)
     }
 }
 
+static void register_metrics(struct ad_scorer *s, struct ad_metrics *m)
+{
+    s->batch_windows = ad_metrics_histogram(
+        m, "anomalyd_scoring_batch_windows", "Windows per scored batch.",
+        (const double[]){1, 16, 256, 1024, 4096, 16384, 65536, 262144, 1048576}, 9, NULL);
+    s->seconds = ad_metrics_histogram(
+        m, "anomalyd_scoring_duration_seconds", "Time to score one batch, its model run included.",
+        ad_metrics_seconds_buckets, ad_metrics_seconds_buckets_len, NULL);
+    s->queue_depth = ad_metrics_gauge(m, "anomalyd_scoring_queue_depth",
+                                      "Batches submitted to the scorer and not handed back.", NULL);
+    s->fallbacks = ad_metrics_counter(
+        m, "anomalyd_scoring_backend_fallbacks_total",
+        "Times the scorer left the CUDA backend for the CPU after a failure.", NULL);
+}
+
 struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
                                 struct ad_metrics *metrics, char *err, size_t err_size)
 {
@@ -312,18 +328,8 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     atomic_init(&s->pending, 0);
     atomic_init(&s->kind, "none");
     s->metrics = metrics;
-    s->batch_windows = ad_metrics_histogram(
-        metrics, "anomalyd_scoring_batch_windows", "Windows per scored batch.",
-        (const double[]){1, 16, 256, 1024, 4096, 16384, 65536, 262144, 1048576}, 9, NULL);
-    s->seconds =
-        ad_metrics_histogram(metrics, "anomalyd_scoring_duration_seconds",
-                             "Time to score one batch, its model run included.",
-                             ad_metrics_seconds_buckets, ad_metrics_seconds_buckets_len, NULL);
-    s->queue_depth = ad_metrics_gauge(metrics, "anomalyd_scoring_queue_depth",
-                                      "Batches submitted to the scorer and not handed back.", NULL);
-    s->fallbacks = ad_metrics_counter(
-        metrics, "anomalyd_scoring_backend_fallbacks_total",
-        "Times the scorer left the CUDA backend for the CPU after a failure.", NULL);
+    if (metrics)
+        register_metrics(s, metrics);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     int rc = pthread_create(&s->thread, NULL, run, s);

@@ -699,6 +699,12 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
     ad_counter_inc(s->buckets_total);
 }
 
+void ad_window_store_set_max_batch(struct ad_window_store *s, size_t max_batch)
+{
+    if (max_batch > 0)
+        s->max_batch = max_batch;
+}
+
 int64_t ad_window_store_advance(struct ad_window_store *s, int64_t watermark)
 {
     if (watermark == INT64_MIN || watermark <= s->watermark)

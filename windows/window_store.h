@@ -83,6 +83,9 @@ enum ad_window_add ad_window_store_add(struct ad_window_store *s, const char *ke
  */
 int64_t ad_window_store_advance(struct ad_window_store *s, int64_t watermark);
 
+/* Changes the windows per batch (> 0) from the next bucket that closes on. */
+void ad_window_store_set_max_batch(struct ad_window_store *s, size_t max_batch);
+
 /* The newest closed bucket's index, INT64_MIN before the first close. */
 int64_t ad_window_store_closed_through(const struct ad_window_store *s);
 size_t ad_window_store_entities(const struct ad_window_store *s);

@@ -1,0 +1,212 @@
+/*
+ * The scorer thread: jobs come back in order through the wake-up fd, scored exactly as the
+ * plain functions score them; a job without a model comes back unscored; a job whose windows
+ * do not fit the model comes back with an error; backend selection refuses a forced CUDA
+ * without a device.
+ */
+
+#include <math.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "batch_fixture.h"
+#include "device.h"
+#include "lstm.h"
+#include "metrics.h"
+#include "model.h"
+#include "model_fixture.h"
+#include "score.h"
+#include "scorer.h"
+
+static const struct fixture_model spec = {
+    .layers = 2, .hidden = 32, .features = 4, .window = 16, .step_ms = 10000, .seed = 11};
+
+struct ctx {
+    char *dir;
+    struct ad_model *model;
+    struct ad_metrics *metrics;
+};
+
+static int setup(void **state)
+{
+    struct ctx *c = calloc(1, sizeof *c);
+    char err[512];
+    c->dir = fixture_tempdir();
+    assert_int_equal(fixture_write(c->dir, &spec), 0);
+    c->model = ad_model_load(c->dir, NULL, err, sizeof err);
+    assert_non_null(c->model);
+    c->metrics = ad_metrics_new();
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct ctx *c = *state;
+    ad_model_unref(c->model);
+    ad_metrics_destroy(c->metrics);
+    fixture_remove(c->dir);
+    free(c->dir);
+    free(c);
+    return 0;
+}
+
+/* Waits on the fd, as the loop does, for the next finished job. */
+static struct ad_score_job *wait_job(struct ad_scorer *s)
+{
+    for (int tries = 0; tries < 600; tries++) {
+        struct ad_score_job *job = ad_scorer_take(s);
+        if (job)
+            return job;
+        struct pollfd p = {.fd = ad_scorer_fd(s), .events = POLLIN};
+        poll(&p, 1, 100);
+    }
+    fail_msg("no job came back within a minute");
+    return NULL;
+}
+
+/* The scores computed directly on the calling thread. */
+static void expected_scores(const struct ad_model *m, const struct ad_window_batch *b,
+                            float *scores, float *shares)
+{
+    size_t n = b->n_windows, F = b->n_features, steps = b->window_len - 1;
+    float *x = malloc(n * steps * F * sizeof *x), *y = malloc(n * F * sizeof *y);
+    char err[256];
+    struct ad_lstm_backend *cpu = ad_lstm_backend_cpu_new(1, err, sizeof err);
+    assert_non_null(cpu);
+    ad_score_inputs(m, b, 0, n, x);
+    assert_int_equal(
+        ad_lstm_forward(cpu, ad_model_weights(m), x, n, steps, steps * F, y, err, sizeof err), 0);
+    ad_score_windows(m, b, 0, n, y, scores, shares);
+    ad_lstm_backend_destroy(cpu);
+    free(x);
+    free(y);
+}
+
+static void test_jobs_come_back_in_order(void **state)
+{
+    struct ctx *c = *state;
+    struct ad_settings_scoring set = {
+        .backend = AD_BACKEND_CPU, .max_batch = 1024, .queue_depth = 4, .cpu_threads = 2};
+    char err[256];
+    struct ad_scorer *s = ad_scorer_new(&set, c->metrics, err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+    assert_string_equal(ad_scorer_backend(s), "cpu");
+
+    size_t sizes[3] = {700, 3, 41};
+    int owners[3];
+    for (size_t i = 0; i < 3; i++) {
+        struct ad_window_batch *b = fixture_batch(sizes[i], 16, 4, (unsigned)i + 1);
+        struct ad_model *m = i == 1 ? NULL : ad_model_ref(c->model);
+        struct ad_score_job *job = ad_score_job_new(b, m, &owners[i]);
+        assert_non_null(job);
+        ad_scorer_submit(s, job);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        struct ad_score_job *job = wait_job(s);
+        assert_ptr_equal(job->owner, &owners[i]);
+        assert_int_equal(job->batch->n_windows, sizes[i]);
+        assert_string_equal(job->error, "");
+        if (i == 1) {
+            assert_int_equal(job->scored, 0);
+            for (size_t w = 0; w < sizes[i]; w++)
+                assert_true(isnan(job->scores[w]));
+        } else {
+            assert_int_equal(job->scored, sizes[i]);
+            float *want = malloc(sizes[i] * sizeof *want);
+            float *want_shares = malloc(sizes[i] * 4 * sizeof *want_shares);
+            expected_scores(c->model, job->batch, want, want_shares);
+            for (size_t w = 0; w < sizes[i]; w++) {
+                assert_true(isfinite(job->scores[w]));
+                assert_float_equal(job->scores[w], want[w], 1e-5 * fmax(1.0, want[w]));
+                assert_float_equal(job->shares[w * 4 + 3], want_shares[w * 4 + 3], 1e-5);
+            }
+            free(want);
+            free(want_shares);
+            assert_string_equal(job->backend, "cpu");
+        }
+        ad_score_job_free(job);
+    }
+    assert_int_equal(ad_scorer_pending(s), 0);
+    assert_null(ad_scorer_take(s));
+
+    json_t *status = json_object();
+    ad_scorer_status(s, status);
+    assert_string_equal(json_string_value(json_object_get(status, "backend")), "cpu");
+    assert_int_equal(json_integer_value(json_object_get(status, "windows_scored")), 741);
+    assert_int_equal(json_integer_value(json_object_get(status, "batches")), 3);
+    json_decref(status);
+    char *text = ad_metrics_render(c->metrics, NULL);
+    assert_non_null(strstr(text, "anomalyd_scoring_backend_info{backend=\"cpu\""));
+    assert_non_null(strstr(text, "anomalyd_scoring_batch_windows_count 2"));
+    assert_non_null(strstr(text, "anomalyd_scoring_queue_depth 0"));
+    free(text);
+    ad_scorer_destroy(s);
+}
+
+static void test_misfit_batch_is_an_error(void **state)
+{
+    struct ctx *c = *state;
+    struct ad_settings_scoring set = {.backend = AD_BACKEND_CPU, .cpu_threads = 1};
+    char err[256];
+    struct ad_scorer *s = ad_scorer_new(&set, NULL, err, sizeof err);
+    assert_non_null(s);
+    /* Windows of 8 steps for a model of 16. */
+    ad_scorer_submit(s, ad_score_job_new(fixture_batch(5, 8, 4, 1), ad_model_ref(c->model), s));
+    struct ad_score_job *job = wait_job(s);
+    assert_non_null(strstr(job->error, "the batch has 8×4"));
+    assert_int_equal(job->scored, 0);
+    ad_score_job_free(job);
+    ad_scorer_destroy(s);
+}
+
+static void test_destroy_with_jobs_queued(void **state)
+{
+    struct ctx *c = *state;
+    struct ad_settings_scoring set = {.backend = AD_BACKEND_CPU, .cpu_threads = 1};
+    char err[256];
+    struct ad_scorer *s = ad_scorer_new(&set, NULL, err, sizeof err);
+    assert_non_null(s);
+    for (int i = 0; i < 5; i++)
+        ad_scorer_submit(
+            s, ad_score_job_new(fixture_batch(2000, 16, 4, 1), ad_model_ref(c->model), NULL));
+    /* Whatever is queued or done is freed (the sanitizer build checks for leaks). */
+    ad_scorer_destroy(s);
+}
+
+static void test_backend_choice_without_a_device(void **state)
+{
+    (void)state;
+    struct ad_gpu_info info;
+    ad_gpu_probe(0, &info);
+    if (info.device_count > 0)
+        skip(); /* this machine has a GPU: gpu-labelled tests cover it */
+    char err[256];
+    struct ad_settings_scoring set = {.backend = AD_BACKEND_CUDA, .cpu_threads = 1};
+    assert_null(ad_scorer_new(&set, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "scoring.backend is cuda, but CUDA is not usable"));
+    set.backend = AD_BACKEND_AUTO;
+    struct ad_scorer *s = ad_scorer_new(&set, NULL, err, sizeof err);
+    assert_non_null(s);
+    assert_string_equal(ad_scorer_backend(s), "cpu");
+    ad_scorer_destroy(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jobs_come_back_in_order),
+        cmocka_unit_test(test_misfit_batch_is_an_error),
+        cmocka_unit_test(test_destroy_with_jobs_queued),
+        cmocka_unit_test(test_backend_choice_without_a_device),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
