@@ -16,6 +16,8 @@ struct ad_lstm_backend_ops {
     void (*destroy)(void *impl);
 };
 
+/* A constructor allocates it with malloc or calloc; ad_lstm_backend_destroy (lstm.c) calls
+ * ops->destroy(impl) and then frees it. */
 struct ad_lstm_backend {
     const struct ad_lstm_backend_ops *ops;
     void *impl;

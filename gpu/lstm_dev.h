@@ -1,0 +1,110 @@
+#ifndef AD_LSTM_DEV_H
+#define AD_LSTM_DEV_H
+
+/*
+ * What the CUDA backend does, apart from CUDA itself: the argument checks, the chunking of a
+ * batch, the weights cache, the buffers and the order of every copy, GEMM and kernel of a
+ * forward. It drives a device through ad_lstm_dev_ops; lstm_cuda.cu gives it a stream, cuBLAS
+ * and kernels, and tests/unit/test_lstm_dev.c an emulated device (cuBLAS's column-major GEMM on
+ * the host, operations queued until sync) that runs it on machines without a GPU. Private to
+ * gpu/ and its tests; owned by one thread.
+ *
+ * A forward, for each chunk of at most `chunk` windows, all queued on one stream:
+ *   pack the chunk's windows (x_stride apart) into pinned staging, upload it;
+ *   per layer: gates = X · W_ih^T for all rows × steps at once (one GEMM);
+ *              per step t: rec = h · W_hh^T (one GEMM; none at t = 0, where h = 0), then one
+ *              kernel: the gates, c and h, and h again into the next layer's input;
+ *   out = h · head_w^T (one GEMM), + head_b (one kernel); download into pinned staging.
+ * then one sync and a copy of the outputs to the caller.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lstm.h"
+#include "lstm_cell.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A device. Each returns 0, or -1 having written err. Queued operations (upload, download,
+ * gemm_tn, cell, add_bias) run in the order queued and may not have run until sync returns:
+ * host memory they read or write must stay untouched until then. alloc and release are not
+ * queued; release is called only when nothing is queued.
+ */
+struct ad_lstm_dev_ops {
+    int (*alloc)(void *ctx, size_t bytes, void **p, char *err, size_t err_size);
+    void (*release)(void *ctx, void *p); /* accepts NULL */
+    /* Host memory that copies can run from asynchronously (pinned). */
+    int (*alloc_host)(void *ctx, size_t bytes, void **p, char *err, size_t err_size);
+    void (*release_host)(void *ctx, void *p); /* accepts NULL */
+    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes, char *err, size_t err_size);
+    int (*download)(void *ctx, void *dst, const void *src, size_t bytes, char *err,
+                    size_t err_size);
+    /* cublasSgemm(CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, 1, a, lda, b, ldb, 0, c, ldc). */
+    int (*gemm_tn)(void *ctx, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                   float *c, int ldc, char *err, size_t err_size);
+    int (*cell)(void *ctx, const struct ad_lstm_cell_args *a, char *err, size_t err_size);
+    int (*add_bias)(void *ctx, const struct ad_lstm_bias_args *a, char *err, size_t err_size);
+    int (*sync)(void *ctx, char *err, size_t err_size);
+};
+
+/* Models whose weights stay on the device; the least recently used goes first. */
+#define AD_LSTM_DEV_MODELS 4
+
+/* At most this many bytes of gate pre-activations per chunk (B × steps × 4H floats). */
+#define AD_LSTM_DEV_GATE_BYTES ((size_t)1 << 30)
+
+struct ad_lstm_dev_model {
+    uint64_t used;               /* the tick of the forward that last used it; 0: empty */
+    struct ad_lstm_weights host; /* what it was uploaded from: id, shape, host pointers */
+    struct ad_lstm_weights dev;  /* the same weights on the device */
+    void *block;                 /* one allocation holding them all */
+};
+
+struct ad_lstm_dev_buf {
+    void *p;
+    size_t cap; /* bytes */
+};
+
+struct ad_lstm_dev {
+    const struct ad_lstm_dev_ops *ops;
+    void *ctx;
+    size_t gate_bytes;
+    uint64_t tick;
+    struct ad_lstm_dev_model models[AD_LSTM_DEV_MODELS];
+    /* Device: one chunk's input, gates, rec, h, c, layer outputs, head outputs. */
+    struct ad_lstm_dev_buf x, gates, rec, h, c, seq, out;
+    /* Pinned host: the whole batch's packed input and outputs. */
+    struct ad_lstm_dev_buf stage_in, stage_out;
+    /* For tests and benchmarks. */
+    uint64_t model_uploads;
+    size_t last_chunks;
+};
+
+enum ad_lstm_dev_status {
+    AD_LSTM_DEV_OK = 0,
+    AD_LSTM_DEV_FAILED = -1,  /* the device failed: the backend is unusable */
+    AD_LSTM_DEV_INVALID = -2, /* bad arguments; nothing was queued */
+};
+
+void ad_lstm_dev_init(struct ad_lstm_dev *d, const struct ad_lstm_dev_ops *ops, void *ctx);
+/* Frees every buffer and cached model; nothing may be queued. Accepts a zeroed struct. */
+void ad_lstm_dev_release(struct ad_lstm_dev *d);
+
+/* ad_lstm_forward's contract; returns an ad_lstm_dev_status. */
+int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
+                        size_t batch, size_t steps, size_t x_stride, float *out, char *err,
+                        size_t err_size);
+
+/* Windows per chunk for a batch (batch >= 1, arguments checked), spread evenly over chunks. */
+size_t ad_lstm_dev_chunk(const struct ad_lstm_weights *w, size_t batch, size_t steps,
+                         size_t gate_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

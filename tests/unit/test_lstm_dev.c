@@ -1,0 +1,665 @@
+/*
+ * The CUDA backend's plan (gpu/lstm_dev.c) on an emulated device, so that its layout is
+ * checked on machines without a GPU: the chunking, the packing of strided windows, every
+ * GEMM's shape and leading dimensions, the kernels' indexing (the same lstm_cell.h code the
+ * kernels run), the layer chaining, the weights cache and the buffers.
+ *
+ * The emulated device is strict where a real one would be silently wrong: cublasSgemm's
+ * column-major definition and its argument checks, every operand inside one device
+ * allocation, copies only between pinned host memory and the device, fresh memory poisoned
+ * with NaN, and queued operations run only at sync (as late as a stream may run them), so
+ * host memory touched too early or read too soon shows up as a wrong or NaN result.
+ */
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lstm_dev.h"
+#include "lstm_ref.h"
+
+#define TOL 1e-4
+
+/* The emulated device. */
+
+enum op_kind { OP_ALLOC, OP_ALLOC_HOST, OP_UPLOAD, OP_DOWNLOAD, OP_GEMM, OP_CELL, OP_BIAS, OP_N };
+
+struct region {
+    char *base;
+    size_t bytes;
+    int host;
+};
+
+struct op {
+    enum op_kind kind;
+    void *dst;
+    const void *src;
+    size_t bytes;
+    int m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float *c;
+    struct ad_lstm_cell_args cell;
+    struct ad_lstm_bias_args bias;
+};
+
+struct emu {
+    struct region regions[64];
+    size_t n_regions;
+    struct op *queue;
+    size_t n_queue, cap_queue;
+    long calls[OP_N];
+    enum op_kind fail_kind;
+    long fail_at; /* fail the fail_at-th call of fail_kind (1-based); 0: never */
+    char violation[512];
+};
+
+static void violate(struct emu *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void violate(struct emu *e, const char *fmt, ...)
+{
+    if (e->violation[0] != '\0')
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->violation, sizeof e->violation, fmt, ap);
+    va_end(ap);
+}
+
+static int injected(struct emu *e, enum op_kind kind, char *err, size_t err_size)
+{
+    e->calls[kind]++;
+    if (e->fail_at != 0 && e->fail_kind == kind && e->calls[kind] == e->fail_at) {
+        snprintf(err, err_size, "injected failure of op %d", (int)kind);
+        return -1;
+    }
+    return 0;
+}
+
+static struct region *find(struct emu *e, const void *p)
+{
+    for (size_t i = 0; i < e->n_regions; i++) {
+        struct region *r = &e->regions[i];
+        if ((const char *)p >= r->base && (const char *)p < r->base + r->bytes)
+            return r;
+    }
+    return NULL;
+}
+
+/* [p, p + bytes) lies in one allocation of the right kind. */
+static void check_span(struct emu *e, const void *p, size_t bytes, int host, const char *what)
+{
+    struct region *r = find(e, p);
+    if (r == NULL || r->host != host) {
+        violate(e, "%s: %p is not in %s memory", what, p, host ? "pinned host" : "device");
+        return;
+    }
+    if ((const char *)p + bytes > r->base + r->bytes)
+        violate(e, "%s: %zu bytes at offset %zu overrun an allocation of %zu", what, bytes,
+                (size_t)((const char *)p - r->base), r->bytes);
+}
+
+/* A column-major rows × cols matrix with leading dimension ld. */
+static void check_matrix(struct emu *e, const float *p, int rows, int cols, int ld,
+                         const char *what)
+{
+    if (rows > 0 && cols > 0)
+        check_span(e, p, ((size_t)(cols - 1) * ld + rows) * sizeof(float), 0, what);
+}
+
+static void enqueue(struct emu *e, const struct op *o)
+{
+    if (e->n_queue == e->cap_queue) {
+        e->cap_queue = e->cap_queue ? 2 * e->cap_queue : 256;
+        e->queue = realloc(e->queue, e->cap_queue * sizeof *e->queue);
+        if (e->queue == NULL)
+            abort();
+    }
+    e->queue[e->n_queue++] = *o;
+}
+
+static int emu_alloc_kind(struct emu *e, size_t bytes, void **p, int host, char *err,
+                          size_t err_size)
+{
+    *p = NULL;
+    if (injected(e, host ? OP_ALLOC_HOST : OP_ALLOC, err, err_size) < 0)
+        return -1;
+    if (e->n_regions == sizeof e->regions / sizeof e->regions[0])
+        abort();
+    char *m = malloc(bytes);
+    if (m == NULL)
+        abort();
+    memset(m, 0xFF, bytes); /* every float a NaN until written */
+    e->regions[e->n_regions++] = (struct region){m, bytes, host};
+    *p = m;
+    return 0;
+}
+
+static void emu_release_kind(struct emu *e, void *p, int host)
+{
+    if (p == NULL)
+        return;
+    if (e->n_queue > 0)
+        violate(e, "memory released with %zu operations queued", e->n_queue);
+    for (size_t i = 0; i < e->n_regions; i++) {
+        if (e->regions[i].base == p) {
+            if (e->regions[i].host != host)
+                violate(e, "memory released as the wrong kind");
+            free(p);
+            e->regions[i] = e->regions[--e->n_regions];
+            return;
+        }
+    }
+    violate(e, "release of %p, which is not an allocation", p);
+}
+
+static int emu_alloc(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+{
+    return emu_alloc_kind(ctx, bytes, p, 0, err, err_size);
+}
+
+static void emu_release(void *ctx, void *p)
+{
+    emu_release_kind(ctx, p, 0);
+}
+
+static int emu_alloc_host(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+{
+    return emu_alloc_kind(ctx, bytes, p, 1, err, err_size);
+}
+
+static void emu_release_host(void *ctx, void *p)
+{
+    emu_release_kind(ctx, p, 1);
+}
+
+static int emu_upload(void *ctx, void *dst, const void *src, size_t bytes, char *err,
+                      size_t err_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_UPLOAD, err, err_size) < 0)
+        return -1;
+    check_span(e, dst, bytes, 0, "upload destination");
+    struct region *r = find(e, src);
+    if (r != NULL) /* else the caller's weights: pageable memory that outlives the forward */
+        check_span(e, src, bytes, 1, "upload source");
+    enqueue(e, &(struct op){.kind = OP_UPLOAD, .dst = dst, .src = src, .bytes = bytes});
+    return 0;
+}
+
+static int emu_download(void *ctx, void *dst, const void *src, size_t bytes, char *err,
+                        size_t err_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_DOWNLOAD, err, err_size) < 0)
+        return -1;
+    check_span(e, src, bytes, 0, "download source");
+    check_span(e, dst, bytes, 1, "download destination");
+    enqueue(e, &(struct op){.kind = OP_DOWNLOAD, .dst = dst, .src = src, .bytes = bytes});
+    return 0;
+}
+
+static int emu_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, const float *b,
+                       int ldb, float *c, int ldc, char *err, size_t err_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_GEMM, err, err_size) < 0)
+        return -1;
+    /* cublasSgemm's own checks for (T, N). */
+    if (m < 0 || n < 0 || k < 0 || lda < (k > 1 ? k : 1) || ldb < (k > 1 ? k : 1) ||
+        ldc < (m > 1 ? m : 1)) {
+        snprintf(err, err_size, "cublasSgemm: CUBLAS_STATUS_INVALID_VALUE (emulated)");
+        violate(e, "gemm m %d n %d k %d lda %d ldb %d ldc %d: invalid", m, n, k, lda, ldb, ldc);
+        return -1;
+    }
+    check_matrix(e, a, k, m, lda, "gemm A");
+    check_matrix(e, b, k, n, ldb, "gemm B");
+    check_matrix(e, c, m, n, ldc, "gemm C");
+    if (find(e, c) == find(e, a) || find(e, c) == find(e, b))
+        violate(e, "gemm C shares an allocation with A or B");
+    enqueue(e, &(struct op){.kind = OP_GEMM,
+                            .m = m,
+                            .n = n,
+                            .k = k,
+                            .a = a,
+                            .lda = lda,
+                            .b = b,
+                            .ldb = ldb,
+                            .c = c,
+                            .ldc = ldc});
+    return 0;
+}
+
+static int emu_cell(void *ctx, const struct ad_lstm_cell_args *a, char *err, size_t err_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_CELL, err, err_size) < 0)
+        return -1;
+    size_t rows = a->rows, steps = a->steps, H = a->hidden, f = sizeof(float);
+    if (a->t >= a->steps || a->first != (a->t == 0))
+        violate(e, "cell: step %u of %u, first %d", a->t, a->steps, a->first);
+    check_span(e, a->gates, rows * steps * 4 * H * f, 0, "cell gates");
+    if (!a->first)
+        check_span(e, a->rec, rows * 4 * H * f, 0, "cell rec");
+    check_span(e, a->bias, 4 * H * f, 0, "cell bias");
+    check_span(e, a->c, rows * H * f, 0, "cell c");
+    check_span(e, a->h, rows * H * f, 0, "cell h");
+    if (a->seq != NULL)
+        check_span(e, a->seq, rows * steps * H * f, 0, "cell seq");
+    enqueue(e, &(struct op){.kind = OP_CELL, .cell = *a});
+    return 0;
+}
+
+static int emu_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *err, size_t err_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_BIAS, err, err_size) < 0)
+        return -1;
+    check_span(e, a->out, (size_t)a->rows * a->cols * sizeof(float), 0, "bias out");
+    check_span(e, a->bias, a->cols * sizeof(float), 0, "bias bias");
+    enqueue(e, &(struct op){.kind = OP_BIAS, .bias = *a});
+    return 0;
+}
+
+static void run(const struct op *o)
+{
+    switch (o->kind) {
+    case OP_UPLOAD:
+    case OP_DOWNLOAD:
+        memcpy(o->dst, o->src, o->bytes);
+        break;
+    case OP_GEMM:
+        /* cuBLAS: C = op(A) op(B), column-major, op(A) = A^T, so C(i, j) = sum A(p, i) B(p, j). */
+        for (int j = 0; j < o->n; j++) {
+            for (int i = 0; i < o->m; i++) {
+                const float *ai = o->a + (size_t)i * o->lda, *bj = o->b + (size_t)j * o->ldb;
+                float acc = 0.0f;
+                for (int p = 0; p < o->k; p++)
+                    acc += ai[p] * bj[p];
+                o->c[i + (size_t)j * o->ldc] = acc;
+            }
+        }
+        break;
+    case OP_CELL:
+        /* Every thread of the launch: the kernel is `if (i < n) ad_lstm_cell_at(a, i)`. */
+        for (unsigned i = 0; i < o->cell.rows * o->cell.hidden; i++)
+            ad_lstm_cell_at(o->cell, i);
+        break;
+    case OP_BIAS:
+        for (unsigned i = 0; i < o->bias.rows * o->bias.cols; i++)
+            ad_lstm_bias_at(o->bias, i);
+        break;
+    default:
+        abort();
+    }
+}
+
+static int emu_sync(void *ctx, char *err, size_t err_size)
+{
+    (void)err;
+    (void)err_size;
+    struct emu *e = ctx;
+    for (size_t i = 0; i < e->n_queue; i++)
+        run(&e->queue[i]);
+    e->n_queue = 0;
+    return 0;
+}
+
+static const struct ad_lstm_dev_ops emu_ops = {
+    .alloc = emu_alloc,
+    .release = emu_release,
+    .alloc_host = emu_alloc_host,
+    .release_host = emu_release_host,
+    .upload = emu_upload,
+    .download = emu_download,
+    .gemm_tn = emu_gemm_tn,
+    .cell = emu_cell,
+    .add_bias = emu_add_bias,
+    .sync = emu_sync,
+};
+
+struct fixture {
+    struct emu emu;
+    struct ad_lstm_dev dev;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    if (fx == NULL)
+        return -1;
+    ad_lstm_dev_init(&fx->dev, &emu_ops, &fx->emu);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    ad_lstm_dev_release(&fx->dev);
+    /* Everything allocated was freed, and nothing broke the device's rules on the way. */
+    assert_int_equal(fx->emu.n_regions, 0);
+    assert_string_equal(fx->emu.violation, "");
+    free(fx->emu.queue);
+    free(fx);
+    return 0;
+}
+
+/* Inputs for batch windows x_stride apart; the padding is NaN so that reading it shows. */
+static float *make_input(size_t batch, size_t steps, size_t F, size_t x_stride, uint64_t seed)
+{
+    float *x = malloc(batch * x_stride * sizeof *x);
+    assert_non_null(x);
+    memset(x, 0xFF, batch * x_stride * sizeof *x);
+    for (size_t b = 0; b < batch; b++)
+        lstm_ref_fill(x + b * x_stride, steps * F, 2.0f, &seed);
+    return x;
+}
+
+/* Runs the forward and compares it with the reference; out is poisoned and guarded. */
+static void check_forward(struct fixture *fx, const struct ad_lstm_weights *w, const float *x,
+                          size_t batch, size_t steps, size_t x_stride, const double *want)
+{
+    size_t O = w->outputs, guard = 16;
+    float *out = malloc((batch * O + guard) * sizeof *out);
+    assert_non_null(out);
+    memset(out, 0xFF, batch * O * sizeof *out);
+    for (size_t i = 0; i < guard; i++)
+        out[batch * O + i] = 12345.0f;
+    char err[256] = "";
+    int rc = ad_lstm_dev_forward(&fx->dev, w, x, batch, steps, x_stride, out, err, sizeof err);
+    if (rc != AD_LSTM_DEV_OK)
+        fail_msg("forward: %d: %s", rc, err);
+    assert_string_equal(fx->emu.violation, "");
+    assert_int_equal(fx->emu.n_queue, 0);
+    for (size_t i = 0; i < batch * O; i++) {
+        double lim = TOL * (fabs(want[i]) > 1.0 ? fabs(want[i]) : 1.0);
+        if (!(fabs(out[i] - want[i]) <= lim))
+            fail_msg("L %zu F %zu H %zu steps %zu batch %zu stride %zu chunks %zu: window %zu "
+                     "output %zu: got %.9g, want %.9g",
+                     w->layers, w->inputs, w->hidden, steps, batch, x_stride, fx->dev.last_chunks,
+                     i / O, i % O, out[i], want[i]);
+    }
+    for (size_t i = 0; i < guard; i++)
+        assert_true(out[batch * O + i] == 12345.0f);
+    free(out);
+}
+
+static double *reference(const struct ad_lstm_weights *w, const float *x, size_t batch,
+                         size_t steps, size_t x_stride)
+{
+    double *want = malloc(batch * w->outputs * sizeof *want);
+    assert_non_null(want);
+    for (size_t b = 0; b < batch; b++)
+        lstm_ref_window(w, x + b * x_stride, steps, want + b * w->outputs);
+    return want;
+}
+
+/* Gate bytes that make chunks of `windows` windows. */
+static size_t gate_bytes_for(size_t windows, size_t steps, size_t H)
+{
+    return windows * steps * 4 * H * sizeof(float);
+}
+
+/* The shapes of the GPU test, at batches an emulator can afford, in one chunk and in many. */
+static void test_parity(void **state)
+{
+    struct fixture *fx = *state;
+    static const size_t layers[] = {1, 2, 3}, hidden[] = {16, 64, 128}, feats[] = {1, 8},
+                        stepss[] = {1, 64}, batches[] = {1, 7, 37};
+    uint64_t id = 100, seed = 1;
+    size_t cases = 0;
+    for (size_t li = 0; li < 3; li++)
+        for (size_t hi = 0; hi < 3; hi++)
+            for (size_t fi = 0; fi < 2; fi++)
+                for (size_t si = 0; si < 2; si++)
+                    for (size_t bi = 0; bi < 3; bi++) {
+                        size_t L = layers[li], H = hidden[hi], F = feats[fi], S = stepss[si];
+                        size_t B = batches[bi];
+                        /* Keep the run short: the widest shapes only at small batches. */
+                        if (H == 128 && S == 64 && (B > 7 || L > 2))
+                            continue;
+                        struct lstm_ref_model m;
+                        lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
+                        /* Windows tightly packed, and longer than steps as the scorer's are. */
+                        size_t stride = (bi + si) % 2 ? S * F : (S + 1) * F + 3;
+                        float *x = make_input(B, S, F, stride, ++seed);
+                        double *want = reference(&m.w, x, B, S, stride);
+                        fx->dev.gate_bytes = AD_LSTM_DEV_GATE_BYTES;
+                        check_forward(fx, &m.w, x, B, S, stride, want);
+                        assert_int_equal(fx->dev.last_chunks, 1);
+                        if (B > 1) {
+                            fx->dev.gate_bytes = gate_bytes_for(3, S, H);
+                            check_forward(fx, &m.w, x, B, S, stride, want);
+                            assert_int_equal(fx->dev.last_chunks, (B + 2) / 3);
+                        }
+                        free(want);
+                        free(x);
+                        lstm_ref_model_free(&m);
+                        cases++;
+                    }
+    assert_true(cases > 80);
+}
+
+/* Saturated gates: large weights and inputs drive expf to 0 and infinity. */
+static void test_saturation(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 7, 2, 8, 32, 8, 6.0f, 99);
+    size_t B = 9, S = 20, stride = S * 8;
+    float *x = make_input(B, S, 8, stride, 5);
+    for (size_t i = 0; i < B * stride; i++)
+        x[i] *= 20.0f;
+    double *want = reference(&m.w, x, B, S, stride);
+    check_forward(fx, &m.w, x, B, S, stride, want);
+    free(want);
+    free(x);
+    lstm_ref_model_free(&m);
+}
+
+struct model_case {
+    struct lstm_ref_model m;
+    float *x;
+    double *want;
+};
+
+static void model_case_init(struct model_case *c, uint64_t id, size_t L, size_t H, size_t B,
+                            size_t S)
+{
+    lstm_ref_model_init(&c->m, id, L, 4, H, 4, 1.0f, id * 7);
+    c->x = make_input(B, S, 4, S * 4, id * 11);
+    c->want = reference(&c->m.w, c->x, B, S, S * 4);
+}
+
+static void model_case_free(struct model_case *c)
+{
+    free(c->x);
+    free(c->want);
+    lstm_ref_model_free(&c->m);
+}
+
+/* Uploads happen once per model while it stays cached; the least recently used goes first. */
+static void test_weights_cache(void **state)
+{
+    struct fixture *fx = *state;
+    enum { N = 6, B = 5, S = 6 };
+    struct model_case mc[N];
+    for (size_t i = 0; i < N; i++)
+        model_case_init(&mc[i], 1000 + i, 1 + i % 2, 8 + 8 * i, B, S);
+
+    /* Two models alternating: two uploads in all. */
+    for (int r = 0; r < 6; r++) {
+        struct model_case *c = &mc[r % 2];
+        check_forward(fx, &c->m.w, c->x, B, S, S * 4, c->want);
+    }
+    assert_int_equal(fx->dev.model_uploads, 2);
+
+    /* 0 1 are cached; then 2 3 fill the cache, 0 is a hit, 4 evicts 1 (least recent), 1
+     * evicts 2, 0 is a hit, 2 evicts 3, 5 evicts 4. */
+    static const size_t order[] = {2, 3, 0, 4, 1, 0, 2, 5};
+    static const uint64_t uploads[] = {3, 4, 4, 5, 6, 6, 7, 8};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        struct model_case *c = &mc[order[i]];
+        check_forward(fx, &c->m.w, c->x, B, S, S * 4, c->want);
+        assert_int_equal(fx->dev.model_uploads, uploads[i]);
+    }
+    /* What is cached now still serves right: 1, 0, 2 and 5, with no upload. */
+    static const size_t cached[] = {1, 0, 2, 5};
+    for (size_t i = 0; i < 4; i++) {
+        struct model_case *c = &mc[cached[i]];
+        check_forward(fx, &c->m.w, c->x, B, S, S * 4, c->want);
+    }
+    assert_int_equal(fx->dev.model_uploads, 8);
+    for (size_t i = 0; i < N; i++)
+        model_case_free(&mc[i]);
+}
+
+/* An id reused for other weights (against lstm.h's contract) is not served stale. */
+static void test_reused_id(void **state)
+{
+    struct fixture *fx = *state;
+    struct model_case a, b;
+    model_case_init(&a, 42, 1, 16, 3, 5);
+    model_case_init(&b, 43, 1, 16, 3, 5);
+    b.m.w.id = 42;
+    check_forward(fx, &a.m.w, a.x, 3, 5, 20, a.want);
+    check_forward(fx, &b.m.w, b.x, 3, 5, 20, b.want);
+    assert_int_equal(fx->dev.model_uploads, 2);
+    model_case_free(&a);
+    model_case_free(&b);
+}
+
+/* Buffers grow to the largest batch and stay; smaller batches after it allocate nothing. */
+static void test_buffers_grow(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 5, 2, 8, 16, 8, 1.0f, 3);
+    size_t S = 9, stride = S * 8 + 8;
+    static const size_t batches[] = {1, 40, 1, 25, 40};
+    float *x = make_input(40, S, 8, stride, 8);
+    double *want = reference(&m.w, x, 40, S, stride);
+    long allocs = 0;
+    for (size_t i = 0; i < 5; i++) {
+        check_forward(fx, &m.w, x, batches[i], S, stride, want);
+        if (i == 1)
+            allocs = fx->emu.calls[OP_ALLOC] + fx->emu.calls[OP_ALLOC_HOST];
+    }
+    assert_int_equal(fx->emu.calls[OP_ALLOC] + fx->emu.calls[OP_ALLOC_HOST], allocs);
+    assert_true(fx->dev.stage_in.cap >= 40 * S * 8 * sizeof(float));
+    free(want);
+    free(x);
+    lstm_ref_model_free(&m);
+}
+
+static void test_invalid_arguments(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 9, 1, 8, 16, 8, 1.0f, 3);
+    float x[64 * 8], out[16];
+    memset(x, 0, sizeof x);
+    char err[256];
+    struct ad_lstm_weights w = m.w;
+
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, x, 1, 4, 31, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_non_null(strstr(err, "x_stride 31"));
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, x, 1, 0, 8, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, NULL, x, 1, 4, 32, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, NULL, 1, 4, 32, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    w.layers = 0;
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, x, 1, 4, 32, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    w.layers = AD_LSTM_MAX_LAYERS + 1;
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, x, 1, 4, 32, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    w = m.w;
+    w.head_b = NULL;
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &w, x, 1, 4, 32, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    /* An empty batch is no work. */
+    assert_int_equal(ad_lstm_dev_forward(&fx->dev, &m.w, NULL, 0, 4, 32, NULL, err, sizeof err),
+                     AD_LSTM_DEV_OK);
+    /* None of it touched the device. */
+    for (int k = 0; k < OP_N; k++)
+        assert_int_equal(fx->emu.calls[k], 0);
+    lstm_ref_model_free(&m);
+}
+
+/* A failing device operation fails the forward with its message and leaks nothing. */
+static void test_failures(void **state)
+{
+    struct fixture *fx = *state;
+    struct model_case c;
+    model_case_init(&c, 77, 2, 16, 6, 4);
+    float out[6 * 4];
+    char err[256];
+    static const struct {
+        enum op_kind kind;
+        long at;
+    } faults[] = {{OP_ALLOC, 1},  {OP_ALLOC, 3},  {OP_ALLOC, 8},   {OP_ALLOC_HOST, 2},
+                  {OP_UPLOAD, 1}, {OP_UPLOAD, 9}, {OP_GEMM, 1},    {OP_GEMM, 5},
+                  {OP_CELL, 3},   {OP_BIAS, 1},   {OP_DOWNLOAD, 1}};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+        struct emu *e = &fx->emu;
+        memset(e->calls, 0, sizeof e->calls);
+        e->fail_kind = faults[i].kind;
+        e->fail_at = faults[i].at;
+        err[0] = '\0';
+        int rc = ad_lstm_dev_forward(&fx->dev, &c.m.w, c.x, 6, 4, 16, out, err, sizeof err);
+        assert_int_equal(rc, AD_LSTM_DEV_FAILED);
+        assert_non_null(strstr(err, "injected failure"));
+        /* As the CUDA backend does: give up the device state; nothing may leak. */
+        ad_lstm_dev_release(&fx->dev);
+        assert_int_equal(e->n_regions, 0);
+        assert_string_equal(e->violation, "");
+        ad_lstm_dev_init(&fx->dev, &emu_ops, e);
+        e->fail_at = 0;
+    }
+    model_case_free(&c);
+}
+
+static void test_chunk_sizes(void **state)
+{
+    (void)state;
+    struct ad_lstm_weights w = {.layers = 1, .inputs = 8, .hidden = 64, .outputs = 8};
+    /* The benchmark's shape: 16,384 windows of 63 steps fill the default 1 GiB. */
+    assert_int_equal(ad_lstm_dev_chunk(&w, 131072, 63, AD_LSTM_DEV_GATE_BYTES), 16384);
+    assert_int_equal(ad_lstm_dev_chunk(&w, 1000, 63, AD_LSTM_DEV_GATE_BYTES), 1000);
+    /* As few chunks as the limit allows, as even as they go: at most 4 windows a chunk, 9
+     * windows run as 3, 3, 3 (not 4, 4, 1) and 10 as 4, 4, 2. */
+    assert_int_equal(ad_lstm_dev_chunk(&w, 9, 5, gate_bytes_for(4, 5, 64)), 3);
+    assert_int_equal(ad_lstm_dev_chunk(&w, 10, 5, gate_bytes_for(4, 5, 64)), 4);
+    assert_int_equal(ad_lstm_dev_chunk(&w, 8, 5, gate_bytes_for(4, 5, 64)), 4);
+    /* Never less than one window, whatever the limit. */
+    assert_int_equal(ad_lstm_dev_chunk(&w, 10, 5, 1), 1);
+    /* GEMM n = rows × steps stays an int. */
+    assert_true(ad_lstm_dev_chunk(&w, (size_t)1 << 40, 1000, (size_t)1 << 62) * 1000 <=
+                (size_t)INT32_MAX);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_saturation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_weights_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reused_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_buffers_grow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failures, setup, teardown),
+        cmocka_unit_test(test_chunk_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
