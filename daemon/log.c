@@ -127,12 +127,52 @@ static bool logfmt_needs_quotes(const char *s)
     return false;
 }
 
+/* The length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0 when it is not one:
+ * no overlong forms, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3, lo = s[0] == 0xe0 ? 0xa0 : 0x80, hi = s[0] == 0xed ? 0x9f : 0xbf;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, lo = s[0] == 0xf0 ? 0x90 : 0x80, hi = s[0] == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* Values are escaped for the format, and bytes that are not UTF-8 (a file's contents quoted in
+ * an error, say) become U+FFFD, so that every line stays valid text and valid JSON. */
 static void put_escaped(struct line *l, const char *s, bool json)
 {
     size_t start = l->len;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
+        if (c >= 0x80) {
+            size_t n = utf8_sequence((const unsigned char *)s);
+            if (n) {
+                memcpy(esc, s, n);
+                esc[n] = '\0';
+                s += n - 1;
+            } else {
+                strcpy(esc, "\xef\xbf\xbd");
+            }
+            if (l->len - start + strlen(esc) > LOG_VALUE_MAX) {
+                put_str(l, "...");
+                return;
+            }
+            put_str(l, esc);
+            continue;
+        }
         switch (c) {
         case '"':
             strcpy(esc, "\\\"");

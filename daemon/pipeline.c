@@ -57,6 +57,7 @@ struct detector_rt {
     struct ad_grid *grid;
     struct ad_serving *serving;
     int64_t released_through;
+    int64_t newest_bucket; /* of the events seen */
 };
 
 struct pipeline {
@@ -86,6 +87,8 @@ struct ad_pipeline {
 };
 
 static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", NULL};
+
+static void advance_detector(struct pipeline *p, size_t d);
 
 /* ---- routing ---- */
 
@@ -134,9 +137,16 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         }
         if (!present)
             continue;
+        int64_t bucket = ad_bucket_index(ev->time, det->settings->step);
+        if (bucket > det->newest_bucket) {
+            /* Reading a backlog, event time runs far ahead of the timer that closes buckets:
+             * close what the watermark allows each time a new bucket starts, so that an
+             * entity never holds more open buckets than the lateness needs. */
+            det->newest_bucket = bucket;
+            advance_detector(p, route->detector);
+        }
         if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
-            ad_kafka_source_hold(src->kafka, input, offset, route->detector,
-                                 ad_bucket_index(ev->time, det->settings->step));
+            ad_kafka_source_hold(src->kafka, input, offset, route->detector, bucket);
     }
 }
 
@@ -240,22 +250,38 @@ static void release_done(struct pipeline *p, size_t d)
     }
 }
 
-/* Moves every grid, unless the scorer's queue is full: then closed buckets wait in the window
- * stores, and the sources' watermarks run ahead until it drains. */
-static void advance_all(struct pipeline *p)
+static bool scorer_full(const struct pipeline *p)
 {
-    struct ad_pipeline *h = p->holder;
-    int64_t now = ad_clock_wall_ms();
-    for (size_t d = 0; d < p->n_detectors; d++) {
-        if (h->scorer && ad_scorer_pending(h->scorer) >= h->queue_depth)
-            return;
-        struct detector_rt *det = &p->detectors[d];
-        int64_t closed = ad_grid_advance(det->grid, now);
-        if (closed == INT64_MIN)
-            continue;
+    const struct ad_pipeline *h = p->holder;
+    return h->scorer && ad_scorer_pending(h->scorer) >= h->queue_depth;
+}
+
+/* While the scorer's queue is full the Kafka sources stop fetching, so that a backlog waits
+ * in Kafka rather than in memory. */
+static void apply_backpressure(struct pipeline *p)
+{
+    bool full = scorer_full(p) && !p->stopping;
+    for (size_t s = 0; s < p->n_sources; s++)
+        ad_kafka_source_pause(p->sources[s].kafka, full);
+}
+
+static void advance_detector(struct pipeline *p, size_t d)
+{
+    struct detector_rt *det = &p->detectors[d];
+    int64_t closed = ad_grid_advance(det->grid, ad_clock_wall_ms());
+    if (closed != INT64_MIN) {
         ad_serving_closed(det->serving, closed);
         release_done(p, d);
     }
+    apply_backpressure(p);
+}
+
+/* Moves every grid, unless the scorer's queue is full: then closed buckets wait in the window
+ * stores until it drains. */
+static void advance_all(struct pipeline *p)
+{
+    for (size_t d = 0; d < p->n_detectors && !scorer_full(p); d++)
+        advance_detector(p, d);
 }
 
 static size_t in_flight(const struct pipeline *p)
@@ -280,6 +306,7 @@ static void on_results(evutil_socket_t fd, short what, void *arg)
         struct pipeline *p = det->owner;
         ad_serving_finish(v, job);
         release_done(p, (size_t)(det - p->detectors));
+        apply_backpressure(p);
         if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
             stop_sources(p);
     }
@@ -394,6 +421,7 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
         det->owner = p;
         det->settings = d;
         det->released_through = INT64_MIN;
+        det->newest_bucket = INT64_MIN;
         det->store = ad_window_store_new(&spec, metrics, on_batch, det, errstr, errstr_size);
         if (!det->store)
             return -1;

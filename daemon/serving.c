@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bucket.h"
 #include "likelihood.h"
@@ -27,7 +28,7 @@ struct ad_serving {
     struct ad_scorer *scorer;
     struct ad_metrics *metrics;
     struct ad_model *model; /* NULL: windows are not scored */
-    char model_error[512];  /* why there is no model, or why the last reload failed */
+    char model_error[4608]; /* why there is no model, or why the last reload failed */
     struct ad_likelihood *likelihood;
     FILE *export;
     char *export_path;
@@ -73,6 +74,15 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
                  "model_store.url is not supported by this version; use model_store.path");
         AD_WARN_KV("no model: windows are exported but not scored", AD_KV_STR("detector", d->name),
                    AD_KV_STR("reason", v->model_error));
+        return;
+    }
+    char current[4096];
+    snprintf(current, sizeof current, "%s/%s/CURRENT", store_path, d->model);
+    if (access(current, F_OK) < 0 && errno == ENOENT && !v->model) {
+        /* Nothing published yet: the normal state of a new detector, not a failure. */
+        snprintf(v->model_error, sizeof v->model_error, "no model yet: %s does not exist", current);
+        AD_WARN_KV("no model yet: windows are exported but not scored",
+                   AD_KV_STR("detector", d->name), AD_KV_STR("waiting_for", current));
         return;
     }
     struct ad_model *m = ad_model_load_current(store_path, d->model, &expect, err, sizeof err);

@@ -71,7 +71,7 @@ struct ad_kafka_source {
     struct partition *partitions;
     size_t n_partitions, cap_partitions;
 
-    bool stopping;
+    bool stopping, paused;
     int64_t stop_deadline;
     void (*stop_done)(void *);
     void *stop_done_arg;
@@ -87,7 +87,7 @@ struct ad_kafka_source {
     struct ad_counter *errors_total, *commits_ok, *commits_failed;
     struct ad_counter *dead_letters_ok, *dead_letters_failed;
     struct ad_counter *assigned_total, *revoked_total;
-    struct ad_gauge *partitions_gauge;
+    struct ad_gauge *partitions_gauge, *paused_gauge;
 };
 
 /* ---- partitions and holds ---- */
@@ -107,6 +107,31 @@ static ssize_t topic_index(const struct ad_kafka_source *s, const char *topic)
         if (strcmp(topics->items[i], topic) == 0)
             return (ssize_t)i;
     return -1;
+}
+
+void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
+{
+    if (!s || s->paused == paused || s->stopping)
+        return;
+    rd_kafka_topic_partition_list_t *parts =
+        rd_kafka_topic_partition_list_new(s->n_partitions ? (int)s->n_partitions : 1);
+    const struct ad_strlist *topics = &s->settings->kafka.topics;
+    for (size_t i = 0; i < s->n_partitions; i++)
+        rd_kafka_topic_partition_list_add(parts, topics->items[s->partitions[i].topic],
+                                          s->partitions[i].partition);
+    rd_kafka_resp_err_t err =
+        paused ? rd_kafka_pause_partitions(s->rk, parts) : rd_kafka_resume_partitions(s->rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err) {
+        AD_ERROR_KV(paused ? "cannot pause fetching" : "cannot resume fetching",
+                    AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_err2str(err)));
+        return;
+    }
+    s->paused = paused;
+    ad_gauge_set(s->paused_gauge, paused ? 1 : 0);
+    AD_DEBUG_KV(paused ? "fetching paused: the scorer is behind" : "fetching resumed",
+                AD_KV_STR("source", s->settings->name));
 }
 
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input)
@@ -300,6 +325,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
+        if (s->paused) /* new partitions wait with the others */
+            rd_kafka_pause_partitions(rk, parts);
     } else {
         /* Store what is safe first: librdkafka commits stored offsets as it revokes. */
         store_offsets(s);
@@ -609,6 +636,10 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
                                             name, "result", "delivered", NULL);
     s->dead_letters_failed = ad_metrics_counter(m, "anomalyd_dead_letters_total", dlq_help,
                                                 "source", name, "result", "failed", NULL);
+    s->paused_gauge =
+        ad_metrics_gauge(m, "anomalyd_kafka_source_paused",
+                         "1 while the source has stopped fetching because the scorer is behind.",
+                         "source", s->settings->name, NULL);
     static const char rebalance_help[] = "Partitions assigned to or revoked from this consumer.";
     s->assigned_total =
         ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total", rebalance_help, "source",

@@ -26,6 +26,7 @@
  * Every function runs on the loop thread.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,6 +89,13 @@ void ad_kafka_source_hold(struct ad_kafka_source *s, ad_kafka_input input, int64
 
 /* Everything detector derived from buckets up to and including bucket is safe. */
 void ad_kafka_source_release(struct ad_kafka_source *s, size_t detector, int64_t bucket);
+
+/*
+ * Back-pressure: stops (paused) or restarts fetching every partition assigned now or later.
+ * librdkafka drops what it had fetched ahead and, on resume, fetches again from the message
+ * after the last one this source processed, so nothing is skipped.
+ */
+void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused);
 
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);

@@ -12,7 +12,7 @@
 
 const char *fixture_feature_name(size_t i)
 {
-    static char names[64][16];
+    static char names[64][32];
     snprintf(names[i % 64], sizeof names[0], "src.f%zu", i);
     return names[i % 64];
 }

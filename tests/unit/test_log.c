@@ -104,6 +104,33 @@ static void test_json_lines_parse(void **state)
     json_decref(doc);
 }
 
+static void test_bytes_that_are_not_utf8(void **state)
+{
+    (void)state;
+    ad_log_set_format(AD_LOG_JSON);
+    /* Valid: é (2 bytes), € (3), 😀 (4). Invalid: a lone continuation byte, an overlong '/',
+     * a surrogate, a lead byte cut short by the end. */
+    AD_INFO_KV("quoted", AD_KV_STR("ok", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"),
+               AD_KV_STR("bad", "a\xb3"
+                                "b\xc0\xaf"
+                                "c\xed\xa0\x80"
+                                "d\xe2\x82"));
+    char *line = take();
+    ad_log_set_format(AD_LOG_LOGFMT);
+    json_error_t err;
+    json_t *doc = json_loads(line, 0, &err); /* jansson refuses invalid UTF-8 */
+    if (!doc)
+        fail_msg("not JSON: %s: %s", err.text, line);
+    assert_string_equal(json_string_value(json_object_get(doc, "ok")),
+                        "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    const char *bad = json_string_value(json_object_get(doc, "bad"));
+    assert_string_equal(bad, "a\xef\xbf\xbd"
+                             "b\xef\xbf\xbd\xef\xbf\xbd"
+                             "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                             "d\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref(doc);
+}
+
 static int evaluated;
 
 static const char *side_effect(void)
@@ -193,6 +220,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_logfmt_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_printf_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_lines_parse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_that_are_not_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_levels_filter_without_evaluating, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_records_stay_well_formed, setup, teardown),
         cmocka_unit_test(test_ratelimit),

@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+"""Scoring, end to end: logs through the Kafka mock cluster, windows exported while the
+detector has no model, the reference trainer trained on that export, the model picked up on
+SIGHUP, and every window after that scored. Each exported score and likelihood is recomputed
+here from the published model with torch (docs/models.md, docs/scoring.md); the injected
+incident must score highest; a corrupt version published later must be refused while the
+serving one stays; and the group's offsets must be committed to the end once every bucket has
+been scored.
+
+Skips (77) without kcat or torch.
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, KafkaMock, wait_for  # noqa: E402
+
+try:
+    import numpy as np
+    import torch
+except ImportError:
+    print("skipped: torch or numpy is not installed")
+    sys.exit(77)
+
+SOURCE = os.environ.get("AD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE, "train"))
+import safetensors_io  # noqa: E402
+
+STEP_S = 10
+T = 8
+ENTITIES = ["api-%d" % i for i in range(6)]
+INCIDENT = ("api-3", 85)  # entity and bucket (counted from t0) of the injected incident
+LIKELIHOOD_SHORT, LIKELIHOOD_LONG, LIKELIHOOD_PRIOR = 6, 1000, 32
+
+CONFIG = """\
+daemon:
+  admin: {{listen: "127.0.0.1:0"}}
+  shutdown_timeout: 20s
+kafka:
+  brokers: "{brokers}"
+  group_id: {group}
+  properties:
+    auto.commit.interval.ms: 200
+sources:
+  - name: app
+    kafka:
+      topics: [logs]
+      time: {{path: ts, format: unix_ms, max_past: 2h}}
+      labels: {{instance: instance}}
+      features:
+        requests: count
+        errors: count_if status >= 500
+detectors:
+  - name: api
+    keys: [instance]
+    features: [app.requests, app.errors]
+    step: {step}s
+    window: {window}s
+    allowed_lateness: 0s
+    source_idle_timeout: 1h
+    export_path: {export}
+scoring:
+  backend: cpu
+  max_batch: 4
+model_store: {{path: {store}}}
+"""
+
+
+def events_for(t0_ms, buckets, rng):
+    """A daily-like cycle of requests per instance, a few errors, and one incident."""
+    lines = []
+    for b in buckets:
+        for e, instance in enumerate(ENTITIES):
+            n = int(8 + 4 * math.sin(2 * math.pi * (b + e) / 12) + rng.randrange(0, 2))
+            errors = 1 if rng.random() < 0.2 else 0
+            if (instance, b) == INCIDENT:
+                n, errors = 40, 30
+            for i in range(n):
+                t = t0_ms + b * STEP_S * 1000 + rng.randrange(0, STEP_S * 1000)
+                lines.append((t, instance, json.dumps({
+                    "ts": t, "instance": instance, "status": 503 if i < errors else 200})))
+    lines.sort()
+    return [(key, text) for _, key, text in lines]
+
+
+def exported(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def load_model(folder):
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    st = safetensors_io.read(os.path.join(folder, "model.safetensors"))
+    tensors = {name: st.tensor(name) for name in st.entries}
+    arch = manifest["architecture"]
+    F = len(manifest["features"])
+    lstm = torch.nn.LSTM(F, arch["hidden"], arch["layers"], batch_first=True)
+    head = torch.nn.Linear(arch["hidden"], F)
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
+    lstm.load_state_dict({k[len("lstm."):]: v for k, v in state.items() if k.startswith("lstm.")})
+    head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+    return manifest, lstm, head
+
+
+def score_here(manifest, lstm, head, row):
+    """docs/models.md, "The score", in float64 around torch's float32 forward pass."""
+    mean = np.array(manifest["normalization"]["mean"])
+    std = np.array(manifest["normalization"]["std"])
+    err_std = np.array(manifest["calibration"]["error_std"])
+    values = np.array([[np.nan if v is None else v for v in step] for step in row["values"]])
+    x = (values - mean) / std
+    x = np.where(np.isfinite(x), x, 0.0)
+    with torch.no_grad():
+        out, _ = lstm(torch.tensor(x[None, :-1, :], dtype=torch.float32))
+        predicted = head(out[:, -1, :]).double().numpy()[0]
+    seen = np.array(row["mask"][-1]) == 1
+    r = ((x[-1] - predicted) / err_std)[seen]
+    return math.sqrt(float(np.mean(r * r)))
+
+
+class Likelihood:
+    """docs/scoring.md, per entity."""
+
+    def __init__(self, calibration):
+        self.cal = calibration
+        self.state = {}
+
+    def update(self, key, score):
+        n, short, mean, var = self.state.get(
+            key, (0, 0.0, self.cal["score_mean"], self.cal["score_std"] ** 2))
+        n += 1
+        short += (score - short) / min(n, LIKELIHOOD_SHORT)
+        floor = max(0.05 * self.cal["score_std"], 1e-6)
+        z = (short - mean) / max(math.sqrt(var), floor)
+        likelihood = 0.5 * math.erfc(-z / math.sqrt(2))
+        w = max(1.0 / (n + LIKELIHOOD_PRIOR), 1.0 / LIKELIHOOD_LONG)
+        d = short - mean
+        mean += w * d
+        var = (1 - w) * (var + w * d * d)
+        self.state[key] = (n, short, mean, var)
+        return likelihood
+
+
+class Scoring(unittest.TestCase):
+    def setUp(self):
+        if not shutil.which("kcat"):
+            self.skipTest("kcat is not installed")
+
+    def test_train_serve_score(self):
+        rng = random.Random(11)
+        now_ms = int(time.time() * 1000)
+        t0_ms = (now_ms - 3600_000) // (STEP_S * 1000) * (STEP_S * 1000)
+        folder = tempfile.mkdtemp(prefix="anomalyd-scoring-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        export = os.path.join(folder, "windows.jsonl")
+        store = os.path.join(folder, "models")
+        os.mkdir(store)
+
+        with KafkaMock("logs:1") as kafka:
+            group = "it-%d" % rng.randrange(1 << 30)
+            config = CONFIG.format(brokers=kafka.bootstrap, group=group, step=STEP_S,
+                                   window=STEP_S * T, export=export, store=store)
+            with Daemon(config) as d:
+                # 1. No model yet: windows flow, unscored, and are exported for training.
+                first = events_for(t0_ms, range(0, 60), rng)
+                kafka.produce("logs", first)
+                wait_for("the first buckets to close",
+                         lambda: any(r["bucket_start_ms"] >= t0_ms + 55 * STEP_S * 1000
+                                     for r in exported(export)), timeout=90, interval=0.3)
+                rows = exported(export)
+                self.assertTrue(all("score" not in r for r in rows))
+                self.assertEqual(d.metric('anomalyd_windows_unscored_total'
+                                          '{detector="api",reason="no_model"}'), len(rows))
+                self.assertIn("CURRENT", d.status()["pipeline"]["detectors"]["api"]["model"]
+                              ["error"])
+
+                # 2. The reference trainer learns from that export; SIGHUP picks it up.
+                trained = subprocess.run(
+                    ["/usr/bin/python3", os.path.join(SOURCE, "train", "anomalyd_train.py"),
+                     "--windows", export, "--store", store, "--model", "api", "--version", "v1",
+                     "--hidden", "16", "--epochs", "30", "--seed", "3", "--threads", "1"],
+                    capture_output=True, text=True, timeout=240)
+                self.assertEqual(trained.returncode, 0, trained.stderr)
+                d.signal(signal.SIGHUP)
+                wait_for("the model", lambda: d.find("serving a model"), timeout=20)
+                self.assertEqual(d.metric('anomalyd_model_info{detector="api",model="api",'
+                                          'version="v1"}'), 1)
+                served_from = len(exported(export))
+
+                # 3. Later logs, with an incident, are scored.
+                second = events_for(t0_ms, range(60, 100), rng)
+                kafka.produce("logs", second)
+                # One more event pushes the watermark past the last bucket.
+                kafka.produce("logs", [("end", json.dumps({
+                    "ts": t0_ms + (100 + T) * STEP_S * 1000, "instance": "api-0",
+                    "status": 200}))])
+                last_ms = t0_ms + 99 * STEP_S * 1000
+                wait_for("the last bucket", lambda: any(
+                    r["bucket_start_ms"] >= last_ms for r in exported(export)), timeout=90,
+                    interval=0.3)
+                rows = exported(export)
+                scored = [r for r in rows[served_from:] if "score" in r]
+                self.assertGreater(len(scored), 200)
+                for r in rows[served_from:]:
+                    observed = any(r["mask"][-1])
+                    if r["bucket_start_ms"] >= t0_ms + 61 * STEP_S * 1000 and observed:
+                        self.assertIn("score", r, "a window after the model came was not scored")
+                    if not observed:
+                        self.assertNotIn("score", r, "a window without new data was scored")
+
+                manifest, lstm, head = load_model(os.path.join(store, "api", "v1"))
+                likelihood = Likelihood(manifest["calibration"])
+                for r in scored:
+                    self.assertEqual(r["model_version"], "v1")
+                    want = score_here(manifest, lstm, head, r)
+                    self.assertLessEqual(abs(r["score"] - want), 1e-4 * max(1.0, want),
+                                         (r["labels"], r["bucket_start_ms"], r["score"], want))
+                    want_l = likelihood.update(r["labels"]["instance"], r["score"])
+                    self.assertLessEqual(abs(r["likelihood"] - want_l), 1e-6,
+                                         (r["labels"], r["bucket_start_ms"]))
+
+                top = max(scored, key=lambda r: r["score"])
+                self.assertEqual((top["labels"]["instance"],
+                                  (top["bucket_start_ms"] - t0_ms) // (STEP_S * 1000)), INCIDENT)
+                self.assertGreater(top["likelihood"], 0.9999)
+                self.assertGreaterEqual(
+                    d.metric('anomalyd_windows_anomalous_total{detector="api"}'), 1)
+                self.assertEqual(d.metric('anomalyd_windows_scored_total{detector="api"}'),
+                                 len(scored))
+                self.assertEqual(d.metric('anomalyd_scoring_backend_info{backend="cpu",device="%s"}'
+                                          % d.status()["scoring"]["device"]), 1)
+                self.assertGreater(d.metric("anomalyd_scoring_batch_windows_count"), 50)
+
+                # Every bucket up to the last is scored and handed on: the offsets reach the
+                # last event, whose bucket is still open.
+                total = len(first) + len(second)
+                wait_for("the commits", lambda: kafka.committed(group, "logs")[1] == total,
+                         timeout=30, interval=0.5)
+
+                # 4. A corrupt version is refused; the serving one stays.
+                bad = os.path.join(store, "api", "v2")
+                shutil.copytree(os.path.join(store, "api", "v1"), bad)
+                with open(os.path.join(bad, "model.safetensors"), "r+b") as f:
+                    f.truncate(100)
+                with open(os.path.join(store, "api", "CURRENT.tmp"), "w") as f:
+                    f.write("v2\n")
+                os.rename(os.path.join(store, "api", "CURRENT.tmp"),
+                          os.path.join(store, "api", "CURRENT"))
+                d.signal(signal.SIGHUP)
+                wait_for("the refusal", lambda: d.find("a model version was refused; the "
+                                                       "serving one stays"), timeout=20)
+                self.assertEqual(d.metric('anomalyd_model_load_failures_total{detector="api"}'),
+                                 1)
+                model = d.status()["pipeline"]["detectors"]["api"]["model"]
+                self.assertEqual(model["version"], "v1")
+                self.assertIn("v2/model.safetensors", model["error"])
+
+                d.signal(signal.SIGTERM)
+                self.assertEqual(d.proc.wait(timeout=30), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
