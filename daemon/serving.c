@@ -389,6 +389,8 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
     json_object_set_new(scoring, "in_flight", json_integer((json_int_t)ad_serving_in_flight(v)));
     json_object_set_new(scoring, "entities_tracked",
                         json_integer((json_int_t)ad_likelihood_entities(v->likelihood)));
+    json_object_set_new(scoring, "likelihood_untracked",
+                        json_integer((json_int_t)ad_likelihood_untracked(v->likelihood)));
     if (v->last_bucket != INT64_MIN) {
         json_object_set_new(scoring, "last_bucket_start_ms",
                             json_integer((json_int_t)(v->last_bucket)));
