@@ -223,8 +223,9 @@ int ad_daemon_reload(struct ad_daemon *d)
     d->pending_restart = pending;
     ad_gauge_set(d->pending_restart_keys, (double)json_array_size(pending));
 
-    ad_config_unref(d->config);
+    ad_config_unref(d->config); /* path pointed into it */
     d->config = next;
+    path = ad_config_path(next);
     apply_log_settings(d);
     record_reload(d, true, NULL);
     AD_INFO_KV("config reloaded", AD_KV_STR("path", path),

@@ -365,7 +365,8 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             v->done_through = v->marks[done].bucket;
         done++;
     }
-    memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
+    if (done && done < v->n_marks)
+        memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
     v->n_marks -= done;
     ad_score_job_free(job);
 }

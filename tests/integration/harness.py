@@ -4,6 +4,7 @@ logs collected, the Kafka mock cluster, and waiting. Standard library only."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,19 @@ ANOMALYD = os.path.join(BUILD, "anomalyd")
 TOOLS = os.path.join(BUILD, "tests", "tools")
 
 
+# Daemons started by this process and not closed: a wait fails at once, with the daemon's last
+# log lines, when one of them exits without having been told to (a crash, a sanitizer report).
+_running = []
+
+
+def _check_running(what):
+    for d in list(_running):
+        if not d.stopping and d.proc.poll() is not None:
+            d.reader.join(timeout=5)
+            raise AssertionError("anomalyd exited with status %s while waiting for %s:\n%s"
+                                 % (d.proc.returncode, what, "".join(d.lines[-40:])))
+
+
 def wait_for(what, check, timeout=30.0, interval=0.05):
     """Returns check()'s first truthy value, or fails after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -25,6 +39,7 @@ def wait_for(what, check, timeout=30.0, interval=0.05):
         value = check()
         if value:
             return value
+        _check_running(what)
         time.sleep(interval)
     raise AssertionError("timed out waiting for " + what)
 
@@ -41,6 +56,7 @@ class Daemon:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env={**os.environ, **(env or {})})
         self.lines = []
+        self.stopping = False
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -50,6 +66,7 @@ class Daemon:
             self.reader.join(timeout=5)
             raise AssertionError("anomalyd exited: %s" % "".join(self.lines))
         self.address = started["address"]
+        _running.append(self)
 
     def _read(self):
         for line in self.proc.stderr:
@@ -58,7 +75,20 @@ class Daemon:
 
     def records(self):
         with self.lock:
-            return [json.loads(line) for line in self.lines]
+            lines = list(self.lines)
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                # Every record is one JSON line: anything else is a crash or a sanitizer's report,
+                # which takes a moment to finish writing.
+                time.sleep(1)
+                with self.lock:
+                    report = "".join(self.lines[i:i + 60])
+                raise AssertionError("anomalyd wrote a line that is not a log record:\n"
+                                     + report) from None
+        return out
 
     def find(self, msg):
         for r in self.records():
@@ -102,9 +132,14 @@ class Daemon:
         return self.metrics().get(series)
 
     def signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopping = True
         self.proc.send_signal(sig)
 
     def close(self):
+        self.stopping = True
+        if self in _running:
+            _running.remove(self)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

@@ -56,6 +56,13 @@ int main(int argc, char **argv)
     argv += cuda;
     size_t len, in_len;
     char err[512], name[64];
+    /* First, so that a machine without a device skips before anything is allocated. */
+    struct ad_lstm_backend *b = cuda ? ad_lstm_backend_cuda_new(0, err, sizeof err)
+                                     : ad_lstm_backend_cpu_new(1, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "lstm-run: %s\n", err);
+        return cuda ? 77 : 1;
+    }
     uint8_t *buf = read_all(argv[1], &len);
     struct ad_safetensors st;
     if (!buf || ad_safetensors_parse(buf, len, &st, err, sizeof err) < 0) {
@@ -96,12 +103,6 @@ int main(int argc, char **argv)
     if (!x || in_len != batch * steps * w.inputs * sizeof(float)) {
         fprintf(stderr, "lstm-run: %s: expected %zu floats\n", argv[2], batch * steps * w.inputs);
         return 1;
-    }
-    struct ad_lstm_backend *b = cuda ? ad_lstm_backend_cuda_new(0, err, sizeof err)
-                                     : ad_lstm_backend_cpu_new(1, err, sizeof err);
-    if (!b) {
-        fprintf(stderr, "lstm-run: %s\n", err);
-        return cuda ? 77 : 1;
     }
     float *out = malloc(batch * w.outputs * sizeof *out);
     if (ad_lstm_forward(b, &w, x, batch, steps, steps * w.inputs, out, err, sizeof err) < 0) {
