@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "grid.h"
 #include "kafka_source.h"
+#include "outbox.h"
 #include "prom_source.h"
 #include "scorer.h"
 #include "serving.h"
@@ -67,6 +68,7 @@ struct pipeline {
     size_t n_sources;
     struct detector_rt *detectors;
     size_t n_detectors;
+    struct ad_outbox *outbox;
     struct event *tick;
     size_t stops_pending;
     void (*stopped)(struct pipeline *p);
@@ -86,7 +88,7 @@ struct ad_pipeline {
     void *done_arg;
 };
 
-static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", NULL};
+static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", "sinks", NULL};
 
 static void advance_detector(struct pipeline *p, size_t d);
 
@@ -256,11 +258,12 @@ static bool scorer_full(const struct pipeline *p)
     return h->scorer && ad_scorer_pending(h->scorer) >= h->queue_depth;
 }
 
-/* While the scorer's queue is full the Kafka sources stop fetching, so that a backlog waits
- * in Kafka rather than in memory. */
+/* While the scorer's queue or a sink is full the Kafka sources stop fetching, so that a
+ * backlog waits in Kafka rather than in memory, and no alert is dropped. A stopping pipeline
+ * fetches nothing more either: what it reads now could not be committed. */
 static void apply_backpressure(struct pipeline *p)
 {
-    bool full = scorer_full(p) && !p->stopping;
+    bool full = p->stopping || scorer_full(p) || (p->outbox && ad_outbox_full(p->outbox));
     for (size_t s = 0; s < p->n_sources; s++)
         ad_kafka_source_pause(p->sources[s].kafka, full);
 }
@@ -284,15 +287,45 @@ static void advance_all(struct pipeline *p)
         advance_detector(p, d);
 }
 
+/* Batches being scored and alerts not yet acknowledged: what a stop waits for. */
 static size_t in_flight(const struct pipeline *p)
 {
     size_t n = 0;
-    for (size_t d = 0; d < p->n_detectors; d++)
-        n += p->detectors[d].serving ? ad_serving_in_flight(p->detectors[d].serving) : 0;
+    for (size_t d = 0; d < p->n_detectors; d++) {
+        const struct ad_serving *v = p->detectors[d].serving;
+        n += v ? ad_serving_in_flight(v) + ad_serving_unacked(v) : 0;
+    }
     return n;
 }
 
 static void stop_sources(struct pipeline *p);
+
+/* Tokens of alerts in the sinks: the detector's index above, its alert sequence below. */
+#define TOKEN_SEQ_BITS 48
+#define TOKEN_SEQ_MASK ((UINT64_C(1) << TOKEN_SEQ_BITS) - 1)
+
+static size_t publish_alert(void *arg, const struct ad_alert *alert, uint64_t seq)
+{
+    struct detector_rt *det = arg;
+    struct pipeline *p = det->owner;
+    if (!p->outbox)
+        return 0;
+    uint64_t token = (uint64_t)(det - p->detectors) << TOKEN_SEQ_BITS | (seq & TOKEN_SEQ_MASK);
+    return ad_outbox_publish(p->outbox, det->settings->name, alert, token);
+}
+
+static void on_alert_acked(void *arg, uint64_t token)
+{
+    struct pipeline *p = arg;
+    size_t d = (size_t)(token >> TOKEN_SEQ_BITS);
+    if (d >= p->n_detectors)
+        return;
+    ad_serving_ack(p->detectors[d].serving, token & TOKEN_SEQ_MASK);
+    release_done(p, d);
+    apply_backpressure(p);
+    if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
+        stop_sources(p);
+}
 
 static void on_results(evutil_socket_t fd, short what, void *arg)
 {
@@ -430,7 +463,9 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
         }
-        det->serving = ad_serving_new(s, di, p->holder->scorer, metrics, det, errstr, errstr_size);
+        struct ad_serving_outlet outlet = {.publish = publish_alert, .arg = det};
+        det->serving =
+            ad_serving_new(s, di, p->holder->scorer, &outlet, metrics, det, errstr, errstr_size);
         if (!det->serving)
             return -1;
     }
@@ -552,6 +587,7 @@ static void pipeline_free(struct pipeline *p)
         ad_window_store_destroy(p->detectors[i].store);
         ad_serving_destroy(p->detectors[i].serving);
     }
+    ad_outbox_destroy(p->outbox);
     free(p->sources);
     free(p->detectors);
     ad_config_unref(p->config);
@@ -577,7 +613,9 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }
-    if (build_detectors(p, s, holder->metrics, errstr, errstr_size) < 0 ||
+    p->outbox =
+        ad_outbox_new(holder->base, s, holder->metrics, on_alert_acked, p, errstr, errstr_size);
+    if (!p->outbox || build_detectors(p, s, holder->metrics, errstr, errstr_size) < 0 ||
         build_sources(p, holder, s, errstr, errstr_size) < 0)
         goto err;
     p->tick = event_new(holder->base, -1, EV_PERSIST, on_tick, p);
@@ -603,13 +641,27 @@ static void source_stopped(void *arg)
         p->stopped(p);
 }
 
+static void outbox_stopped(void *arg, bool flushed)
+{
+    struct pipeline *p = arg;
+    if (!flushed)
+        AD_WARN("the sinks were stopped with alerts unacknowledged; they are sent again after "
+                "the restart, from the uncommitted offsets");
+    source_stopped(p);
+}
+
+/* Once every batch is scored and every alert acknowledged: the sources commit and leave, and
+ * the sinks close. */
 static void stop_sources(struct pipeline *p)
 {
+    const struct ad_settings *s = ad_config_settings(p->config);
     p->sources_stopping = true;
     /* Count first: a source may finish before its stop returns. */
     for (size_t i = 0; i < p->n_sources; i++)
         if (p->sources[i].kafka)
             p->stops_pending++;
+    p->stops_pending++; /* the outbox */
+    ad_outbox_stop(p->outbox, ad_clock_mono_ms() + s->daemon.shutdown_timeout, outbox_stopped, p);
     for (size_t i = 0; i < p->n_sources; i++) {
         if (p->sources[i].kafka)
             ad_kafka_source_stop(p->sources[i].kafka, source_stopped, p);
@@ -628,6 +680,7 @@ static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *)
     if (p->tick)
         event_del(p->tick);
     p->stops_pending = 1; /* stop_sources' own */
+    apply_backpressure(p);
     if (in_flight(p) == 0)
         stop_sources(p);
 }
@@ -736,6 +789,9 @@ static void status(void *ctx, json_t *out)
         json_object_set_new(detectors, det->settings->name, part);
     }
     json_object_set_new(out, "detectors", detectors);
+    json_t *sinks = json_object();
+    ad_outbox_status(p->outbox, sinks);
+    json_object_set_new(out, "sinks", sinks);
 }
 
 struct ad_component ad_pipeline_component(struct ad_pipeline *p)

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alerts.h"
 #include "bucket.h"
+#include "clock.h"
 #include "likelihood.h"
 #include "log_rules.h"
 #include "model.h"
@@ -16,10 +18,19 @@
 #define AD_LOG_MODULE "serving"
 #include "log.h"
 
-/* "Buckets up to bucket are done once `submitted` jobs have finished." */
+/* "Buckets up to bucket are done once `submitted` jobs have finished and every alert they
+ * made (sequence numbers below `alerts`) has been acknowledged." */
+#define ALERTS_UNKNOWN UINT64_MAX /* the jobs have not all finished yet */
 struct mark {
     int64_t bucket;
     uint64_t submitted;
+    uint64_t alerts;
+};
+
+/* An alert handed to the sinks and not yet acknowledged by all of them. */
+struct unacked {
+    uint64_t seq;
+    uint32_t remaining;
 };
 
 struct ad_serving {
@@ -30,6 +41,8 @@ struct ad_serving {
     struct ad_model *model; /* NULL: windows are not scored */
     char model_error[4608]; /* why there is no model, or why the last reload failed */
     struct ad_likelihood *likelihood;
+    struct ad_alerts *alerts;
+    struct ad_serving_outlet outlet;
     FILE *export;
     char *export_path;
 
@@ -37,6 +50,9 @@ struct ad_serving {
     struct mark *marks; /* oldest first */
     size_t n_marks, cap_marks;
     int64_t done_through;
+    uint64_t alert_seq;      /* the next alert's sequence number */
+    struct unacked *unacked; /* oldest first, from unacked_head */
+    size_t unacked_head, n_unacked, cap_unacked;
     int64_t last_bucket; /* the newest bucket with a finished batch */
     double last_max_score;
 
@@ -45,6 +61,10 @@ struct ad_serving {
     struct ad_counter *unscored_no_model_total, *unscored_no_data_total, *unscored_failed_total;
     struct ad_counter *load_failures_total;
     struct ad_gauge *model_info;
+    struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
+    struct ad_counter *untracked_total;
+    struct ad_gauge *pending_gauge, *firing_gauge, *flapping_gauge, *unacked_gauge;
+    struct ad_alerts_counts counted; /* what the counters above have been given */
 };
 
 /* ---- the model ---- */
@@ -87,28 +107,99 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
     }
     struct ad_model *m = ad_model_load_current(store_path, d->model, &expect, err, sizeof err);
     if (!m) {
-        snprintf(v->model_error, sizeof v->model_error, "%s", err);
-        ad_counter_inc(v->load_failures_total);
-        if (v->model)
-            AD_ERROR_KV("a model version was refused; the serving one stays",
-                        AD_KV_STR("detector", d->name),
-                        AD_KV_STR("serving", ad_model_version(v->model)), AD_KV_STR("error", err));
-        else
-            AD_WARN_KV("no model: windows are exported but not scored",
-                       AD_KV_STR("detector", d->name), AD_KV_STR("reason", err));
+        ad_serving_refuse_model(v, err);
+        return;
+    }
+    ad_serving_offer_model(v, m);
+}
+
+void ad_serving_refuse_model(struct ad_serving *v, const char *error)
+{
+    snprintf(v->model_error, sizeof v->model_error, "%s", error);
+    ad_counter_inc(v->load_failures_total);
+    if (v->model)
+        AD_ERROR_KV("a model version was refused; the serving one stays",
+                    AD_KV_STR("detector", v->settings->name),
+                    AD_KV_STR("serving", ad_model_version(v->model)), AD_KV_STR("error", error));
+    else
+        AD_WARN_KV("no model: windows are exported but not scored",
+                   AD_KV_STR("detector", v->settings->name), AD_KV_STR("reason", error));
+}
+
+void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m)
+{
+    const struct ad_settings_detector *d = v->settings;
+    struct ad_model_expect expect = {
+        .features = &d->features, .window = d->window_len, .step_ms = d->step};
+    char err[sizeof v->model_error];
+    if (ad_model_fits(m, &expect, err, sizeof err) < 0) {
+        ad_serving_refuse_model(v, err);
+        ad_model_unref(m);
         return;
     }
     v->model_error[0] = '\0';
     if (v->model && strcmp(ad_model_dir(v->model), ad_model_dir(m)) == 0) {
-        ad_model_unref(m); /* CURRENT still names the serving version */
+        ad_model_unref(m);
         return;
     }
+    /* Batches in flight finish with the version they were submitted with; the next one
+     * takes this: no window is lost or scored twice. */
     serve(v, m);
 }
 
 /* ---- construction ---- */
 
+static void register_alert_metrics(struct ad_serving *v, struct ad_metrics *metrics)
+{
+    const char *name = v->settings->name;
+    static const char notified_help[] = "Alert notifications handed to the sinks, by state.";
+    static const char active_help[] = "Entities whose alert is in this state.";
+    v->notified_firing_total =
+        ad_metrics_counter(metrics, "anomalyd_alert_notifications_total", notified_help, "detector",
+                           name, "state", "firing", NULL);
+    v->notified_resolved_total =
+        ad_metrics_counter(metrics, "anomalyd_alert_notifications_total", notified_help, "detector",
+                           name, "state", "resolved", NULL);
+    v->held_back_total = ad_metrics_counter(metrics, "anomalyd_alert_notifications_held_back_total",
+                                            "Notifications held back while an entity was flapping.",
+                                            "detector", name, NULL);
+    v->untracked_total = ad_metrics_counter(
+        metrics, "anomalyd_alerts_untracked_total",
+        "Anomalous windows of new entities that found the alert table full (no alert).", "detector",
+        name, NULL);
+    v->pending_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
+                                        "state", "pending", NULL);
+    v->firing_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
+                                       "state", "firing", NULL);
+    v->flapping_gauge =
+        ad_metrics_gauge(metrics, "anomalyd_alerts_flapping",
+                         "Entities whose notifications are held back.", "detector", name, NULL);
+    v->unacked_gauge = ad_metrics_gauge(
+        metrics, "anomalyd_alerts_unacknowledged",
+        "Alerts handed to the sinks and not yet acknowledged by every one of them.", "detector",
+        name, NULL);
+}
+
+/* Brings the alert metrics up to the state machine's counts. */
+static void update_alert_metrics(struct ad_serving *v)
+{
+    struct ad_alerts_counts c;
+    ad_alerts_counts(v->alerts, &c);
+    ad_counter_add(v->notified_firing_total,
+                   (double)(c.notified_firing - v->counted.notified_firing));
+    ad_counter_add(v->notified_resolved_total,
+                   (double)(c.notified_resolved - v->counted.notified_resolved));
+    ad_counter_add(v->held_back_total, (double)(c.held_back - v->counted.held_back));
+    ad_counter_add(v->untracked_total, (double)(c.untracked - v->counted.untracked));
+    ad_gauge_set(v->pending_gauge, (double)c.pending);
+    ad_gauge_set(v->firing_gauge, (double)c.firing);
+    ad_gauge_set(v->flapping_gauge, (double)c.flapping);
+    ad_gauge_set(v->unacked_gauge, (double)v->n_unacked);
+    v->counted = c;
+}
+
 struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct ad_scorer *scorer,
+                                  const struct ad_serving_outlet *outlet,
                                   struct ad_metrics *metrics, void *user, char *err,
                                   size_t err_size)
 {
@@ -124,11 +215,15 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->metrics = metrics;
     v->done_through = INT64_MIN;
     v->last_bucket = INT64_MIN;
+    if (outlet)
+        v->outlet = *outlet;
     /* An entity's likelihood outlives its windows by one idle timeout, so an entity that comes
      * back soon keeps its history. */
     int64_t idle_buckets = 2 * (det->entity_idle_timeout / det->step + 1);
     v->likelihood = ad_likelihood_new(2 * (size_t)det->max_entities, idle_buckets);
-    if (!v->likelihood) {
+    v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
+                              2 * (size_t)det->max_entities);
+    if (!v->likelihood || !v->alerts) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
@@ -161,6 +256,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->load_failures_total = ad_metrics_counter(metrics, "anomalyd_model_load_failures_total",
                                                 "Model versions that failed to load or validate.",
                                                 "detector", name, NULL);
+    register_alert_metrics(v, metrics);
     ad_serving_reload_model(v, s->model_store.path);
     return v;
 fail:
@@ -176,8 +272,10 @@ void ad_serving_destroy(struct ad_serving *v)
         fclose(v->export);
     free(v->export_path);
     ad_likelihood_destroy(v->likelihood);
+    ad_alerts_destroy(v->alerts);
     ad_model_unref(v->model);
     free(v->marks);
+    free(v->unacked);
     free(v);
 }
 
@@ -203,9 +301,32 @@ void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
         ad_serving_finish(v, job);
 }
 
+/* Every alert with a sequence number below this one has been acknowledged. */
+static uint64_t acked_below(const struct ad_serving *v)
+{
+    return v->n_unacked ? v->unacked[v->unacked_head].seq : v->alert_seq;
+}
+
+/* Moves done_through over the marks whose jobs have finished and whose alerts are safe. */
+static void advance_done(struct ad_serving *v)
+{
+    size_t done = 0;
+    uint64_t acked = acked_below(v);
+    while (done < v->n_marks && v->marks[done].alerts != ALERTS_UNKNOWN &&
+           v->marks[done].alerts <= acked) {
+        if (v->marks[done].bucket > v->done_through)
+            v->done_through = v->marks[done].bucket;
+        done++;
+    }
+    if (done && done < v->n_marks)
+        memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
+    v->n_marks -= done;
+}
+
 void ad_serving_closed(struct ad_serving *v, int64_t bucket)
 {
-    if (v->finished == v->submitted) {
+    bool finished = v->finished == v->submitted;
+    if (finished && v->n_marks == 0 && acked_below(v) == v->alert_seq) {
         if (bucket > v->done_through)
             v->done_through = bucket;
         return;
@@ -225,7 +346,9 @@ void ad_serving_closed(struct ad_serving *v, int64_t bucket)
         v->marks = grown;
         v->cap_marks = cap;
     }
-    v->marks[v->n_marks++] = (struct mark){.bucket = bucket, .submitted = v->submitted};
+    v->marks[v->n_marks++] = (struct mark){.bucket = bucket,
+                                           .submitted = v->submitted,
+                                           .alerts = finished ? v->alert_seq : ALERTS_UNKNOWN};
 }
 
 struct ad_serving *ad_serving_of(const struct ad_score_job *job)
@@ -246,6 +369,80 @@ int64_t ad_serving_done_through(const struct ad_serving *v)
 size_t ad_serving_in_flight(const struct ad_serving *v)
 {
     return (size_t)(v->submitted - v->finished);
+}
+
+size_t ad_serving_unacked(const struct ad_serving *v)
+{
+    return v->n_unacked;
+}
+
+/* ---- alerts ---- */
+
+static int track_unacked(struct ad_serving *v, uint64_t seq, size_t acks)
+{
+    if (v->unacked_head + v->n_unacked == v->cap_unacked) {
+        if (v->unacked_head > 0) { /* reuse the room acknowledged alerts left at the front */
+            memmove(v->unacked, v->unacked + v->unacked_head, v->n_unacked * sizeof *v->unacked);
+            v->unacked_head = 0;
+        }
+        if (v->n_unacked == v->cap_unacked) {
+            size_t cap = v->cap_unacked ? 2 * v->cap_unacked : 64;
+            struct unacked *grown = realloc(v->unacked, cap * sizeof *grown);
+            if (!grown)
+                return -1;
+            v->unacked = grown;
+            v->cap_unacked = cap;
+        }
+    }
+    v->unacked[v->unacked_head + v->n_unacked++] =
+        (struct unacked){.seq = seq, .remaining = (uint32_t)acks};
+    return 0;
+}
+
+/* Hands one alert to the sinks (or to the log alone, without sinks), and frees it. */
+static void publish(struct ad_serving *v, struct ad_alert *alert)
+{
+    uint64_t seq = v->alert_seq++;
+    AD_INFO_KV("alert", AD_KV_STR("detector", v->settings->name), AD_KV_STR("state", alert->state),
+               AD_KV_STR("entity", alert->entity), AD_KV_STR("id", alert->id));
+    size_t acks = v->outlet.publish ? v->outlet.publish(v->outlet.arg, alert, seq) : 0;
+    if (acks && track_unacked(v, seq, acks) < 0)
+        /* The acknowledgements will find nothing to count down: its bucket does not wait. */
+        AD_ERROR_KV("out of memory tracking an alert's delivery",
+                    AD_KV_STR("detector", v->settings->name), AD_KV_STR("id", alert->id));
+    ad_alert_free(alert);
+}
+
+static void on_expired(void *arg, struct ad_alert *alert)
+{
+    publish(arg, alert);
+}
+
+void ad_serving_ack(struct ad_serving *v, uint64_t seq)
+{
+    struct unacked *first = v->unacked + v->unacked_head;
+    size_t lo = 0, hi = v->n_unacked;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (first[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->n_unacked || first[lo].seq != seq || first[lo].remaining == 0) {
+        AD_WARN_KV("an acknowledgement for no alert", AD_KV_STR("detector", v->settings->name),
+                   AD_KV_INT("sequence", (long long)seq));
+        return;
+    }
+    first[lo].remaining--;
+    while (v->n_unacked && v->unacked[v->unacked_head].remaining == 0) {
+        v->unacked_head++;
+        v->n_unacked--;
+    }
+    if (!v->n_unacked)
+        v->unacked_head = 0;
+    ad_gauge_set(v->unacked_gauge, (double)v->n_unacked);
+    advance_done(v);
 }
 
 /* The window export (docs/windows.md): the window, and its score when it has one. */
@@ -299,13 +496,35 @@ static void export_window(struct ad_serving *v, const struct ad_score_job *job, 
     fprintf(f, "}\n");
 }
 
-static bool anomalous(const struct ad_serving *v, const struct ad_model *m, double score,
-                      double likelihood)
+static double score_threshold(const struct ad_serving *v, const struct ad_model *m)
 {
     const struct ad_settings_detector *d = v->settings;
-    double score_threshold =
-        isnan(d->threshold_score) ? ad_model_calibration(m)->threshold : d->threshold_score;
-    return likelihood >= d->threshold_likelihood || score >= score_threshold;
+    return isnan(d->threshold_score) ? ad_model_calibration(m)->threshold : d->threshold_score;
+}
+
+/* Feeds one scored window to the alert state machine, and publishes what it says. */
+static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t w, double score,
+                    double likelihood, bool anomalous)
+{
+    const struct ad_settings_detector *d = v->settings;
+    const struct ad_window_batch *b = job->batch;
+    struct ad_alert_window in = {
+        .end_ms = b->bucket_start + b->step,
+        .start_ms = b->bucket_start + b->step - d->window,
+        .score = score,
+        .likelihood = likelihood,
+        .score_threshold = score_threshold(v, job->model),
+        .likelihood_threshold = d->threshold_likelihood,
+        .anomalous = anomalous,
+        .shares = job->shares ? job->shares + w * b->n_features : NULL,
+        .model = ad_model_name(job->model),
+        .model_version = ad_model_version(job->model),
+        .now_ms = ad_clock_wall_ms(),
+    };
+    in.key = ad_window_batch_key(b, w, &in.key_len);
+    struct ad_alert *alert = NULL;
+    if (ad_alerts_observe(v->alerts, &in, &alert) > 0)
+        publish(v, alert);
 }
 
 void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
@@ -327,10 +546,13 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             size_t len;
             const char *key = ad_window_batch_key(b, w, &len);
             likelihood = ad_likelihood_update(v->likelihood, key, len, bucket, score, job->model);
-            if (anomalous(v, job->model, score, likelihood)) {
+            bool anomalous = likelihood >= v->settings->threshold_likelihood ||
+                             score >= score_threshold(v, job->model);
+            if (anomalous) {
                 v->anomalous++;
                 ad_counter_inc(v->anomalous_total);
             }
+            observe(v, job, w, score, likelihood, anomalous);
             max_score = score > max_score ? score : max_score;
         }
         if (v->export)
@@ -339,8 +561,13 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     if (v->export && b->last_of_bucket && fflush(v->export) != 0)
         AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", v->export_path),
                     AD_KV_STR("error", strerror(errno)));
-    if (b->last_of_bucket)
+    if (b->last_of_bucket) {
         ad_likelihood_expire(v->likelihood, bucket);
+        /* An entity gone quiet for its idle timeout resolves, as its windows stop. */
+        ad_alerts_expire(v->alerts, b->bucket_start + b->step - v->settings->entity_idle_timeout,
+                         ad_clock_wall_ms(), on_expired, v);
+    }
+    update_alert_metrics(v);
 
     size_t scored = job->model && !job->error[0] ? job->scored : 0;
     v->scored += scored;
@@ -359,15 +586,12 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     }
 
     v->finished++;
-    size_t done = 0;
-    while (done < v->n_marks && v->marks[done].submitted <= v->finished) {
-        if (v->marks[done].bucket > v->done_through)
-            v->done_through = v->marks[done].bucket;
-        done++;
-    }
-    if (done && done < v->n_marks)
-        memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
-    v->n_marks -= done;
+    /* Jobs finish in the order they were submitted, so every alert of the buckets whose jobs
+     * have now all finished has a sequence number below alert_seq. */
+    for (size_t i = 0; i < v->n_marks && v->marks[i].submitted <= v->finished; i++)
+        if (v->marks[i].alerts == ALERTS_UNKNOWN)
+            v->marks[i].alerts = v->alert_seq;
+    advance_done(v);
     ad_score_job_free(job);
 }
 
@@ -399,4 +623,8 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
             json_object_set_new(scoring, "last_bucket_max_score", json_real(v->last_max_score));
     }
     json_object_set_new(out, "scoring", scoring);
+    json_t *alerts = json_object();
+    ad_alerts_status(v->alerts, alerts);
+    json_object_set_new(alerts, "unacknowledged", json_integer((json_int_t)v->n_unacked));
+    json_object_set_new(out, "alerts", alerts);
 }

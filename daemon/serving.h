@@ -3,9 +3,9 @@
 
 /*
  * One detector's serving side, on the loop thread: the model it scores with, the batches it
- * has handed to the scorer, each entity's anomaly likelihood, the window export, and which
- * closed buckets are done, that is scored and handed on, so that the Kafka offsets of their
- * events may be committed.
+ * has handed to the scorer, each entity's anomaly likelihood and alert state, the window
+ * export, and which closed buckets are done, that is scored and every alert derived from them
+ * acknowledged by every sink, so that the Kafka offsets of their events may be committed.
  *
  * Without a model (none in the store yet, or none that loads) windows still flow: they are
  * counted as unscored, exported, and their buckets are done. That is how a first model gets
@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "alerts.h"
 #include "batch.h"
 #include "metrics.h"
 #include "scorer.h"
@@ -27,12 +28,21 @@
 
 struct ad_serving;
 
+/* Where a detector's alerts go: the pipeline's sinks. */
+struct ad_serving_outlet {
+    /* Hands an alert on (borrowed for the call). Returns how many acknowledgements to wait
+     * for: ad_serving_ack(v, seq) once per sink that has it safe; 0 when there are no sinks. */
+    size_t (*publish)(void *arg, const struct ad_alert *alert, uint64_t seq);
+    void *arg;
+};
+
 /*
  * For detector d of s (borrowed: s must outlive the serving side). scorer may be NULL: nothing
  * is scored then. user is the caller's, for ad_serving_user. Returns NULL with err filled when
  * the export cannot be opened or memory runs out; a missing model is not an error.
  */
 struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct ad_scorer *scorer,
+                                  const struct ad_serving_outlet *outlet,
                                   struct ad_metrics *metrics, void *user, char *err,
                                   size_t err_size);
 void ad_serving_destroy(struct ad_serving *v);
@@ -52,10 +62,22 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job);
 int64_t ad_serving_done_through(const struct ad_serving *v);
 /* Batches submitted and not yet finished. */
 size_t ad_serving_in_flight(const struct ad_serving *v);
+/* Alerts handed on and not yet acknowledged by every sink. */
+size_t ad_serving_unacked(const struct ad_serving *v);
+/* One sink has alert seq safe. */
+void ad_serving_ack(struct ad_serving *v, uint64_t seq);
 
 /* Loads <store_path>/<model>/CURRENT again (store_path NULL: the store is not a folder); keeps
  * the serving model when CURRENT names it or the new version fails to load. */
 void ad_serving_reload_model(struct ad_serving *v, const char *store_path);
+
+/* A new version of the detector's model (a reference, which this takes): served from the next
+ * batch on when it fits the detector's windows, else refused like a version that fails to
+ * load. */
+void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m);
+/* A new version was found and refused (error says why): logged and counted; the serving one
+ * stays. */
+void ad_serving_refuse_model(struct ad_serving *v, const char *error);
 
 /* The model (or why there is none), and what was scored. */
 void ad_serving_status(const struct ad_serving *v, json_t *out);

@@ -37,6 +37,7 @@ struct ad_model {
     float *golden_input, *golden_output;
     double golden_tolerance;
     json_t *describe;
+    json_t *feature_names; /* the manifest's "features" */
 };
 
 static atomic_uint_fast64_t next_id = 1;
@@ -427,12 +428,12 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
     return rc;
 }
 
-static int check_expect(const struct ad_model *m, json_t *doc, const struct ad_model_expect *e,
-                        const char *path, char *err, size_t size)
+static int check_expect(const struct ad_model *m, const struct ad_model_expect *e, const char *path,
+                        char *err, size_t size)
 {
     if (!e)
         return 0;
-    json_t *features = json_object_get(doc, "features");
+    json_t *features = m->feature_names;
     if (e->features) {
         bool same = json_array_size(features) == e->features->len;
         for (size_t i = 0; same && i < e->features->len; i++)
@@ -483,8 +484,10 @@ struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t
         fail(err, err_size, "%s:%d:%d: %s", manifest_path, jerr.line, jerr.column, jerr.text);
         goto err;
     }
-    if (read_manifest(m, doc, manifest_path, &mf, err, err_size) < 0 ||
-        check_expect(m, doc, expect, manifest_path, err, err_size) < 0)
+    if (read_manifest(m, doc, manifest_path, &mf, err, err_size) < 0)
+        goto err;
+    m->feature_names = json_incref(json_object_get(doc, "features"));
+    if (check_expect(m, expect, manifest_path, err, err_size) < 0)
         goto err;
     ad_sha256_hex(weights, weights_len, hex);
     if (strcmp(hex, mf.sha256) != 0) {
@@ -573,6 +576,7 @@ void ad_model_unref(struct ad_model *m)
     free(m->golden_input);
     free(m->golden_output);
     json_decref(m->describe);
+    json_decref(m->feature_names);
     free(m);
 }
 
@@ -624,4 +628,12 @@ const struct ad_model_calibration *ad_model_calibration(const struct ad_model *m
 void ad_model_describe(const struct ad_model *m, json_t *out)
 {
     json_object_update(out, m->describe);
+}
+
+int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *err,
+                  size_t err_size)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.json", m->dir);
+    return check_expect(m, expect, path, err, err_size);
 }

@@ -52,6 +52,10 @@ struct ad_model *ad_model_load_current(const char *store, const char *name,
                                        const struct ad_model_expect *expect, char *err,
                                        size_t err_size);
 
+/* 0 when m is for windows like expect's (features, window, step); else -1 and why. */
+int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *err,
+                  size_t err_size);
+
 struct ad_model *ad_model_ref(struct ad_model *m);
 void ad_model_unref(struct ad_model *m); /* accepts NULL; thread-safe */
 

@@ -130,7 +130,7 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
     }
     s->paused = paused;
     ad_gauge_set(s->paused_gauge, paused ? 1 : 0);
-    AD_DEBUG_KV(paused ? "fetching paused: the scorer is behind" : "fetching resumed",
+    AD_DEBUG_KV(paused ? "fetching paused: scoring or a sink is behind, or a stop" : "fetching resumed",
                 AD_KV_STR("source", s->settings->name));
 }
 
@@ -638,7 +638,7 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
                                                 "source", name, "result", "failed", NULL);
     s->paused_gauge =
         ad_metrics_gauge(m, "anomalyd_kafka_source_paused",
-                         "1 while the source has stopped fetching because the scorer is behind.",
+                         "1 while the source has stopped fetching: scoring or a sink is behind, or it is stopping.",
                          "source", s->settings->name, NULL);
     static const char rebalance_help[] = "Partitions assigned to or revoked from this consumer.";
     s->assigned_total =

@@ -274,3 +274,78 @@ class Prometheus:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Redis:
+    """A real redis-server on loopback, its data in a temporary folder. The append-only file is
+    synced on every write, so a server killed with SIGKILL comes back with what it
+    acknowledged, as a production Redis configured for durability does."""
+
+    def __init__(self, password=None):
+        self.port = free_port()
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix="anomalyd-redis-")
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "yes",
+                "--appendfsync", "always", "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for("redis-server to answer", lambda: self._ping() or self.proc.poll() is not None,
+                 timeout=20)
+        if self.proc.poll() is not None:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                raise AssertionError("redis-server did not start: " + f.read())
+
+    def _ping(self):
+        try:
+            return self.cli("PING").strip() == "PONG"
+        except subprocess.SubprocessError:
+            return False
+
+    def cli(self, *args):
+        """One command through redis-cli; its raw output."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *auth, "--raw", *args],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout
+
+    def kill(self):
+        """SIGKILL: no clean shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stream(self, key):
+        """Every entry of a stream as (entry id, {field: value}), oldest first."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port),
+             *(["-a", self.password, "--no-auth-warning"] if self.password else []),
+             "--json", "XRANGE", key, "-", "+"], capture_output=True, text=True, timeout=20)
+        if not out.stdout.strip():
+            return []
+        entries = []
+        for entry_id, fields in json.loads(out.stdout):
+            entries.append((entry_id, dict(zip(fields[0::2], fields[1::2]))))
+        return entries
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
