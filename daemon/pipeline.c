@@ -12,7 +12,9 @@
 #include "clock.h"
 #include "grid.h"
 #include "kafka_source.h"
+#include "model_watch.h"
 #include "outbox.h"
+#include "redis_sub.h"
 #include "prom_source.h"
 #include "scorer.h"
 #include "serving.h"
@@ -83,7 +85,9 @@ struct ad_pipeline {
     struct event *results;
     size_t queue_depth; /* scoring.queue_depth in force */
     struct pipeline *current;
-    struct pipeline *retired; /* stopping in the background after a reload */
+    struct pipeline *retired;           /* stopping in the background after a reload */
+    struct ad_model_watch *watch;       /* NULL: no model store */
+    struct ad_redis_sub *announcements; /* NULL: no model_store.redis_channel */
     ad_daemon_done_fn done;
     void *done_arg;
 };
@@ -714,19 +718,136 @@ static void current_stopped(struct pipeline *p)
     maybe_done(p->holder);
 }
 
+/* ---- the model store ---- */
+
+static void on_model(void *arg, const char *model, struct ad_model *m)
+{
+    struct ad_pipeline *h = arg;
+    struct pipeline *p = h->current;
+    for (size_t d = 0; p && d < p->n_detectors; d++)
+        if (strcmp(p->detectors[d].settings->model, model) == 0)
+            ad_serving_offer_model(p->detectors[d].serving, ad_model_ref(m));
+    ad_model_watch_set_serving(h->watch, model, ad_model_version(m));
+    ad_model_unref(m);
+}
+
+static void on_refused(void *arg, const char *model, const char *version, const char *error)
+{
+    struct ad_pipeline *h = arg;
+    struct pipeline *p = h->current;
+    (void)version;
+    for (size_t d = 0; p && d < p->n_detectors; d++)
+        if (strcmp(p->detectors[d].settings->model, model) == 0)
+            ad_serving_refuse_model(p->detectors[d].serving, error);
+}
+
+static void on_announcement(void *arg, const char *payload, size_t len)
+{
+    struct ad_pipeline *h = arg;
+    if (h->watch)
+        ad_model_watch_announce(h->watch, payload, len);
+}
+
+static void on_subscribed(void *arg)
+{
+    struct ad_pipeline *h = arg;
+    /* Announcements made while the subscription was down are lost: look for ourselves. */
+    if (h->watch)
+        ad_model_watch_check(h->watch);
+}
+
+static void unwatch(struct ad_pipeline *h)
+{
+    ad_redis_sub_destroy(h->announcements);
+    h->announcements = NULL;
+    ad_model_watch_destroy(h->watch);
+    h->watch = NULL;
+}
+
+/* Watches the store for the models of the current pipeline's detectors, each checked against
+ * the first detector that uses it (the others check again when it is offered). */
+static int watch(struct ad_pipeline *h, const struct ad_settings *s, char *errstr,
+                 size_t errstr_size)
+{
+    if (!s->model_store.path && !s->model_store.url)
+        return 0;
+    const char **models = calloc(s->n_detectors + 1, sizeof *models);
+    struct ad_model_expect *expect = calloc(s->n_detectors + 1, sizeof *expect);
+    size_t n = 0;
+    int rc = -1;
+    if (!models || !expect) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (size_t d = 0; d < s->n_detectors; d++) {
+        const struct ad_settings_detector *det = &s->detectors[d];
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(models[i], det->model) == 0;
+        if (seen)
+            continue;
+        expect[n] = (struct ad_model_expect){
+            .features = &det->features, .window = det->window_len, .step_ms = det->step};
+        models[n++] = det->model;
+    }
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    struct ad_model_watch_options opts = {
+        .base = h->base,
+        .store = &s->model_store,
+        .models = models,
+        .n_models = n,
+        .expect = expect,
+        .handler = {.on_model = on_model, .on_refused = on_refused, .arg = h},
+        .metrics = h->metrics,
+    };
+    h->watch = ad_model_watch_new_with(&opts, errstr, errstr_size);
+    if (!h->watch)
+        goto out;
+    /* What the detectors loaded as they were built is not news. */
+    for (size_t d = 0; h->current && d < h->current->n_detectors; d++) {
+        const struct ad_model *m = ad_serving_model(h->current->detectors[d].serving);
+        if (m)
+            ad_model_watch_set_serving(h->watch, ad_model_name(m), ad_model_version(m));
+    }
+    if (s->model_store.redis_channel && s->sinks.redis.url) {
+        struct ad_redis_sub_handler handler = {
+            .on_message = on_announcement, .on_subscribed = on_subscribed, .arg = h};
+        h->announcements = ad_redis_sub_new(h->base, &s->sinks.redis, s->model_store.redis_channel,
+                                            h->metrics, &handler, errstr, errstr_size);
+        if (!h->announcements)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(models);
+    free(expect);
+    return rc;
+}
+
 /* ---- the component ---- */
 
 static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
 {
     struct ad_pipeline *h = ctx;
     const struct ad_settings *s = ad_config_settings(next);
+    static const char *const store_sections[] = {"model_store", "sinks", NULL};
     if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
         h->queue_depth = (size_t)s->scoring.queue_depth;
         for (size_t d = 0; d < h->current->n_detectors; d++) {
             struct detector_rt *det = &h->current->detectors[d];
             ad_window_store_set_max_batch(det->store, (size_t)s->scoring.max_batch);
-            ad_serving_reload_model(det->serving, s->model_store.path);
         }
+        if (!ad_config_sections_equal(h->current->config, next, store_sections)) {
+            unwatch(h);
+            if (watch(h, s, errstr, errstr_size) < 0)
+                return -1;
+        }
+        /* SIGHUP looks at the store at once, whatever inotify or the poll have seen. */
+        if (h->watch)
+            ad_model_watch_check(h->watch);
         return 0;
     }
     struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
@@ -735,6 +856,10 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
     struct pipeline *old = h->current;
     h->current = fresh;
     h->queue_depth = (size_t)s->scoring.queue_depth;
+    unwatch(h);
+    if (watch(h, s, errstr, errstr_size) < 0)
+        AD_ERROR_KV("cannot watch the model store; new versions wait for a restart",
+                    AD_KV_STR("error", errstr));
     if (old) {
         AD_WARN("sources or detectors changed: the pipeline was rebuilt; open windows start "
                 "over from the last committed offsets");
@@ -792,6 +917,16 @@ static void status(void *ctx, json_t *out)
     json_t *sinks = json_object();
     ad_outbox_status(p->outbox, sinks);
     json_object_set_new(out, "sinks", sinks);
+    if (h->watch) {
+        json_t *store = json_object();
+        ad_model_watch_status(h->watch, store);
+        if (h->announcements) {
+            json_t *sub = json_object();
+            ad_redis_sub_status(h->announcements, sub);
+            json_object_set_new(store, "announcements", sub);
+        }
+        json_object_set_new(out, "model_store", store);
+    }
 }
 
 struct ad_component ad_pipeline_component(struct ad_pipeline *p)
@@ -821,10 +956,12 @@ struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *
         }
     }
     h->current = pipeline_build(h, config, errstr, errstr_size);
-    if (!h->current)
+    if (!h->current || watch(h, ad_config_settings(config), errstr, errstr_size) < 0)
         goto fail;
     return h;
 fail:
+    unwatch(h);
+    pipeline_free(h->current);
     if (h->results)
         event_free(h->results);
     free(h);
@@ -840,6 +977,7 @@ void ad_pipeline_destroy(struct ad_pipeline *h)
         h->retired = p->next_retired;
         pipeline_free(p);
     }
+    unwatch(h);
     pipeline_free(h->current);
     if (h->results)
         event_free(h->results);

@@ -90,10 +90,8 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
         .features = &d->features, .window = d->window_len, .step_ms = d->step};
     char err[sizeof v->model_error];
     if (!store_path) {
-        snprintf(v->model_error, sizeof v->model_error,
-                 "model_store.url is not supported by this version; use model_store.path");
-        AD_WARN_KV("no model: windows are exported but not scored", AD_KV_STR("detector", d->name),
-                   AD_KV_STR("reason", v->model_error));
+        /* An HTTP store, or none: the watcher offers what it finds. */
+        snprintf(v->model_error, sizeof v->model_error, "no model yet: waiting for the store");
         return;
     }
     char current[4096];
@@ -111,6 +109,11 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
         return;
     }
     ad_serving_offer_model(v, m);
+}
+
+const struct ad_model *ad_serving_model(const struct ad_serving *v)
+{
+    return v->model;
 }
 
 void ad_serving_refuse_model(struct ad_serving *v, const char *error)

@@ -79,6 +79,9 @@ void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m);
  * stays. */
 void ad_serving_refuse_model(struct ad_serving *v, const char *error);
 
+/* The version served now; NULL when none. */
+const struct ad_model *ad_serving_model(const struct ad_serving *v);
+
 /* The model (or why there is none), and what was scored. */
 void ad_serving_status(const struct ad_serving *v, json_t *out);
 

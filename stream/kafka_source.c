@@ -130,7 +130,8 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
     }
     s->paused = paused;
     ad_gauge_set(s->paused_gauge, paused ? 1 : 0);
-    AD_DEBUG_KV(paused ? "fetching paused: scoring or a sink is behind, or a stop" : "fetching resumed",
+    AD_DEBUG_KV(paused ? "fetching paused: scoring or a sink is behind, or a stop"
+                       : "fetching resumed",
                 AD_KV_STR("source", s->settings->name));
 }
 
@@ -636,10 +637,10 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
                                             name, "result", "delivered", NULL);
     s->dead_letters_failed = ad_metrics_counter(m, "anomalyd_dead_letters_total", dlq_help,
                                                 "source", name, "result", "failed", NULL);
-    s->paused_gauge =
-        ad_metrics_gauge(m, "anomalyd_kafka_source_paused",
-                         "1 while the source has stopped fetching: scoring or a sink is behind, or it is stopping.",
-                         "source", s->settings->name, NULL);
+    s->paused_gauge = ad_metrics_gauge(
+        m, "anomalyd_kafka_source_paused",
+        "1 while the source has stopped fetching: scoring or a sink is behind, or it is stopping.",
+        "source", s->settings->name, NULL);
     static const char rebalance_help[] = "Partitions assigned to or revoked from this consumer.";
     s->assigned_total =
         ad_metrics_counter(m, "anomalyd_kafka_partition_changes_total", rebalance_help, "source",

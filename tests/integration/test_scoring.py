@@ -3,8 +3,8 @@
 detector has no model, the reference trainer trained on that export, the model picked up on
 SIGHUP, and every window after that scored. Each exported score and likelihood is recomputed
 here from the published model with torch (docs/models.md, docs/scoring.md); the injected
-incident must score highest; a corrupt version published later must be refused while the
-serving one stays; and the group's offsets must be committed to the end once every bucket has
+incident must score highest; a corrupt version published later must be noticed by the
+store's watcher and refused while the serving one stays; and the group's offsets must be committed to the end once every bucket has
 been scored.
 
 Skips (77) without kcat or torch.
@@ -259,7 +259,7 @@ class Scoring(unittest.TestCase):
                     f.write("v2\n")
                 os.rename(os.path.join(store, "api", "CURRENT.tmp"),
                           os.path.join(store, "api", "CURRENT"))
-                d.signal(signal.SIGHUP)
+                # No signal: the store's watcher sees CURRENT move (docs/model-store.md).
                 wait_for("the refusal", lambda: d.find("a model version was refused; the "
                                                        "serving one stays"), timeout=20)
                 self.assertEqual(d.metric('anomalyd_model_load_failures_total{detector="api"}'),
