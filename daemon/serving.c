@@ -505,12 +505,26 @@ static double score_threshold(const struct ad_serving *v, const struct ad_model 
     return isnan(d->threshold_score) ? ad_model_calibration(m)->threshold : d->threshold_score;
 }
 
+/* A window whose oldest step holds no data belongs to an entity seen for less than a window
+ * (or back after a gap as long): the model predicts it from fill values it was not trained on,
+ * so its score says little, and it is not alerted on (docs/alerts.md, "Warm-up"). */
+static bool warming_up(const struct ad_window_batch *b, size_t w)
+{
+    const uint8_t *first = b->mask + w * b->window_len * b->n_features;
+    for (size_t f = 0; f < b->n_features; f++)
+        if (first[f])
+            return false;
+    return true;
+}
+
 /* Feeds one scored window to the alert state machine, and publishes what it says. */
 static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t w, double score,
                     double likelihood, bool anomalous)
 {
     const struct ad_settings_detector *d = v->settings;
     const struct ad_window_batch *b = job->batch;
+    if (warming_up(b, w))
+        return;
     struct ad_alert_window in = {
         .end_ms = b->bucket_start + b->step,
         .start_ms = b->bucket_start + b->step - d->window,
