@@ -318,6 +318,16 @@ static size_t publish_alert(void *arg, const struct ad_alert *alert, uint64_t se
     return ad_outbox_publish(p->outbox, det->settings->name, alert, token);
 }
 
+/* After a detector made progress (a batch back, an alert acknowledged): release what is done,
+ * lift or keep the backpressure, and go on with a stop that waited for it. */
+static void progressed(struct pipeline *p, size_t d)
+{
+    release_done(p, d);
+    apply_backpressure(p);
+    if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
+        stop_sources(p);
+}
+
 static void on_alert_acked(void *arg, uint64_t token)
 {
     struct pipeline *p = arg;
@@ -325,10 +335,7 @@ static void on_alert_acked(void *arg, uint64_t token)
     if (d >= p->n_detectors)
         return;
     ad_serving_ack(p->detectors[d].serving, token & TOKEN_SEQ_MASK);
-    release_done(p, d);
-    apply_backpressure(p);
-    if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
-        stop_sources(p);
+    progressed(p, d);
 }
 
 static void on_results(evutil_socket_t fd, short what, void *arg)
@@ -342,10 +349,7 @@ static void on_results(evutil_socket_t fd, short what, void *arg)
         struct detector_rt *det = ad_serving_user(v);
         struct pipeline *p = det->owner;
         ad_serving_finish(v, job);
-        release_done(p, (size_t)(det - p->detectors));
-        apply_backpressure(p);
-        if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
-            stop_sources(p);
+        progressed(p, (size_t)(det - p->detectors));
     }
 }
 

@@ -519,7 +519,7 @@ static bool warming_up(const struct ad_window_batch *b, size_t w)
 
 /* Feeds one scored window to the alert state machine, and publishes what it says. */
 static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t w, double score,
-                    double likelihood, bool anomalous)
+                    double likelihood, double threshold, bool anomalous)
 {
     const struct ad_settings_detector *d = v->settings;
     const struct ad_window_batch *b = job->batch;
@@ -530,7 +530,7 @@ static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t
         .start_ms = b->bucket_start + b->step - d->window,
         .score = score,
         .likelihood = likelihood,
-        .score_threshold = score_threshold(v, job->model),
+        .score_threshold = threshold,
         .likelihood_threshold = d->threshold_likelihood,
         .anomalous = anomalous,
         .shares = job->shares ? job->shares + w * b->n_features : NULL,
@@ -550,6 +550,7 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     int64_t bucket = ad_bucket_index(b->bucket_start, b->step);
     size_t no_data = 0;
     double max_score = -INFINITY;
+    double threshold = job->model ? score_threshold(v, job->model) : NAN;
 
     if (!job->model)
         ad_counter_add(v->unscored_no_model_total, (double)b->n_windows);
@@ -563,13 +564,12 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             size_t len;
             const char *key = ad_window_batch_key(b, w, &len);
             likelihood = ad_likelihood_update(v->likelihood, key, len, bucket, score, job->model);
-            bool anomalous = likelihood >= v->settings->threshold_likelihood ||
-                             score >= score_threshold(v, job->model);
+            bool anomalous = likelihood >= v->settings->threshold_likelihood || score >= threshold;
             if (anomalous) {
                 v->anomalous++;
                 ad_counter_inc(v->anomalous_total);
             }
-            observe(v, job, w, score, likelihood, anomalous);
+            observe(v, job, w, score, likelihood, threshold, anomalous);
             max_score = score > max_score ? score : max_score;
         }
         if (v->export)
