@@ -21,6 +21,8 @@
 #define MAX_WINDOW   4096 /* buckets per window (T) */
 #define MAX_FEATURES 64   /* per detector, and per source */
 #define PATH_BUF     AD_YAML_PATH_MAX
+/* The likelihood's short mean (AD_LIKELIHOOD_SHORT in gpu/likelihood.h, a library above). */
+#define LIKELIHOOD_SHORT_WINDOWS 6
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
@@ -248,6 +250,7 @@ static const struct {
     {"group.id", "use kafka.group_id"},
     {"client.id", "use kafka.client_id"},
     {"enable.auto.offset.store", "offsets are stored once every alert is delivered"},
+    {"enable.auto.commit", "anomalyd commits offsets with their rebuild points itself"},
     {"enable.partition.eof", "idle partitions are tracked by source_idle_timeout"},
 };
 
@@ -852,6 +855,16 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     }
     if (!d->model)
         d->model = strdup(d->name);
+    child_path(p, path, "rebuild_history");
+    if (!ad_schema_present(ctx, p)) {
+        /* The window of the first new bucket, and the run of windows the alert state machine
+         * and the likelihood's short mean look back on. */
+        int64_t lookback = LIKELIHOOD_SHORT_WINDOWS;
+        const int64_t runs[] = {d->alert.for_windows, d->alert.resolve_for, d->alert.flap_window};
+        for (size_t i = 0; i < N(runs); i++)
+            lookback = runs[i] > lookback ? runs[i] : lookback;
+        d->rebuild_history = d->window + lookback * d->step;
+    }
 }
 
 static const struct ad_schema_field detector_fields[] = {
@@ -917,6 +930,15 @@ static const struct ad_schema_field detector_fields[] = {
      .min = MS(1),
      .max = MS(30 * 86400.0),
      .doc = "An entity without data this long is evicted."},
+    {.name = "rebuild_history",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = DET(rebuild_history),
+     .min = 0,
+     .max = MS(90 * 86400.0),
+     .doc = "Event time before the newest alerted bucket that a restarted Kafka consumer reads "
+            "again to rebuild windows, likelihoods and alert states without notifying twice "
+            "(docs/delivery.md). Default: the window plus max(`alert.for`, "
+            "`alert.resolve_for`, `alert.flap_window`, 6) steps; `0s` turns rebuilding off."},
     {.name = "model",
      .kind = AD_SCHEMA_STRING,
      .offset = DET(model),

@@ -185,8 +185,9 @@ struct ad_settings_detector {
     int64_t source_idle_timeout;
     int64_t max_entities;
     int64_t entity_idle_timeout;
-    char *model;       /* the model's name in the store */
-    char *export_path; /* NULL: windows are not exported */
+    int64_t rebuild_history; /* ms of event time a restart reads again */
+    char *model;             /* the model's name in the store */
+    char *export_path;       /* NULL: windows are not exported */
     double threshold_likelihood;
     double threshold_score; /* NAN: the model's calibrated threshold */
     struct ad_settings_alert alert;

@@ -70,6 +70,7 @@ struct pipeline {
     size_t n_sources;
     struct detector_rt *detectors;
     size_t n_detectors;
+    struct ad_kafka_source_detector *rebuild; /* what the Kafka sources need of each detector */
     struct ad_outbox *outbox;
     struct event *tick;
     size_t stops_pending;
@@ -111,7 +112,7 @@ static size_t key_append(char *key, size_t len, size_t index, const char *v, siz
 }
 
 static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
-                         const struct ad_log_event *ev)
+                         const struct ad_log_event *ev, const int64_t *replayed)
 {
     struct source_rt *src = arg;
     struct pipeline *p = src->owner;
@@ -143,6 +144,8 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         }
         if (!present)
             continue;
+        if (replayed && replayed[route->detector] != INT64_MIN)
+            ad_serving_mark_replayed(det->serving, key, len, replayed[route->detector]);
         int64_t bucket = ad_bucket_index(ev->time, det->settings->step);
         if (bucket > det->newest_bucket) {
             /* Reading a backlog, event time runs far ahead of the timer that closes buckets:
@@ -549,6 +552,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
                 .kafka = &s->kafka,
                 .settings = src->settings,
                 .n_detectors = s->n_detectors,
+                .detectors = p->rebuild,
                 .engine = AD_EXTRACT_SIMDJSON,
                 .metrics = holder->metrics,
                 .handler = {.on_event = on_log_event,
@@ -598,6 +602,7 @@ static void pipeline_free(struct pipeline *p)
     ad_outbox_destroy(p->outbox);
     free(p->sources);
     free(p->detectors);
+    free(p->rebuild);
     ad_config_unref(p->config);
     free(p);
 }
@@ -617,9 +622,17 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
     p->n_detectors = s->n_detectors;
     p->sources = calloc(s->n_sources ? s->n_sources : 1, sizeof *p->sources);
     p->detectors = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->detectors);
-    if (!p->sources || !p->detectors) {
+    p->rebuild = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->rebuild);
+    if (!p->sources || !p->detectors || !p->rebuild) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
+    }
+    for (size_t d = 0; d < s->n_detectors; d++) {
+        const struct ad_settings_detector *det = &s->detectors[d];
+        p->rebuild[d] = (struct ad_kafka_source_detector){
+            .name = det->name,
+            .step = det->step,
+            .history_buckets = (det->rebuild_history + det->step - 1) / det->step};
     }
     p->outbox =
         ad_outbox_new(holder->base, s, holder->metrics, on_alert_acked, p, errstr, errstr_size);
@@ -865,8 +878,8 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
         AD_ERROR_KV("cannot watch the model store; new versions wait for a restart",
                     AD_KV_STR("error", errstr));
     if (old) {
-        AD_WARN("sources or detectors changed: the pipeline was rebuilt; open windows start "
-                "over from the last committed offsets");
+        AD_WARN("sources or detectors changed: the pipeline was rebuilt; windows are rebuilt "
+                "from the last commit's rebuild point");
         old->next_retired = h->retired;
         h->retired = old;
         pipeline_stop(old, retired_stopped);

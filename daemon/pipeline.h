@@ -16,7 +16,8 @@
  *
  * On reload the pipeline is rebuilt only when the kafka, sources or detectors sections
  * changed; the old one is stopped in the background (its uncommitted events are read again
- * by the new consumer, so nothing is lost, at the price of window state).
+ * by the new consumer, so nothing is lost, and its windows are rebuilt from the commit's rebuild
+point: docs/delivery.md).
  *
  * It is a daemon component (daemon.h): apply, stop and status.
  */

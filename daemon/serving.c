@@ -14,6 +14,7 @@
 #include "likelihood.h"
 #include "log_rules.h"
 #include "model.h"
+#include "replay_marks.h"
 
 #define AD_LOG_MODULE "serving"
 #include "log.h"
@@ -42,6 +43,7 @@ struct ad_serving {
     char model_error[4608]; /* why there is no model, or why the last reload failed */
     struct ad_likelihood *likelihood;
     struct ad_alerts *alerts;
+    struct ad_replay_marks *replayed; /* NULL until replayed events mark an entity */
     struct ad_serving_outlet outlet;
     FILE *export;
     char *export_path;
@@ -62,7 +64,8 @@ struct ad_serving {
     struct ad_counter *load_failures_total;
     struct ad_gauge *model_info;
     struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
-    struct ad_counter *untracked_total;
+    struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
+    unsigned long long notified_before;
     struct ad_gauge *pending_gauge, *firing_gauge, *flapping_gauge, *unacked_gauge;
     struct ad_alerts_counts counted; /* what the counters above have been given */
 };
@@ -83,7 +86,10 @@ static void serve(struct ad_serving *v, struct ad_model *m)
                AD_KV_STR("model", ad_model_name(m)), AD_KV_STR("version", ad_model_version(m)));
 }
 
-void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
+/* The version CURRENT names when the serving side is made, loaded at once so that the first
+ * buckets are scored. A version that fails is only noted here: the store's watcher, whose
+ * first check follows at once, reports it (logged and counted once, ad_serving_refuse_model). */
+static void load_first_model(struct ad_serving *v, const char *store_path)
 {
     const struct ad_settings_detector *d = v->settings;
     struct ad_model_expect expect = {
@@ -96,7 +102,7 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
     }
     char current[4096];
     snprintf(current, sizeof current, "%s/%s/CURRENT", store_path, d->model);
-    if (access(current, F_OK) < 0 && errno == ENOENT && !v->model) {
+    if (access(current, F_OK) < 0 && errno == ENOENT) {
         /* Nothing published yet: the normal state of a new detector, not a failure. */
         snprintf(v->model_error, sizeof v->model_error, "no model yet: %s does not exist", current);
         AD_WARN_KV("no model yet: windows are exported but not scored",
@@ -105,7 +111,9 @@ void ad_serving_reload_model(struct ad_serving *v, const char *store_path)
     }
     struct ad_model *m = ad_model_load_current(store_path, d->model, &expect, err, sizeof err);
     if (!m) {
-        ad_serving_refuse_model(v, err);
+        snprintf(v->model_error, sizeof v->model_error, "%s", err);
+        AD_DEBUG_KV("the published model does not load; the store's watcher reports it",
+                    AD_KV_STR("detector", d->name), AD_KV_STR("error", err));
         return;
     }
     ad_serving_offer_model(v, m);
@@ -170,6 +178,16 @@ static void register_alert_metrics(struct ad_serving *v, struct ad_metrics *metr
         metrics, "anomalyd_alerts_untracked_total",
         "Anomalous windows of new entities that found the alert table full (no alert).", "detector",
         name, NULL);
+    v->replayed_total = ad_metrics_counter(
+        metrics, "anomalyd_alert_notifications_replayed_total",
+        "Notifications not handed to the sinks again: made while windows were rebuilt after a "
+        "restart, for windows whose alerts had been acknowledged before.",
+        "detector", name, NULL);
+    v->unmarked_total = ad_metrics_counter(
+        metrics, "anomalyd_replay_marks_dropped_total",
+        "Entities fed by replayed events that found the replay table full: their rebuilt "
+        "notifications may be sent again.",
+        "detector", name, NULL);
     v->pending_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
                                         "state", "pending", NULL);
     v->firing_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
@@ -260,7 +278,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
                                                 "Model versions that failed to load or validate.",
                                                 "detector", name, NULL);
     register_alert_metrics(v, metrics);
-    ad_serving_reload_model(v, s->model_store.path);
+    load_first_model(v, s->model_store.path);
     return v;
 fail:
     ad_serving_destroy(v);
@@ -276,6 +294,7 @@ void ad_serving_destroy(struct ad_serving *v)
     free(v->export_path);
     ad_likelihood_destroy(v->likelihood);
     ad_alerts_destroy(v->alerts);
+    ad_replay_marks_destroy(v->replayed);
     ad_model_unref(v->model);
     free(v->marks);
     free(v->unacked);
@@ -539,9 +558,34 @@ static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t
         .now_ms = ad_clock_wall_ms(),
     };
     in.key = ad_window_batch_key(b, w, &in.key_len);
+    bool notified_before = ad_replay_marks_covers(v->replayed, in.key, in.key_len, in.end_ms);
     struct ad_alert *alert = NULL;
-    if (ad_alerts_observe(v->alerts, &in, &alert) > 0)
-        publish(v, alert);
+    if (ad_alerts_observe(v->alerts, &in, &alert) <= 0)
+        return;
+    if (notified_before) {
+        v->notified_before++;
+        ad_counter_inc(v->replayed_total);
+        AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", d->name),
+                    AD_KV_STR("state", alert->state), AD_KV_STR("entity", alert->entity),
+                    AD_KV_STR("id", alert->id));
+        ad_alert_free(alert);
+        return;
+    }
+    publish(v, alert);
+}
+
+void ad_serving_mark_replayed(struct ad_serving *v, const char *key, size_t len,
+                              int64_t notified_through_ms)
+{
+    if (!v->replayed) {
+        v->replayed = ad_replay_marks_new(2 * (size_t)v->settings->max_entities);
+        if (!v->replayed) {
+            ad_counter_inc(v->unmarked_total);
+            return;
+        }
+    }
+    if (ad_replay_marks_raise(v->replayed, key, len, notified_through_ms) < 0)
+        ad_counter_inc(v->unmarked_total);
 }
 
 void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
@@ -579,6 +623,7 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
         AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", v->export_path),
                     AD_KV_STR("error", strerror(errno)));
     if (b->last_of_bucket) {
+        ad_replay_marks_expire(v->replayed, b->bucket_start + b->step);
         ad_likelihood_expire(v->likelihood, bucket);
         /* An entity gone quiet for its idle timeout resolves, as its windows stop. */
         ad_alerts_expire(v->alerts, b->bucket_start + b->step - v->settings->entity_idle_timeout,
@@ -643,5 +688,8 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
     json_t *alerts = json_object();
     ad_alerts_status(v->alerts, alerts);
     json_object_set_new(alerts, "unacknowledged", json_integer((json_int_t)v->n_unacked));
+    json_object_set_new(alerts, "rebuilt_not_sent", json_integer((json_int_t)v->notified_before));
+    json_object_set_new(alerts, "replay_marks",
+                        json_integer((json_int_t)ad_replay_marks_size(v->replayed)));
     json_object_set_new(out, "alerts", alerts);
 }

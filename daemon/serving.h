@@ -11,9 +11,10 @@
  * counted as unscored, exported, and their buckets are done. That is how a first model gets
  * its training data.
  *
- * The model is loaded from model_store.path/<model>/CURRENT when the serving side is made and
- * again on ad_serving_reload_model (SIGHUP); a version that fails to load is logged and
- * counted, and the serving one stays.
+ * The model is loaded from model_store.path/<model>/CURRENT when the serving side is made;
+ * later versions come from the store's watcher (ad_serving_offer_model, ad_serving_refuse_model),
+ * which also reports a first version that fails to load. A version that fails is logged and
+ * counted once, and the serving one stays.
  */
 
 #include <stdint.h>
@@ -55,6 +56,14 @@ void ad_serving_closed(struct ad_serving *v, int64_t bucket);
 struct ad_serving *ad_serving_of(const struct ad_score_job *job);
 void *ad_serving_user(const struct ad_serving *v);
 
+/*
+ * An event read again after a restart fed the entity key (borrowed): its windows ending at or
+ * before notified_through_ms were notified and acknowledged before, so what the alert state
+ * machine makes for them as the windows are rebuilt is not sent again (docs/delivery.md).
+ */
+void ad_serving_mark_replayed(struct ad_serving *v, const char *key, size_t len,
+                              int64_t notified_through_ms);
+
 /* A job of this detector came back from the scorer: likelihoods, export, counts. Frees it. */
 void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job);
 
@@ -66,10 +75,6 @@ size_t ad_serving_in_flight(const struct ad_serving *v);
 size_t ad_serving_unacked(const struct ad_serving *v);
 /* One sink has alert seq safe. */
 void ad_serving_ack(struct ad_serving *v, uint64_t seq);
-
-/* Loads <store_path>/<model>/CURRENT again (store_path NULL: the store is not a folder); keeps
- * the serving model when CURRENT names it or the new version fails to load. */
-void ad_serving_reload_model(struct ad_serving *v, const char *store_path);
 
 /* A new version of the detector's model (a reference, which this takes): served from the next
  * batch on when it fits the detector's windows, else refused like a version that fails to

@@ -24,6 +24,9 @@
 /* How long a stop waits for the dead-letter topic to acknowledge what is in flight. */
 #define DLQ_FLUSH_MS    5000
 #define LOG_INTERVAL_MS 10000
+/* How long a new assignment waits for the lookup of its commits before it starts without. */
+#define LOOKUP_TIMEOUT_MS          10000
+#define DEFAULT_COMMIT_INTERVAL_MS 5000
 
 struct hold {
     size_t detector; /* n_detectors: a dead letter, held until acknowledged */
@@ -35,11 +38,21 @@ struct partition {
     ad_kafka_input input;
     size_t topic;
     int32_t partition;
+    bool assigned;          /* handed to librdkafka (after its commit was looked up) */
     int64_t last_processed; /* -1: nothing yet */
-    int64_t stored;         /* the last offset handed to rd_kafka_offsets_store, -1: none */
-    struct hold *holds;
+    /* The group's commit when the partition was assigned (-1: none): never committed below. */
+    int64_t floor;
+    /* Offsets below are read again to rebuild windows (-1: no replay), with the "done" times
+     * of the commit they came from (n_detectors entries, NULL without replay). */
+    int64_t replay_end;
+    int64_t *replay_done_ms;
+    struct hold *holds; /* buckets not yet done */
     size_t n_holds, cap_holds;
-    bool dirty;
+    /* Done buckets still within their detector's rebuild history: where a restart starts. */
+    struct hold *history;
+    size_t n_history, cap_history;
+    int64_t committed;    /* the offset of the last commit sent, -1: none */
+    char *committed_meta; /* and its metadata */
 };
 
 struct dead_letter {
@@ -51,16 +64,23 @@ struct dead_letter {
 struct ad_kafka_source {
     struct event_base *base;
     const struct ad_settings_source *settings;
+    const char *group_id;
     size_t n_detectors;
+    struct ad_kafka_source_detector *detectors; /* NULL: no rebuild points */
+    int64_t *released_through;                  /* per detector: bucket index, INT64_MIN */
     struct ad_kafka_source_handler handler;
     struct ad_log_rules *rules;
     size_t budget_messages;
     int64_t budget_ms;
+    int64_t commit_interval_ms, next_commit;
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
+    rd_kafka_queue_t *lookups; /* answers to the commit lookups of new assignments */
     int wake[2];
     struct event *wake_event, *again_event, *safety_timer;
+    /* An assignment waiting for its commits to be looked up (NULL: none). */
+    rd_kafka_topic_partition_list_t *assigning;
 
     rd_kafka_t *dlq;
     rd_kafka_queue_t *dlq_queue;
@@ -81,12 +101,14 @@ struct ad_kafka_source {
 
     struct {
         uint64_t accepted, filtered, rejected, errors, dead_letters, dead_letters_failed;
+        uint64_t replayed;
     } counts;
     struct ad_counter *accepted_total, *filtered_total, *rejected_total;
     struct ad_counter *rejected_by_reason[AD_REJECT_COUNT];
     struct ad_counter *errors_total, *commits_ok, *commits_failed;
     struct ad_counter *dead_letters_ok, *dead_letters_failed;
     struct ad_counter *assigned_total, *revoked_total;
+    struct ad_counter *replayed_total, *lookups_failed;
     struct ad_gauge *partitions_gauge, *paused_gauge;
 };
 
@@ -109,16 +131,30 @@ static ssize_t topic_index(const struct ad_kafka_source *s, const char *topic)
     return -1;
 }
 
-void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
+static struct partition *partition_of(struct ad_kafka_source *s, const char *topic, int32_t p)
 {
-    if (!s || s->paused == paused || s->stopping)
-        return;
+    ssize_t t = topic_index(s, topic);
+    return t < 0 ? NULL : find_partition(s, AD_KAFKA_INPUT((int32_t)t, p));
+}
+
+/* A list of the partitions handed to librdkafka. */
+static rd_kafka_topic_partition_list_t *assigned_list(struct ad_kafka_source *s)
+{
     rd_kafka_topic_partition_list_t *parts =
         rd_kafka_topic_partition_list_new(s->n_partitions ? (int)s->n_partitions : 1);
     const struct ad_strlist *topics = &s->settings->kafka.topics;
     for (size_t i = 0; i < s->n_partitions; i++)
-        rd_kafka_topic_partition_list_add(parts, topics->items[s->partitions[i].topic],
-                                          s->partitions[i].partition);
+        if (s->partitions[i].assigned)
+            rd_kafka_topic_partition_list_add(parts, topics->items[s->partitions[i].topic],
+                                              s->partitions[i].partition);
+    return parts;
+}
+
+void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
+{
+    if (!s || s->paused == paused || s->stopping)
+        return;
+    rd_kafka_topic_partition_list_t *parts = assigned_list(s);
     rd_kafka_resp_err_t err =
         paused ? rd_kafka_pause_partitions(s->rk, parts) : rd_kafka_resume_partitions(s->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
@@ -156,15 +192,38 @@ static struct partition *add_partition(struct ad_kafka_source *s, size_t topic, 
         s->cap_partitions = cap;
     }
     ps = &s->partitions[s->n_partitions++];
-    *ps = (struct partition){
-        .input = input, .topic = topic, .partition = p, .last_processed = -1, .stored = -1};
+    *ps = (struct partition){.input = input,
+                             .topic = topic,
+                             .partition = p,
+                             .last_processed = -1,
+                             .floor = -1,
+                             .replay_end = -1,
+                             .committed = -1};
     return ps;
 }
 
 static void remove_partition(struct ad_kafka_source *s, struct partition *ps)
 {
     free(ps->holds);
+    free(ps->history);
+    free(ps->replay_done_ms);
+    free(ps->committed_meta);
     *ps = s->partitions[--s->n_partitions];
+}
+
+/* Appends to a hold array; false when out of memory. */
+static bool push_hold(struct hold **holds, size_t *n, size_t *cap, struct hold h)
+{
+    if (*n == *cap) {
+        size_t grown_cap = *cap ? *cap * 2 : 8;
+        struct hold *grown = realloc(*holds, grown_cap * sizeof *grown);
+        if (!grown)
+            return false;
+        *holds = grown;
+        *cap = grown_cap;
+    }
+    (*holds)[(*n)++] = h;
+    return true;
 }
 
 static void add_hold(struct partition *ps, size_t detector, int64_t bucket, int64_t offset)
@@ -172,55 +231,118 @@ static void add_hold(struct partition *ps, size_t detector, int64_t bucket, int6
     for (size_t i = 0; i < ps->n_holds; i++)
         if (ps->holds[i].detector == detector && ps->holds[i].bucket == bucket)
             return; /* offsets only grow: the first one stays the earliest */
-    if (ps->n_holds == ps->cap_holds) {
-        size_t cap = ps->cap_holds ? ps->cap_holds * 2 : 8;
-        struct hold *grown = realloc(ps->holds, cap * sizeof *grown);
-        if (!grown) {
-            AD_ERROR("out of memory holding an offset; it may be committed early");
-            return;
-        }
-        ps->holds = grown;
-        ps->cap_holds = cap;
-    }
-    ps->holds[ps->n_holds++] = (struct hold){detector, bucket, offset};
+    if (!push_hold(&ps->holds, &ps->n_holds, &ps->cap_holds,
+                   (struct hold){detector, bucket, offset}))
+        AD_ERROR("out of memory holding an offset; it may be committed early");
 }
 
 /* The offset to restart from: the earliest message something still depends on, else the one
- * after the last processed. */
-static int64_t safe_offset(const struct partition *ps)
+ * after the last processed; never below what the group had committed. */
+static int64_t commit_offset(const struct partition *ps)
 {
     int64_t safe = ps->last_processed + 1;
     for (size_t i = 0; i < ps->n_holds; i++)
         if (ps->holds[i].first_offset < safe)
             safe = ps->holds[i].first_offset;
-    return safe;
+    return safe > ps->floor ? safe : ps->floor;
 }
 
-/* Stores the offsets that became safe since the last call, in one list. */
-static void store_offsets(struct ad_kafka_source *s)
+/* The offset to read again from after a restart: the earliest message of a bucket not yet done
+ * or still within its detector's rebuild history. */
+static int64_t replay_offset(const struct partition *ps, int64_t commit)
+{
+    int64_t from = commit;
+    for (size_t i = 0; i < ps->n_holds; i++)
+        if (ps->holds[i].first_offset < from)
+            from = ps->holds[i].first_offset;
+    for (size_t i = 0; i < ps->n_history; i++)
+        if (ps->history[i].first_offset < from)
+            from = ps->history[i].first_offset;
+    return from;
+}
+
+/* Kafka's default bound on a commit's metadata (offset.metadata.max.bytes). */
+#define METADATA_MAX 4096
+
+/* The commit's metadata (docs/delivery.md): {"anomalyd":1,"replay_from":N,"done":{...}}.
+ * Returns a string to free, or NULL when out of memory. */
+static char *commit_metadata(const struct ad_kafka_source *s, const struct partition *ps,
+                             int64_t commit)
+{
+    json_t *done = json_object();
+    for (size_t d = 0; s->detectors && d < s->n_detectors; d++)
+        if (s->released_through[d] != INT64_MIN)
+            json_object_set_new(
+                done, s->detectors[d].name,
+                json_integer((json_int_t)((s->released_through[d] + 1) * s->detectors[d].step)));
+    json_t *meta = json_pack("{s:i, s:I, s:o}", "anomalyd", 1, "replay_from",
+                             (json_int_t)replay_offset(ps, commit), "done", done);
+    char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+    json_decref(meta);
+    if (text && strlen(text) >= METADATA_MAX) {
+        /* Too many detectors to name: a restart then rebuilds windows but may notify again
+         * what it had notified (the sinks' ids make that visible). */
+        free(text);
+        meta = json_pack("{s:i, s:I}", "anomalyd", 1, "replay_from",
+                         (json_int_t)replay_offset(ps, commit));
+        text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+        json_decref(meta);
+    }
+    return text;
+}
+
+static bool in_list(const rd_kafka_topic_partition_list_t *list, const char *topic, int32_t p)
+{
+    return rd_kafka_topic_partition_list_find(list, topic, p) != NULL;
+}
+
+/* Commits, for each assigned partition (or each of only's), the offset to restart from and its
+ * rebuild point, when either changed since the last commit. Asynchronous: on_commit has the
+ * outcome. */
+static void commit_offsets(struct ad_kafka_source *s, const rd_kafka_topic_partition_list_t *only)
 {
     rd_kafka_topic_partition_list_t *list = NULL;
+    const struct ad_strlist *topics = &s->settings->kafka.topics;
     for (size_t i = 0; i < s->n_partitions; i++) {
         struct partition *ps = &s->partitions[i];
-        if (!ps->dirty)
+        const char *topic = topics->items[ps->topic];
+        if (!ps->assigned || (only && !in_list(only, topic, ps->partition)))
             continue;
-        ps->dirty = false;
-        int64_t safe = safe_offset(ps);
-        if (safe <= 0 || safe == ps->stored)
+        int64_t offset = commit_offset(ps);
+        if (offset <= 0)
+            continue; /* nothing read yet, nothing committed before */
+        char *meta = commit_metadata(s, ps, offset);
+        if (!meta)
             continue;
+        if (offset == ps->committed && ps->committed_meta &&
+            strcmp(meta, ps->committed_meta) == 0) {
+            free(meta);
+            continue;
+        }
         if (!list)
             list = rd_kafka_topic_partition_list_new((int)s->n_partitions);
-        rd_kafka_topic_partition_list_add(list, s->settings->kafka.topics.items[ps->topic],
-                                          ps->partition)
-            ->offset = safe;
-        ps->stored = safe;
+        rd_kafka_topic_partition_t *elem =
+            rd_kafka_topic_partition_list_add(list, topic, ps->partition);
+        elem->offset = offset;
+        free(ps->committed_meta);
+        ps->committed_meta = strdup(meta);
+        ps->committed = ps->committed_meta ? offset : -1;
+        elem->metadata = meta; /* the list frees it */
+        elem->metadata_size = strlen(meta);
     }
     if (!list)
         return;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->rk, list);
-    if (err && err != RD_KAFKA_RESP_ERR__STATE) /* __STATE: a partition was revoked meanwhile */
-        AD_WARN_KV("cannot store offsets", AD_KV_STR("source", s->settings->name),
+    rd_kafka_resp_err_t err = rd_kafka_commit(s->rk, list, 1);
+    if (err) {
+        ad_counter_inc(s->commits_failed);
+        AD_WARN_KV("cannot commit offsets", AD_KV_STR("source", s->settings->name),
                    AD_KV_STR("error", rd_kafka_err2str(err)));
+        for (int i = 0; i < list->cnt; i++) {
+            struct partition *ps = partition_of(s, list->elems[i].topic, list->elems[i].partition);
+            if (ps)
+                ps->committed = -1; /* the next round tries again */
+        }
+    }
     rd_kafka_topic_partition_list_destroy(list);
 }
 
@@ -234,18 +356,31 @@ void ad_kafka_source_hold(struct ad_kafka_source *s, ad_kafka_input input, int64
 
 void ad_kafka_source_release(struct ad_kafka_source *s, size_t detector, int64_t bucket)
 {
+    if (detector < s->n_detectors && bucket > s->released_through[detector])
+        s->released_through[detector] = bucket;
+    int64_t keep_after = INT64_MIN;
+    if (s->detectors && detector < s->n_detectors)
+        keep_after = s->released_through[detector] - s->detectors[detector].history_buckets;
     for (size_t i = 0; i < s->n_partitions; i++) {
         struct partition *ps = &s->partitions[i];
         for (size_t h = 0; h < ps->n_holds;) {
-            if (ps->holds[h].detector == detector && ps->holds[h].bucket <= bucket) {
+            struct hold held = ps->holds[h];
+            if (held.detector == detector && held.bucket <= bucket) {
                 ps->holds[h] = ps->holds[--ps->n_holds];
-                ps->dirty = true;
+                /* Without room for its history, a restart rebuilds a shorter one. */
+                if (held.bucket > keep_after)
+                    push_hold(&ps->history, &ps->n_history, &ps->cap_history, held);
             } else {
                 h++;
             }
         }
+        for (size_t h = 0; h < ps->n_history;) {
+            if (ps->history[h].detector == detector && ps->history[h].bucket <= keep_after)
+                ps->history[h] = ps->history[--ps->n_history];
+            else
+                h++;
+        }
     }
-    store_offsets(s);
 }
 
 static void release_dead_letter(struct ad_kafka_source *s, ad_kafka_input input, int64_t offset)
@@ -256,7 +391,6 @@ static void release_dead_letter(struct ad_kafka_source *s, ad_kafka_input input,
     for (size_t h = 0; h < ps->n_holds; h++) {
         if (ps->holds[h].detector == s->n_detectors && ps->holds[h].bucket == offset) {
             ps->holds[h] = ps->holds[--ps->n_holds];
-            ps->dirty = true;
             return;
         }
     }
@@ -293,15 +427,167 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct ad_kafka_source *s = opaque;
     (void)rk;
-    (void)offsets;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-        return; /* nothing was stored since the last commit */
-    if (err) {
+        return; /* nothing to commit */
+    bool failed = err != RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        if (!offsets->elems[i].err)
+            continue;
+        failed = true;
+        if (!err)
+            err = offsets->elems[i].err;
+        struct partition *ps =
+            partition_of(s, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (ps)
+            ps->committed = -1; /* the next round commits it again */
+    }
+    if (failed) {
         ad_counter_inc(s->commits_failed);
         AD_WARN_KV("offset commit failed", AD_KV_STR("source", s->settings->name),
                    AD_KV_STR("error", rd_kafka_err2str(err)));
     } else {
         ad_counter_inc(s->commits_ok);
+    }
+}
+
+/* ---- assignments and their rebuild points ---- */
+
+/* Reads a commit's metadata into ps; false when it is not ours or not for a replay. */
+static bool read_rebuild_point(struct ad_kafka_source *s, struct partition *ps, int64_t committed,
+                               const void *metadata, size_t size, int64_t *replay_from)
+{
+    if (!s->detectors || committed <= 0 || !metadata || size == 0)
+        return false;
+    json_t *meta = json_loadb(metadata, size, 0, NULL);
+    json_t *from = json_object_get(meta, "replay_from");
+    json_t *done = json_object_get(meta, "done");
+    bool ok = json_integer_value(json_object_get(meta, "anomalyd")) == 1 && json_is_integer(from) &&
+              json_integer_value(from) >= 0 && json_integer_value(from) < committed;
+    if (ok) {
+        free(ps->replay_done_ms);
+        ps->replay_done_ms = malloc(s->n_detectors * sizeof *ps->replay_done_ms);
+        ok = ps->replay_done_ms != NULL;
+    }
+    if (ok) {
+        for (size_t d = 0; d < s->n_detectors; d++) {
+            json_t *end = json_object_get(done, s->detectors[d].name);
+            ps->replay_done_ms[d] = json_is_integer(end) ? json_integer_value(end) : INT64_MIN;
+        }
+        *replay_from = json_integer_value(from);
+    }
+    json_decref(meta);
+    return ok;
+}
+
+/* Hands the assignment waiting in s->assigning to librdkafka, each partition starting at its
+ * rebuild point, its commit, or (found NULL: the lookup failed) wherever librdkafka would. */
+static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partition_list_t *found)
+{
+    rd_kafka_topic_partition_list_t *parts = s->assigning;
+    size_t replaying = 0;
+    s->assigning = NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *elem = &parts->elems[i];
+        struct partition *ps = partition_of(s, elem->topic, elem->partition);
+        const rd_kafka_topic_partition_t *commit =
+            found ? rd_kafka_topic_partition_list_find(found, elem->topic, elem->partition) : NULL;
+        if (!ps)
+            continue;
+        ps->assigned = true;
+        if (!commit || commit->err || commit->offset < 0)
+            continue; /* librdkafka looks the commit up itself, or starts per auto.offset.reset */
+        int64_t from;
+        ps->floor = commit->offset;
+        elem->offset = commit->offset;
+        if (read_rebuild_point(s, ps, commit->offset, commit->metadata, commit->metadata_size,
+                               &from)) {
+            ps->replay_end = commit->offset;
+            elem->offset = from;
+            replaying++;
+            AD_INFO_KV("reading a partition again from its rebuild point",
+                       AD_KV_STR("source", s->settings->name), AD_KV_STR("topic", elem->topic),
+                       AD_KV_INT("partition", elem->partition), AD_KV_INT("from", from),
+                       AD_KV_INT("committed", commit->offset));
+        }
+    }
+    rd_kafka_error_t *error = NULL;
+    if (strcmp(rd_kafka_rebalance_protocol(s->rk), "COOPERATIVE") == 0)
+        error = rd_kafka_incremental_assign(s->rk, parts);
+    else
+        rd_kafka_assign(s->rk, parts);
+    if (s->paused) /* new partitions wait with the others */
+        rd_kafka_pause_partitions(s->rk, parts);
+    if (error) {
+        AD_ERROR_KV("cannot take the assigned partitions", AD_KV_STR("source", s->settings->name),
+                    AD_KV_STR("error", rd_kafka_error_string(error)));
+        rd_kafka_error_destroy(error);
+    }
+    AD_INFO_KV("partitions assigned", AD_KV_STR("source", s->settings->name),
+               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("replaying", replaying),
+               AD_KV_INT("assigned_now", s->n_partitions));
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* Asks the group coordinator for the commits of the assignment waiting in s->assigning; the
+ * answer comes to the lookups queue. */
+static void look_up_commits(struct ad_kafka_source *s)
+{
+    char why[256];
+    rd_kafka_AdminOptions_t *options =
+        rd_kafka_AdminOptions_new(s->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    rd_kafka_ListConsumerGroupOffsets_t *request =
+        rd_kafka_ListConsumerGroupOffsets_new(s->group_id, s->assigning);
+    if (!options || !request ||
+        rd_kafka_AdminOptions_set_request_timeout(options, LOOKUP_TIMEOUT_MS, why, sizeof why)) {
+        if (request)
+            rd_kafka_ListConsumerGroupOffsets_destroy(request);
+        if (options)
+            rd_kafka_AdminOptions_destroy(options);
+        ad_counter_inc(s->lookups_failed);
+        finish_assign(s, NULL);
+        return;
+    }
+    rd_kafka_ListConsumerGroupOffsets(s->rk, &request, 1, options, s->lookups);
+    rd_kafka_ListConsumerGroupOffsets_destroy(request);
+    rd_kafka_AdminOptions_destroy(options);
+}
+
+static void on_lookup(struct ad_kafka_source *s, rd_kafka_event_t *ev)
+{
+    const rd_kafka_ListConsumerGroupOffsets_result_t *result =
+        rd_kafka_event_ListConsumerGroupOffsets_result(ev);
+    const rd_kafka_topic_partition_list_t *found = NULL;
+    const char *error = rd_kafka_event_error(ev) ? rd_kafka_event_error_string(ev) : NULL;
+    size_t n = 0;
+    const rd_kafka_group_result_t **groups =
+        result ? rd_kafka_ListConsumerGroupOffsets_result_groups(result, &n) : NULL;
+    if (!error && n == 1) {
+        const rd_kafka_error_t *group_error = rd_kafka_group_result_error(groups[0]);
+        if (group_error)
+            error = rd_kafka_error_string(group_error);
+        else
+            found = rd_kafka_group_result_partitions(groups[0]);
+    }
+    if (!s->assigning)
+        return;
+    if (!found) {
+        /* Without the rebuild points the partitions start at their commits, as librdkafka
+         * looks them up: nothing is lost, only the windows start empty. */
+        ad_counter_inc(s->lookups_failed);
+        AD_WARN_KV("cannot look up the committed offsets; windows are not rebuilt",
+                   AD_KV_STR("source", s->settings->name),
+                   AD_KV_STR("error", error ? error : "no answer for the group"));
+    }
+    finish_assign(s, found);
+}
+
+static void poll_lookups(struct ad_kafka_source *s)
+{
+    rd_kafka_event_t *ev;
+    while (s->lookups && (ev = rd_kafka_queue_poll(s->lookups, 0))) {
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT)
+            on_lookup(s, ev);
+        rd_kafka_event_destroy(ev);
     }
 }
 
@@ -322,43 +608,45 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 s->handler.on_assign(s->handler.arg,
                                      AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition));
         }
-        if (cooperative)
-            error = rd_kafka_incremental_assign(rk, parts);
+        ad_gauge_set(s->partitions_gauge, (double)s->n_partitions);
+        /* librdkafka waits for the assign call (the group does not move on meanwhile), so the
+         * partitions can start where their rebuild points say, once the lookup answers. */
+        if (s->assigning)
+            rd_kafka_topic_partition_list_destroy(s->assigning);
+        s->assigning = rd_kafka_topic_partition_list_copy(parts);
+        if (s->detectors && parts->cnt > 0)
+            look_up_commits(s);
         else
-            rd_kafka_assign(rk, parts);
-        if (s->paused) /* new partitions wait with the others */
-            rd_kafka_pause_partitions(rk, parts);
-    } else {
-        /* Store what is safe first: librdkafka commits stored offsets as it revokes. */
-        store_offsets(s);
-        for (int i = 0; i < parts->cnt; i++) {
-            ssize_t t = topic_index(s, parts->elems[i].topic);
-            if (t < 0)
-                continue;
-            ad_kafka_input input = AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition);
-            struct partition *ps = find_partition(s, input);
-            if (!ps)
-                continue;
-            ad_counter_inc(s->revoked_total);
-            if (s->handler.on_revoke)
-                s->handler.on_revoke(s->handler.arg, input);
-            remove_partition(s, ps);
-        }
-        if (cooperative)
-            error = rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
+            finish_assign(s, NULL);
+        return;
     }
+    /* Commit what is safe first: these partitions may be read by another consumer next. */
+    commit_offsets(s, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        ssize_t t = topic_index(s, parts->elems[i].topic);
+        if (t < 0)
+            continue;
+        ad_kafka_input input = AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition);
+        struct partition *ps = find_partition(s, input);
+        if (!ps)
+            continue;
+        ad_counter_inc(s->revoked_total);
+        if (s->handler.on_revoke)
+            s->handler.on_revoke(s->handler.arg, input);
+        remove_partition(s, ps);
+    }
+    if (cooperative)
+        error = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, NULL);
     if (error) {
         AD_ERROR_KV("rebalance failed", AD_KV_STR("source", s->settings->name),
                     AD_KV_STR("error", rd_kafka_error_string(error)));
         rd_kafka_error_destroy(error);
     }
     ad_gauge_set(s->partitions_gauge, (double)s->n_partitions);
-    AD_INFO_KV(err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned"
-                                                           : "partitions revoked",
-               AD_KV_STR("source", s->settings->name), AD_KV_INT("partitions", parts->cnt),
-               AD_KV_INT("assigned_now", s->n_partitions),
+    AD_INFO_KV("partitions revoked", AD_KV_STR("source", s->settings->name),
+               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", s->n_partitions),
                AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));
 }
 
@@ -436,6 +724,22 @@ static void reject(struct ad_kafka_source *s, const rd_kafka_message_t *m, struc
         dead_letter(s, m, ps, reason);
 }
 
+/* A message read again to rebuild windows: handed on with its rebuild point, and counted
+ * apart, since it was counted (and, if rejected, dead-lettered) the first time. */
+static void replay(struct ad_kafka_source *s, rd_kafka_message_t *m, struct partition *ps)
+{
+    struct ad_log_event ev;
+    s->counts.replayed++;
+    ad_counter_inc(s->replayed_total);
+    if (m->len <= (size_t)s->settings->kafka.max_message_bytes) {
+        rd_kafka_timestamp_type_t type;
+        int64_t ts = rd_kafka_message_timestamp(m, &type);
+        if (ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
+                               ad_clock_wall_ms(), &ev) == AD_LOG_ACCEPTED)
+            s->handler.on_event(s->handler.arg, ps->input, m->offset, &ev, ps->replay_done_ms);
+    }
+}
+
 static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
 {
     if (m->err) {
@@ -449,37 +753,46 @@ static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
     if (!ps)
         return; /* from a partition revoked meanwhile */
 
-    struct ad_log_event ev;
-    enum ad_log_result result;
-    if (m->len > (size_t)s->settings->kafka.max_message_bytes) {
-        ev.reason = AD_REJECT_TOO_LARGE;
-        result = AD_LOG_REJECTED;
+    if (m->offset < ps->replay_end) {
+        replay(s, m, ps);
     } else {
-        rd_kafka_timestamp_type_t type;
-        int64_t ts = rd_kafka_message_timestamp(m, &type);
-        result = ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
-                                    ad_clock_wall_ms(), &ev);
-    }
-    switch (result) {
-    case AD_LOG_ACCEPTED:
-        s->counts.accepted++;
-        ad_counter_inc(s->accepted_total);
-        s->handler.on_event(s->handler.arg, ps->input, m->offset, &ev);
-        break;
-    case AD_LOG_FILTERED:
-        s->counts.filtered++;
-        ad_counter_inc(s->filtered_total);
-        break;
-    case AD_LOG_REJECTED:
-        reject(s, m, ps, ev.reason);
-        break;
+        if (ps->replay_end >= 0) {
+            AD_INFO_KV("partition rebuilt; reading new events",
+                       AD_KV_STR("source", s->settings->name),
+                       AD_KV_STR("topic", rd_kafka_topic_name(m->rkt)),
+                       AD_KV_INT("partition", m->partition), AD_KV_INT("from", ps->replay_end));
+            ps->replay_end = -1;
+        }
+        struct ad_log_event ev;
+        enum ad_log_result result;
+        if (m->len > (size_t)s->settings->kafka.max_message_bytes) {
+            ev.reason = AD_REJECT_TOO_LARGE;
+            result = AD_LOG_REJECTED;
+        } else {
+            rd_kafka_timestamp_type_t type;
+            int64_t ts = rd_kafka_message_timestamp(m, &type);
+            result = ad_log_rules_apply(s->rules, m->payload ? m->payload : "", m->len, ts,
+                                        ad_clock_wall_ms(), &ev);
+        }
+        switch (result) {
+        case AD_LOG_ACCEPTED:
+            s->counts.accepted++;
+            ad_counter_inc(s->accepted_total);
+            s->handler.on_event(s->handler.arg, ps->input, m->offset, &ev, NULL);
+            break;
+        case AD_LOG_FILTERED:
+            s->counts.filtered++;
+            ad_counter_inc(s->filtered_total);
+            break;
+        case AD_LOG_REJECTED:
+            reject(s, m, ps, ev.reason);
+            break;
+        }
     }
     /* The handler may have revoked nothing, but look the partition up again to be safe. */
     ps = find_partition(s, AD_KAFKA_INPUT((int32_t)t, m->partition));
-    if (ps) {
+    if (ps)
         ps->last_processed = m->offset;
-        ps->dirty = true;
-    }
 }
 
 static void finish_stop(struct ad_kafka_source *s);
@@ -504,6 +817,7 @@ static void poll_consumer(struct ad_kafka_source *s)
     }
     if (more)
         event_active(s->again_event, EV_TIMEOUT, 0);
+    poll_lookups(s);
     if (s->stopping && rd_kafka_consumer_closed(s->rk))
         finish_stop(s);
 }
@@ -550,8 +864,11 @@ static void on_safety(evutil_socket_t fd, short what, void *arg)
     (void)what;
     poll_consumer(s);
     poll_dlq(s);
-    if (!s->stopping)
-        store_offsets(s);
+    int64_t now = ad_clock_mono_ms();
+    if (!s->stopping && now >= s->next_commit) {
+        s->next_commit = now + s->commit_interval_ms;
+        commit_offsets(s, NULL);
+    }
 }
 
 /* ---- stopping ---- */
@@ -576,8 +893,9 @@ void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void 
     s->stop_done = done;
     s->stop_done_arg = done_arg;
     s->stop_deadline = ad_clock_mono_ms() + DLQ_FLUSH_MS;
-    store_offsets(s);
-    /* The asynchronous close: its rebalance and commit are served by the loop's polls. */
+    commit_offsets(s, NULL);
+    /* The asynchronous close: its rebalance (which commits what became safe since) and the
+     * commits' answers are served by the loop's polls; the close waits for the commits. */
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(s->rk, s->queue);
     if (error) {
         AD_ERROR_KV("cannot close the consumer", AD_KV_STR("source", s->settings->name),
@@ -650,6 +968,14 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
                            name, "change", "revoked", NULL);
     s->partitions_gauge = ad_metrics_gauge(m, "anomalyd_kafka_assigned_partitions",
                                            "Partitions this consumer reads.", "source", name, NULL);
+    s->replayed_total = ad_metrics_counter(
+        m, "anomalyd_kafka_replayed_messages_total",
+        "Messages read again from a partition's rebuild point to rebuild windows.", "source", name,
+        NULL);
+    s->lookups_failed = ad_metrics_counter(
+        m, "anomalyd_kafka_rebuild_lookups_failed_total",
+        "Assignments that started without their rebuild points (the lookup failed).", "source",
+        name, NULL);
 }
 
 static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_settings_kafka *k,
@@ -691,7 +1017,19 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     s->wake[0] = s->wake[1] = s->dlq_wake[0] = s->dlq_wake[1] = -1;
     s->base = opts->base;
     s->settings = opts->settings;
+    s->group_id = opts->kafka->group_id;
     s->n_detectors = opts->n_detectors;
+    s->released_through = malloc((s->n_detectors ? s->n_detectors : 1) * sizeof(int64_t));
+    if (!s->released_through)
+        goto oom;
+    for (size_t d = 0; d < s->n_detectors; d++)
+        s->released_through[d] = INT64_MIN;
+    if (opts->detectors && s->n_detectors) {
+        s->detectors = malloc(s->n_detectors * sizeof *s->detectors);
+        if (!s->detectors)
+            goto oom;
+        memcpy(s->detectors, opts->detectors, s->n_detectors * sizeof *s->detectors);
+    }
     s->handler = opts->handler;
     s->budget_messages =
         opts->poll_budget_messages ? opts->poll_budget_messages : DEFAULT_BUDGET_MESSAGES;
@@ -717,8 +1055,18 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         (!user_set(opts->kafka, "auto.offset.reset") &&
          ad_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
         ad_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
+        ad_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
         ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0)
         goto err;
+    /* The source commits on librdkafka's own schedule: auto.commit.interval.ms. */
+    char interval[32];
+    size_t interval_size = sizeof interval;
+    s->commit_interval_ms = DEFAULT_COMMIT_INTERVAL_MS;
+    if (rd_kafka_conf_get(conf, "auto.commit.interval.ms", interval, &interval_size) ==
+            RD_KAFKA_CONF_OK &&
+        atoll(interval) > 0)
+        s->commit_interval_ms = atoll(interval);
+    s->next_commit = ad_clock_mono_ms() + s->commit_interval_ms;
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -740,6 +1088,12 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         goto err;
     }
     rd_kafka_queue_io_event_enable(s->queue, s->wake[1], "w", 1);
+    s->lookups = rd_kafka_queue_new(s->rk);
+    if (!s->lookups) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    rd_kafka_queue_io_event_enable(s->lookups, s->wake[1], "l", 1);
     s->wake_event = event_new(s->base, s->wake[0], EV_READ | EV_PERSIST, on_wake, s);
     s->again_event = event_new(s->base, -1, 0, on_again, s);
     s->safety_timer = event_new(s->base, -1, EV_PERSIST, on_safety, s);
@@ -780,6 +1134,8 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
                                                   : ""));
     return s;
 
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
 err:
     if (conf)
         rd_kafka_conf_destroy(conf);
@@ -797,6 +1153,10 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
             event_free(events[i]);
     if (s->queue)
         rd_kafka_queue_destroy(s->queue);
+    if (s->lookups)
+        rd_kafka_queue_destroy(s->lookups);
+    if (s->assigning)
+        rd_kafka_topic_partition_list_destroy(s->assigning);
     if (s->rk)
         rd_kafka_destroy_flags(
             s->rk, rd_kafka_consumer_closed(s->rk) ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
@@ -810,9 +1170,11 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
         if (s->dlq_wake[i] >= 0)
             close(s->dlq_wake[i]);
     }
-    for (size_t i = 0; i < s->n_partitions; i++)
-        free(s->partitions[i].holds);
+    while (s->n_partitions)
+        remove_partition(s, &s->partitions[s->n_partitions - 1]);
     free(s->partitions);
+    free(s->detectors);
+    free(s->released_through);
     ad_log_rules_destroy(s->rules);
     free(s);
 }
@@ -822,16 +1184,22 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
     json_t *parts = json_array();
     for (size_t i = 0; i < s->n_partitions; i++) {
         const struct partition *ps = &s->partitions[i];
-        json_array_append_new(
-            parts, json_pack("{s:s, s:i, s:I, s:I, s:i}", "topic",
-                             s->settings->kafka.topics.items[ps->topic], "partition", ps->partition,
-                             "last_processed", (json_int_t)ps->last_processed, "committable",
-                             (json_int_t)safe_offset(ps), "held_buckets", (int)ps->n_holds));
+        int64_t commit = commit_offset(ps);
+        json_t *part =
+            json_pack("{s:s, s:i, s:b, s:I, s:I, s:I, s:i}", "topic",
+                      s->settings->kafka.topics.items[ps->topic], "partition", ps->partition,
+                      "assigned", ps->assigned, "last_processed", (json_int_t)ps->last_processed,
+                      "committable", (json_int_t)commit, "rebuild_from",
+                      (json_int_t)replay_offset(ps, commit), "held_buckets", (int)ps->n_holds);
+        if (part && ps->replay_end >= 0)
+            json_object_set_new(part, "replaying_until", json_integer((json_int_t)ps->replay_end));
+        json_array_append_new(parts, part);
     }
     json_object_set_new(out, "partitions", parts);
     json_object_set_new(out, "accepted", json_integer((json_int_t)s->counts.accepted));
     json_object_set_new(out, "filtered", json_integer((json_int_t)s->counts.filtered));
     json_object_set_new(out, "rejected", json_integer((json_int_t)s->counts.rejected));
+    json_object_set_new(out, "replayed", json_integer((json_int_t)s->counts.replayed));
     json_object_set_new(out, "client_errors", json_integer((json_int_t)s->counts.errors));
     if (s->dlq) {
         json_object_set_new(out, "dead_letters", json_integer((json_int_t)s->counts.dead_letters));

@@ -16,12 +16,23 @@
  * anomalyd_events_rejected_total{source,reason}, logged at most once per 10 s per reason, and,
  * with dead_letter_topic set, produced there with the reason in the header anomalyd-reason.
  *
- * Offsets: the store is manual (enable.auto.offset.store=false) and librdkafka commits what is
- * stored. A message's offset is stored only once everything derived from it is safe. The
- * handler holds the message for every (detector, bucket) it fed (ad_kafka_source_hold); the
- * one function that makes offsets committable is ad_kafka_source_release, which the pipeline
- * calls when a bucket's results are safe. Filtered, rejected and late messages hold nothing
- * (a dead-lettered one holds until the dead-letter topic acknowledges it).
+ * Offsets: the source commits them itself (enable.auto.commit=false), every
+ * auto.commit.interval.ms, as partitions are revoked and as it stops. A message's offset is
+ * committed only once everything derived from it is safe. The handler holds the message for
+ * every (detector, bucket) it fed (ad_kafka_source_hold); the one function that makes offsets
+ * committable is ad_kafka_source_release, which the pipeline calls when a bucket's results are
+ * safe. Filtered, rejected and late messages hold nothing (a dead-lettered one holds until the
+ * dead-letter topic acknowledges it).
+ *
+ * Rebuilding after a restart (docs/delivery.md): each commit carries, in the offset's metadata,
+ * the offset from which the windows of the last rebuild_history of every detector can be read
+ * again ("replay_from"), and per detector the end of the newest bucket whose alerts were all
+ * acknowledged ("done"). When a partition is assigned, the source looks its commit up before it
+ * starts fetching, and starts at replay_from: the messages below the committed offset are
+ * replayed, handed on with those "done" times so that the windows, likelihoods and alert states
+ * are rebuilt without notifying again what was already notified; they hold nothing back and are
+ * not counted as new events (anomalyd_kafka_replayed_messages_total instead), and rejected ones
+ * are not dead-lettered twice.
  *
  * Every function runs on the loop thread.
  */
@@ -45,13 +56,23 @@ typedef int32_t ad_kafka_input;
 #define AD_KAFKA_INPUT(topic, partition) ((int32_t)(((topic) << 20) | (partition)))
 
 struct ad_kafka_source_handler {
-    /* An accepted event of input at offset. ev is borrowed for the call. */
-    void (*on_event)(void *arg, ad_kafka_input input, int64_t offset,
-                     const struct ad_log_event *ev);
+    /* An accepted event of input at offset. ev is borrowed for the call. replayed is NULL for an
+     * event read for the first time; for one read again to rebuild windows, it holds per
+     * detector the end (ms) of the newest bucket whose alerts were all acknowledged before,
+     * INT64_MIN where that is unknown (borrowed for the call). */
+    void (*on_event)(void *arg, ad_kafka_input input, int64_t offset, const struct ad_log_event *ev,
+                     const int64_t *replayed);
     /* Inputs assigned to or taken from this consumer by a rebalance. */
     void (*on_assign)(void *arg, ad_kafka_input input);
     void (*on_revoke)(void *arg, ad_kafka_input input);
     void *arg;
+};
+
+/* What the source knows of each detector, to write and read its rebuild point. */
+struct ad_kafka_source_detector {
+    const char *name;        /* borrowed; must outlive the source */
+    int64_t step;            /* ms */
+    int64_t history_buckets; /* how many done buckets are kept readable again */
 };
 
 struct ad_kafka_source_options {
@@ -59,6 +80,9 @@ struct ad_kafka_source_options {
     const struct ad_settings_kafka *kafka;     /* borrowed; must outlive the source */
     const struct ad_settings_source *settings; /* borrowed; must outlive the source */
     size_t n_detectors;                        /* holds are kept per detector */
+    /* n_detectors entries (the array is copied, the names borrowed); NULL: no rebuild points
+     * are written or read. */
+    const struct ad_kafka_source_detector *detectors;
     enum ad_extract_engine engine;
     struct ad_metrics *metrics;
     struct ad_kafka_source_handler handler;
@@ -72,7 +96,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
                                             char *errstr, size_t errstr_size);
 
 /*
- * Leaves the group: stops fetching, commits what is stored, and calls done(done_arg) on the
+ * Leaves the group: stops fetching, commits what is safe, and calls done(done_arg) on the
  * loop when finished. The blocking parts run on a thread of their own, so the loop keeps
  * serving while they do.
  */
@@ -100,8 +124,8 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused);
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);
 
-/* Assignment, per partition its next offset to commit and held buckets, and the counts of
- * events by result. */
+/* Assignment, per partition its next offset to commit, held buckets and replay, and the counts
+ * of events by result. */
 void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out);
 
 #endif

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -151,7 +152,13 @@ class Daemon:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            # A failed test shows what the daemon said last, so that CI's log explains it.
+            with self.lock:
+                tail = self.lines[-120:]
+            sys.stderr.write("---- the daemon's last %d log lines ----\n%s----\n"
+                             % (len(tail), "".join(tail)))
         self.close()
 
 
@@ -199,6 +206,19 @@ class KafkaMock:
             else:
                 offsets[int(a)] = int(b)
         return offsets, total
+
+    def commits(self, group, topic):
+        """{partition: (committed offset, the commit's metadata parsed as JSON, or None)}."""
+        r = subprocess.run([os.path.join(TOOLS, "kafka-committed"), "-b", self.bootstrap,
+                            "-g", group, "-t", topic, "-m"], capture_output=True, text=True,
+                           timeout=60, check=True)
+        out = {}
+        for line in r.stdout.splitlines():
+            fields = line.split(" ", 2)
+            if fields[0] != "sum":
+                meta = None if fields[2] == "-" else json.loads(fields[2])
+                out[int(fields[0])] = (int(fields[1]), meta)
+        return out
 
     def close(self):
         if self.proc.poll() is None:

@@ -100,12 +100,12 @@ def train(store, t0_ms, folder):
         raise AssertionError("the trainer failed: " + r.stderr)
 
 
-def events_for(t0_ms, buckets, rng):
+def events_for(t0_ms, buckets, rng, incident=INCIDENT):
     lines = []
     for b in buckets:
         for e, instance in enumerate(ENTITIES):
             n, errors = counts(b, e, rng)
-            if instance == INCIDENT[0] and b in INCIDENT[1]:
+            if instance == incident[0] and b in incident[1]:
                 n, errors = 40, 30
             for i in range(n):
                 t = t0_ms + b * STEP_S * 1000 + rng.randrange(0, STEP_S * 1000)

@@ -7,11 +7,12 @@
  * subscribes, so it does not join the group and cannot trigger a rebalance of its members.
  *
  * Output (stdout), one line per partition, then the sum of the committed offsets:
- *     PARTITION OFFSET [HIGH]
+ *     PARTITION OFFSET [HIGH] [METADATA]
  *     sum TOTAL
  * OFFSET is -1001 (RD_KAFKA_OFFSET_INVALID) for a partition without a commit, counted as 0 in
- * the sum. With -w, HIGH is the partition's high watermark. Exit status 0, 1 on error, 2 on
- * usage errors.
+ * the sum. With -w, HIGH is the partition's high watermark; with -m, METADATA is the commit's
+ * metadata as committed (anomalyd writes one line of JSON), or "-" when there is none.
+ * Exit status 0, 1 on error, 2 on usage errors.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,17 +36,19 @@ struct options {
     const char *topic;
     int timeout_ms;
     bool watermarks;
+    bool metadata;
     bool verbose;
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: " PROG " -b BOOTSTRAP -g GROUP -t TOPIC [-w] [-T TIMEOUT_MS] [-v]\n"
+    fprintf(out, "Usage: " PROG " -b BOOTSTRAP -g GROUP -t TOPIC [-w] [-m] [-T TIMEOUT_MS] [-v]\n"
                  "\n"
                  "Prints 'PARTITION OFFSET' for each partition of TOPIC as committed by GROUP,\n"
                  "then 'sum TOTAL'. OFFSET -1001 means nothing committed (counted as 0).\n"
                  "\n"
                  "  -w  add each partition's high watermark as a third column\n"
+                 "  -m  add each commit's metadata as the last column (- for none)\n"
                  "  -T  timeout for each broker request in ms (default 10000)\n"
                  "  -v  librdkafka debug log (cgrp,protocol) on stderr\n");
 }
@@ -56,7 +59,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
     int c;
 
     opt->timeout_ms = 10000;
-    while ((c = getopt(argc, argv, "b:g:t:T:wvh")) != -1) {
+    while ((c = getopt(argc, argv, "b:g:t:T:wmvh")) != -1) {
         switch (c) {
         case 'b':
             opt->brokers = optarg;
@@ -82,6 +85,9 @@ static int parse_args(int argc, char **argv, struct options *opt)
         }
         case 'w':
             opt->watermarks = true;
+            break;
+        case 'm':
+            opt->metadata = true;
             break;
         case 'v':
             opt->verbose = true;
@@ -209,10 +215,15 @@ static int print_committed(rd_kafka_t *rk, const struct options *opt,
                           rd_kafka_err2str(err));
                 goto out;
             }
-            printf("%" PRId32 " %" PRId64 " %" PRId64 "\n", p->partition, p->offset, hi);
+            printf("%" PRId32 " %" PRId64 " %" PRId64, p->partition, p->offset, hi);
         } else {
-            printf("%" PRId32 " %" PRId64 "\n", p->partition, p->offset);
+            printf("%" PRId32 " %" PRId64, p->partition, p->offset);
         }
+        if (opt->metadata && p->metadata_size > 0)
+            printf(" %.*s", (int)p->metadata_size, (const char *)p->metadata);
+        else if (opt->metadata)
+            printf(" -");
+        printf("\n");
         if (p->offset >= 0)
             sum += p->offset;
     }
