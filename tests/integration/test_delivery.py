@@ -72,6 +72,13 @@ scoring:
 model_store: {{path: {store}}}
 """
 
+# A member that died, or a pipeline rebuilt by a reload, leaves the group after its session
+# times out: tests that restart or rebuild keep that short.
+FAST_REJOIN_CONFIG = CONFIG.replace(
+    "    auto.commit.interval.ms: 200\n",
+    "    auto.commit.interval.ms: 200\n    session.timeout.ms: 6000\n"
+    "    heartbeat.interval.ms: 500\n")
+
 
 def counts(b, e, rng):
     n = int(8 + 4 * math.sin(2 * math.pi * (b + e) / 12) + rng.randrange(0, 2))

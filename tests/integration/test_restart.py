@@ -33,11 +33,6 @@ INCIDENT = (ENTITY, range(40, 56))
 KILL_AFTER = 48  # the first daemon reads buckets before this one
 LAST = 72
 
-# A dead member leaves the group after its session times out: keep that short.
-CONFIG = delivery.CONFIG.replace(
-    "    auto.commit.interval.ms: 200\n",
-    "    auto.commit.interval.ms: 200\n    session.timeout.ms: 6000\n"
-    "    heartbeat.interval.ms: 500\n")
 
 
 def published(d):
@@ -62,9 +57,9 @@ class Restart(unittest.TestCase):
 
         with KafkaMock("logs:1", "alerts:1") as kafka, Redis() as redis:
             group = "restart-%d" % rng.randrange(1 << 30)
-            config = CONFIG.format(brokers=kafka.bootstrap, group=group, step=delivery.STEP_S,
-                                   window=delivery.STEP_S * delivery.T, redis=redis.url,
-                                   store=store)
+            config = delivery.FAST_REJOIN_CONFIG.format(
+                brokers=kafka.bootstrap, group=group, step=delivery.STEP_S,
+                window=delivery.STEP_S * delivery.T, redis=redis.url, store=store)
             first = delivery.events_for(t0_ms, range(0, KILL_AFTER), rng, INCIDENT)
             kafka.produce("logs", first)
             # The newest bucket stays open (the watermark is its newest event).

@@ -105,6 +105,8 @@ static void usage(FILE *out)
             "Control commands on stdin, one per line, each answered 'ok' or 'error: ...':\n"
             "  broker-down ID | broker-up ID      (ID -1 means all brokers)\n"
             "  topic-create NAME PARTITIONS [RF]\n"
+            "  partition-leader TOPIC PARTITION ID   (moves the partition's leadership)\n"
+            "  coordinator group|transaction KEY ID  (moves a group's coordinator)\n"
             "  quit\n"
             "EOF on stdin only closes the control channel; the cluster keeps running.\n",
             MAX_BROKERS);
@@ -371,6 +373,33 @@ static void run_command(rd_kafka_mock_cluster_t *mcluster, int brokers, char *li
         if (create_topic(mcluster, brokers, argv[1], partitions, replication, errstr,
                          sizeof errstr) != 0) {
             reply("error: %s", errstr);
+            return;
+        }
+        reply("ok");
+    } else if (strcmp(argv[0], "partition-leader") == 0) {
+        int partition, id;
+        if (argc != 4 || parse_int(argv[2], 0, MAX_PARTITIONS - 1, &partition) != 0 ||
+            parse_int(argv[3], 1, brokers, &id) != 0) {
+            reply("error: usage: partition-leader TOPIC PARTITION ID(1..%d)", brokers);
+            return;
+        }
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_partition_set_leader(mcluster, argv[1], partition, id);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            reply("error: partition-leader: %s", rd_kafka_err2str(err));
+            return;
+        }
+        reply("ok");
+    } else if (strcmp(argv[0], "coordinator") == 0) {
+        int id;
+        if (argc != 4 || (strcmp(argv[1], "group") != 0 && strcmp(argv[1], "transaction") != 0) ||
+            parse_int(argv[3], 1, brokers, &id) != 0) {
+            reply("error: usage: coordinator group|transaction KEY ID(1..%d)", brokers);
+            return;
+        }
+        rd_kafka_resp_err_t err = rd_kafka_mock_coordinator_set(mcluster, argv[1], argv[2], id);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            reply("error: coordinator: %s", rd_kafka_err2str(err));
             return;
         }
         reply("ok");
