@@ -834,6 +834,34 @@ static const struct ad_schema_section threshold_section = {
     .n_fields = N(threshold_fields),
     .doc = "When a scored window counts as anomalous."};
 
+#define SHADOW(m) offsetof(struct ad_settings_shadow, m)
+
+static const struct ad_schema_field shadow_fields[] = {
+    {.name = "windows",
+     .kind = AD_SCHEMA_INT,
+     .offset = SHADOW(windows),
+     .def = "0",
+     .min = 0,
+     .max = 1e9,
+     .doc = "Windows a new model version scores beside the serving one before it is promoted "
+            "(docs/model-store.md); `0` swaps it in at once."},
+    {.name = "max_disagreement",
+     .kind = AD_SCHEMA_FLOAT,
+     .offset = SHADOW(max_disagreement),
+     .def = "1",
+     .min = 0,
+     .max = 1,
+     .doc = "Share of shadowed windows on which the two versions may disagree (one calls the "
+            "window anomalous, the other not) before the candidate is refused instead of "
+            "promoted; `1` always promotes."},
+};
+
+static const struct ad_schema_section shadow_section = {.name = "shadow",
+                                                        .fields = shadow_fields,
+                                                        .n_fields = N(shadow_fields),
+                                                        .doc =
+                                                            "Shadow mode for new model versions."};
+
 static void free_detector(void *obj)
 {
     struct ad_settings_detector *d = obj;
@@ -961,6 +989,11 @@ static const struct ad_schema_field detector_fields[] = {
      .offset = DET(alert),
      .section = &alert_section,
      .doc = "Alerting."},
+    {.name = "shadow",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = DET(shadow),
+     .section = &shadow_section,
+     .doc = "Shadow mode: a new model version scores beside the serving one before it serves."},
 };
 
 static const struct ad_schema_section detector_section = {

@@ -168,6 +168,11 @@ struct ad_settings_alert {
     double flap_threshold; /* fraction of state changes in that look-back that is flapping */
 };
 
+struct ad_settings_shadow {
+    int64_t windows;         /* 0: new versions serve at once */
+    double max_disagreement; /* share of windows with different verdicts that refuses one */
+};
+
 struct ad_feature_ref {
     size_t source;  /* index into settings.sources */
     size_t feature; /* index into that source's features */
@@ -191,6 +196,7 @@ struct ad_settings_detector {
     double threshold_likelihood;
     double threshold_score; /* NAN: the model's calibrated threshold */
     struct ad_settings_alert alert;
+    struct ad_settings_shadow shadow;
     /* Derived while validating. */
     struct ad_feature_ref *refs; /* features.len entries */
     size_t window_len;           /* T = window / step */

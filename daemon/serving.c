@@ -34,12 +34,22 @@ struct unacked {
     uint32_t remaining;
 };
 
+/* A candidate version scoring beside the serving one (docs/model-store.md, "Shadow mode"). */
+struct shadow {
+    struct ad_model *candidate; /* NULL: none */
+    uint64_t windows;           /* scored by both versions */
+    uint64_t disagreements; /* of those, windows one version calls anomalous and not the other */
+    double sum_difference, max_difference; /* |candidate score - serving score| */
+};
+
 struct ad_serving {
     const struct ad_settings_detector *settings;
     void *user;
     struct ad_scorer *scorer;
     struct ad_metrics *metrics;
     struct ad_model *model; /* NULL: windows are not scored */
+    struct shadow shadow;
+    json_t *last_shadow;    /* the outcome of the last shadow run, for /status; NULL: none */
     char model_error[4608]; /* why there is no model, or why the last reload failed */
     struct ad_likelihood *likelihood;
     struct ad_alerts *alerts;
@@ -62,6 +72,8 @@ struct ad_serving {
     struct ad_counter *scored_total, *anomalous_total;
     struct ad_counter *unscored_no_model_total, *unscored_no_data_total, *unscored_failed_total;
     struct ad_counter *load_failures_total;
+    struct ad_counter *shadow_windows_total, *shadow_promoted_total, *shadow_refused_total;
+    struct ad_gauge *shadow_disagreement, *shadow_difference;
     struct ad_gauge *model_info;
     struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
     struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
@@ -137,6 +149,36 @@ void ad_serving_refuse_model(struct ad_serving *v, const char *error)
                    AD_KV_STR("detector", v->settings->name), AD_KV_STR("reason", error));
 }
 
+static const char *version_of(const struct ad_model *m)
+{
+    return m ? ad_model_version(m) : "";
+}
+
+static void drop_candidate(struct ad_serving *v)
+{
+    ad_model_unref(v->shadow.candidate);
+    v->shadow = (struct shadow){0};
+}
+
+/* A new version scores beside the serving one before it serves. */
+static void start_shadow(struct ad_serving *v, struct ad_model *m)
+{
+    if (v->shadow.candidate)
+        AD_INFO_KV("a newer version replaces the candidate in shadow",
+                   AD_KV_STR("detector", v->settings->name),
+                   AD_KV_STR("candidate", version_of(v->shadow.candidate)),
+                   AD_KV_STR("newer", ad_model_version(m)));
+    drop_candidate(v);
+    v->shadow.candidate = m;
+    ad_gauge_set(v->shadow_disagreement, 0);
+    ad_gauge_set(v->shadow_difference, 0);
+    AD_INFO_KV("a new model version scores in shadow before it serves",
+               AD_KV_STR("detector", v->settings->name),
+               AD_KV_STR("serving", ad_model_version(v->model)),
+               AD_KV_STR("candidate", ad_model_version(m)),
+               AD_KV_INT("windows", (long long)v->settings->shadow.windows));
+}
+
 void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m)
 {
     const struct ad_settings_detector *d = v->settings;
@@ -149,13 +191,62 @@ void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m)
         return;
     }
     v->model_error[0] = '\0';
-    if (v->model && strcmp(ad_model_dir(v->model), ad_model_dir(m)) == 0) {
+    if ((v->model && strcmp(ad_model_dir(v->model), ad_model_dir(m)) == 0) ||
+        (v->shadow.candidate && strcmp(ad_model_dir(v->shadow.candidate), ad_model_dir(m)) == 0)) {
         ad_model_unref(m);
+        return;
+    }
+    if (v->model && d->shadow.windows > 0) {
+        start_shadow(v, m);
         return;
     }
     /* Batches in flight finish with the version they were submitted with; the next one
      * takes this: no window is lost or scored twice. */
+    drop_candidate(v);
     serve(v, m);
+}
+
+/* Ends a shadow run once the candidate has scored enough windows: promotes it, or refuses it
+ * when the two versions disagreed too often. */
+static void conclude_shadow(struct ad_serving *v)
+{
+    const struct ad_settings_shadow *cfg = &v->settings->shadow;
+    struct shadow *sh = &v->shadow;
+    unsigned long long windows = sh->windows;
+    double disagreement = sh->windows ? (double)sh->disagreements / (double)sh->windows : 0;
+    double mean = sh->windows ? sh->sum_difference / (double)sh->windows : 0;
+    bool promote = disagreement <= cfg->max_disagreement;
+    json_decref(v->last_shadow);
+    v->last_shadow = json_pack(
+        "{s:s, s:s, s:s, s:I, s:f, s:f, s:f}", "candidate", ad_model_version(sh->candidate),
+        "serving", ad_model_version(v->model), "outcome", promote ? "promoted" : "refused",
+        "windows", (json_int_t)sh->windows, "disagreement", disagreement, "mean_score_difference",
+        mean, "max_score_difference", sh->max_difference);
+    AD_INFO_KV("shadow run finished", AD_KV_STR("detector", v->settings->name),
+               AD_KV_STR("serving", ad_model_version(v->model)),
+               AD_KV_STR("candidate", ad_model_version(sh->candidate)),
+               AD_KV_INT("windows", (long long)sh->windows),
+               AD_KV_DOUBLE("disagreement", disagreement),
+               AD_KV_DOUBLE("mean_score_difference", mean),
+               AD_KV_DOUBLE("max_score_difference", sh->max_difference),
+               AD_KV_STR("outcome", promote ? "promoted" : "refused"));
+    struct ad_model *m = sh->candidate;
+    sh->candidate = NULL;
+    drop_candidate(v);
+    if (promote) {
+        ad_counter_inc(v->shadow_promoted_total);
+        serve(v, m);
+        return;
+    }
+    char why[256];
+    snprintf(why, sizeof why,
+             "version %s disagreed with %s on %.1f%% of %llu shadowed windows (at most %.1f%% "
+             "allowed)",
+             ad_model_version(m), ad_model_version(v->model), 100 * disagreement, windows,
+             100 * cfg->max_disagreement);
+    ad_counter_inc(v->shadow_refused_total);
+    ad_serving_refuse_model(v, why);
+    ad_model_unref(m);
 }
 
 /* ---- construction ---- */
@@ -277,6 +368,26 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->load_failures_total = ad_metrics_counter(metrics, "anomalyd_model_load_failures_total",
                                                 "Model versions that failed to load or validate.",
                                                 "detector", name, NULL);
+    static const char verdict_help[] = "Shadow runs by outcome: the candidate promoted or refused.";
+    v->shadow_windows_total = ad_metrics_counter(
+        metrics, "anomalyd_model_shadow_windows_total",
+        "Windows a candidate model version scored in shadow.", "detector", name, NULL);
+    v->shadow_promoted_total =
+        ad_metrics_counter(metrics, "anomalyd_model_shadow_runs_total", verdict_help, "detector",
+                           name, "outcome", "promoted", NULL);
+    v->shadow_refused_total =
+        ad_metrics_counter(metrics, "anomalyd_model_shadow_runs_total", verdict_help, "detector",
+                           name, "outcome", "refused", NULL);
+    v->shadow_disagreement = ad_metrics_gauge(
+        metrics, "anomalyd_model_shadow_disagreement",
+        "Share of windows of the current (or last) shadow run on which the candidate and the "
+        "serving version disagree on anomalous.",
+        "detector", name, NULL);
+    v->shadow_difference = ad_metrics_gauge(
+        metrics, "anomalyd_model_shadow_score_difference",
+        "Mean absolute difference between the candidate's and the serving version's scores in "
+        "the current (or last) shadow run.",
+        "detector", name, NULL);
     register_alert_metrics(v, metrics);
     load_first_model(v, s->model_store.path);
     return v;
@@ -295,6 +406,8 @@ void ad_serving_destroy(struct ad_serving *v)
     ad_likelihood_destroy(v->likelihood);
     ad_alerts_destroy(v->alerts);
     ad_replay_marks_destroy(v->replayed);
+    drop_candidate(v);
+    json_decref(v->last_shadow);
     ad_model_unref(v->model);
     free(v->marks);
     free(v->unacked);
@@ -315,6 +428,8 @@ void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
         ad_model_unref(m);
         return;
     }
+    if (m && v->shadow.candidate)
+        job->shadow = ad_model_ref(v->shadow.candidate);
     v->submitted++;
     /* Without a model the job may finish here, unless that would overtake jobs in flight. */
     if (v->scorer && (m || v->finished + 1 < v->submitted))
@@ -588,6 +703,42 @@ void ad_serving_mark_replayed(struct ad_serving *v, const char *key, size_t len,
         ad_counter_inc(v->unmarked_total);
 }
 
+/* Compares the candidate's scores of a job with the serving version's. */
+static void observe_shadow(struct ad_serving *v, const struct ad_score_job *job, double threshold)
+{
+    struct shadow *sh = &v->shadow;
+    if (!job->shadow || job->shadow != sh->candidate || job->error[0] || !job->scores)
+        return; /* no shadow, or one a newer candidate or a promotion has replaced */
+    if (!job->shadow_scores) {
+        char why[512];
+        snprintf(why, sizeof why, "version %s failed in shadow: %s",
+                 ad_model_version(sh->candidate), job->shadow_error);
+        drop_candidate(v);
+        ad_counter_inc(v->shadow_refused_total);
+        ad_serving_refuse_model(v, why);
+        return;
+    }
+    double candidate_threshold = score_threshold(v, sh->candidate);
+    uint64_t before = sh->windows;
+    for (size_t w = 0; w < job->batch->n_windows; w++) {
+        double a = job->scores[w], c = job->shadow_scores[w];
+        if (!isfinite(a) || !isfinite(c))
+            continue;
+        double diff = fabs(c - a);
+        sh->windows++;
+        sh->sum_difference += diff;
+        sh->max_difference = diff > sh->max_difference ? diff : sh->max_difference;
+        sh->disagreements += (a >= threshold) != (c >= candidate_threshold);
+    }
+    ad_counter_add(v->shadow_windows_total, (double)(sh->windows - before));
+    if (sh->windows) {
+        ad_gauge_set(v->shadow_disagreement, (double)sh->disagreements / (double)sh->windows);
+        ad_gauge_set(v->shadow_difference, sh->sum_difference / (double)sh->windows);
+    }
+    if (sh->windows >= (uint64_t)v->settings->shadow.windows)
+        conclude_shadow(v);
+}
+
 void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
 {
     const struct ad_window_batch *b = job->batch;
@@ -630,6 +781,8 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
                          ad_clock_wall_ms(), on_expired, v);
     }
     update_alert_metrics(v);
+    if (job->model)
+        observe_shadow(v, job, threshold);
 
     size_t scored = job->model && !job->error[0] ? job->scored : 0;
     v->scored += scored;
@@ -664,6 +817,19 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
         ad_model_describe(v->model, model);
     if (v->model_error[0])
         json_object_set_new(model, "error", json_string(v->model_error));
+    const struct shadow *sh = &v->shadow;
+    if (sh->candidate)
+        json_object_set_new(
+            model, "shadow",
+            json_pack("{s:s, s:I, s:I, s:f, s:f, s:f}", "candidate",
+                      ad_model_version(sh->candidate), "windows", (json_int_t)sh->windows,
+                      "windows_needed", (json_int_t)v->settings->shadow.windows, "disagreement",
+                      sh->windows ? (double)sh->disagreements / (double)sh->windows : 0.0,
+                      "mean_score_difference",
+                      sh->windows ? sh->sum_difference / (double)sh->windows : 0.0,
+                      "max_score_difference", sh->max_difference));
+    if (v->last_shadow)
+        json_object_set(model, "last_shadow_run", v->last_shadow);
     json_object_set_new(out, "model", model);
     json_t *scoring = json_object();
     json_object_set_new(scoring, "windows_scored", json_integer((json_int_t)v->scored));

@@ -76,8 +76,10 @@ void ad_score_job_free(struct ad_score_job *job)
         return;
     ad_window_batch_free(job->batch);
     ad_model_unref(job->model);
+    ad_model_unref(job->shadow);
     free(job->scores);
     free(job->shares);
+    free(job->shadow_scores);
     free(job);
 }
 
@@ -182,27 +184,21 @@ static int grow(float **buf, size_t *size, size_t floats)
     return 0;
 }
 
-static int score(struct ad_scorer *s, struct ad_score_job *job)
+/* Scores batch b with model m into scores (NaN where not scored) and shares; adds the windows
+ * scored to *scored. Returns 0, or -1 with err filled. */
+static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
+                      const struct ad_model *m, float *scores, float *shares, size_t *scored,
+                      char *err, size_t err_size)
 {
-    struct ad_window_batch *b = job->batch;
-    const struct ad_model *m = job->model;
     size_t F = b->n_features, steps = b->window_len - 1;
     char why[256];
 
-    job->scores = malloc((b->n_windows ? b->n_windows : 1) * sizeof *job->scores);
-    job->shares = calloc(b->n_windows * F + 1, sizeof *job->shares);
-    if (!job->scores || !job->shares) {
-        snprintf(job->error, sizeof job->error, "out of memory for the results");
-        return -1;
-    }
     for (size_t w = 0; w < b->n_windows; w++)
-        job->scores[w] = NAN;
-    if (!m)
-        return 0;
+        scores[w] = NAN;
     if (ad_model_window(m) != b->window_len || ad_model_features(m) != F || steps == 0) {
-        snprintf(job->error, sizeof job->error,
-                 "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu", ad_model_name(m),
-                 ad_model_version(m), ad_model_window(m), ad_model_features(m), b->window_len, F);
+        snprintf(err, err_size, "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu",
+                 ad_model_name(m), ad_model_version(m), ad_model_window(m), ad_model_features(m),
+                 b->window_len, F);
         return -1;
     }
     size_t per_chunk = X_FLOATS / (steps * F);
@@ -210,10 +206,10 @@ static int score(struct ad_scorer *s, struct ad_score_job *job)
         per_chunk = CHUNK_WINDOWS;
     if (grow(&s->x, &s->x_size, per_chunk * steps * F) < 0 ||
         grow(&s->predictions, &s->predictions_size, per_chunk * F) < 0) {
-        snprintf(job->error, sizeof job->error, "out of memory for the scorer's buffers");
+        snprintf(err, err_size, "out of memory for the scorer's buffers");
         return -1;
     }
-    if (verify(s, m, job->error, sizeof job->error) < 0)
+    if (verify(s, m, err, err_size) < 0)
         return -1;
     for (size_t first = 0; first < b->n_windows; first += per_chunk) {
         size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
@@ -221,13 +217,54 @@ static int score(struct ad_scorer *s, struct ad_score_job *job)
         while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * F,
                                s->predictions, why, sizeof why) < 0) {
             if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0) {
-                snprintf(job->error, sizeof job->error, "%s", why);
+                snprintf(err, err_size, "%s", why);
                 return -1;
             }
         }
-        job->scored += ad_score_windows(m, b, first, n, s->predictions, job->scores + first,
-                                        job->shares + first * F);
+        *scored +=
+            ad_score_windows(m, b, first, n, s->predictions, scores + first, shares + first * F);
     }
+    return 0;
+}
+
+/* The candidate's scores beside the serving model's; its shares are not kept. */
+static void score_shadow(struct ad_scorer *s, struct ad_score_job *job)
+{
+    const struct ad_window_batch *b = job->batch;
+    size_t scored = 0;
+    float *shares = calloc(b->n_windows * b->n_features + 1, sizeof *shares);
+    job->shadow_scores = malloc((b->n_windows ? b->n_windows : 1) * sizeof *job->shadow_scores);
+    if (!shares || !job->shadow_scores) {
+        free(job->shadow_scores);
+        job->shadow_scores = NULL;
+        snprintf(job->shadow_error, sizeof job->shadow_error, "out of memory for the results");
+    } else if (score_with(s, b, job->shadow, job->shadow_scores, shares, &scored, job->shadow_error,
+                          sizeof job->shadow_error) < 0) {
+        free(job->shadow_scores);
+        job->shadow_scores = NULL;
+    }
+    free(shares);
+}
+
+static int score(struct ad_scorer *s, struct ad_score_job *job)
+{
+    struct ad_window_batch *b = job->batch;
+
+    job->scores = malloc((b->n_windows ? b->n_windows : 1) * sizeof *job->scores);
+    job->shares = calloc(b->n_windows * b->n_features + 1, sizeof *job->shares);
+    if (!job->scores || !job->shares) {
+        snprintf(job->error, sizeof job->error, "out of memory for the results");
+        return -1;
+    }
+    for (size_t w = 0; w < b->n_windows; w++)
+        job->scores[w] = NAN;
+    if (!job->model)
+        return 0;
+    if (score_with(s, b, job->model, job->scores, job->shares, &job->scored, job->error,
+                   sizeof job->error) < 0)
+        return -1;
+    if (job->shadow)
+        score_shadow(s, job);
     return 0;
 }
 

@@ -39,13 +39,20 @@ struct ad_score_job {
     const char *backend; /* "cuda" or "cpu" */
     double seconds;      /* spent scoring */
     char error[256];     /* set when the job could not be scored at all */
+    /* Shadow scoring (docs/model-store.md): a candidate model the batch is also scored with,
+     * set by the submitter (a reference the job owns; NULL: none). Its scores come back in
+     * shadow_scores (NaN where not scored), or shadow_error says why not; a shadow failure
+     * never fails the job. */
+    struct ad_model *shadow;
+    float *shadow_scores;
+    char shadow_error[256];
     struct ad_score_job *next;
 };
 
 /* Takes batch and the model reference. NULL when out of memory (nothing is taken then). */
 struct ad_score_job *ad_score_job_new(struct ad_window_batch *batch, struct ad_model *model,
                                       void *owner);
-void ad_score_job_free(struct ad_score_job *job); /* frees the batch, drops the model */
+void ad_score_job_free(struct ad_score_job *job); /* frees the batch, drops the models */
 
 /*
  * Starts the thread and its backend, waiting until the backend is ready. metrics may be NULL.

@@ -200,11 +200,67 @@ static void test_backend_choice_without_a_device(void **state)
     ad_scorer_destroy(s);
 }
 
+/* A candidate model scores the same batch beside the job's model; a candidate that does not
+ * fit the batch fails alone. */
+static void test_shadow_scores_beside_the_model(void **state)
+{
+    struct ctx *c = *state;
+    struct ad_settings_scoring set = {
+        .backend = AD_BACKEND_CPU, .max_batch = 1024, .queue_depth = 4, .cpu_threads = 1};
+    struct fixture_model other = spec, misfit = spec;
+    other.seed = 99;
+    misfit.window = 8;
+    char err[256], *dirs[2] = {fixture_tempdir(), fixture_tempdir()};
+    assert_int_equal(fixture_write(dirs[0], &other), 0);
+    assert_int_equal(fixture_write(dirs[1], &misfit), 0);
+    struct ad_model *shadows[2];
+    for (int i = 0; i < 2; i++) {
+        shadows[i] = ad_model_load(dirs[i], NULL, err, sizeof err);
+        assert_non_null(shadows[i]);
+    }
+    struct ad_scorer *s = ad_scorer_new(&set, c->metrics, err, sizeof err);
+    assert_non_null(s);
+    for (int i = 0; i < 2; i++) {
+        struct ad_score_job *job =
+            ad_score_job_new(fixture_batch(37, 16, 4, 5), ad_model_ref(c->model), NULL);
+        job->shadow = ad_model_ref(shadows[i]);
+        ad_scorer_submit(s, job);
+    }
+    float want[37], want_shares[37 * 4];
+    struct ad_score_job *job = wait_job(s);
+    assert_string_equal(job->error, "");
+    assert_string_equal(job->shadow_error, "");
+    assert_int_equal(job->scored, 37);
+    assert_non_null(job->shadow_scores);
+    expected_scores(shadows[0], job->batch, want, want_shares);
+    for (size_t w = 0; w < 37; w++)
+        assert_float_equal(job->shadow_scores[w], want[w], 1e-5 * fmax(1.0, want[w]));
+    expected_scores(c->model, job->batch, want, want_shares);
+    for (size_t w = 0; w < 37; w++)
+        assert_float_equal(job->scores[w], want[w], 1e-5 * fmax(1.0, want[w]));
+    ad_score_job_free(job);
+
+    job = wait_job(s);
+    assert_string_equal(job->error, "");
+    assert_int_equal(job->scored, 37);
+    assert_null(job->shadow_scores);
+    assert_non_null(strstr(job->shadow_error, "is for windows of 8"));
+    ad_score_job_free(job);
+
+    ad_scorer_destroy(s);
+    for (int i = 0; i < 2; i++) {
+        ad_model_unref(shadows[i]);
+        fixture_remove(dirs[i]);
+        free(dirs[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jobs_come_back_in_order),
         cmocka_unit_test(test_misfit_batch_is_an_error),
+        cmocka_unit_test(test_shadow_scores_beside_the_model),
         cmocka_unit_test(test_destroy_with_jobs_queued),
         cmocka_unit_test(test_backend_choice_without_a_device),
     };
