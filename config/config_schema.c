@@ -13,6 +13,7 @@
 #include "config.h"
 #include "expr.h"
 #include "jpath.h"
+#include "kafka_sink_rules.h"
 #include "settings.h"
 #include "yaml_tree.h"
 
@@ -1012,9 +1013,31 @@ static const struct ad_schema_section detector_section = {
 static void check_kafka_sink(struct ad_schema_ctx *ctx, const char *path, void *obj)
 {
     const struct ad_settings_kafka_sink *k = obj;
-    char p[PATH_BUF];
+    const struct ad_settings *root = ctx->root;
+    char p[PATH_BUF], key_path[PATH_BUF], errstr[512];
     child_path(p, path, "properties");
     check_kafka_properties(ctx, p, &k->properties);
+    if (!k->topic)
+        return; /* no Kafka sink */
+    /* The producer's properties as librdkafka will see them: the shared ones, then the sink's.
+     * Values librdkafka refuses were reported above. */
+    const struct ad_secretmap *maps[] = {&root->kafka.properties, &k->properties};
+    const char *origins[] = {"kafka.properties", p};
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    for (size_t m = 0; m < 2; m++)
+        for (size_t i = 0; i < maps[m]->len; i++)
+            rd_kafka_conf_set(conf, maps[m]->keys[i], maps[m]->values[i].value, errstr,
+                              sizeof errstr);
+    for (size_t m = 0; m < 2; m++) {
+        for (size_t i = 0; i < maps[m]->len; i++) {
+            const char *why = ad_kafka_sink_conflict(conf, maps[m]->keys[i]);
+            if (!why)
+                continue;
+            child_path(key_path, origins[m], maps[m]->keys[i]);
+            ad_schema_error(ctx, key_path, "%s; remove it", why);
+        }
+    }
+    rd_kafka_conf_destroy(conf);
 }
 
 static const struct ad_schema_field kafka_sink_fields[] = {

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "kafka_conf.h"
+#include "kafka_sink_rules.h"
 
 #define AD_LOG_MODULE "kafka_sink"
 #include "log.h"
@@ -531,48 +532,21 @@ static const char *property_origin(const struct ad_kafka_sink *s, const char *na
     return NULL;
 }
 
-static bool conf_is(rd_kafka_conf_t *conf, const char *name, const char *value)
-{
-    char got[64];
-    size_t size = sizeof got;
-    return rd_kafka_conf_get(conf, name, got, &size) == RD_KAFKA_CONF_OK && strcmp(got, value) == 0;
-}
-
-/* Refuses the properties that would break at-least-once delivery, naming where they are set.
- * conf holds them as librdkafka parsed them. */
+/* Refuses the properties that would break at-least-once delivery (kafka_sink_rules.h), naming
+ * where they are set. conf holds them as librdkafka parsed them. */
 static int check_properties(const struct ad_kafka_sink *s, rd_kafka_conf_t *conf, char *err,
                             size_t err_size)
 {
-    static const struct {
-        const char *name;
-        const char *bad; /* as rd_kafka_conf_get shows it; NULL: any value */
-        const char *why;
-    } rules[] = {
-        {"enable.idempotence", "false",
-         "the Kafka sink needs the idempotent producer (retries without duplicates, in order)"},
-        {"delivery.report.only.error", "true",
-         "the Kafka sink acknowledges alerts on their successful delivery reports"},
-        {"transactional.id", NULL, "the Kafka sink does not use transactions"},
-        {"enable.gapless.guarantee", "true",
-         "the Kafka sink re-produces failed alerts itself; this would stop the producer"},
-        {"partitioner", "random", "alerts are partitioned by entity to keep them in order"},
-    };
-    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
-        const char *origin = property_origin(s, rules[r].name);
-        if (origin && (!rules[r].bad || conf_is(conf, rules[r].name, rules[r].bad))) {
-            snprintf(err, err_size, "%s.%s: %s; remove it", origin, rules[r].name, rules[r].why);
-            return -1;
-        }
-    }
-    static const char *const acks[] = {"acks", "request.required.acks"};
-    for (size_t i = 0; i < 2; i++) {
-        const char *origin = property_origin(s, acks[i]);
-        if (origin && !conf_is(conf, "request.required.acks", "-1")) {
-            snprintf(err, err_size,
-                     "%s.%s: the Kafka sink acknowledges alerts only once every in-sync replica "
-                     "has them (acks=all); remove it",
-                     origin, acks[i]);
-            return -1;
+    const struct ad_secretmap *maps[] = {&s->settings->properties, &s->kafka->properties};
+    for (size_t m = 0; m < 2; m++) {
+        for (size_t i = 0; i < maps[m]->len; i++) {
+            const char *name = maps[m]->keys[i];
+            const char *why = ad_kafka_sink_conflict(conf, name);
+            if (why) {
+                snprintf(err, err_size, "%s.%s: %s; remove it", property_origin(s, name), name,
+                         why);
+                return -1;
+            }
         }
     }
     return 0;
