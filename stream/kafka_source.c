@@ -893,6 +893,10 @@ void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void 
     s->stop_done = done;
     s->stop_done_arg = done_arg;
     s->stop_deadline = ad_clock_mono_ms() + DLQ_FLUSH_MS;
+    /* librdkafka would wait for an assignment still waiting for its lookup: take it as it is
+     * (nothing of it was read, so nothing is lost). */
+    if (s->assigning)
+        finish_assign(s, NULL);
     commit_offsets(s, NULL);
     /* The asynchronous close: its rebalance (which commits what became safe since) and the
      * commits' answers are served by the loop's polls; the close waits for the commits. */
