@@ -177,6 +177,14 @@ const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_inpu
     return t < s->settings->kafka.topics.len ? s->settings->kafka.topics.items[t] : "?";
 }
 
+static size_t assigned_count(const struct ad_kafka_source *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_partitions; i++)
+        n += s->partitions[i].assigned;
+    return n;
+}
+
 static struct partition *add_partition(struct ad_kafka_source *s, size_t topic, int32_t p)
 {
     ad_kafka_input input = AD_KAFKA_INPUT((int32_t)topic, p);
@@ -494,7 +502,22 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
         if (!ps)
             continue;
         ps->assigned = true;
-        if (!commit || commit->err || commit->offset < 0)
+        bool known = commit && !commit->err && commit->offset >= 0;
+        if (ps->last_processed >= 0) {
+            /* Back after a revocation (a rebalance, a lost session): what it read before is in
+             * the windows still, held where its buckets are not done; read on after it. */
+            elem->offset = ps->last_processed + 1;
+            if (known) {
+                ps->floor = commit->offset;
+                if (commit->offset > elem->offset)
+                    elem->offset = commit->offset; /* another consumer read on meanwhile */
+            }
+            AD_INFO_KV("a partition came back; reading on where this consumer left it",
+                       AD_KV_STR("source", s->settings->name), AD_KV_STR("topic", elem->topic),
+                       AD_KV_INT("partition", elem->partition), AD_KV_INT("from", elem->offset));
+            continue;
+        }
+        if (!known)
             continue; /* librdkafka looks the commit up itself, or starts per auto.offset.reset */
         int64_t from;
         ps->floor = commit->offset;
@@ -524,7 +547,8 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
     }
     AD_INFO_KV("partitions assigned", AD_KV_STR("source", s->settings->name),
                AD_KV_INT("partitions", parts->cnt), AD_KV_INT("replaying", replaying),
-               AD_KV_INT("assigned_now", s->n_partitions));
+               AD_KV_INT("assigned_now", assigned_count(s)));
+    ad_gauge_set(s->partitions_gauge, (double)assigned_count(s));
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
@@ -608,7 +632,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 s->handler.on_assign(s->handler.arg,
                                      AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition));
         }
-        ad_gauge_set(s->partitions_gauge, (double)s->n_partitions);
         /* librdkafka waits for the assign call (the group does not move on meanwhile), so the
          * partitions can start where their rebuild points say, once the lookup answers. */
         if (s->assigning)
@@ -633,7 +656,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ad_counter_inc(s->revoked_total);
         if (s->handler.on_revoke)
             s->handler.on_revoke(s->handler.arg, input);
-        remove_partition(s, ps);
+        /* The record stays: its holds still guard the buckets its events fed, and should the
+         * partition come back, what was read need not be read again. */
+        ps->assigned = false;
+        ps->replay_end = -1;
     }
     if (cooperative)
         error = rd_kafka_incremental_unassign(rk, parts);
@@ -644,9 +670,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     AD_KV_STR("error", rd_kafka_error_string(error)));
         rd_kafka_error_destroy(error);
     }
-    ad_gauge_set(s->partitions_gauge, (double)s->n_partitions);
+    ad_gauge_set(s->partitions_gauge, (double)assigned_count(s));
     AD_INFO_KV("partitions revoked", AD_KV_STR("source", s->settings->name),
-               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", s->n_partitions),
+               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)),
                AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));
 }
 
@@ -750,7 +776,7 @@ static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
     ssize_t t = topic_index(s, rd_kafka_topic_name(m->rkt));
     struct partition *ps =
         t < 0 ? NULL : find_partition(s, AD_KAFKA_INPUT((int32_t)t, m->partition));
-    if (!ps)
+    if (!ps || !ps->assigned)
         return; /* from a partition revoked meanwhile */
 
     if (m->offset < ps->replay_end) {

@@ -127,11 +127,15 @@ class Faults(unittest.TestCase):
                 redis_ids = [f["id"] for _, f in redis.stream("anomalyd:alerts")]
                 self.assertEqual(sorted(redis_ids), sorted(alerts))
 
-                # 2. The logs' broker and group coordinator goes down and comes back; the
-                # events that follow are all read, once.
+                # 2. The logs' broker and group coordinator goes down for longer than the
+                # session (6 s): the consumer loses its partition, gets it back, and reads on
+                # where it left it. The events that follow are all read, once.
                 self.assertEqual(kafka.command("broker-down 1"), "ok")
-                time.sleep(3)
+                time.sleep(9)
                 self.assertEqual(kafka.command("broker-up 1"), "ok")
+                wait_for("the partition back", lambda: d.find(
+                    "a partition came back; reading on where this consumer left it"),
+                    timeout=60, interval=0.3)
                 third = self.events(range(60 + delivery.T + 1, 90))
                 third.append(delivery.closing_event(self.t0_ms, 90))
                 kafka.produce("logs", third)
