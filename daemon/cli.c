@@ -85,15 +85,22 @@ static const struct option replay_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* A replay option's value; false (with the error) when it is empty or given twice. */
-static bool take(struct ad_cli *out, const char *option, const char **slot)
+/* The value of --detector, --source or --model-dir (opt); false (with the error) when it is
+ * empty or the option was given before. */
+static bool take(struct ad_cli *out, int opt)
 {
+    const char **slot = opt == OPT_DETECTOR ? &out->detector
+                        : opt == OPT_SOURCE ? &out->source
+                                            : &out->model_dir;
+    const char *name = opt == OPT_DETECTOR ? "detector"
+                       : opt == OPT_SOURCE ? "source"
+                                           : "model-dir";
     if (*slot) {
-        snprintf(out->error, sizeof out->error, "--%s may be given only once", option);
+        snprintf(out->error, sizeof out->error, "--%s may be given only once", name);
         return false;
     }
     if (!*optarg) {
-        snprintf(out->error, sizeof out->error, "--%s: the value is empty", option);
+        snprintf(out->error, sizeof out->error, "--%s: the value is empty", name);
         return false;
     }
     *slot = optarg;
@@ -147,15 +154,9 @@ void ad_cli_parse(int argc, char **argv, struct ad_cli *out)
             out->inputs[out->n_inputs++] = optarg;
             break;
         case OPT_DETECTOR:
-            if (!take(out, "detector", &out->detector))
-                goto err;
-            break;
         case OPT_SOURCE:
-            if (!take(out, "source", &out->source))
-                goto err;
-            break;
         case OPT_MODEL_DIR:
-            if (!take(out, "model-dir", &out->model_dir))
+            if (!take(out, opt))
                 goto err;
             break;
         case OPT_LOG_LEVEL:

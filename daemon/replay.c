@@ -548,30 +548,36 @@ static void log_event(struct replay *r, const char *line, size_t len)
     }
 }
 
+/* A cell as a C string in text (size bytes); false when it is empty, too long for a number,
+ * or holds a NUL. */
+static bool cell_text(const char *s, size_t n, char *text, size_t size)
+{
+    if (n == 0 || n >= size || memchr(s, '\0', n))
+        return false;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    return true;
+}
+
 /* A whole cell as a number; false when it is not one. */
 static bool parse_double(const char *s, size_t n, double *out)
 {
     char text[128], *end;
-    if (n == 0 || n >= sizeof text)
+    if (!cell_text(s, n, text, sizeof text))
         return false;
-    memcpy(text, s, n);
-    text[n] = '\0';
-    errno = 0;
     *out = strtod(text, &end);
-    return end == text + n && strlen(text) == n;
+    return end == text + n;
 }
 
+/* A whole cell as an integer; false when it is not one, or out of range. */
 static bool parse_int64(const char *s, size_t n, int64_t *out)
 {
     char text[32], *end;
-    if (n == 0 || n >= sizeof text)
+    if (!cell_text(s, n, text, sizeof text))
         return false;
-    memcpy(text, s, n);
-    text[n] = '\0';
     errno = 0;
-    long long v = strtoll(text, &end, 10);
-    *out = v;
-    return errno == 0 && end == text + n && strlen(text) == n;
+    *out = strtoll(text, &end, 10);
+    return errno == 0 && end == text + n;
 }
 
 static void csv_row(struct replay *r, const struct input *in, const char *line, size_t len)

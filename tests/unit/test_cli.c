@@ -54,13 +54,23 @@ static void test_options(void **state)
     assert_int_equal(PARSE("-h", "--bogus").action, AD_CLI_HELP);
 }
 
+struct error_case {
+    struct ad_cli cli;
+    const char *message;
+};
+
+static void assert_errors(const struct error_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(cases[i].cli.action, AD_CLI_ERROR);
+        assert_string_equal(cases[i].cli.error, cases[i].message);
+    }
+}
+
 static void test_errors(void **state)
 {
     (void)state;
-    struct {
-        struct ad_cli cli;
-        const char *message;
-    } cases[] = {
+    struct error_case cases[] = {
         {PARSE("--bogus"), "unknown option --bogus"},
         {PARSE("-x"), "unknown option -x"},
         {PARSE("-c"), "-c needs a value"},
@@ -71,10 +81,7 @@ static void test_errors(void **state)
         {PARSE("extra"), "unexpected argument \"extra\""},
         {PARSE("-c", ""), "--config: the path is empty"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(cases[i].cli.action, AD_CLI_ERROR);
-        assert_string_equal(cases[i].cli.error, cases[i].message);
-    }
+    assert_errors(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_replay(void **state)
@@ -110,10 +117,7 @@ static void test_replay(void **state)
     assert_int_equal(cli.action, AD_CLI_ERROR);
     assert_false(cli.replay);
 
-    struct {
-        struct ad_cli cli;
-        const char *message;
-    } cases[] = {
+    struct error_case cases[] = {
         {PARSE("replay"), "replay needs at least one --input FILE"},
         {PARSE("replay", "-i", "a", "--check-config"), "unknown option --check-config"},
         {PARSE("replay", "-i", "a", "-V"), "unknown option -V"},
@@ -125,10 +129,7 @@ static void test_replay(void **state)
         {PARSE("replay", "-i", "a", "--model-dir="), "--model-dir: the value is empty"},
         {PARSE("--input", "a"), "unknown option --input"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(cases[i].cli.action, AD_CLI_ERROR);
-        assert_string_equal(cases[i].cli.error, cases[i].message);
-    }
+    assert_errors(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_replay_inputs_are_bounded(void **state)
