@@ -61,6 +61,18 @@ static void test_nul_bytes_are_kept(void **state)
     close(fd);
 }
 
+/* A file holding text, read from its start (unlinked: it goes with the descriptor). */
+static int file_of(const char *text, size_t len)
+{
+    char path[] = "/tmp/test_line_reader_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    return fd;
+}
+
 /* Lines over the bound are reported with their length, whether their end is in the first
  * block read or far beyond it, and the lines after them come through whole. */
 static void test_too_long(void **state)
@@ -76,13 +88,7 @@ static void test_too_long(void **state)
     text[n++] = '\n';
     memcpy(text + n, "end", 3), n += 3;
 
-    char path[] = "/tmp/test_line_reader_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    assert_int_equal(write(fd, text, n), (ssize_t)n);
-    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-
+    int fd = file_of(text, n);
     struct ad_line_reader *r = ad_line_reader_new(fd, 10);
     const char *line;
     size_t len;
@@ -107,12 +113,7 @@ static void test_too_long_at_the_end(void **state)
     size_t huge = 100 * 1024;
     char *text = malloc(huge);
     memset(text, 'z', huge);
-    char path[] = "/tmp/test_line_reader_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    assert_int_equal(write(fd, text, huge), (ssize_t)huge);
-    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    int fd = file_of(text, huge);
     struct ad_line_reader *r = ad_line_reader_new(fd, 1000);
     const char *line;
     size_t len;
