@@ -25,7 +25,7 @@ import unittest
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ANOMALYD, SOURCE  # noqa: E402
+from harness import ANOMALYD, SOURCE, Daemon, KafkaMock, wait_for  # noqa: E402
 
 try:
     import numpy as np  # noqa: F401 (test_scoring's helpers need it)
@@ -49,16 +49,20 @@ FOR, RESOLVE_FOR = 2, 2
 LIKELIHOOD_THRESHOLD = 0.9999
 FEATURES = ["app.requests", "app.errors"]
 
+# The daemon's config: a replay ignores the daemon, kafka and sinks sections (and max_past).
 CONFIG = """\
+daemon:
+  admin: {{listen: "127.0.0.1:0"}}
+  shutdown_timeout: 20s
 kafka:
-  brokers: "127.0.0.1:9"
+  brokers: "{brokers}"
   group_id: replay-test
 sources:
   - name: app
     kafka:
       topics: [logs]
       max_message_bytes: 4KiB
-      time: {{path: ts, format: unix_ms}}
+      time: {{path: ts, format: unix_ms, max_past: 365d}}
       labels: {{instance: instance}}
       filters: ["kind != debug"]
       features:
@@ -71,13 +75,20 @@ detectors:
     step: 10s
     window: 80s
     allowed_lateness: 0s
+    source_idle_timeout: 1h
     entity_idle_timeout: 1h
     alert: {{for: {for_}, resolve_for: {resolve_for}, repeat_interval: 0s, flap_threshold: 1}}
+sinks:
+  kafka: {{topic: alerts}}
 scoring:
   backend: cpu
   max_batch: 4
 model_store: {{path: {store}}}
 """
+
+
+def config_text(store, brokers="127.0.0.1:9"):
+    return CONFIG.format(store=store, brokers=brokers, for_=FOR, resolve_for=RESOLVE_FOR)
 
 
 def counts_for(rng, buckets, incident=True):
@@ -195,8 +206,7 @@ class Replay(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="anomalyd-replay-")
         cls.store = os.path.join(cls.dir, "models")
         os.mkdir(cls.store)
-        cls.config = cls.write("anomalyd.yaml", CONFIG.format(
-            store=cls.store, for_=FOR, resolve_for=RESOLVE_FOR))
+        cls.config = cls.write("anomalyd.yaml", config_text(cls.store))
         rng = random.Random(5)
         train = cls.write("train.csv", "\n".join(
             csv_for(counts_for(rng, range(TRAIN_BUCKETS), incident=False))) + "\n")
@@ -276,6 +286,10 @@ class Replay(unittest.TestCase):
                           sum(a["state"] == "firing" for a in want),
                           sum(a["state"] == "resolved" for a in want), 0))
         self.assertEqual(s["filtered"], len(self.counts))
+        # Every entity has data in every bucket: one window each, all scored, the last
+        # bucket's included.
+        self.assertEqual((s["windows"], s["scored"], s["unscored_no_data"]),
+                         (len(self.counts), len(self.counts), 0))
         times = [json.loads(line)["ts"] for line in self.events]
         self.assertEqual([parse_time(s["oldest_event"]), parse_time(s["newest_event"])],
                          [min(times), max(times)])
@@ -358,6 +372,39 @@ class Replay(unittest.TestCase):
         self.assertEqual(logged["too_large"]["line"], line_of[50])
         self.assertEqual(logged["late"]["line"], line_of[late_at])
 
+    def test_the_daemon_makes_the_same_alerts(self):
+        """The same events through the daemon, from a one-partition topic: the same alerts,
+        field for field, but for notified_at (the daemon's wall clock)."""
+        if not shutil.which("kcat"):
+            self.skipTest("kcat is not installed")
+        out, _ = self.ok("--input", self.clean)
+        want = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertGreater(len(want), 0)
+        last = max(json.loads(line)["ts"] for line in self.events)
+        with KafkaMock("logs:1", "alerts:1") as kafka:
+            with Daemon(config_text(self.store, kafka.bootstrap)) as d:
+                kafka.produce("logs", [("k", line) for line in self.events])
+                # The daemon closes a bucket once an event of a later one has come: one more
+                # event, in the next bucket, closes the last bucket the replay closes.
+                kafka.produce("logs", [("k", json.dumps({
+                    "ts": (last // STEP_MS + 1) * STEP_MS, "instance": "api-0",
+                    "status": 200}))])
+
+                def alerts():
+                    lines = kafka.consume("alerts", len(want), timeout=10).splitlines()
+                    return lines if len(lines) == len(want) else None
+                got = [json.loads(line) for line in wait_for("the alerts", alerts, timeout=90,
+                                                             interval=1)]
+                # Nothing more: every bucket the replay closed has been handed on.
+                wait_for("the last bucket", lambda: d.metric(
+                    'anomalyd_windows_scored_total{detector="api"}') >= len(self.counts),
+                         timeout=30)
+                extra = kafka.consume("alerts", len(want) + 1, timeout=5).splitlines()
+                self.assertEqual(len(extra), len(want))
+        for a in got + want:
+            del a["notified_at"]
+        self.assertEqual(got, want)
+
     def test_usage_and_failures(self):
         def status(*args, config=None):
             rc, out, records = self.replay(*args, config=config)
@@ -388,8 +435,7 @@ class Replay(unittest.TestCase):
         # Without a model there is nothing to replay with: a runtime failure.
         empty = os.path.join(self.dir, "empty-store")
         os.makedirs(empty, exist_ok=True)
-        config = self.write("no-model.yaml", CONFIG.format(
-            store=empty, for_=FOR, resolve_for=RESOLVE_FOR))
+        config = self.write("no-model.yaml", config_text(empty))
         rc, why = status("--input", self.clean, config=config)
         self.assertEqual(rc, 1)
         self.assertIn("CURRENT does not exist", why)
