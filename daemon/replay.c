@@ -820,7 +820,9 @@ static size_t totals_fields(const struct totals *t, struct ad_log_field *f, size
     return n;
 }
 
-/* One line with everything; with several detectors, one line per detector before it. */
+/* One line with everything; with several detectors, one line per detector before it. The
+ * summary is the replay's result, not chatter: it is written whatever the log level, so that
+ * --log-level warn leaves the problems and the result. */
 static void summarize(struct replay *r, double seconds)
 {
     struct ad_log_field f[24 + N_REASONS];

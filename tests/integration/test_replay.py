@@ -352,8 +352,11 @@ class Replay(unittest.TestCase):
         for at in sorted(bad, reverse=True):
             lines.insert(at, bad[at])
         path = self.write("dirty.jsonl", "\n".join(lines) + "\n")
-        rc, dirty_out, records = self.replay("--input", path)
+        # At level warn: the warnings and the summary, nothing else.
+        rc, dirty_out, records = self.replay("--input", path, "--log-level", "warn")
         self.assertEqual(rc, 0, records)
+        self.assertEqual({r["level"] for r in records if r["msg"] != "replay finished"},
+                         {"warn"})
         self.assertEqual(dirty_out, out)
         s = self.summary(records)
         want = {"rejected_malformed_json": 2, "rejected_not_an_object": 1,
