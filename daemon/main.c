@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "device.h"
 #include "pipeline.h"
+#include "replay.h"
 #include "scorer.h"
 #include "version.h"
 
@@ -87,6 +88,25 @@ static int check_config(const char *path, struct ad_config *cfg, struct ad_diag 
     return AD_EXIT_OK;
 }
 
+/* anomalyd replay: the config's detectors over files (docs/replay.md). */
+static int replay(const struct ad_cli *cli, const struct ad_config *cfg)
+{
+    const struct ad_settings_daemon *s = &ad_config_settings(cfg)->daemon;
+    /* The settings enums list levels and formats in the logger's order. */
+    ad_log_set_level(cli->log_level_set ? cli->log_level : (enum ad_log_level)s->log_level);
+    ad_log_set_format(cli->log_format_set ? cli->log_format : (enum ad_log_format)s->log_format);
+    struct ad_replay_options opts = {
+        .config = cfg,
+        .inputs = cli->inputs,
+        .n_inputs = cli->n_inputs,
+        .detector = cli->detector,
+        .source = cli->source,
+        .model_dir = cli->model_dir,
+        .out = stdout,
+    };
+    return (int)ad_replay_run(&opts);
+}
+
 int main(int argc, char **argv)
 {
     struct ad_cli cli;
@@ -102,14 +122,18 @@ int main(int argc, char **argv)
     ad_cli_parse(argc, argv, &cli);
     switch (cli.action) {
     case AD_CLI_HELP:
-        ad_cli_usage(stdout);
+        if (cli.replay)
+            ad_cli_replay_usage(stdout);
+        else
+            ad_cli_usage(stdout);
         return AD_EXIT_OK;
     case AD_CLI_VERSION:
         printf("anomalyd %s (revision %s, CUDA backend %s)\n", AD_VERSION, AD_REVISION,
                AD_BUILT_WITH_CUDA ? "built" : "not built");
         return AD_EXIT_OK;
     case AD_CLI_ERROR:
-        fprintf(stderr, "anomalyd: %s\nTry 'anomalyd --help'.\n", cli.error);
+        fprintf(stderr, "anomalyd: %s\nTry 'anomalyd%s --help'.\n", cli.error,
+                cli.replay ? " replay" : "");
         return AD_EXIT_USAGE;
     default:
         break;
@@ -119,8 +143,9 @@ int main(int argc, char **argv)
     if (cli.log_format_set)
         ad_log_set_format(cli.log_format);
     /* A peer that hangs up must not kill the daemon; write errors are handled where they
-     * happen. */
-    signal(SIGPIPE, SIG_IGN);
+     * happen. A replay is a filter: a reader that has seen enough (| head) ends it. */
+    if (cli.action != AD_CLI_REPLAY)
+        signal(SIGPIPE, SIG_IGN);
 
     diag = ad_diag_new();
     config_path = absolute_path(cli.config_path);
@@ -143,6 +168,11 @@ int main(int argc, char **argv)
         AD_ERROR_KV("cannot start: the config is invalid", AD_KV_STR("path", cli.config_path),
                     AD_KV_INT("errors", ad_diag_count(diag)));
         rc = AD_EXIT_USAGE;
+        goto out;
+    }
+    if (cli.action == AD_CLI_REPLAY) {
+        rc = replay(&cli, cfg);
+        ad_config_unref(cfg);
         goto out;
     }
 

@@ -16,6 +16,7 @@
 #include "outbox.h"
 #include "redis_sub.h"
 #include "prom_source.h"
+#include "routing.h"
 #include "scorer.h"
 #include "serving.h"
 #include "watermark.h"
@@ -26,20 +27,6 @@
 
 /* How often the grids move to their watermarks. */
 #define TICK_MS 200
-/* Entity keys longer than this are refused; label values that long are almost always bugs. */
-#define MAX_KEY 2048
-
-/* What one detector takes from one source. */
-struct route {
-    size_t detector;
-    size_t n_features;
-    size_t source_feature[AD_WINDOW_MAX_FEATURES];
-    size_t detector_feature[AD_WINDOW_MAX_FEATURES];
-    /* For each of the detector's keys: the Kafka label index, or the Prometheus series
-     * label name. */
-    int label_index[AD_LOG_MAX_LABELS];
-    const char *series_label[AD_LOG_MAX_LABELS];
-};
 
 struct source_rt {
     struct pipeline *owner;
@@ -48,7 +35,7 @@ struct source_rt {
     struct ad_prom_source *prom;
     struct ad_watermark *watermark;
     int64_t step;
-    struct route *routes;
+    struct ad_route *routes;
     size_t n_routes;
     struct ad_counter *key_too_long, *missing_label, *nan_values, *inf_values;
 };
@@ -99,50 +86,25 @@ static void advance_detector(struct pipeline *p, size_t d);
 
 /* ---- routing ---- */
 
-/* Appends a value to a NUL-separated entity key; returns the new length, or 0 if too long. */
-static size_t key_append(char *key, size_t len, size_t index, const char *v, size_t n)
-{
-    size_t need = len + (index ? 1 : 0) + n;
-    if (need > MAX_KEY)
-        return 0;
-    if (index)
-        key[len++] = '\0';
-    memcpy(key + len, v, n);
-    return len + n;
-}
-
 static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
                          const struct ad_log_event *ev, const int64_t *replayed)
 {
     struct source_rt *src = arg;
     struct pipeline *p = src->owner;
-    char key[MAX_KEY];
+    char key[AD_ROUTING_MAX_KEY];
     double values[AD_WINDOW_MAX_FEATURES];
 
     ad_watermark_update(src->watermark, input, ev->time, ad_clock_wall_ms());
     for (size_t r = 0; r < src->n_routes; r++) {
-        const struct route *route = &src->routes[r];
+        const struct ad_route *route = &src->routes[r];
         struct detector_rt *det = &p->detectors[route->detector];
-        size_t len = 0;
-        bool ok = true;
-        for (size_t k = 0; k < det->settings->keys.len && ok; k++) {
-            int li = route->label_index[k];
-            len = key_append(key, len, k, ev->labels[li], ev->label_lens[li]);
-            ok = len > 0 || ev->label_lens[li] == 0;
-        }
-        if (!ok) {
+        size_t len;
+        uint64_t present;
+        enum ad_routing_result routed =
+            ad_routing_log_event(route, det->settings, ev, key, &len, values, &present);
+        if (routed == AD_ROUTING_KEY_TOO_LONG)
             ad_counter_inc(src->key_too_long);
-            continue;
-        }
-        uint64_t present = 0;
-        for (size_t f = 0; f < route->n_features; f++) {
-            size_t sf = route->source_feature[f], df = route->detector_feature[f];
-            if ((ev->present >> sf) & 1) {
-                values[df] = ev->values[sf];
-                present |= 1ULL << df;
-            }
-        }
-        if (!present)
+        if (routed != AD_ROUTING_OK)
             continue;
         if (replayed && replayed[route->detector] != INT64_MIN)
             ad_serving_mark_replayed(det->serving, key, len, replayed[route->detector]);
@@ -184,12 +146,12 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
 {
     struct source_rt *src = arg;
     struct pipeline *p = src->owner;
-    char key[MAX_KEY];
+    char key[AD_ROUTING_MAX_KEY];
     double values[AD_WINDOW_MAX_FEATURES];
     (void)start_ms;
 
     for (size_t r = 0; r < src->n_routes; r++) {
-        const struct route *route = &src->routes[r];
+        const struct ad_route *route = &src->routes[r];
         struct detector_rt *det = &p->detectors[route->detector];
         size_t df = SIZE_MAX;
         for (size_t f = 0; f < route->n_features; f++)
@@ -209,8 +171,8 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
                     break;
                 }
                 size_t n = strlen(v);
-                len = key_append(key, len, k, v, n);
-                if (len == 0 && n > 0) {
+                len = ad_routing_key_append(key, len, k, v, n);
+                if (len == SIZE_MAX) {
                     ad_counter_inc(src->key_too_long);
                     ok = false;
                 }
@@ -365,13 +327,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- building ---- */
 
-static ssize_t feature_source(const struct ad_settings *s, const struct ad_settings_detector *d,
-                              size_t f)
-{
-    (void)s;
-    return (ssize_t)d->refs[f].source;
-}
-
 static int build_routes(struct pipeline *p, const struct ad_settings *s, char *errstr,
                         size_t errstr_size)
 {
@@ -382,58 +337,9 @@ static int build_routes(struct pipeline *p, const struct ad_settings *s, char *e
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
         }
-        for (size_t di = 0; di < s->n_detectors; di++) {
-            const struct ad_settings_detector *d = &s->detectors[di];
-            struct route route = {.detector = di};
-            for (size_t f = 0; f < d->features.len; f++) {
-                if ((size_t)feature_source(s, d, f) != si)
-                    continue;
-                route.source_feature[route.n_features] = d->refs[f].feature;
-                route.detector_feature[route.n_features++] = f;
-            }
-            if (route.n_features == 0)
-                continue;
-            const struct ad_settings_source *ss = src->settings;
-            for (size_t k = 0; k < d->keys.len; k++) {
-                const char *key = d->keys.items[k];
-                if (ss->type == AD_SOURCE_KAFKA) {
-                    /* Label order of log_rules.h: labels, then static_labels. */
-                    int index = -1;
-                    for (size_t i = 0; i < ss->kafka.labels.len && index < 0; i++)
-                        if (strcmp(ss->kafka.labels.keys[i], key) == 0)
-                            index = (int)i;
-                    for (size_t i = 0; i < ss->kafka.static_labels.len && index < 0; i++)
-                        if (strcmp(ss->kafka.static_labels.keys[i], key) == 0)
-                            index = (int)(ss->kafka.labels.len + i);
-                    route.label_index[k] = index; /* validated: the label exists */
-                } else {
-                    route.series_label[k] = key;
-                    for (size_t i = 0; i < ss->prometheus.labels.len; i++)
-                        if (strcmp(ss->prometheus.labels.keys[i], key) == 0)
-                            route.series_label[k] = ss->prometheus.labels.values[i];
-                }
-            }
-            src->routes[src->n_routes++] = route;
-        }
+        src->n_routes = ad_routing_build(s, si, src->routes);
     }
     return 0;
-}
-
-static enum ad_agg agg_of(const struct ad_settings_feature *f)
-{
-    switch (f->kind) {
-    case AD_FEATURE_MEAN:
-        return AD_AGG_MEAN;
-    case AD_FEATURE_MIN:
-        return AD_AGG_MIN;
-    case AD_FEATURE_MAX:
-        return AD_AGG_MAX;
-    case AD_FEATURE_LAST:
-    case AD_FEATURE_QUERY:
-        return AD_AGG_LAST;
-    default:
-        return AD_AGG_SUM;
-    }
 }
 
 static int build_detectors(struct pipeline *p, const struct ad_settings *s,
@@ -444,24 +350,8 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
         struct detector_rt *det = &p->detectors[di];
         enum ad_agg aggs[AD_WINDOW_MAX_FEATURES];
         enum ad_fill_policy fills[AD_WINDOW_MAX_FEATURES];
-        for (size_t f = 0; f < d->features.len; f++) {
-            const struct ad_settings_source *src = &s->sources[d->refs[f].source];
-            aggs[f] = agg_of(&src->features[d->refs[f].feature]);
-            fills[f] = d->refs[f].fill;
-        }
-        struct ad_window_spec spec = {
-            .detector = d->name,
-            .detector_index = di,
-            .step = d->step,
-            .window_len = d->window_len,
-            .n_features = d->features.len,
-            .aggs = aggs,
-            .fills = fills,
-            .allowed_lateness = d->allowed_lateness,
-            .max_entities = (size_t)d->max_entities,
-            .entity_idle_timeout = d->entity_idle_timeout,
-            .max_batch = (size_t)s->scoring.max_batch,
-        };
+        struct ad_window_spec spec;
+        ad_routing_window_spec(s, di, (size_t)s->scoring.max_batch, &spec, aggs, fills);
         det->owner = p;
         det->settings = d;
         det->released_through = INT64_MIN;

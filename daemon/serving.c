@@ -67,6 +67,7 @@ struct ad_serving {
     size_t unacked_head, n_unacked, cap_unacked;
     int64_t last_bucket; /* the newest bucket with a finished batch */
     double last_max_score;
+    int64_t notified_at; /* INT64_MIN: the wall clock */
 
     unsigned long long scored, anomalous, unscored_no_model, unscored_no_data, unscored_failed;
     struct ad_counter *scored_total, *anomalous_total;
@@ -327,6 +328,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->metrics = metrics;
     v->done_through = INT64_MIN;
     v->last_bucket = INT64_MIN;
+    v->notified_at = INT64_MIN;
     if (outlet)
         v->outlet = *outlet;
     /* An entity's likelihood outlives its windows by one idle timeout, so an entity that comes
@@ -536,6 +538,16 @@ static int track_unacked(struct ad_serving *v, uint64_t seq, size_t acks)
     return 0;
 }
 
+void ad_serving_set_notified_at(struct ad_serving *v, int64_t ms)
+{
+    v->notified_at = ms;
+}
+
+static int64_t notify_time(const struct ad_serving *v)
+{
+    return v->notified_at != INT64_MIN ? v->notified_at : ad_clock_wall_ms();
+}
+
 /* Hands one alert to the sinks (or to the log alone, without sinks), and frees it. */
 static void publish(struct ad_serving *v, struct ad_alert *alert)
 {
@@ -670,7 +682,7 @@ static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t
         .shares = job->shares ? job->shares + w * b->n_features : NULL,
         .model = ad_model_name(job->model),
         .model_version = ad_model_version(job->model),
-        .now_ms = ad_clock_wall_ms(),
+        .now_ms = notify_time(v),
     };
     in.key = ad_window_batch_key(b, w, &in.key_len);
     bool notified_before = ad_replay_marks_covers(v->replayed, in.key, in.key_len, in.end_ms);
@@ -778,7 +790,7 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
         ad_likelihood_expire(v->likelihood, bucket);
         /* An entity gone quiet for its idle timeout resolves, as its windows stop. */
         ad_alerts_expire(v->alerts, b->bucket_start + b->step - v->settings->entity_idle_timeout,
-                         ad_clock_wall_ms(), on_expired, v);
+                         notify_time(v), on_expired, v);
     }
     update_alert_metrics(v);
     if (job->model)

@@ -84,6 +84,11 @@ void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m);
  * stays. */
 void ad_serving_refuse_model(struct ad_serving *v, const char *error);
 
+/* The time written into the notified_at of the alerts made from now on: ms, instead of the
+ * wall clock (INT64_MIN, the default). An offline replay gives its own event-time clock, so
+ * that its output depends on its input alone. */
+void ad_serving_set_notified_at(struct ad_serving *v, int64_t ms);
+
 /* The version served now; NULL when none. */
 const struct ad_model *ad_serving_model(const struct ad_serving *v);
 

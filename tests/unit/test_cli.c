@@ -54,13 +54,23 @@ static void test_options(void **state)
     assert_int_equal(PARSE("-h", "--bogus").action, AD_CLI_HELP);
 }
 
+struct error_case {
+    struct ad_cli cli;
+    const char *message;
+};
+
+static void assert_errors(const struct error_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(cases[i].cli.action, AD_CLI_ERROR);
+        assert_string_equal(cases[i].cli.error, cases[i].message);
+    }
+}
+
 static void test_errors(void **state)
 {
     (void)state;
-    struct {
-        struct ad_cli cli;
-        const char *message;
-    } cases[] = {
+    struct error_case cases[] = {
         {PARSE("--bogus"), "unknown option --bogus"},
         {PARSE("-x"), "unknown option -x"},
         {PARSE("-c"), "-c needs a value"},
@@ -71,10 +81,73 @@ static void test_errors(void **state)
         {PARSE("extra"), "unexpected argument \"extra\""},
         {PARSE("-c", ""), "--config: the path is empty"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(cases[i].cli.action, AD_CLI_ERROR);
-        assert_string_equal(cases[i].cli.error, cases[i].message);
+    assert_errors(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_replay(void **state)
+{
+    (void)state;
+    struct ad_cli cli = PARSE("replay", "-c", "a.yaml", "--input", "x.jsonl", "-i", "-",
+                              "--input=y.jsonl", "--detector", "api", "--source", "app",
+                              "--model-dir", "/m/api/v2", "--log-format", "json");
+    assert_int_equal(cli.action, AD_CLI_REPLAY);
+    assert_true(cli.replay);
+    assert_string_equal(cli.config_path, "a.yaml");
+    assert_int_equal(cli.n_inputs, 3);
+    assert_string_equal(cli.inputs[0], "x.jsonl");
+    assert_string_equal(cli.inputs[1], "-");
+    assert_string_equal(cli.inputs[2], "y.jsonl");
+    assert_string_equal(cli.detector, "api");
+    assert_string_equal(cli.source, "app");
+    assert_string_equal(cli.model_dir, "/m/api/v2");
+    assert_true(cli.log_format_set);
+
+    cli = PARSE("replay", "-i", "x.csv");
+    assert_int_equal(cli.action, AD_CLI_REPLAY);
+    assert_string_equal(cli.config_path, AD_DEFAULT_CONFIG_PATH);
+    assert_null(cli.detector);
+    assert_null(cli.source);
+    assert_null(cli.model_dir);
+
+    cli = PARSE("replay", "--help");
+    assert_int_equal(cli.action, AD_CLI_HELP);
+    assert_true(cli.replay);
+    /* The command is the first argument only: elsewhere it is a stray argument. */
+    cli = PARSE("-c", "a.yaml", "replay");
+    assert_int_equal(cli.action, AD_CLI_ERROR);
+    assert_false(cli.replay);
+
+    struct error_case cases[] = {
+        {PARSE("replay"), "replay needs at least one --input FILE"},
+        {PARSE("replay", "-i", "a", "--check-config"), "unknown option --check-config"},
+        {PARSE("replay", "-i", "a", "-V"), "unknown option -V"},
+        {PARSE("replay", "-i", "a", "more"), "unexpected argument \"more\""},
+        {PARSE("replay", "-i", ""), "--input: the path is empty"},
+        {PARSE("replay", "-i", "a", "--detector"), "--detector needs a value"},
+        {PARSE("replay", "-i", "a", "--detector", "x", "--detector", "y"),
+         "--detector may be given only once"},
+        {PARSE("replay", "-i", "a", "--model-dir="), "--model-dir: the value is empty"},
+        {PARSE("--input", "a"), "unknown option --input"},
+    };
+    assert_errors(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_replay_inputs_are_bounded(void **state)
+{
+    (void)state;
+    const char *argv[2 + 2 * (AD_CLI_MAX_INPUTS + 1) + 1] = {"anomalyd", "replay"};
+    int argc = 2;
+    for (int i = 0; i <= AD_CLI_MAX_INPUTS; i++) {
+        argv[argc++] = "-i";
+        argv[argc++] = "f.jsonl";
     }
+    struct ad_cli cli = parse(argc, argv);
+    assert_int_equal(cli.action, AD_CLI_ERROR);
+    assert_string_equal(cli.error, "--input: at most 256 files; concatenate them and read - "
+                                   "instead");
+    cli = parse(argc - 2, argv);
+    assert_int_equal(cli.action, AD_CLI_REPLAY);
+    assert_int_equal(cli.n_inputs, AD_CLI_MAX_INPUTS);
 }
 
 int main(void)
@@ -83,6 +156,8 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_options),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_replay_inputs_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
