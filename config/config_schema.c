@@ -230,6 +230,14 @@ static const struct ad_schema_field daemon_fields[] = {
      .doc = "How long a graceful stop (SIGTERM, SIGINT) may take; past it the daemon exits "
             "with status 1. Keep it below systemd's TimeoutStopSec and Kubernetes' "
             "terminationGracePeriodSeconds."},
+    {.name = "watch_config",
+     .kind = AD_SCHEMA_BOOL,
+     .offset = DAEMON(watch_config),
+     .def = "true",
+     .doc = "Reload when the config file's content changes, as on SIGHUP: the file's folder "
+            "is watched with inotify, so an editor's save and a Kubernetes ConfigMap update "
+            "(a swapped `..data` link) are both seen. Turn it off where another tool decides "
+            "when to reload."},
 };
 
 static const struct ad_schema_section daemon_section = {.name = "daemon",

@@ -49,6 +49,7 @@ struct ad_settings_daemon {
     enum ad_settings_log_format log_format;
     char *admin_listen; /* host:port, [v6]:port */
     int64_t shutdown_timeout;
+    bool watch_config;
 };
 
 struct ad_settings_kafka {

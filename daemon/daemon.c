@@ -8,6 +8,7 @@
 
 #include "admin.h"
 #include "clock.h"
+#include "config_watch.h"
 #include "notify.h"
 #include "units.h"
 #include "version.h"
@@ -50,6 +51,10 @@ struct ad_daemon {
 
     struct ad_counter *reloads_ok, *reloads_failed;
     struct ad_gauge *last_reload_successful, *last_reload_success_time, *pending_restart_keys;
+
+    struct ad_config_watch *watch; /* NULL: daemon.watch_config off, or inotify failed */
+    struct ad_counter *watch_changes;
+    struct ad_gauge *watch_active;
 };
 
 static void apply_log_settings(struct ad_daemon *d)
@@ -181,6 +186,41 @@ static void warn_restart_key(const char *key, void *arg)
     AD_WARN_KV("setting changed; it takes effect after a restart", AD_KV_STR("key", key));
 }
 
+static void on_config_changed(void *arg)
+{
+    struct ad_daemon *d = arg;
+    if (d->state == STATE_STOPPING) {
+        AD_WARN("the config file changed while stopping: ignored");
+        return;
+    }
+    ad_counter_inc(d->watch_changes);
+    AD_INFO_KV("the config file changed", AD_KV_STR("path", ad_config_path(d->config)));
+    ad_daemon_reload(d);
+}
+
+/* Starts or stops watching the config file as daemon.watch_config says. A watch that cannot
+ * be set up is logged and left off: SIGHUP still reloads. */
+static void sync_watch(struct ad_daemon *d)
+{
+    bool want = ad_config_settings(d->config)->daemon.watch_config;
+    char err[300];
+    if (want && !d->watch) {
+        d->watch =
+            ad_config_watch_new(d->base, ad_config_path(d->config), ad_config_sha256(d->config),
+                                AD_CONFIG_WATCH_QUIET_MS, on_config_changed, d, err, sizeof err);
+        if (d->watch)
+            AD_INFO_KV("watching the config file for changes",
+                       AD_KV_STR("path", ad_config_path(d->config)));
+        else
+            AD_WARN_KV("cannot watch the config file; reload with SIGHUP", AD_KV_STR("error", err));
+    } else if (!want && d->watch) {
+        ad_config_watch_destroy(d->watch);
+        d->watch = NULL;
+        AD_INFO("no longer watching the config file (daemon.watch_config is false)");
+    }
+    ad_gauge_set(d->watch_active, d->watch ? 1 : 0);
+}
+
 int ad_daemon_reload(struct ad_daemon *d)
 {
     const char *path = ad_config_path(d->config);
@@ -195,6 +235,8 @@ int ad_daemon_reload(struct ad_daemon *d)
     }
     AD_INFO_KV("reloading config", AD_KV_STR("path", path));
     ad_notify_reloading();
+    /* Whatever started this reload, the file as it is now is what it loads. */
+    ad_config_watch_mark_seen(d->watch);
     next = ad_config_load_file(path, diag);
     if (!next) {
         for (size_t i = 0; i < ad_diag_count(diag); i++) {
@@ -227,6 +269,7 @@ int ad_daemon_reload(struct ad_daemon *d)
     d->config = next;
     path = ad_config_path(next);
     apply_log_settings(d);
+    sync_watch(d);
     record_reload(d, true, NULL);
     AD_INFO_KV("config reloaded", AD_KV_STR("path", path),
                AD_KV_STR("sha256", ad_config_sha256(next)),
@@ -288,6 +331,13 @@ static void build_status(void *arg, json_t *out)
     json_object_set_new(config, "sha256", json_string(ad_config_sha256(d->config)));
     json_object_set_new(config, "loaded_at", json_string(loaded));
     json_object_set_new(config, "pending_restart", json_deep_copy(d->pending_restart));
+    json_t *folders = json_array();
+    const char *watched[2];
+    size_t n_watched = d->watch ? ad_config_watch_folders(d->watch, watched) : 0;
+    for (size_t i = 0; i < n_watched; i++)
+        json_array_append_new(folders, json_string(watched[i]));
+    json_object_set_new(config, "watch",
+                        json_pack("{s:b, s:o}", "enabled", d->watch != NULL, "folders", folders));
     if (d->last_reload_at > 0) {
         ad_clock_format((int64_t)(d->last_reload_at * 1000), reloaded, sizeof reloaded);
         json_object_set_new(config, "last_reload",
@@ -325,11 +375,18 @@ static int register_metrics(struct ad_daemon *d)
     d->pending_restart_keys =
         ad_metrics_gauge(d->metrics, "anomalyd_config_pending_restart_keys",
                          "Changed settings that take effect only after a restart.", NULL);
+    d->watch_changes = ad_metrics_counter(
+        d->metrics, "anomalyd_config_watch_changes_total",
+        "Changes of the config file's content that the watch noticed; each starts a reload.", NULL);
+    d->watch_active =
+        ad_metrics_gauge(d->metrics, "anomalyd_config_watch_active",
+                         "Whether the config file is watched for changes (1) or not (0).", NULL);
     struct ad_gauge *info = ad_metrics_gauge(
         d->metrics, "anomalyd_build_info", "Build information; the value is always 1.", "version",
         AD_VERSION, "revision", AD_REVISION, "cuda", AD_BUILT_WITH_CUDA ? "true" : "false", NULL);
     if (!d->reloads_ok || !d->reloads_failed || !d->last_reload_successful ||
-        !d->last_reload_success_time || !d->pending_restart_keys || !info)
+        !d->last_reload_success_time || !d->pending_restart_keys || !d->watch_changes ||
+        !d->watch_active || !info)
         return -1;
     ad_gauge_set(info, 1);
     ad_gauge_set(d->last_reload_successful, 1);
@@ -385,6 +442,7 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
         snprintf(errstr, errstr_size, "cannot set up signal handling");
         goto err;
     }
+    sync_watch(d);
     return d;
 
 err:
@@ -401,6 +459,7 @@ void ad_daemon_destroy(struct ad_daemon *d)
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         if (events[i])
             event_free(events[i]);
+    ad_config_watch_destroy(d->watch);
     ad_admin_destroy(d->admin);
     ad_metrics_destroy(d->metrics);
     if (d->base)

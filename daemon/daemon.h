@@ -9,7 +9,9 @@
  * (each error is logged with its position and counted). A valid one is offered to every
  * component in turn at a safe point (between two loop callbacks); if one refuses, those already
  * switched are switched back and nothing changes. Settings that take effect only after a
- * restart are reported and listed in /status until the process restarts.
+ * restart are reported and listed in /status until the process restarts. With
+ * daemon.watch_config, a change of the file's content reloads exactly the same way
+ * (config_watch.h); every reload, whatever started it, marks the file's content as seen.
  *
  * SIGTERM or SIGINT stops: /readyz turns 503, every component is asked to stop, and the loop
  * ends when all have finished (exit status 0) or when daemon.shutdown_timeout passes (status
