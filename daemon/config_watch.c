@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "fs_events.h"
 #include "sha256.h"
 
 #define AD_LOG_MODULE "config_watch"
@@ -192,32 +193,24 @@ static void forget_wd(struct ad_config_watch *w, int wd)
             w->folders[i].wd = -1;
 }
 
-static void on_inotify(evutil_socket_t fd, short what, void *arg)
+static void on_event(const struct inotify_event *ev, void *arg)
 {
     struct ad_config_watch *w = arg;
-    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
-    bool any = false;
-    (void)what;
-
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n <= 0)
-            break;
-        for (char *p = buf; p < buf + n;) {
-            const struct inotify_event *ev = (const struct inotify_event *)p;
-            if (ev->mask & IN_MOVE_SELF) {
-                /* The folder lives on elsewhere; its path is watched again at the check. */
-                inotify_rm_watch(fd, ev->wd);
-                forget_wd(w, ev->wd);
-            } else if (ev->mask & IN_IGNORED) {
-                forget_wd(w, ev->wd);
-            }
-            any = true;
-            p += sizeof *ev + ev->len;
-        }
+    if (ev->mask & IN_MOVE_SELF) {
+        /* The folder lives on elsewhere; its path is watched again at the check. */
+        inotify_rm_watch(w->fd, ev->wd);
+        forget_wd(w, ev->wd);
+    } else if (ev->mask & IN_IGNORED) {
+        forget_wd(w, ev->wd);
     }
-    if (any)
-        arm(w);
+}
+
+static void on_inotify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    /* Any event may be the change: the check after the quiet period decides. */
+    if (ad_fs_events_drain(fd, on_event, arg) > 0)
+        arm(arg);
 }
 
 struct ad_config_watch *ad_config_watch_new(struct event_base *base, const char *path,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fs_events.h"
 #include "http_fetch.h"
 #include "units.h"
 
@@ -635,8 +636,9 @@ static void add_watches(struct ad_model_watch *w)
     }
 }
 
-static void on_inotify_event(struct ad_model_watch *w, const struct inotify_event *ev)
+static void on_inotify_event(const struct inotify_event *ev, void *arg)
 {
+    struct ad_model_watch *w = arg;
     if (ev->mask & IN_Q_OVERFLOW) {
         want_all(w, false);
         return;
@@ -672,21 +674,9 @@ static void on_inotify_event(struct ad_model_watch *w, const struct inotify_even
 
 static void on_inotify(evutil_socket_t fd, short what, void *arg)
 {
-    struct ad_model_watch *w = arg;
-    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
     (void)what;
-
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n <= 0)
-            break;
-        for (char *p = buf; p < buf + n;) {
-            const struct inotify_event *ev = (const struct inotify_event *)p;
-            on_inotify_event(w, ev);
-            p += sizeof *ev + ev->len;
-        }
-    }
-    kick(w);
+    ad_fs_events_drain(fd, on_inotify_event, arg);
+    kick(arg);
 }
 
 /* ---- an HTTP store ---- */
