@@ -7,6 +7,7 @@
 #   docker build -t anomalyd:0.1.0 .                                # CUDA; falls back to the CPU
 #   docker build -t anomalyd:0.1.0-cpu --build-arg VARIANT=cpu .    # no CUDA libraries at all
 #   docker build -t anomalyd-train:0.1.0 --target trainer .         # the reference trainer
+#   --build-arg CUDA_ARCHITECTURES="80-real;90-real;90-virtual"     # kernels for A100 too
 #
 # Pass --build-arg REVISION=$(git rev-parse --short=12 HEAD) for --version and /status: the
 # build context holds no git history (.dockerignore).
@@ -44,6 +45,8 @@ ENV CUDACXX=/usr/local/cuda-${CUDA_VERSION}/bin/nvcc
 FROM devel-${VARIANT} AS build
 ARG VARIANT
 ARG REVISION=
+# Compute capabilities for the CUDA kernels; empty: 9.0 (cmake/cuda.cmake).
+ARG CUDA_ARCHITECTURES=
 COPY . /src
 # The same script tests/integration/test_container_build.sh runs outside a container.
 RUN /src/packaging/build.sh /src /build /stage "$VARIANT" "$REVISION"
