@@ -689,6 +689,7 @@ static enum reason http_reason(enum ad_http_result r)
     case AD_HTTP_TOO_LARGE:
         return REASON_TOO_LARGE;
     case AD_HTTP_TRUNCATED:
+    case AD_HTTP_RESET: /* either way the file did not arrive whole */
         return REASON_TRUNCATED;
     case AD_HTTP_MALFORMED:
         return REASON_MALFORMED;

@@ -56,6 +56,7 @@ static const char *const result_names[] = {
     [AD_HTTP_TIMEOUT] = "timeout",
     [AD_HTTP_TOO_LARGE] = "too_large",
     [AD_HTTP_TRUNCATED] = "truncated",
+    [AD_HTTP_RESET] = "reset",
     [AD_HTTP_MALFORMED] = "malformed",
     [AD_HTTP_INTERNAL] = "internal",
 };
@@ -196,9 +197,12 @@ static void free_transfer(struct ad_http_transfer *t)
 }
 
 /*
- * What each curl failure counts as. A transfer that ends after the status line arrived broke
- * off ("truncated"); one that ends before any answer counts as "connect", as does everything
- * else that keeps an answer from arriving, TLS included.
+ * What each curl failure counts as. After the status line arrived, a connection closed before
+ * the end of the body broke off ("truncated") and one that failed was reset ("reset"): callers
+ * may blame the server for the one and the network for the other. A transfer that ends before
+ * any answer counts as "connect", as does everything else that keeps an answer from arriving,
+ * TLS included (a peer that rejects our client certificate after the handshake ends the
+ * stream before any answer).
  */
 static enum ad_http_result classify(const struct ad_http_transfer *t, CURLcode code, long status)
 {
@@ -218,9 +222,10 @@ static enum ad_http_result classify(const struct ad_http_transfer *t, CURLcode c
     case CURLE_BAD_CONTENT_ENCODING:
         return AD_HTTP_MALFORMED;
     case CURLE_PARTIAL_FILE:
+        return status > 0 ? AD_HTTP_TRUNCATED : AD_HTTP_CONNECT;
     case CURLE_RECV_ERROR:
     case CURLE_HTTP2_STREAM:
-        return status > 0 ? AD_HTTP_TRUNCATED : AD_HTTP_CONNECT;
+        return status > 0 ? AD_HTTP_RESET : AD_HTTP_CONNECT;
     default:
         return AD_HTTP_CONNECT;
     }
@@ -312,18 +317,22 @@ static int configure(struct ad_http_transfer *t, const struct ad_http_request *r
     return 0;
 }
 
-/* A copy of the client's headers with If-None-Match added; NULL when out of memory. */
-static struct curl_slist *request_headers(const struct ad_http_fetch *f, const char *etag, bool *ok)
+/* Accept, a copy of the client's headers, then If-None-Match; *ok false when out of memory. */
+static struct curl_slist *request_headers(const struct ad_http_fetch *f,
+                                          const struct ad_http_request *req, bool *ok)
 {
     struct curl_slist *list = NULL;
     *ok = false;
+    if (req->accept && append_header(&list, "Accept: %s%s", req->accept, "") < 0)
+        goto oom;
     for (const struct curl_slist *l = f->headers; l; l = l->next) {
         struct curl_slist *next = curl_slist_append(list, l->data);
         if (!next)
             goto oom;
         list = next;
     }
-    if (etag && append_header(&list, "If-None-Match: %s%s", etag, "") < 0)
+    if (req->if_none_match &&
+        append_header(&list, "If-None-Match: %s%s", req->if_none_match, "") < 0)
         goto oom;
     *ok = true;
     return list;
@@ -347,6 +356,10 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
         snprintf(err, err_size, "the ETag holds a line break");
         return NULL;
     }
+    if (has_line_break(req->accept)) {
+        snprintf(err, err_size, "the Accept value holds a line break");
+        return NULL;
+    }
     t = calloc(1, sizeof *t);
     if (!t)
         goto oom;
@@ -354,7 +367,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     t->cb = cb;
     t->arg = arg;
     t->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
-    t->headers = request_headers(f, req->if_none_match, &ok);
+    t->headers = request_headers(f, req, &ok);
     if (!ok)
         goto oom;
     t->easy = curl_easy_init();
@@ -593,5 +606,14 @@ char *ad_http_redact_url(const char *url)
         out = strdup("(unparsable URL)");
     curl_free(text);
     curl_url_cleanup(u);
+    return out;
+}
+
+char *ad_http_escape(const char *s)
+{
+    /* Since curl 7.82 the handle is not needed; curl's string is freed with curl_free(). */
+    char *escaped = curl_easy_escape(NULL, s, 0);
+    char *out = escaped ? strdup(escaped) : NULL;
+    curl_free(escaped);
     return out;
 }

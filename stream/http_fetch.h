@@ -9,7 +9,8 @@
  * Each request ends with exactly one call of its callback, on the loop thread and never from
  * inside ad_http_fetch_get, unless it is cancelled first or the client is destroyed. A request
  * may carry an ETag from an earlier answer (If-None-Match: the server answers 304 when nothing
- * changed), a body size limit and timeouts. Redirects are not followed: a 3xx is an answer.
+ * changed), an Accept header, a body size limit and timeouts. Redirects are not followed: a 3xx
+ * is an answer. Requests send User-Agent: anomalyd/<version> and accept compressed answers.
  *
  * Every function runs on the loop thread.
  */
@@ -31,11 +32,12 @@ enum ad_http_result {
     AD_HTTP_TIMEOUT,   /* the request's timeout passed, or the transfer stalled */
     AD_HTTP_TOO_LARGE, /* the body is over the request's limit */
     AD_HTTP_TRUNCATED, /* the answer broke off: a body shorter than its Content-Length */
+    AD_HTTP_RESET,     /* the connection failed after the status line (reset, HTTP/2 stream) */
     AD_HTTP_MALFORMED, /* not HTTP, or a body that cannot be decoded */
     AD_HTTP_INTERNAL,  /* out of memory */
 };
 
-/* "ok", "connect", "timeout", "too_large", "truncated", "malformed", "internal". */
+/* "ok", "connect", "timeout", "too_large", "truncated", "reset", "malformed", "internal". */
 const char *ad_http_result_name(enum ad_http_result r);
 
 struct ad_http_response {
@@ -59,6 +61,7 @@ typedef void (*ad_http_fetch_cb)(void *arg, struct ad_http_response *r);
 struct ad_http_request {
     const char *url;
     const char *if_none_match; /* an ETag from an earlier answer, or NULL */
+    const char *accept;        /* the Accept header's value; NULL: curl's default */
     size_t max_body;           /* 0: 64 MiB */
     int64_t timeout_ms;        /* the whole request; 0: the settings' timeout; -1: none */
     /* The request ends (AD_HTTP_TIMEOUT) when fewer than 1 KiB/s arrive for this long;
@@ -92,5 +95,9 @@ size_t ad_http_fetch_in_flight(const struct ad_http_fetch *f);
 
 /* The URL without its password, for logs and /status; the caller frees it. NULL: no memory. */
 char *ad_http_redact_url(const char *url);
+
+/* s percent-encoded for a URL's query (all but A-Z a-z 0-9 - . _ ~); the caller frees it.
+ * NULL: no memory. */
+char *ad_http_escape(const char *s);
 
 #endif

@@ -11,10 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
+#include "http_fetch.h"
 #include "units.h"
-#include "version.h"
 
 #define AD_LOG_MODULE "prometheus"
 #include "log.h"
@@ -46,12 +44,6 @@ static const char *const reason_names[N_REASONS] = {
     "error_status", "wrong_result_type", "too_large",
 };
 
-/* A socket curl asked us to watch. */
-struct sock {
-    struct event *ev;
-    struct sock *prev, *next;
-};
-
 /* The state machine of one range query (one feature). */
 struct query {
     struct ad_prom_source *src;
@@ -61,13 +53,8 @@ struct query {
     int64_t watermark;  /* every bucket ending at or before it has been handed on */
     struct event *timer;
     /* The transfer in flight (NULL when none) and the end of the range it asks for. */
-    CURL *easy;
+    struct ad_http_transfer *xfer;
     int64_t range_end;
-    struct timespec started;
-    char *body;
-    size_t body_len, body_cap;
-    bool too_large;
-    char curl_err[CURL_ERROR_SIZE];
     unsigned failures; /* consecutive */
     char last_error[512];
     int64_t last_error_at; /* Unix ms; 0: never */
@@ -89,11 +76,7 @@ struct ad_prom_source {
     ad_clock_fn clock;
     void *clock_arg;
     uint64_t rng;
-    bool curl_initialised;
-    CURLM *multi;
-    struct event *curl_timer;
-    struct sock *socks;
-    struct curl_slist *headers;
+    struct ad_http_fetch *http; /* holds the credentials; wipes them when destroyed */
     struct ad_histogram *duration;
     struct ad_counter *warnings;
     struct query *queries;
@@ -257,76 +240,7 @@ static void fail(struct query *q, enum reason reason, const char *fmt, ...)
 
 /* ---- one request ---- */
 
-static size_t on_body(char *data, size_t size, size_t n, void *arg)
-{
-    struct query *q = arg;
-    size_t len = size * n;
-
-    if (len > MAX_BODY_BYTES - q->body_len) {
-        q->too_large = true;
-        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
-    }
-    if (q->body_len + len > q->body_cap) {
-        size_t cap = q->body_cap ? q->body_cap : 16384;
-        while (cap < q->body_len + len)
-            cap *= 2;
-        char *body = realloc(q->body, cap);
-        if (!body) {
-            q->too_large = true;
-            return 0;
-        }
-        q->body = body;
-        q->body_cap = cap;
-    }
-    memcpy(q->body + q->body_len, data, len);
-    q->body_len += len;
-    return len;
-}
-
-static void reset_body(struct query *q)
-{
-    free(q->body);
-    q->body = NULL;
-    q->body_len = q->body_cap = 0;
-    q->too_large = false;
-}
-
-static int configure(struct query *q, CURL *e, const char *url)
-{
-    struct ad_prom_source *s = q->src;
-    const struct ad_settings_http *h = &s->settings->prometheus.http;
-
-    q->curl_err[0] = '\0';
-    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PRIVATE, q) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, q) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)h->timeout) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)h->timeout) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)MAX_BODY_BYTES) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "anomalyd/" AD_VERSION) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK)
-        return -1;
-    if (h->basic_username &&
-        (curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) != CURLE_OK ||
-         curl_easy_setopt(e, CURLOPT_USERNAME, h->basic_username) != CURLE_OK ||
-         curl_easy_setopt(e, CURLOPT_PASSWORD,
-                          h->basic_password.value ? h->basic_password.value : "") != CURLE_OK))
-        return -1;
-    if ((h->tls.ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, h->tls.ca_file) != CURLE_OK) ||
-        (h->tls.cert_file && curl_easy_setopt(e, CURLOPT_SSLCERT, h->tls.cert_file) != CURLE_OK) ||
-        (h->tls.key_file && curl_easy_setopt(e, CURLOPT_SSLKEY, h->tls.key_file) != CURLE_OK))
-        return -1;
-    if (h->tls.insecure_skip_verify &&
-        (curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK ||
-         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK))
-        return -1;
-    return 0;
-}
+static void on_answer(void *arg, struct ad_http_response *r);
 
 /* Starts the next request if its range is ready, otherwise waits until it is. */
 static void start_fetch(struct query *q)
@@ -336,8 +250,8 @@ static void start_fetch(struct query *q)
     int64_t start = q->watermark + s->step;
     int64_t end = align_down(now - s->delay, s->step);
     char *escaped = NULL, *url = NULL;
-    char t0[32], t1[32], step[32];
-    CURL *e = NULL;
+    char t0[32], t1[32], step[32], err[256];
+    struct ad_http_request req = {.accept = "application/json", .max_body = MAX_BODY_BYTES};
 
     update_lag(q, now);
     if (end < start) {
@@ -348,10 +262,7 @@ static void start_fetch(struct query *q)
     if ((end - start) / s->step >= MAX_POINTS)
         end = start + (int64_t)(MAX_POINTS - 1) * s->step;
 
-    e = curl_easy_init();
-    if (!e)
-        goto err;
-    escaped = curl_easy_escape(e, q->promql, 0);
+    escaped = ad_http_escape(q->promql);
     format_seconds(t0, sizeof t0, start);
     format_seconds(t1, sizeof t1, end);
     format_seconds(step, sizeof step, s->step);
@@ -360,24 +271,21 @@ static void start_fetch(struct query *q)
         url = NULL;
         goto err;
     }
-    if (configure(q, e, url) < 0)
-        goto err;
-    reset_body(q);
+    req.url = url;
     q->range_end = end;
-    clock_gettime(CLOCK_MONOTONIC, &q->started);
-    if (curl_multi_add_handle(s->multi, e) != CURLM_OK)
+    /* err may quote the URL, password included: it is not passed on. */
+    q->xfer = ad_http_fetch_get(s->http, &req, on_answer, q, err, sizeof err);
+    if (!q->xfer)
         goto err;
-    q->easy = e;
     AD_DEBUG_KV("range query", AD_KV_STR("source", s->settings->name), AD_KV_STR("query", q->name),
                 AD_KV_STR("start", t0), AD_KV_STR("end", t1), AD_KV_STR("step", step));
-    curl_free(escaped);
+    free(escaped);
     free(url);
     return;
 
 err:
-    curl_free(escaped);
+    free(escaped);
     free(url);
-    curl_easy_cleanup(e);
     /* Only memory or a libcurl without a needed feature gets here; retrying is all there is. */
     fail(q, REASON_CONNECT, "cannot set up the request");
 }
@@ -402,11 +310,11 @@ static int check_grid(const struct ad_prom_matrix *m, int64_t start, int64_t end
 }
 
 /* A short, printable version of an error body that is not Prometheus JSON (a proxy's page). */
-static void body_excerpt(const struct query *q, char *out, size_t size)
+static void body_excerpt(const struct ad_http_response *r, char *out, size_t size)
 {
     size_t n = 0;
-    for (size_t i = 0; i < q->body_len && n + 1 < size && n < 200; i++) {
-        unsigned char c = (unsigned char)q->body[i];
+    for (size_t i = 0; i < r->body_len && n + 1 < size && n < 200; i++) {
+        unsigned char c = r->body[i];
         if (c == '\n' || c == '\r')
             break;
         out[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
@@ -414,58 +322,57 @@ static void body_excerpt(const struct query *q, char *out, size_t size)
     out[n] = '\0';
 }
 
-static void fail_http_status(struct query *q, long status)
+static void fail_http_status(struct query *q, const struct ad_http_response *r)
 {
     struct ad_prom_matrix m;
     char detail[512];
     /* Prometheus answers 400, 422 and 503 with its usual JSON carrying the reason. */
-    if (ad_prom_parse_matrix(q->body, q->body_len, &m, detail, sizeof detail) !=
+    if (ad_prom_parse_matrix((const char *)r->body, r->body_len, &m, detail, sizeof detail) !=
         AD_PROM_ERROR_STATUS)
-        body_excerpt(q, detail, sizeof detail);
+        body_excerpt(r, detail, sizeof detail);
     ad_prom_matrix_free(&m);
     if (detail[0])
-        fail(q, REASON_HTTP_STATUS, "HTTP status %ld: %s", status, detail);
+        fail(q, REASON_HTTP_STATUS, "HTTP status %ld: %s", r->status, detail);
     else
-        fail(q, REASON_HTTP_STATUS, "HTTP status %ld", status);
+        fail(q, REASON_HTTP_STATUS, "HTTP status %ld", r->status);
 }
 
 /*
  * What each transport failure counts as. "malformed" covers answers that are not HTTP (no
  * status line) and responses that break off after their status line (a body shorter than its
- * Content-Length, bad compression); a transfer that ends before any response arrived counts
- * as "connect", as does everything else that keeps a response from arriving, TLS included.
- * (A TLS peer that rejects our client certificate after the handshake ends the HTTP/2
- * stream early: PARTIAL_FILE, but with no response, so "connect".)
+ * Content-Length, bad compression); a connection reset, as everything else that keeps a
+ * response from arriving (TLS included), counts as "connect". Running out of memory does too:
+ * retrying is all there is.
  */
-static enum reason classify(const struct query *q, CURLcode code, long status)
+static enum reason reason_of(enum ad_http_result result)
 {
-    switch (code) {
-    case CURLE_OPERATION_TIMEDOUT:
+    switch (result) {
+    case AD_HTTP_TIMEOUT:
         return REASON_TIMEOUT;
-    case CURLE_FILESIZE_EXCEEDED:
+    case AD_HTTP_TOO_LARGE:
         return REASON_TOO_LARGE;
-    case CURLE_WRITE_ERROR:
-        return q->too_large ? REASON_TOO_LARGE : REASON_CONNECT;
-    case CURLE_UNSUPPORTED_PROTOCOL: /* "Received HTTP/0.9 when not allowed" */
-    case CURLE_WEIRD_SERVER_REPLY:
+    case AD_HTTP_TRUNCATED:
+    case AD_HTTP_MALFORMED:
         return REASON_MALFORMED;
-    case CURLE_PARTIAL_FILE:
-    case CURLE_BAD_CONTENT_ENCODING:
-        return status > 0 ? REASON_MALFORMED : REASON_CONNECT;
-    default:
-        return REASON_CONNECT;
+    case AD_HTTP_OK:
+    case AD_HTTP_CONNECT:
+    case AD_HTTP_RESET:
+    case AD_HTTP_INTERNAL:
+        break;
     }
+    return REASON_CONNECT;
 }
 
-static void handle_body(struct query *q)
+static void handle_body(struct query *q, const struct ad_http_response *r)
 {
     struct ad_prom_source *s = q->src;
     struct ad_prom_matrix m;
     char err[512];
     int64_t start = q->watermark, end = q->range_end;
 
-    enum ad_prom_parse_result r = ad_prom_parse_matrix(q->body, q->body_len, &m, err, sizeof err);
-    switch (r) {
+    enum ad_prom_parse_result pr =
+        ad_prom_parse_matrix((const char *)r->body, r->body_len, &m, err, sizeof err);
+    switch (pr) {
     case AD_PROM_OK:
         break;
     case AD_PROM_ERROR_STATUS:
@@ -517,127 +424,19 @@ out:
     ad_prom_matrix_free(&m);
 }
 
-/* A transfer ended: removes it, then judges the outcome. */
-static void finish(struct query *q, CURLcode code)
+/* A transfer ended (the transfer is gone): judges the outcome. */
+static void on_answer(void *arg, struct ad_http_response *r)
 {
-    struct ad_prom_source *s = q->src;
-    long status = 0;
-    struct timespec now;
+    struct query *q = arg;
 
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    ad_histogram_observe(s->duration, (double)(now.tv_sec - q->started.tv_sec) +
-                                          (double)(now.tv_nsec - q->started.tv_nsec) / 1e9);
-    curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_multi_remove_handle(s->multi, q->easy);
-    curl_easy_cleanup(q->easy);
-    q->easy = NULL;
-
-    if (code != CURLE_OK)
-        fail(q, classify(q, code, status), "%s",
-             q->curl_err[0] ? q->curl_err : curl_easy_strerror(code));
-    else if (status != 200)
-        fail_http_status(q, status);
+    q->xfer = NULL;
+    ad_histogram_observe(q->src->duration, r->seconds);
+    if (r->result != AD_HTTP_OK)
+        fail(q, reason_of(r->result), "%s", r->error);
+    else if (r->status != 200)
+        fail_http_status(q, r);
     else
-        handle_body(q);
-    reset_body(q);
-}
-
-/* ---- curl's multi-socket interface on the loop (curl's hiperfifo.c) ---- */
-
-static void collect_done(struct ad_prom_source *s)
-{
-    CURLMsg *msg;
-    int left;
-
-    while ((msg = curl_multi_info_read(s->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        /* msg is invalid once its handle is removed: copy first. */
-        CURL *easy = msg->easy_handle;
-        CURLcode code = msg->data.result;
-        char *priv = NULL;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-        finish((struct query *)priv, code);
-    }
-}
-
-static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
-{
-    struct ad_prom_source *s = arg;
-    int mask =
-        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
-    curl_multi_socket_action(s->multi, fd, mask, &running);
-    collect_done(s);
-}
-
-static void on_curl_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct ad_prom_source *s = arg;
-    int running;
-    (void)fd;
-    (void)what;
-    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    collect_done(s);
-}
-
-static void sock_free(struct ad_prom_source *s, struct sock *k)
-{
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        s->socks = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
-    if (k->ev)
-        event_free(k->ev);
-    free(k);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    struct ad_prom_source *s = userp;
-    struct sock *k = socketp;
-    (void)easy;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (k)
-            sock_free(s, k);
-        return 0;
-    }
-    short events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-                   ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    if (!k) {
-        k = calloc(1, sizeof *k);
-        if (!k)
-            return -1;
-        k->next = s->socks;
-        if (s->socks)
-            s->socks->prev = k;
-        s->socks = k;
-        k->ev = event_new(s->base, fd, events, on_socket_ready, s);
-        if (!k->ev) {
-            sock_free(s, k);
-            return -1;
-        }
-        curl_multi_assign(s->multi, fd, k);
-    } else {
-        event_del(k->ev);
-        event_assign(k->ev, s->base, fd, events, on_socket_ready, s);
-    }
-    return event_add(k->ev, NULL) == 0 ? 0 : -1;
-}
-
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct ad_prom_source *s = userp;
-    (void)multi;
-    if (timeout_ms < 0)
-        return evtimer_del(s->curl_timer) == 0 ? 0 : -1;
-    /* 0 means at once; curl must not be called back from inside this callback, so it runs
-     * on the next loop iteration. */
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    return evtimer_add(s->curl_timer, &tv) == 0 ? 0 : -1;
+        handle_body(q, r);
 }
 
 static void on_query_timer(evutil_socket_t fd, short what, void *arg)
@@ -648,86 +447,6 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- set-up ---- */
-
-static bool has_line_break(const char *s)
-{
-    return s && strpbrk(s, "\r\n");
-}
-
-/* Returns NULL with errstr filled. Header values may be secrets: they are never quoted. */
-static struct curl_slist *build_headers(const struct ad_settings_http *h, char *errstr,
-                                        size_t errstr_size)
-{
-    struct curl_slist *list = NULL, *next;
-    char *line = NULL;
-
-    if (!(next = curl_slist_append(list, "Accept: application/json")))
-        goto oom;
-    list = next;
-    if (h->bearer_token.value) {
-        if (has_line_break(h->bearer_token.value)) {
-            snprintf(errstr, errstr_size, "bearer_token holds a line break");
-            goto err;
-        }
-        if (asprintf(&line, "Authorization: Bearer %s", h->bearer_token.value) < 0) {
-            line = NULL;
-            goto oom;
-        }
-        if (!(next = curl_slist_append(list, line)))
-            goto oom;
-        list = next;
-        explicit_bzero(line, strlen(line));
-        free(line);
-        line = NULL;
-    }
-    for (size_t i = 0; i < h->headers.len; i++) {
-        const char *name = h->headers.keys[i], *value = h->headers.values[i].value;
-        if (!*name || strpbrk(name, ":\r\n \t") || has_line_break(value)) {
-            snprintf(errstr, errstr_size, "header \"%s\": bad name or a line break in the value",
-                     name);
-            goto err;
-        }
-        /* "Name;" is curl's way to send a header with an empty value ("Name:" removes it). */
-        if (asprintf(&line, value && *value ? "%s: %s" : "%s;", name, value ? value : "") < 0) {
-            line = NULL;
-            goto oom;
-        }
-        if (!(next = curl_slist_append(list, line)))
-            goto oom;
-        list = next;
-        explicit_bzero(line, strlen(line));
-        free(line);
-        line = NULL;
-    }
-    return list;
-
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-err:
-    if (line) {
-        explicit_bzero(line, strlen(line));
-        free(line);
-    }
-    for (struct curl_slist *l = list; l; l = l->next)
-        explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(list);
-    return NULL;
-}
-
-static char *redact_url(const char *url)
-{
-    CURLU *u = curl_url();
-    char *text = NULL, *out = NULL;
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_URL, &text, 0) == CURLUE_OK)
-        out = strdup(text);
-    else
-        out = strdup("(unparsable URL)");
-    curl_free(text);
-    curl_url_cleanup(u);
-    return out;
-}
 
 struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *opts, char *errstr,
                                           size_t errstr_size)
@@ -762,32 +481,17 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
     if (!s->rng)
         s->rng = 1;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(errstr, errstr_size, "cannot initialise libcurl");
+    /* Authentication, TLS, headers and the timeout (for the whole request and for each
+     * connection attempt) are the client's. */
+    s->http = ad_http_fetch_new(s->base, &set->prometheus.http, errstr, errstr_size);
+    if (!s->http)
         goto err;
-    }
-    s->curl_initialised = true;
     s->url_base = strdup(set->prometheus.url);
-    s->display_url = redact_url(set->prometheus.url);
+    s->display_url = ad_http_redact_url(set->prometheus.url);
     if (!s->url_base || !s->display_url)
         goto oom;
     for (size_t n = strlen(s->url_base); n > 0 && s->url_base[n - 1] == '/'; n--)
         s->url_base[n - 1] = '\0';
-    s->headers = build_headers(&set->prometheus.http, errstr, errstr_size);
-    if (!s->headers)
-        goto err;
-
-    s->multi = curl_multi_init();
-    s->curl_timer = evtimer_new(s->base, on_curl_timeout, s);
-    if (!s->multi || !s->curl_timer)
-        goto oom;
-    if (curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
-        curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s) != CURLM_OK ||
-        curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
-        curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s) != CURLM_OK) {
-        snprintf(errstr, errstr_size, "cannot set up the libcurl multi handle");
-        goto err;
-    }
 
     s->n_queries = set->prometheus.queries.len;
     s->queries = calloc(s->n_queries, sizeof *s->queries);
@@ -831,32 +535,14 @@ void ad_prom_source_destroy(struct ad_prom_source *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; s->queries && i < s->n_queries; i++) {
-        struct query *q = &s->queries[i];
-        if (q->easy) {
-            curl_multi_remove_handle(s->multi, q->easy);
-            curl_easy_cleanup(q->easy);
-        }
-        reset_body(q);
-        if (q->timer)
-            event_free(q->timer);
-    }
-    /* Closing the cached connections may still call on_curl_socket and on_curl_timer, so
-     * their state goes only after this. */
-    if (s->multi)
-        curl_multi_cleanup(s->multi);
-    while (s->socks)
-        sock_free(s, s->socks);
-    if (s->curl_timer)
-        event_free(s->curl_timer);
-    for (struct curl_slist *l = s->headers; l; l = l->next)
-        explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(s->headers);
+    /* Aborts the transfers in flight without calling on_answer. */
+    ad_http_fetch_destroy(s->http);
+    for (size_t i = 0; s->queries && i < s->n_queries; i++)
+        if (s->queries[i].timer)
+            event_free(s->queries[i].timer);
     free(s->queries);
     free(s->url_base);
     free(s->display_url);
-    if (s->curl_initialised)
-        curl_global_cleanup();
     free(s);
 }
 
@@ -913,7 +599,7 @@ void ad_prom_source_status(const struct ad_prom_source *s, json_t *out)
             ad_clock_format(q->last_error_at, text, sizeof text);
             json_object_set_new(o, "last_error_at", json_string(text));
         }
-        json_object_set_new(o, "in_flight", json_boolean(q->easy != NULL));
+        json_object_set_new(o, "in_flight", json_boolean(q->xfer != NULL));
         json_object_set_new(queries, q->name, o);
     }
     json_object_set_new(out, "queries", queries);

@@ -2,8 +2,8 @@
 #define AD_PROM_SOURCE_H
 
 /*
- * A Prometheus source: one range query per configured feature, run with libcurl's multi
- * interface on the loop (socket and timer callbacks, as curl's hiperfifo example does).
+ * A Prometheus source: one range query per configured feature, run on the loop by an
+ * http_fetch client (libcurl's multi interface; its connections are shared by the queries).
  *
  * Sample times are aligned to the epoch grid of the source's step. A sample at time t belongs
  * to the bucket that ends at t, [t - step, t). Each query keeps a watermark: every bucket that

@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -403,6 +404,20 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
         self.send(200, body[:len(body) // 2], length=len(body))
         self.close_connection = True
 
+    def mode_reset(self):
+        # Half the body, then a reset (RST) instead of the rest: a network failure.
+        _, body = self.upstream()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:len(body) // 2])
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+        os.close(self.connection.detach())
+        self.close_connection = True
+
     def mode_vector(self):
         self.send(200, b'{"status":"success","data":{"resultType":"vector","result":[]}}')
 
@@ -602,6 +617,10 @@ class Faults(Base):
 
     def test_body_shorter_than_its_length(self):
         self.through("short", "malformed")
+
+    def test_connection_reset_mid_body(self):
+        _, failed = self.through("reset", "connect")
+        self.assertIn("reset", failed[0]["error"])
 
     def test_vector_result(self):
         p, failed = self.through("vector", "wrong_result_type")

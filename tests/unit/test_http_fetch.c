@@ -1,7 +1,7 @@
 /*
  * One-shot GETs on the loop against a real nginx (ETag and 304, 404, the body limit, the
  * headers sent), against a closed port, a server that never answers, and raw sockets that
- * answer with a cut-off body or with no HTTP at all.
+ * answer with a cut-off body, a reset in the middle of the body or no HTTP at all.
  *
  * Exits 77 (skipped) when nginx is not installed.
  */
@@ -279,30 +279,40 @@ static void test_timeout(void **state)
 }
 
 /* A raw server on the loop: accepts one connection, reads the request, writes its canned
- * answer and closes. Nothing here blocks: the client runs on the same loop. */
+ * answer and closes (or resets). Nothing here blocks: the client runs on the same loop. */
 struct raw {
     int fd, conn;
     const char *answer;
+    bool reset;         /* end with a reset (RST) rather than a clean close */
+    char request[4096]; /* what the client sent */
     struct event *ev, *conn_ev;
 };
 
 static void raw_answer(evutil_socket_t fd, short what, void *arg)
 {
     struct raw *r = arg;
-    char buf[4096];
     (void)what;
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    (void)n;
+    ssize_t n = recv(fd, r->request, sizeof r->request - 1, 0);
+    r->request[n > 0 ? n : 0] = '\0';
     n = send(fd, r->answer, strlen(r->answer), MSG_NOSIGNAL);
     (void)n;
-    shutdown(fd, SHUT_WR);
+    if (r->reset) {
+        /* A zero linger time makes close() send a RST: the client reads the answer so far,
+         * then ECONNRESET. */
+        struct linger l = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        close(fd);
+        r->conn = -1;
+    } else {
+        shutdown(fd, SHUT_WR);
+    }
 }
 
 static void raw_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct raw *r = arg;
     (void)what;
-    if (r->conn >= 0)
+    if (r->conn >= 0 || r->conn_ev)
         return;
     r->conn = accept(fd, NULL, NULL);
     if (r->conn < 0)
@@ -311,38 +321,75 @@ static void raw_accept(evutil_socket_t fd, short what, void *arg)
     event_add(r->conn_ev, NULL);
 }
 
-static void raw_get(struct ctx *c, const char *answer, struct got *g)
+/* A GET of r's server (r->answer and r->reset set by the caller) with req's options. */
+static void raw_get(struct ctx *c, struct raw *r, struct ad_http_request req, struct got *g)
 {
     struct ad_http_fetch *f = client(c, NULL);
     char url[300];
     int port;
-    struct raw r = {.fd = listener(&port, true), .conn = -1, .answer = answer};
-    r.ev = event_new(c->base, r.fd, EV_READ | EV_PERSIST, raw_accept, &r);
-    event_add(r.ev, NULL);
+    r->fd = listener(&port, true);
+    r->conn = -1;
+    r->ev = event_new(c->base, r->fd, EV_READ | EV_PERSIST, raw_accept, r);
+    event_add(r->ev, NULL);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/x", port);
-    get(c, f, &(struct ad_http_request){.url = url}, g);
-    event_free(r.ev);
-    if (r.conn_ev)
-        event_free(r.conn_ev);
-    if (r.conn >= 0)
-        close(r.conn);
-    close(r.fd);
+    req.url = url;
+    get(c, f, &req, g);
+    event_free(r->ev);
+    if (r->conn_ev)
+        event_free(r->conn_ev);
+    if (r->conn >= 0)
+        close(r->conn);
+    close(r->fd);
     ad_http_fetch_destroy(f);
 }
 
 static void test_truncated_body(void **state)
 {
     struct got g;
-    raw_get(*state, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", &g);
+    struct raw r = {.answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"};
+    raw_get(*state, &r, (struct ad_http_request){0}, &g);
     assert_int_equal(g.r.result, AD_HTTP_TRUNCATED);
+    assert_int_equal(g.r.status, 200);
+}
+
+/* A reset after the status line is told apart from a clean close before the end: the
+ * Prometheus source counts the one as "connect" and the other as "malformed". */
+static void test_reset_mid_body(void **state)
+{
+    struct got g;
+    struct raw r = {.answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
+                    .reset = true};
+    raw_get(*state, &r, (struct ad_http_request){0}, &g);
+    assert_int_equal(g.r.result, AD_HTTP_RESET);
+    assert_string_equal(ad_http_result_name(g.r.result), "reset");
     assert_int_equal(g.r.status, 200);
 }
 
 static void test_not_http(void **state)
 {
     struct got g;
-    raw_get(*state, "SSH-2.0-OpenSSH_9.2\r\n", &g);
+    struct raw r = {.answer = "SSH-2.0-OpenSSH_9.2\r\n"};
+    raw_get(*state, &r, (struct ad_http_request){0}, &g);
     assert_int_equal(g.r.result, AD_HTTP_MALFORMED);
+}
+
+/* The Accept header comes first, before the client's own headers. */
+static void test_accept_header(void **state)
+{
+    struct got g;
+    struct raw r = {.answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"};
+    raw_get(*state, &r, (struct ad_http_request){.accept = "application/json"}, &g);
+    assert_int_equal(g.r.result, AD_HTTP_OK);
+    assert_non_null(strstr(r.request, "\r\nAccept: application/json\r\n"));
+    assert_null(strstr(r.request, "Accept: */*"));
+
+    char err[256];
+    struct ad_http_fetch *f = client(*state, NULL);
+    assert_null(ad_http_fetch_get(
+        f, &(struct ad_http_request){.url = "http://127.0.0.1:1/", .accept = "a\r\nX: 1"},
+        on_response, &g, err, sizeof err));
+    assert_non_null(strstr(err, "line break"));
+    ad_http_fetch_destroy(f);
 }
 
 static void never(void *arg, struct ad_http_response *r)
@@ -409,7 +456,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_mid_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_http, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accept_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_destroy, setup, teardown),
         cmocka_unit_test(test_redact),
     };
