@@ -1,18 +1,16 @@
 #include "kafka_sink.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "clock.h"
 #include "kafka_conf.h"
 #include "kafka_sink_rules.h"
+#include "kafka_wake.h"
 
 #define AD_LOG_MODULE "kafka_sink"
 #include "log.h"
@@ -60,8 +58,8 @@ struct ad_kafka_sink {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *queue;
-    int wake[2];
-    struct event *wake_event, *again_event, *safety_timer, *retry_timer, *stop_timer, *done_event;
+    struct ad_kafka_wake *wake; /* the producer's main queue */
+    struct event *safety_timer, *retry_timer, *stop_timer, *done_event;
     int64_t retry_armed_ms; /* the due time retry_timer is set for; 0: not set */
 
     /* A fatal error: nothing is produced until the old producer has reported every alert it
@@ -451,31 +449,15 @@ static void poll_producer(struct ad_kafka_sink *s)
         }
     }
     if (more && s->rk)
-        event_active(s->again_event, EV_TIMEOUT, 0);
+        ad_kafka_wake_again(s->wake);
     if (s->replacing && s->in_flight == 0)
         finish_replace(s);
     drain(s);
     update_gauge(s);
 }
 
-static void drain_pipe(int fd)
+static void on_wake(void *arg)
 {
-    char buf[64];
-    while (read(fd, buf, sizeof buf) > 0)
-        ;
-}
-
-static void on_wake(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    drain_pipe(fd);
-    poll_producer(arg);
-}
-
-static void on_again(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     poll_producer(arg);
 }
 
@@ -507,17 +489,6 @@ static void on_safety(evutil_socket_t fd, short what, void *arg)
         }
     }
     poll_producer(s);
-}
-
-static int make_pipe(int fds[2])
-{
-    if (pipe(fds) < 0)
-        return -1;
-    for (int i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFL, O_NONBLOCK);
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-    }
-    return 0;
 }
 
 /* Where the operator set a property ("sinks.kafka.properties" wins), or NULL. */
@@ -605,9 +576,9 @@ static int create_producer(struct ad_kafka_sink *s, bool check, char *err, size_
         s->rk = NULL;
         return -1;
     }
-    rd_kafka_queue_io_event_enable(s->queue, s->wake[1], "w", 1);
+    ad_kafka_wake_watch(s->wake, s->queue);
     /* What arrived before the wake-up was enabled wrote nothing: look now. */
-    event_active(s->again_event, EV_TIMEOUT, 0);
+    ad_kafka_wake_again(s->wake);
     return 0;
 
 err:
@@ -632,7 +603,7 @@ static void start_replace(struct ad_kafka_sink *s, const char *why)
     /* Every alert it holds comes back in a failed report; then finish_replace swaps. */
     rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
                               RD_KAFKA_PURGE_F_NON_BLOCKING);
-    event_active(s->again_event, EV_TIMEOUT, 0);
+    ad_kafka_wake_again(s->wake);
 }
 
 static void finish_replace(struct ad_kafka_sink *s)
@@ -649,7 +620,7 @@ static void finish_replace(struct ad_kafka_sink *s)
         if (!s->reaper_running)
             rd_kafka_destroy(old);
     }
-    drain_pipe(s->wake[0]);
+    ad_kafka_wake_drain(s->wake);
     if (create_producer(s, false, err, sizeof err) < 0) {
         AD_ERROR_KV("cannot create a new Kafka producer; retrying",
                     AD_KV_STR("topic", s->settings->topic), AD_KV_STR("error", err));
@@ -697,7 +668,6 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    s->wake[0] = s->wake[1] = -1;
     s->base = base;
     s->kafka = kafka;
     s->settings = settings;
@@ -713,19 +683,15 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
         snprintf(err, err_size, "sinks.kafka.topic is required");
         goto err;
     }
-    if (make_pipe(s->wake) < 0) {
-        snprintf(err, err_size, "pipe: %s", strerror(errno));
+    s->wake = ad_kafka_wake_new(base, on_wake, s, err, err_size);
+    if (!s->wake)
         goto err;
-    }
-    s->wake_event = event_new(base, s->wake[0], EV_READ | EV_PERSIST, on_wake, s);
-    s->again_event = event_new(base, -1, 0, on_again, s);
     s->safety_timer = event_new(base, -1, EV_PERSIST, on_safety, s);
     s->retry_timer = event_new(base, -1, 0, on_retry, s);
     s->stop_timer = event_new(base, -1, 0, on_stop_deadline, s);
     s->done_event = event_new(base, -1, 0, on_done, s);
     struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
-    if (!s->wake_event || !s->again_event || !s->safety_timer || !s->retry_timer ||
-        !s->stop_timer || !s->done_event || event_add(s->wake_event, NULL) < 0 ||
+    if (!s->safety_timer || !s->retry_timer || !s->stop_timer || !s->done_event ||
         event_add(s->safety_timer, &safety) < 0) {
         snprintf(err, err_size, "cannot register loop events");
         goto err;
@@ -781,8 +747,7 @@ void ad_kafka_sink_destroy(struct ad_kafka_sink *s)
     if (!s)
         return;
     s->destroying = true;
-    struct event *events[] = {s->wake_event,  s->again_event, s->safety_timer,
-                              s->retry_timer, s->stop_timer,  s->done_event};
+    struct event *events[] = {s->safety_timer, s->retry_timer, s->stop_timer, s->done_event};
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         if (events[i])
             event_free(events[i]);
@@ -795,9 +760,8 @@ void ad_kafka_sink_destroy(struct ad_kafka_sink *s)
     }
     if (s->reaper_running)
         pthread_join(s->reaper, NULL);
-    for (int i = 0; i < 2; i++)
-        if (s->wake[i] >= 0)
-            close(s->wake[i]);
+    /* Only now: the producers wrote to it from their own threads. */
+    ad_kafka_wake_destroy(s->wake);
     if (s->unacked)
         AD_WARN_KV("Kafka sink destroyed with alerts unacknowledged",
                    AD_KV_STR("topic", s->settings->topic), AD_KV_INT("alerts", s->unacked));

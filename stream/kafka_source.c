@@ -1,18 +1,16 @@
 #include "kafka_source.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "clock.h"
 #include "kafka_conf.h"
+#include "kafka_wake.h"
 
 #define AD_LOG_MODULE "kafka"
 #include "log.h"
@@ -76,16 +74,15 @@ struct ad_kafka_source {
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
-    rd_kafka_queue_t *lookups; /* answers to the commit lookups of new assignments */
-    int wake[2];
-    struct event *wake_event, *again_event, *safety_timer;
+    rd_kafka_queue_t *lookups;  /* answers to the commit lookups of new assignments */
+    struct ad_kafka_wake *wake; /* queue and lookups */
+    struct event *safety_timer;
     /* An assignment waiting for its commits to be looked up (NULL: none). */
     rd_kafka_topic_partition_list_t *assigning;
 
     rd_kafka_t *dlq;
     rd_kafka_queue_t *dlq_queue;
-    int dlq_wake[2];
-    struct event *dlq_event;
+    struct ad_kafka_wake *dlq_wake;
     size_t dlq_in_flight;
 
     struct partition *partitions;
@@ -842,30 +839,14 @@ static void poll_consumer(struct ad_kafka_source *s)
         }
     }
     if (more)
-        event_active(s->again_event, EV_TIMEOUT, 0);
+        ad_kafka_wake_again(s->wake);
     poll_lookups(s);
     if (s->stopping && rd_kafka_consumer_closed(s->rk))
         finish_stop(s);
 }
 
-static void drain_pipe(int fd)
+static void on_wake(void *arg)
 {
-    char buf[64];
-    while (read(fd, buf, sizeof buf) > 0)
-        ;
-}
-
-static void on_wake(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    drain_pipe(fd);
-    poll_consumer(arg);
-}
-
-static void on_again(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     poll_consumer(arg);
 }
 
@@ -876,10 +857,8 @@ static void poll_dlq(struct ad_kafka_source *s)
             ;
 }
 
-static void on_dlq_wake(evutil_socket_t fd, short what, void *arg)
+static void on_dlq_wake(void *arg)
 {
-    (void)what;
-    drain_pipe(fd);
     poll_dlq(arg);
 }
 
@@ -938,17 +917,6 @@ void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void 
 }
 
 /* ---- construction ---- */
-
-static int make_pipe(int fds[2])
-{
-    if (pipe(fds) < 0)
-        return -1;
-    for (int i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFL, O_NONBLOCK);
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-    }
-    return 0;
-}
 
 static bool user_set(const struct ad_settings_kafka *k, const char *name)
 {
@@ -1044,7 +1012,6 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    s->wake[0] = s->wake[1] = s->dlq_wake[0] = s->dlq_wake[1] = -1;
     s->base = opts->base;
     s->settings = opts->settings;
     s->group_id = opts->kafka->group_id;
@@ -1113,38 +1080,34 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     rd_kafka_set_log_queue(s->rk, NULL);
     s->queue = rd_kafka_queue_get_consumer(s->rk);
 
-    if (make_pipe(s->wake) < 0) {
-        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+    /* The commit lookups answer on a queue of their own and wake the same poll. */
+    s->wake = ad_kafka_wake_new(s->base, on_wake, s, errstr, errstr_size);
+    if (!s->wake)
         goto err;
-    }
-    rd_kafka_queue_io_event_enable(s->queue, s->wake[1], "w", 1);
+    ad_kafka_wake_watch(s->wake, s->queue);
     s->lookups = rd_kafka_queue_new(s->rk);
     if (!s->lookups) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }
-    rd_kafka_queue_io_event_enable(s->lookups, s->wake[1], "l", 1);
-    s->wake_event = event_new(s->base, s->wake[0], EV_READ | EV_PERSIST, on_wake, s);
-    s->again_event = event_new(s->base, -1, 0, on_again, s);
+    ad_kafka_wake_watch(s->wake, s->lookups);
     s->safety_timer = event_new(s->base, -1, EV_PERSIST, on_safety, s);
     struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
-    if (!s->wake_event || !s->again_event || !s->safety_timer ||
-        event_add(s->wake_event, NULL) < 0 || event_add(s->safety_timer, &safety) < 0) {
+    if (!s->safety_timer || event_add(s->safety_timer, &safety) < 0) {
         snprintf(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
 
     if (s->settings->kafka.dead_letter_topic) {
         s->dlq = create_dlq(s, opts->kafka, errstr, errstr_size);
-        if (!s->dlq || make_pipe(s->dlq_wake) < 0)
+        if (!s->dlq)
+            goto err;
+        /* Another client: its queue is served by rd_kafka_poll on it, from a wake of its own. */
+        s->dlq_wake = ad_kafka_wake_new(s->base, on_dlq_wake, s, errstr, errstr_size);
+        if (!s->dlq_wake)
             goto err;
         s->dlq_queue = rd_kafka_queue_get_main(s->dlq);
-        rd_kafka_queue_io_event_enable(s->dlq_queue, s->dlq_wake[1], "w", 1);
-        s->dlq_event = event_new(s->base, s->dlq_wake[0], EV_READ | EV_PERSIST, on_dlq_wake, s);
-        if (!s->dlq_event || event_add(s->dlq_event, NULL) < 0) {
-            snprintf(errstr, errstr_size, "cannot register loop events");
-            goto err;
-        }
+        ad_kafka_wake_watch(s->dlq_wake, s->dlq_queue);
     }
 
     const struct ad_strlist *names = &s->settings->kafka.topics;
@@ -1177,10 +1140,8 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
 {
     if (!s)
         return;
-    struct event *events[] = {s->wake_event, s->again_event, s->safety_timer, s->dlq_event};
-    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
-        if (events[i])
-            event_free(events[i]);
+    if (s->safety_timer)
+        event_free(s->safety_timer);
     if (s->queue)
         rd_kafka_queue_destroy(s->queue);
     if (s->lookups)
@@ -1194,12 +1155,9 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
         rd_kafka_queue_destroy(s->dlq_queue);
     if (s->dlq)
         rd_kafka_destroy(s->dlq);
-    for (int i = 0; i < 2; i++) {
-        if (s->wake[i] >= 0)
-            close(s->wake[i]);
-        if (s->dlq_wake[i] >= 0)
-            close(s->dlq_wake[i]);
-    }
+    /* Only now: the clients wrote to them from their own threads. */
+    ad_kafka_wake_destroy(s->wake);
+    ad_kafka_wake_destroy(s->dlq_wake);
     while (s->n_partitions)
         remove_partition(s, &s->partitions[s->n_partitions - 1]);
     free(s->partitions);
