@@ -172,6 +172,8 @@ class AdminEndpoint(unittest.TestCase):
         self.assertEqual(self.d.get("/healthz")[0], 200)
 
     def test_logs_are_json_lines(self):
+        # "anomalyd started" comes after the admin endpoint's line, once the loop runs.
+        started = wait_for("the start", lambda: self.d.find("anomalyd started"))
         records = self.d.records()
         self.assertTrue(records)
         for r in records:
@@ -179,7 +181,7 @@ class AdminEndpoint(unittest.TestCase):
             self.assertIn(r["level"], ["debug", "info", "warn", "error"])
             self.assertTrue(r["module"])
             self.assertTrue(r["msg"])
-        self.assertEqual(self.d.find("anomalyd started")["admin"], self.d.address)
+        self.assertEqual(started["admin"], self.d.address)
 
 
 class Reload(unittest.TestCase):
