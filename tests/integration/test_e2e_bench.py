@@ -53,8 +53,11 @@ class E2EBench(unittest.TestCase):
         lat = res["latency"]
         self.assertEqual(lat["backlog"]["n"] + lat["live"]["n"], alerts["latency_records"])
         self.assertEqual(lat["live_from_next_bucket"]["n"], lat["live"]["n"])
-        # Every event produced in a phase was read: nothing fell out of the mock's retention.
+        # Every event produced in a phase was read (nothing fell out of the mock's retention),
+        # and taken: none refused or late, every window scored.
         self.assertEqual(res["history"]["events"], res["history"]["generator"]["events"])
+        for key in ("refused_events", "late_events", "unscored_no_data", "unscored_failed"):
+            self.assertEqual(res["windows"][key], 0, key)
         # The backlog scores its 4 buckets and the last one of the history, which its first
         # events close.
         self.assertEqual(res["backlog"]["windows"], 5 * 300)
