@@ -19,6 +19,13 @@ const double ad_metrics_seconds_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
 const size_t ad_metrics_seconds_buckets_len =
     sizeof ad_metrics_seconds_buckets / sizeof ad_metrics_seconds_buckets[0];
 
+const double ad_metrics_latency_buckets[] = {
+    0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03,  0.04,   0.05,  0.075, 0.1,   0.15,  0.2,    0.3,  0.4,   0.5,
+    0.75,  1,      1.5,   2,     3,     4,     5,      7.5,  10};
+const size_t ad_metrics_latency_buckets_len =
+    sizeof ad_metrics_latency_buckets / sizeof ad_metrics_latency_buckets[0];
+
 enum metric_type { TYPE_COUNTER, TYPE_GAUGE, TYPE_HISTOGRAM };
 
 static const char *const type_names[] = {"counter", "gauge", "histogram"};

@@ -72,4 +72,9 @@ int ad_metrics_register_process(struct ad_metrics *m);
 extern const double ad_metrics_seconds_buckets[];
 extern const size_t ad_metrics_seconds_buckets_len;
 
+/* Bucket bounds for latencies in seconds, 1 ms to 10 s, at most 1.5x apart (1, 1.5, 2, 3, 4,
+ * 5, 7.5 per decade), so that histogram_quantile() stays close around 100 ms too. */
+extern const double ad_metrics_latency_buckets[];
+extern const size_t ad_metrics_latency_buckets_len;
+
 #endif

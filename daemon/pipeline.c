@@ -83,8 +83,21 @@ struct ad_pipeline {
 static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", "sinks", NULL};
 
 static void advance_detector(struct pipeline *p, size_t d);
+static bool scorer_full(const struct pipeline *p);
 
 /* ---- routing ---- */
+
+/* Whether a partition whose watermark moved from before to t may have let a bucket of det
+ * close: it crossed a bucket's end plus the lateness. Checked per event, so that a bucket
+ * closes as soon as its slowest partition passes it rather than at the next tick; it holds
+ * once per partition and bucket, and the grid's minimum over the partitions decides. */
+static bool may_close(const struct detector_rt *det, int64_t before, int64_t t)
+{
+    int64_t step = det->settings->step, lateness = det->settings->allowed_lateness;
+    return before == AD_WATERMARK_NONE ||
+           (t > before &&
+            ad_bucket_index(t - lateness, step) > ad_bucket_index(before - lateness, step));
+}
 
 static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
                          const struct ad_log_event *ev, const int64_t *replayed)
@@ -94,7 +107,7 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
     char key[AD_ROUTING_MAX_KEY];
     double values[AD_WINDOW_MAX_FEATURES];
 
-    ad_watermark_update(src->watermark, input, ev->time, ad_clock_wall_ms());
+    int64_t before = ad_watermark_update(src->watermark, input, ev->time, ad_clock_wall_ms());
     for (size_t r = 0; r < src->n_routes; r++) {
         const struct ad_route *route = &src->routes[r];
         struct detector_rt *det = &p->detectors[route->detector];
@@ -114,6 +127,8 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
              * close what the watermark allows each time a new bucket starts, so that an
              * entity never holds more open buckets than the lateness needs. */
             det->newest_bucket = bucket;
+            advance_detector(p, route->detector);
+        } else if (may_close(det, before, ev->time) && !scorer_full(p)) {
             advance_detector(p, route->detector);
         }
         if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)

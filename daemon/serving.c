@@ -32,6 +32,8 @@ struct mark {
 struct unacked {
     uint64_t seq;
     uint32_t remaining;
+    int64_t bucket_start; /* of the window it came from */
+    double closed_at;     /* when its bucket began closing (ad_clock_mono_seconds); 0: unknown */
 };
 
 /* A candidate version scoring beside the serving one (docs/model-store.md, "Shadow mode"). */
@@ -66,6 +68,9 @@ struct ad_serving {
     struct unacked *unacked; /* oldest first, from unacked_head */
     size_t unacked_head, n_unacked, cap_unacked;
     int64_t last_bucket; /* the newest bucket with a finished batch */
+    /* The batch being finished: the bucket and close time its alerts are delivered from. */
+    int64_t finishing_bucket;
+    double finishing_closed_at;
     double last_max_score;
     int64_t notified_at; /* INT64_MIN: the wall clock */
 
@@ -80,6 +85,7 @@ struct ad_serving {
     struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
     unsigned long long notified_before;
     struct ad_gauge *pending_gauge, *firing_gauge, *flapping_gauge, *unacked_gauge;
+    struct ad_histogram *delivery_seconds;
     struct ad_alerts_counts counted; /* what the counters above have been given */
 };
 
@@ -291,6 +297,10 @@ static void register_alert_metrics(struct ad_serving *v, struct ad_metrics *metr
         metrics, "anomalyd_alerts_unacknowledged",
         "Alerts handed to the sinks and not yet acknowledged by every one of them.", "detector",
         name, NULL);
+    v->delivery_seconds = ad_metrics_histogram(
+        metrics, "anomalyd_alert_delivery_seconds",
+        "From the close of an alert's bucket to its acknowledgement by the last sink.",
+        ad_metrics_latency_buckets, ad_metrics_latency_buckets_len, "detector", name, NULL);
 }
 
 /* Brings the alert metrics up to the state machine's counts. */
@@ -517,7 +527,7 @@ size_t ad_serving_unacked(const struct ad_serving *v)
 
 /* ---- alerts ---- */
 
-static int track_unacked(struct ad_serving *v, uint64_t seq, size_t acks)
+static int track_unacked(struct ad_serving *v, const struct unacked *alert)
 {
     if (v->unacked_head + v->n_unacked == v->cap_unacked) {
         if (v->unacked_head > 0) { /* reuse the room acknowledged alerts left at the front */
@@ -533,8 +543,7 @@ static int track_unacked(struct ad_serving *v, uint64_t seq, size_t acks)
             v->cap_unacked = cap;
         }
     }
-    v->unacked[v->unacked_head + v->n_unacked++] =
-        (struct unacked){.seq = seq, .remaining = (uint32_t)acks};
+    v->unacked[v->unacked_head + v->n_unacked++] = *alert;
     return 0;
 }
 
@@ -555,7 +564,11 @@ static void publish(struct ad_serving *v, struct ad_alert *alert)
     AD_INFO_KV("alert", AD_KV_STR("detector", v->settings->name), AD_KV_STR("state", alert->state),
                AD_KV_STR("entity", alert->entity), AD_KV_STR("id", alert->id));
     size_t acks = v->outlet.publish ? v->outlet.publish(v->outlet.arg, alert, seq) : 0;
-    if (acks && track_unacked(v, seq, acks) < 0)
+    struct unacked tracked = {.seq = seq,
+                              .remaining = (uint32_t)acks,
+                              .bucket_start = v->finishing_bucket,
+                              .closed_at = v->finishing_closed_at};
+    if (acks && track_unacked(v, &tracked) < 0)
         /* The acknowledgements will find nothing to count down: its bucket does not wait. */
         AD_ERROR_KV("out of memory tracking an alert's delivery",
                     AD_KV_STR("detector", v->settings->name), AD_KV_STR("id", alert->id));
@@ -565,6 +578,21 @@ static void publish(struct ad_serving *v, struct ad_alert *alert)
 static void on_expired(void *arg, struct ad_alert *alert)
 {
     publish(arg, alert);
+}
+
+/* Every sink has the alert: how long that took from its bucket's close. */
+static void delivered(struct ad_serving *v, const struct unacked *alert)
+{
+    if (alert->closed_at <= 0)
+        return;
+    double seconds = ad_clock_mono_seconds() - alert->closed_at;
+    ad_histogram_observe(v->delivery_seconds, seconds);
+    /* One record per alert, for exact percentiles where the histogram's buckets are too
+     * coarse (bench/e2e.py reads them). */
+    AD_DEBUG_KV("alert delivered", AD_KV_STR("detector", v->settings->name),
+                AD_KV_INT("sequence", (long long)alert->seq),
+                AD_KV_INT("bucket_start_ms", alert->bucket_start),
+                AD_KV_DOUBLE("latency_ms", seconds * 1000.0));
 }
 
 void ad_serving_ack(struct ad_serving *v, uint64_t seq)
@@ -583,7 +611,8 @@ void ad_serving_ack(struct ad_serving *v, uint64_t seq)
                    AD_KV_INT("sequence", (long long)seq));
         return;
     }
-    first[lo].remaining--;
+    if (--first[lo].remaining == 0)
+        delivered(v, &first[lo]);
     while (v->n_unacked && v->unacked[v->unacked_head].remaining == 0) {
         v->unacked_head++;
         v->n_unacked--;
@@ -758,6 +787,8 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     size_t no_data = 0;
     double max_score = -INFINITY;
     double threshold = job->model ? score_threshold(v, job->model) : NAN;
+    v->finishing_bucket = b->bucket_start;
+    v->finishing_closed_at = b->closed_at;
 
     if (!job->model)
         ad_counter_add(v->unscored_no_model_total, (double)b->n_windows);

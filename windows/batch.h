@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct ad_batch_pool;
+
 struct ad_window_batch {
     char *detector;        /* owned */
     size_t detector_index; /* the detector's position in the config */
@@ -27,12 +29,43 @@ struct ad_window_batch {
     char *keys;          /* every key, back to back */
     size_t *key_offsets; /* B + 1 offsets into keys */
     bool last_of_bucket; /* the last batch handed on for this bucket */
+    /* When the store began closing the bucket (ad_clock_mono_seconds), the same for every
+     * batch of it: where the delivery latency of the bucket's alerts starts. 0: unknown. */
+    double closed_at;
+    /* The maker's: where the buffers go back to when the batch is freed (NULL: to free()),
+     * and how many windows and key bytes they have room for. */
+    struct ad_batch_pool *pool;
+    size_t capacity;
+    size_t keys_capacity;
 };
 
 /* Called with each batch; takes ownership (free with ad_window_batch_free). */
 typedef void (*ad_window_consumer_fn)(void *arg, struct ad_window_batch *batch);
 
+/* Frees b, or hands it back to its pool. Any thread. */
 void ad_window_batch_free(struct ad_window_batch *b);
+
+/*
+ * Batches handed back, for the next close to fill again. A bucket of 100k windows of T = 64,
+ * F = 8 is 256 MB: malloc serves that with fresh pages from mmap every time, and faulting them
+ * in cost more than assembling the windows (15x here, docs/BENCHMARKS.md). The pool keeps up
+ * to `keep` batches, as its maker sets (what is out at a close: a bucket's worth when the
+ * scorer keeps up, the whole queue when it is behind), and frees the rest.
+ *
+ * Its maker and every batch it hands out hold a reference; the last one frees it, so batches
+ * may outlive their store. Thread-safe.
+ */
+struct ad_batch_pool *ad_batch_pool_new(void);
+/* Drops the maker's reference. */
+void ad_batch_pool_release(struct ad_batch_pool *p);
+void ad_batch_pool_keep(struct ad_batch_pool *p, size_t keep);
+/* Batches handed out and not back yet. */
+size_t ad_batch_pool_out(struct ad_batch_pool *p);
+/* A batch handed back with room for at least `windows` windows, or NULL; it is the caller's
+ * to reset (only its buffers, capacities and pool are kept). */
+struct ad_window_batch *ad_batch_pool_take(struct ad_batch_pool *p, size_t windows);
+/* Makes freeing b (a batch the caller allocated) hand it back to p. */
+void ad_batch_pool_adopt(struct ad_batch_pool *p, struct ad_window_batch *b);
 
 /* The key of window i (not NUL-terminated) and its length. */
 const char *ad_window_batch_key(const struct ad_window_batch *b, size_t i, size_t *len);

@@ -79,14 +79,16 @@ size_t ad_watermark_inputs(const struct ad_watermark *w)
     return w->len;
 }
 
-void ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now)
+int64_t ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now)
 {
     struct input *in = find(w, id);
     if (!in)
-        return;
+        return AD_WATERMARK_NONE;
+    int64_t before = in->watermark;
     if (t > in->watermark)
         in->watermark = t;
     in->last_active = now;
+    return before;
 }
 
 static bool is_idle(const struct input *in, int64_t now, int64_t idle_timeout)

@@ -41,8 +41,9 @@ void ad_watermark_remove_input(struct ad_watermark *w, int32_t id);
 size_t ad_watermark_inputs(const struct ad_watermark *w);
 
 /* Input id delivered data up to event time t at processing time now. Unknown ids are
- * ignored. An input's watermark never goes back. */
-void ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now);
+ * ignored. An input's watermark never goes back. Returns the input's watermark before the
+ * update (AD_WATERMARK_NONE for an unknown id), so a caller sees when it crosses a boundary. */
+int64_t ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now);
 
 /*
  * The source's watermark at processing time now, with inputs idle after idle_timeout:

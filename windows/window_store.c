@@ -84,6 +84,7 @@ struct ad_window_store {
 
     ad_window_consumer_fn consumer;
     void *consumer_arg;
+    struct ad_batch_pool *pool; /* buffers of batches handed back */
 
     /* Entity records (an entity and its own block) by id, record_size bytes apart; id 0 is
      * unused so that 0 can mean "none". */
@@ -92,6 +93,9 @@ struct ad_window_store {
     float *ring;   /* (cap + 1) × T × F */
     uint8_t *mask; /* (cap + 1) × T × mask_bytes */
     size_t mask_bytes;
+    /* Each mask byte as 8 bytes of 0 or 1, lowest bit first: a window's mask is unpacked with
+     * a copy per byte instead of a shift per cell (most of a close's time otherwise). */
+    uint8_t unpacked[256][8];
     size_t cap; /* ids 1..cap exist */
     size_t hwm; /* ids 1..hwm have been used */
     uint32_t *free_ids;
@@ -581,30 +585,39 @@ static void materialize(struct ad_window_store *s, uint32_t id, uint32_t *link)
 
 struct batch_builder {
     struct ad_window_batch *batch;
-    size_t keys_cap;
+    double closed_at;
+    size_t handed_on; /* batches of this bucket so far */
 };
 
-/* A batch with room for n windows. */
+/* A batch with room for n windows: one handed back if the pool has it, else a new one. */
 static struct ad_window_batch *batch_new(struct ad_window_store *s, int64_t bucket, size_t n)
 {
-    struct ad_window_batch *b = calloc(1, sizeof *b);
-    if (!b)
-        return NULL;
-    size_t cells = n * s->T * s->F;
-    b->detector = strdup(s->detector);
+    struct ad_window_batch *b = ad_batch_pool_take(s->pool, n);
+    if (!b) {
+        size_t cells = n * s->T * s->F;
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        b->detector = strdup(s->detector);
+        b->values = malloc(cells * sizeof(float));
+        b->mask = malloc(cells);
+        b->key_offsets = malloc((n + 1) * sizeof(size_t));
+        b->keys = malloc(64);
+        b->capacity = n;
+        b->keys_capacity = 64;
+        if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->keys) {
+            ad_window_batch_free(b);
+            return NULL;
+        }
+        ad_batch_pool_adopt(s->pool, b);
+    }
     b->detector_index = s->detector_index;
     b->bucket_start = bucket * s->step;
     b->step = s->step;
+    b->n_windows = 0;
     b->window_len = s->T;
     b->n_features = s->F;
-    b->values = malloc(cells * sizeof(float));
-    b->mask = malloc(cells);
-    b->key_offsets = malloc((n + 1) * sizeof(size_t));
-    b->keys = malloc(64);
-    if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->keys) {
-        ad_window_batch_free(b);
-        return NULL;
-    }
+    b->last_of_bucket = false;
     b->key_offsets[0] = 0;
     return b;
 }
@@ -616,15 +629,15 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
     struct entity *e = entity_at(s, id);
     size_t i = b->n_windows;
     size_t used = b->key_offsets[i];
-    if (used + e->key_len > bb->keys_cap) {
-        size_t cap = bb->keys_cap ? bb->keys_cap : 64;
+    if (used + e->key_len > b->keys_capacity) {
+        size_t cap = b->keys_capacity ? b->keys_capacity : 64;
         while (cap < used + e->key_len)
             cap *= 2;
         char *keys = realloc(b->keys, cap);
         if (!keys)
             return -1;
         b->keys = keys;
-        bb->keys_cap = cap;
+        b->keys_capacity = cap;
     }
     memcpy(b->keys + used, key_of(e), e->key_len);
     b->key_offsets[i + 1] = used + e->key_len;
@@ -638,10 +651,11 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
     uint8_t *out_mask = b->mask + i * s->T * row;
     memcpy(out, ring + first * row, (s->T - first) * row * sizeof(float));
     memcpy(out + (s->T - first) * row, ring, first * row * sizeof(float));
-    for (size_t k = 0; k < s->T; k++) {
-        const uint8_t *bits = mask + ((first + k) % s->T) * s->mask_bytes;
-        for (size_t f = 0; f < s->F; f++)
-            out_mask[k * row + f] = (bits[f / 8] >> (f % 8)) & 1;
+    for (size_t k = 0, slot = first; k < s->T; k++) {
+        const uint8_t *bits = mask + slot * s->mask_bytes;
+        for (size_t j = 0, f = 0; f < s->F; j++, f += 8)
+            memcpy(out_mask + k * row + f, s->unpacked[bits[j]], s->F - f < 8 ? s->F - f : 8);
+        slot = slot + 1 == s->T ? 0 : slot + 1;
     }
     b->n_windows++;
     return 0;
@@ -651,7 +665,6 @@ static void hand_on(struct ad_window_store *s, struct batch_builder *bb, bool la
 {
     struct ad_window_batch *b = bb->batch;
     bb->batch = NULL;
-    bb->keys_cap = 0;
     if (!b)
         return;
     if (b->n_windows == 0) {
@@ -659,6 +672,8 @@ static void hand_on(struct ad_window_store *s, struct batch_builder *bb, bool la
         return;
     }
     b->last_of_bucket = last;
+    b->closed_at = bb->closed_at;
+    bb->handed_on++;
     s->counts.windows += b->n_windows;
     ad_counter_add(s->windows_total, (double)b->n_windows);
     s->consumer(s->consumer_arg, b);
@@ -666,7 +681,9 @@ static void hand_on(struct ad_window_store *s, struct batch_builder *bb, bool la
 
 static void close_bucket(struct ad_window_store *s, int64_t bucket)
 {
-    struct batch_builder bb = {NULL, 0};
+    /* Taken before any window is assembled, so the alerts' delivery latency counts the
+     * assembly too. */
+    struct batch_builder bb = {NULL, ad_clock_mono_seconds(), 0};
     int64_t window_start = bucket - (int64_t)s->T + 1;
     int64_t idle_before = bucket - s->idle_buckets;
 
@@ -695,6 +712,12 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
         }
     }
     hand_on(s, &bb, true);
+    /* The next bucket needs as many, and while the scorer is behind, the next buckets close
+     * before these come back: keep what is out now when it comes back. */
+    if (bb.handed_on) {
+        size_t out = ad_batch_pool_out(s->pool);
+        ad_batch_pool_keep(s->pool, out > bb.handed_on ? out : bb.handed_on);
+    }
     s->counts.buckets++;
     ad_counter_inc(s->buckets_total);
 }
@@ -820,6 +843,9 @@ struct ad_window_store *ad_window_store_new(const struct ad_window_spec *spec,
     s->consumer = consumer;
     s->consumer_arg = consumer_arg;
     s->mask_bytes = (s->F + 7) / 8;
+    for (size_t v = 0; v < 256; v++)
+        for (size_t bit = 0; bit < 8; bit++)
+            s->unpacked[v][bit] = (uint8_t)((v >> bit) & 1);
     s->block_size = sizeof(struct block) + s->F * sizeof(struct acc);
     s->record_size =
         (sizeof(struct entity) + s->block_size + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
@@ -828,7 +854,8 @@ struct ad_window_store *ad_window_store_new(const struct ad_window_spec *spec,
     s->closed_through = NO_BUCKET;
     s->watermark = INT64_MIN;
     s->max_closed_data = NO_BUCKET;
-    if (!s->detector)
+    s->pool = ad_batch_pool_new();
+    if (!s->detector || !s->pool)
         goto oom;
     s->index = ad_entity_index_new(entity_key, s);
     if (!s->index || grow_entities(s, 1) < 0)
@@ -856,6 +883,7 @@ void ad_window_store_destroy(struct ad_window_store *s)
     free(s->blocks);
     free(s->open_counts);
     free(s->detector);
+    ad_batch_pool_release(s->pool); /* batches still out keep it until they come back */
     free(s);
 }
 

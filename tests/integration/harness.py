@@ -33,6 +33,16 @@ def _check_running(what):
                                  % (d.proc.returncode, what, "".join(d.lines[-40:])))
 
 
+def parse_metrics(text):
+    """Every series of a Prometheus text exposition as {series: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
 def wait_for(what, check, timeout=30.0, interval=0.05):
     """Returns check()'s first truthy value, or fails after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -122,12 +132,7 @@ class Daemon:
     def metrics(self):
         """Every series of /metrics as {series: value}."""
         _, _, body = self.get("/metrics")
-        out = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                series, value = line.rsplit(" ", 1)
-                out[series] = float(value)
-        return out
+        return parse_metrics(body)
 
     def metric(self, series):
         return self.metrics().get(series)

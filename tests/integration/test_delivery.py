@@ -221,6 +221,10 @@ class Delivery(unittest.TestCase):
                 for alert_id, key in seen.items():
                     self.assertEqual(key, logged[alert_id]["entity"])
 
+                # Each alert's delivery latency was observed once, when its last sink had it.
+                self.assertEqual(d.metric('anomalyd_alert_delivery_seconds_count{detector="api"}'),
+                                 len(logged))
+
                 d.signal(signal.SIGTERM)
                 self.assertEqual(d.proc.wait(timeout=30), 0)
 

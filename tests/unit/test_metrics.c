@@ -636,6 +636,36 @@ static void test_seconds_buckets(void **state)
     ad_metrics_destroy(m);
 }
 
+/* 1 ms to 10 s, no step wider than 1.5x, so a percentile read from the buckets is off by at
+ * most half of itself; the labels render as written. */
+static void test_latency_buckets(void **state)
+{
+    (void)state;
+    size_t n = ad_metrics_latency_buckets_len;
+    assert_true(ad_metrics_latency_buckets[0] == 0.001);
+    assert_true(ad_metrics_latency_buckets[n - 1] == 10);
+    assert_int_equal(n, 29);
+    for (size_t i = 1; i < n; i++) {
+        assert_true(ad_metrics_latency_buckets[i] > ad_metrics_latency_buckets[i - 1]);
+        assert_true(ad_metrics_latency_buckets[i] <= 1.5000001 * ad_metrics_latency_buckets[i - 1]);
+    }
+
+    struct ad_metrics *m = ad_metrics_new();
+    struct ad_histogram *h =
+        ad_metrics_histogram(m, "l_seconds", "L.", ad_metrics_latency_buckets, n, NULL);
+    assert_non_null(h);
+    ad_histogram_observe(h, 0.09);
+    ad_histogram_observe(h, 0.1);
+    char *text = render(m);
+    assert_series(text, "l_seconds_bucket{le=\"0.075\"}", "0");
+    assert_series(text, "l_seconds_bucket{le=\"0.1\"}", "2");
+    assert_series(text, "l_seconds_bucket{le=\"0.0075\"}", "0");
+    assert_series(text, "l_seconds_bucket{le=\"10\"}", "2");
+    assert_series(text, "l_seconds_count", "2");
+    free(text);
+    ad_metrics_destroy(m);
+}
+
 /* ---- concurrency ---- */
 
 #define THREADS    4
@@ -833,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_gauge_updates),
         cmocka_unit_test(test_histogram_buckets),
         cmocka_unit_test(test_seconds_buckets),
+        cmocka_unit_test(test_latency_buckets),
         cmocka_unit_test(test_concurrent_updates),
         cmocka_unit_test(test_func_metrics),
         cmocka_unit_test(test_process_metrics),
