@@ -30,6 +30,9 @@
 
 struct source_rt {
     struct pipeline *owner;
+    /* Kafka partitions paused for running too far ahead (watermark alignment). */
+    ad_kafka_input *ahead;
+    size_t n_ahead, cap_ahead;
     const struct ad_settings_source *settings;
     struct ad_kafka_source *kafka;
     struct ad_prom_source *prom;
@@ -99,6 +102,79 @@ static bool may_close(const struct detector_rt *det, int64_t before, int64_t t)
             ad_bucket_index(t - lateness, step) > ad_bucket_index(before - lateness, step));
 }
 
+/* Watermark alignment (docs/windows.md, "Partitions far ahead"): a partition whose events run
+ * so far ahead of the oldest open bucket that an entity could need more open buckets than it
+ * may hold is paused until the others catch up, instead of having its events refused as too
+ * far. ALIGN_MARGIN buckets are left for events that arrive out of order. */
+#define ALIGN_MARGIN 4
+
+/* How many buckets input's events run ahead of det's oldest open bucket (0: none open). */
+static int64_t buckets_ahead(const struct detector_rt *det, int64_t watermark)
+{
+    int64_t oldest = ad_window_store_oldest_open(det->store);
+    if (oldest == INT64_MAX || watermark == AD_WATERMARK_NONE)
+        return 0;
+    return ad_bucket_index(watermark, det->settings->step) - oldest;
+}
+
+static void pause_ahead(struct source_rt *src, ad_kafka_input input)
+{
+    if (src->n_ahead == src->cap_ahead) {
+        size_t cap = src->cap_ahead ? 2 * src->cap_ahead : 8;
+        ad_kafka_input *grown = realloc(src->ahead, cap * sizeof *grown);
+        if (!grown)
+            return; /* not paused: at worst, events are refused as too far and counted */
+        src->ahead = grown;
+        src->cap_ahead = cap;
+    }
+    src->ahead[src->n_ahead++] = input;
+    ad_kafka_source_pause_partition(src->kafka, input, true);
+}
+
+static void forget_ahead(struct source_rt *src, size_t i)
+{
+    ad_kafka_source_pause_partition(src->kafka, src->ahead[i], false);
+    src->ahead[i] = src->ahead[--src->n_ahead];
+}
+
+/* Resumes the paused partitions that are within half the open-bucket bound again. */
+static void realign(struct pipeline *p)
+{
+    for (size_t s = 0; s < p->n_sources; s++) {
+        struct source_rt *src = &p->sources[s];
+        for (size_t i = 0; i < src->n_ahead;) {
+            int64_t wm = ad_watermark_input(src->watermark, src->ahead[i]);
+            bool close_enough = true;
+            for (size_t r = 0; r < src->n_routes && close_enough; r++) {
+                const struct detector_rt *det = &p->detectors[src->routes[r].detector];
+                close_enough =
+                    buckets_ahead(det, wm) < (int64_t)ad_window_store_max_open(det->store) / 2;
+            }
+            if (close_enough)
+                forget_ahead(src, i);
+            else
+                i++;
+        }
+    }
+}
+
+/* After an event moved input's watermark into a new bucket: pauses the partition when it is
+ * too far ahead for one of its detectors. */
+static void check_ahead(struct source_rt *src, ad_kafka_input input, int64_t watermark)
+{
+    for (size_t i = 0; i < src->n_ahead; i++)
+        if (src->ahead[i] == input)
+            return;
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct detector_rt *det = &src->owner->detectors[src->routes[r].detector];
+        if (buckets_ahead(det, watermark) >=
+            (int64_t)ad_window_store_max_open(det->store) - ALIGN_MARGIN) {
+            pause_ahead(src, input);
+            return;
+        }
+    }
+}
+
 static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
                          const struct ad_log_event *ev, const int64_t *replayed)
 {
@@ -134,6 +210,11 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
             ad_kafka_source_hold(src->kafka, input, offset, route->detector, bucket);
     }
+    if (!replayed && src->n_routes &&
+        (before == AD_WATERMARK_NONE ||
+         ad_bucket_index(ev->time, p->detectors[src->routes[0].detector].settings->step) >
+             ad_bucket_index(before, p->detectors[src->routes[0].detector].settings->step)))
+        check_ahead(src, input, ev->time);
 }
 
 static void on_assign(void *arg, ad_kafka_input input)
@@ -146,6 +227,9 @@ static void on_revoke(void *arg, ad_kafka_input input)
 {
     struct source_rt *src = arg;
     ad_watermark_remove_input(src->watermark, input);
+    for (size_t i = 0; i < src->n_ahead; i++)
+        if (src->ahead[i] == input)
+            forget_ahead(src, i);
 }
 
 static const char *series_label(const struct ad_prom_series *s, const char *name)
@@ -259,6 +343,7 @@ static void advance_detector(struct pipeline *p, size_t d)
     if (closed != INT64_MIN) {
         ad_serving_closed(det->serving, closed);
         release_done(p, d);
+        realign(p);
     }
     apply_backpressure(p);
 }
@@ -498,6 +583,7 @@ static void pipeline_free(struct pipeline *p)
         ad_prom_source_destroy(p->sources[i].prom);
         ad_watermark_destroy(p->sources[i].watermark);
         free(p->sources[i].routes);
+        free(p->sources[i].ahead);
     }
     for (size_t i = 0; i < p->n_detectors; i++) {
         ad_grid_destroy(p->detectors[i].grid);

@@ -37,6 +37,7 @@ struct partition {
     size_t topic;
     int32_t partition;
     bool assigned;          /* handed to librdkafka (after its commit was looked up) */
+    bool ahead;             /* paused by watermark alignment */
     int64_t last_processed; /* -1: nothing yet */
     /* The group's commit when the partition was assigned (-1: none): never committed below. */
     int64_t floor;
@@ -105,8 +106,8 @@ struct ad_kafka_source {
     struct ad_counter *errors_total, *commits_ok, *commits_failed;
     struct ad_counter *dead_letters_ok, *dead_letters_failed;
     struct ad_counter *assigned_total, *revoked_total;
-    struct ad_counter *replayed_total, *lookups_failed;
-    struct ad_gauge *partitions_gauge, *paused_gauge;
+    struct ad_counter *replayed_total, *lookups_failed, *ahead_total;
+    struct ad_gauge *partitions_gauge, *paused_gauge, *ahead_gauge;
 };
 
 /* ---- partitions and holds ---- */
@@ -134,14 +135,15 @@ static struct partition *partition_of(struct ad_kafka_source *s, const char *top
     return t < 0 ? NULL : find_partition(s, AD_KAFKA_INPUT((int32_t)t, p));
 }
 
-/* A list of the partitions handed to librdkafka. */
-static rd_kafka_topic_partition_list_t *assigned_list(struct ad_kafka_source *s)
+/* A list of the partitions handed to librdkafka (but those alignment holds, with
+ * skip_ahead). */
+static rd_kafka_topic_partition_list_t *assigned_list(struct ad_kafka_source *s, bool skip_ahead)
 {
     rd_kafka_topic_partition_list_t *parts =
         rd_kafka_topic_partition_list_new(s->n_partitions ? (int)s->n_partitions : 1);
     const struct ad_strlist *topics = &s->settings->kafka.topics;
     for (size_t i = 0; i < s->n_partitions; i++)
-        if (s->partitions[i].assigned)
+        if (s->partitions[i].assigned && !(skip_ahead && s->partitions[i].ahead))
             rd_kafka_topic_partition_list_add(parts, topics->items[s->partitions[i].topic],
                                               s->partitions[i].partition);
     return parts;
@@ -151,7 +153,7 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
 {
     if (!s || s->paused == paused || s->stopping)
         return;
-    rd_kafka_topic_partition_list_t *parts = assigned_list(s);
+    rd_kafka_topic_partition_list_t *parts = assigned_list(s, !paused);
     rd_kafka_resp_err_t err =
         paused ? rd_kafka_pause_partitions(s->rk, parts) : rd_kafka_resume_partitions(s->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
@@ -166,6 +168,35 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
     AD_DEBUG_KV(paused ? "fetching paused: scoring or a sink is behind, or a stop"
                        : "fetching resumed",
                 AD_KV_STR("source", s->settings->name));
+}
+
+void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input input, bool paused)
+{
+    struct partition *ps = find_partition(s, input);
+    if (!ps || ps->ahead == paused)
+        return;
+    ps->ahead = paused;
+    size_t ahead = 0;
+    for (size_t i = 0; i < s->n_partitions; i++)
+        ahead += s->partitions[i].ahead;
+    ad_gauge_set(s->ahead_gauge, (double)ahead);
+    if (paused)
+        ad_counter_inc(s->ahead_total);
+    if (!ps->assigned || s->paused || s->stopping)
+        return; /* the back-pressure pause, or the assignment, decides for now */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, s->settings->kafka.topics.items[ps->topic],
+                                      ps->partition);
+    rd_kafka_resp_err_t err =
+        paused ? rd_kafka_pause_partitions(s->rk, parts) : rd_kafka_resume_partitions(s->rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err)
+        AD_ERROR_KV(paused ? "cannot pause a partition" : "cannot resume a partition",
+                    AD_KV_STR("source", s->settings->name), AD_KV_INT("partition", ps->partition),
+                    AD_KV_STR("error", rd_kafka_err2str(err)));
+    AD_DEBUG_KV(paused ? "a partition is too far ahead of the others: paused"
+                       : "a partition is close enough again: resumed",
+                AD_KV_STR("source", s->settings->name), AD_KV_INT("partition", ps->partition));
 }
 
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input)
@@ -537,6 +568,16 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
         rd_kafka_assign(s->rk, parts);
     if (s->paused) /* new partitions wait with the others */
         rd_kafka_pause_partitions(s->rk, parts);
+    for (int i = 0; !s->paused && i < parts->cnt; i++) {
+        struct partition *ps = partition_of(s, parts->elems[i].topic, parts->elems[i].partition);
+        if (ps && ps->ahead) { /* back after a revocation, still too far ahead */
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+            rd_kafka_pause_partitions(s->rk, one);
+            rd_kafka_topic_partition_list_destroy(one);
+        }
+    }
     if (error) {
         AD_ERROR_KV("cannot take the assigned partitions", AD_KV_STR("source", s->settings->name),
                     AD_KV_STR("error", rd_kafka_error_string(error)));
@@ -970,6 +1011,15 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
         m, "anomalyd_kafka_replayed_messages_total",
         "Messages read again from a partition's rebuild point to rebuild windows.", "source", name,
         NULL);
+    s->ahead_total = ad_metrics_counter(
+        m, "anomalyd_kafka_partition_pauses_total",
+        "Times a partition was paused for running too far ahead of the others (watermark "
+        "alignment).",
+        "source", name, NULL);
+    s->ahead_gauge = ad_metrics_gauge(
+        m, "anomalyd_kafka_partitions_ahead",
+        "Partitions paused now for running too far ahead of the others.", "source", name, NULL);
+    ad_gauge_set(s->ahead_gauge, 0);
     s->lookups_failed = ad_metrics_counter(
         m, "anomalyd_kafka_rebuild_lookups_failed_total",
         "Assignments that started without their rebuild points (the lookup failed).", "source",
@@ -1179,6 +1229,8 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
                       "assigned", ps->assigned, "last_processed", (json_int_t)ps->last_processed,
                       "committable", (json_int_t)commit, "rebuild_from",
                       (json_int_t)replay_offset(ps, commit), "held_buckets", (int)ps->n_holds);
+        if (part && ps->ahead)
+            json_object_set_new(part, "paused_ahead", json_true());
         if (part && ps->replay_end >= 0)
             json_object_set_new(part, "replaying_until", json_integer((json_int_t)ps->replay_end));
         json_array_append_new(parts, part);

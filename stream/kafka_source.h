@@ -121,6 +121,15 @@ void ad_kafka_source_release(struct ad_kafka_source *s, size_t detector, int64_t
  */
 void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused);
 
+/*
+ * Watermark alignment: stops or restarts fetching one partition, apart from the
+ * back-pressure pause (a partition stays stopped while either wants it), for a partition
+ * whose events run too far ahead of the others' (docs/windows.md, "Partitions far ahead").
+ * What librdkafka had fetched ahead is dropped and fetched again on restart, from the message
+ * after the last one processed. Unknown inputs are ignored.
+ */
+void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input input, bool paused);
+
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);
 

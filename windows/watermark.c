@@ -91,6 +91,12 @@ int64_t ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64
     return before;
 }
 
+int64_t ad_watermark_input(const struct ad_watermark *w, int32_t id)
+{
+    const struct input *in = find(w, id);
+    return in ? in->watermark : AD_WATERMARK_NONE;
+}
+
 static bool is_idle(const struct input *in, int64_t now, int64_t idle_timeout)
 {
     return in->may_idle && now - in->last_active >= idle_timeout;

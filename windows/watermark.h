@@ -45,6 +45,9 @@ size_t ad_watermark_inputs(const struct ad_watermark *w);
  * update (AD_WATERMARK_NONE for an unknown id), so a caller sees when it crosses a boundary. */
 int64_t ad_watermark_update(struct ad_watermark *w, int32_t id, int64_t t, int64_t now);
 
+/* Input id's own watermark (AD_WATERMARK_NONE for an unknown id or one without data). */
+int64_t ad_watermark_input(const struct ad_watermark *w, int32_t id);
+
 /*
  * The source's watermark at processing time now, with inputs idle after idle_timeout:
  * the minimum over inputs that are not idle. *idle (may be NULL) says whether every input is

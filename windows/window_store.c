@@ -892,6 +892,16 @@ int64_t ad_window_store_closed_through(const struct ad_window_store *s)
     return s->closed_through;
 }
 
+int64_t ad_window_store_oldest_open(const struct ad_window_store *s)
+{
+    return min_open_bucket(s);
+}
+
+size_t ad_window_store_max_open(const struct ad_window_store *s)
+{
+    return s->max_open;
+}
+
 size_t ad_window_store_entities(const struct ad_window_store *s)
 {
     return s->live;

@@ -89,6 +89,11 @@ void ad_window_store_set_max_batch(struct ad_window_store *s, size_t max_batch);
 /* The newest closed bucket's index, INT64_MIN before the first close. */
 int64_t ad_window_store_closed_through(const struct ad_window_store *s);
 size_t ad_window_store_entities(const struct ad_window_store *s);
+/* The oldest bucket some entity holds open (INT64_MAX when none), and how many open buckets
+ * an entity may hold: an event that would open more is refused as too far. The pipeline keeps
+ * Kafka partitions from running that far ahead (docs/windows.md, "Partitions far ahead"). */
+int64_t ad_window_store_oldest_open(const struct ad_window_store *s);
+size_t ad_window_store_max_open(const struct ad_window_store *s);
 /* Bytes held for entities (rings, masks, keys, index, open accumulators). */
 size_t ad_window_store_bytes(const struct ad_window_store *s);
 

@@ -185,10 +185,11 @@ class KafkaMock:
         self.proc.stdin.flush()
         return self.proc.stdout.readline().strip()
 
-    def produce(self, topic, keyed_lines):
-        """Produces (key, value) pairs with kcat, in order."""
+    def produce(self, topic, keyed_lines, partition=None):
+        """Produces (key, value) pairs with kcat, in order (to one partition, if given)."""
         data = "".join("%s\t%s\n" % (k, v) for k, v in keyed_lines)
-        subprocess.run(["kcat", "-b", self.bootstrap, "-P", "-t", topic, "-K", "\t",
+        where = ["-p", str(partition)] if partition is not None else []
+        subprocess.run(["kcat", "-b", self.bootstrap, "-P", "-t", topic, "-K", "\t", *where,
                         "-X", "log.connection.close=false"],
                        input=data, text=True, check=True, timeout=60)
 
