@@ -1284,14 +1284,6 @@ static const struct ad_schema_field model_store_fields[] = {
      .offset = STORE(redis_channel),
      .flags = AD_SCHEMA_NONEMPTY,
      .doc = "Redis channel (on `sinks.redis`) on which the trainer announces new versions."},
-    {.name = "shadow_windows",
-     .kind = AD_SCHEMA_INT,
-     .offset = STORE(shadow_windows),
-     .def = "0",
-     .min = 0,
-     .max = 1e9,
-     .doc = "Score a new version beside the serving one for this many windows before "
-            "promoting it; 0 promotes at once."},
     {.name = NULL, .kind = AD_SCHEMA_SECTION, .offset = STORE(http), .section = &http_section},
 };
 

@@ -235,7 +235,6 @@ struct ad_settings_model_store {
     char *url;  /* an HTTP(S) base URL */
     int64_t poll_interval;
     char *redis_channel; /* NULL: no announcements */
-    int64_t shadow_windows;
     struct ad_settings_http http;
 };
 

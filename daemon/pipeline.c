@@ -210,10 +210,9 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
             ad_kafka_source_hold(src->kafka, input, offset, route->detector, bucket);
     }
-    if (!replayed && src->n_routes &&
-        (before == AD_WATERMARK_NONE ||
-         ad_bucket_index(ev->time, p->detectors[src->routes[0].detector].settings->step) >
-             ad_bucket_index(before, p->detectors[src->routes[0].detector].settings->step)))
+    /* The step of a Kafka source is its detectors' (validated equal). */
+    if (!replayed && (before == AD_WATERMARK_NONE ||
+                      ad_bucket_index(ev->time, src->step) > ad_bucket_index(before, src->step)))
         check_ahead(src, input, ev->time);
 }
 
@@ -227,9 +226,13 @@ static void on_revoke(void *arg, ad_kafka_input input)
 {
     struct source_rt *src = arg;
     ad_watermark_remove_input(src->watermark, input);
-    for (size_t i = 0; i < src->n_ahead; i++)
-        if (src->ahead[i] == input)
-            forget_ahead(src, i);
+    /* The source has ended its pause with the assignment. */
+    for (size_t i = 0; i < src->n_ahead; i++) {
+        if (src->ahead[i] == input) {
+            src->ahead[i] = src->ahead[--src->n_ahead];
+            break;
+        }
+    }
 }
 
 static const char *series_label(const struct ad_prom_series *s, const char *name)

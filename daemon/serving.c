@@ -161,6 +161,17 @@ static const char *version_of(const struct ad_model *m)
     return m ? ad_model_version(m) : "";
 }
 
+/* The share of shadowed windows with different verdicts, and the mean score difference. */
+static double disagreement_of(const struct shadow *sh)
+{
+    return sh->windows ? (double)sh->disagreements / (double)sh->windows : 0.0;
+}
+
+static double mean_difference_of(const struct shadow *sh)
+{
+    return sh->windows ? sh->sum_difference / (double)sh->windows : 0.0;
+}
+
 static void drop_candidate(struct ad_serving *v)
 {
     ad_model_unref(v->shadow.candidate);
@@ -220,8 +231,7 @@ static void conclude_shadow(struct ad_serving *v)
     const struct ad_settings_shadow *cfg = &v->settings->shadow;
     struct shadow *sh = &v->shadow;
     unsigned long long windows = sh->windows;
-    double disagreement = sh->windows ? (double)sh->disagreements / (double)sh->windows : 0;
-    double mean = sh->windows ? sh->sum_difference / (double)sh->windows : 0;
+    double disagreement = disagreement_of(sh), mean = mean_difference_of(sh);
     bool promote = disagreement <= cfg->max_disagreement;
     json_decref(v->last_shadow);
     v->last_shadow = json_pack(
@@ -237,9 +247,8 @@ static void conclude_shadow(struct ad_serving *v)
                AD_KV_DOUBLE("mean_score_difference", mean),
                AD_KV_DOUBLE("max_score_difference", sh->max_difference),
                AD_KV_STR("outcome", promote ? "promoted" : "refused"));
-    struct ad_model *m = sh->candidate;
-    sh->candidate = NULL;
-    drop_candidate(v);
+    struct ad_model *m = sh->candidate; /* the reference moves to m */
+    v->shadow = (struct shadow){0};
     if (promote) {
         ad_counter_inc(v->shadow_promoted_total);
         serve(v, m);
@@ -772,10 +781,8 @@ static void observe_shadow(struct ad_serving *v, const struct ad_score_job *job,
         sh->disagreements += (a >= threshold) != (c >= candidate_threshold);
     }
     ad_counter_add(v->shadow_windows_total, (double)(sh->windows - before));
-    if (sh->windows) {
-        ad_gauge_set(v->shadow_disagreement, (double)sh->disagreements / (double)sh->windows);
-        ad_gauge_set(v->shadow_difference, sh->sum_difference / (double)sh->windows);
-    }
+    ad_gauge_set(v->shadow_disagreement, disagreement_of(sh));
+    ad_gauge_set(v->shadow_difference, mean_difference_of(sh));
     if (sh->windows >= (uint64_t)v->settings->shadow.windows)
         conclude_shadow(v);
 }
@@ -867,9 +874,7 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
             json_pack("{s:s, s:I, s:I, s:f, s:f, s:f}", "candidate",
                       ad_model_version(sh->candidate), "windows", (json_int_t)sh->windows,
                       "windows_needed", (json_int_t)v->settings->shadow.windows, "disagreement",
-                      sh->windows ? (double)sh->disagreements / (double)sh->windows : 0.0,
-                      "mean_score_difference",
-                      sh->windows ? sh->sum_difference / (double)sh->windows : 0.0,
+                      disagreement_of(sh), "mean_score_difference", mean_difference_of(sh),
                       "max_score_difference", sh->max_difference));
     if (v->last_shadow)
         json_object_set(model, "last_shadow_run", v->last_shadow);

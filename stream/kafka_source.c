@@ -170,16 +170,21 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused)
                 AD_KV_STR("source", s->settings->name));
 }
 
+static void update_ahead_gauge(struct ad_kafka_source *s)
+{
+    size_t ahead = 0;
+    for (size_t i = 0; i < s->n_partitions; i++)
+        ahead += s->partitions[i].ahead;
+    ad_gauge_set(s->ahead_gauge, (double)ahead);
+}
+
 void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input input, bool paused)
 {
     struct partition *ps = find_partition(s, input);
     if (!ps || ps->ahead == paused)
         return;
     ps->ahead = paused;
-    size_t ahead = 0;
-    for (size_t i = 0; i < s->n_partitions; i++)
-        ahead += s->partitions[i].ahead;
-    ad_gauge_set(s->ahead_gauge, (double)ahead);
+    update_ahead_gauge(s);
     if (paused)
         ad_counter_inc(s->ahead_total);
     if (!ps->assigned || s->paused || s->stopping)
@@ -300,10 +305,12 @@ static int64_t replay_offset(const struct partition *ps, int64_t commit)
 /* Kafka's default bound on a commit's metadata (offset.metadata.max.bytes). */
 #define METADATA_MAX 4096
 
-/* The commit's metadata (docs/delivery.md): {"anomalyd":1,"replay_from":N,"done":{...}}.
- * Returns a string to free, or NULL when out of memory. */
-static char *commit_metadata(const struct ad_kafka_source *s, const struct partition *ps,
-                             int64_t commit)
+/* The "done" part of every partition's metadata (docs/delivery.md): per detector, the end of
+ * the newest bucket whose alerts were all acknowledged. The same for every partition of a
+ * commit, so made once per commit. Returns a string to free; NULL without detectors to name,
+ * when there are too many of them to fit the metadata (a restart then rebuilds windows but may
+ * notify again what it had notified; the sinks' ids make that visible), or out of memory. */
+static char *done_json(const struct ad_kafka_source *s)
 {
     json_t *done = json_object();
     for (size_t d = 0; s->detectors && d < s->n_detectors; d++)
@@ -311,20 +318,24 @@ static char *commit_metadata(const struct ad_kafka_source *s, const struct parti
             json_object_set_new(
                 done, s->detectors[d].name,
                 json_integer((json_int_t)((s->released_through[d] + 1) * s->detectors[d].step)));
-    json_t *meta = json_pack("{s:i, s:I, s:o}", "anomalyd", 1, "replay_from",
-                             (json_int_t)replay_offset(ps, commit), "done", done);
-    char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-    json_decref(meta);
-    if (text && strlen(text) >= METADATA_MAX) {
-        /* Too many detectors to name: a restart then rebuilds windows but may notify again
-         * what it had notified (the sinks' ids make that visible). */
+    char *text = json_object_size(done) ? json_dumps(done, JSON_COMPACT) : NULL;
+    json_decref(done);
+    if (text && strlen(text) > METADATA_MAX - 64) {
         free(text);
-        meta = json_pack("{s:i, s:I}", "anomalyd", 1, "replay_from",
-                         (json_int_t)replay_offset(ps, commit));
-        text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-        json_decref(meta);
+        text = NULL;
     }
     return text;
+}
+
+/* A partition's metadata: {"anomalyd":1,"replay_from":N,"done":{...}}. Returns a string to
+ * free, or NULL when out of memory. */
+static char *commit_metadata(const struct partition *ps, int64_t commit, const char *done)
+{
+    char text[METADATA_MAX];
+    int n =
+        snprintf(text, sizeof text, "{\"anomalyd\":1,\"replay_from\":%lld%s%s}",
+                 (long long)replay_offset(ps, commit), done ? ",\"done\":" : "", done ? done : "");
+    return n > 0 && (size_t)n < sizeof text ? strdup(text) : NULL;
 }
 
 static bool in_list(const rd_kafka_topic_partition_list_t *list, const char *topic, int32_t p)
@@ -339,6 +350,7 @@ static void commit_offsets(struct ad_kafka_source *s, const rd_kafka_topic_parti
 {
     rd_kafka_topic_partition_list_t *list = NULL;
     const struct ad_strlist *topics = &s->settings->kafka.topics;
+    char *done = done_json(s);
     for (size_t i = 0; i < s->n_partitions; i++) {
         struct partition *ps = &s->partitions[i];
         const char *topic = topics->items[ps->topic];
@@ -347,7 +359,7 @@ static void commit_offsets(struct ad_kafka_source *s, const rd_kafka_topic_parti
         int64_t offset = commit_offset(ps);
         if (offset <= 0)
             continue; /* nothing read yet, nothing committed before */
-        char *meta = commit_metadata(s, ps, offset);
+        char *meta = commit_metadata(ps, offset, done);
         if (!meta)
             continue;
         if (offset == ps->committed && ps->committed_meta &&
@@ -366,6 +378,7 @@ static void commit_offsets(struct ad_kafka_source *s, const rd_kafka_topic_parti
         elem->metadata = meta; /* the list frees it */
         elem->metadata_size = strlen(meta);
     }
+    free(done);
     if (!list)
         return;
     rd_kafka_resp_err_t err = rd_kafka_commit(s->rk, list, 1);
@@ -568,16 +581,6 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
         rd_kafka_assign(s->rk, parts);
     if (s->paused) /* new partitions wait with the others */
         rd_kafka_pause_partitions(s->rk, parts);
-    for (int i = 0; !s->paused && i < parts->cnt; i++) {
-        struct partition *ps = partition_of(s, parts->elems[i].topic, parts->elems[i].partition);
-        if (ps && ps->ahead) { /* back after a revocation, still too far ahead */
-            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(one, parts->elems[i].topic,
-                                              parts->elems[i].partition);
-            rd_kafka_pause_partitions(s->rk, one);
-            rd_kafka_topic_partition_list_destroy(one);
-        }
-    }
     if (error) {
         AD_ERROR_KV("cannot take the assigned partitions", AD_KV_STR("source", s->settings->name),
                     AD_KV_STR("error", rd_kafka_error_string(error)));
@@ -698,6 +701,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * partition come back, what was read need not be read again. */
         ps->assigned = false;
         ps->replay_end = -1;
+        ps->ahead = false; /* alignment starts over if it comes back */
     }
     if (cooperative)
         error = rd_kafka_incremental_unassign(rk, parts);
@@ -709,6 +713,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_error_destroy(error);
     }
     ad_gauge_set(s->partitions_gauge, (double)assigned_count(s));
+    update_ahead_gauge(s);
     AD_INFO_KV("partitions revoked", AD_KV_STR("source", s->settings->name),
                AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)),
                AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));

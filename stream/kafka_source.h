@@ -126,7 +126,7 @@ void ad_kafka_source_pause(struct ad_kafka_source *s, bool paused);
  * back-pressure pause (a partition stays stopped while either wants it), for a partition
  * whose events run too far ahead of the others' (docs/windows.md, "Partitions far ahead").
  * What librdkafka had fetched ahead is dropped and fetched again on restart, from the message
- * after the last one processed. Unknown inputs are ignored.
+ * after the last one processed. A revocation ends it. Unknown inputs are ignored.
  */
 void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input input, bool paused);
 
