@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "event_time.h"
-#include "json_extract.h"
+#include "stream/event_time.h"
+#include "stream/json_extract.h"
 
 static double now(void)
 {

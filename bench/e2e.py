@@ -28,7 +28,7 @@ The run, per entity count (docs/BENCHMARKS.md has the reasons):
    outside, the time from the first event of the next bucket being produced (the earliest the
    bucket could close) to the acknowledgement.
 
-The latency of each alert comes from the daemon itself (daemon/serving.c): with --log-level
+The latency of each alert comes from the daemon itself (detect/serving.c): with --log-level
 debug every alert acknowledged by its last sink is logged as "alert delivered" with latency_ms,
 measured on the monotonic clock from the moment the window store began closing its bucket.
 The histogram anomalyd_alert_delivery_seconds has the same figures in buckets.

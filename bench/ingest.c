@@ -17,9 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log_rules.h"
-#include "window_store.h"
+#include "config/config.h"
+#include "stream/log_rules.h"
+#include "windows/window_store.h"
 
 #define STEP_MS 10000
 #define T       64

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "lstm.h"
+#include "gpu/lstm.h"
 
 #define STEPS  63
 #define F      8

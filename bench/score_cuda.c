@@ -18,8 +18,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "lstm.h"
-#include "lstm_cuda.h"
+#include "gpu/lstm.h"
+#include "gpu/lstm_cuda.h"
 
 #define T 64
 #define F 8

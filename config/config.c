@@ -1,4 +1,4 @@
-#include "config.h"
+#include "config/config.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -7,11 +7,11 @@
 
 #include <jansson.h>
 
-#include "clock.h"
-#include "config_schema.h"
-#include "schema.h"
-#include "sha256.h"
-#include "yaml_tree.h"
+#include "base/clock.h"
+#include "base/sha256.h"
+#include "config/config_schema.h"
+#include "config/schema.h"
+#include "config/yaml_tree.h"
 
 struct ad_config {
     atomic_int refs;

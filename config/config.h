@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "diag.h"
-#include "settings.h"
+#include "config/diag.h"
+#include "config/settings.h"
 
 /* Larger files are refused before parsing. */
 #define AD_CONFIG_MAX_BYTES (4 * 1024 * 1024)

@@ -1,4 +1,4 @@
-#include "config_schema.h"
+#include "config/config_schema.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -10,12 +10,12 @@
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
-#include "config.h"
-#include "expr.h"
-#include "jpath.h"
-#include "kafka_sink_rules.h"
-#include "settings.h"
-#include "yaml_tree.h"
+#include "config/config.h"
+#include "config/expr.h"
+#include "config/jpath.h"
+#include "config/kafka_sink_rules.h"
+#include "config/settings.h"
+#include "config/yaml_tree.h"
 
 #define N(a)         (sizeof(a) / sizeof((a)[0]))
 #define MS(s)        ((double)(s)*1000.0)

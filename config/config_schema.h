@@ -6,7 +6,7 @@
  * that tie sections together. Internal to the config module; callers use config.h.
  */
 
-#include "schema.h"
+#include "config/schema.h"
 
 extern const struct ad_schema_section ad_config_root_section;
 

@@ -1,8 +1,10 @@
-#include "diag.h"
+#include "config/diag.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/grow.h"
 
 struct diag_entry {
     int line;
@@ -51,14 +53,8 @@ void ad_diag_add(struct ad_diag *d, const char *file, int line, int column, cons
         d->dropped++;
         return;
     }
-    if (d->len == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        struct diag_entry *e = realloc(d->entries, cap * sizeof *e);
-        if (!e)
-            return;
-        d->entries = e;
-        d->cap = cap;
-    }
+    if (ad_grow(&d->entries, &d->cap, d->len + 1, sizeof *d->entries) < 0)
+        return;
 
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);

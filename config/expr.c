@@ -1,4 +1,4 @@
-#include "expr.h"
+#include "config/expr.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jpath.h"
+#include "config/jpath.h"
 
 struct cursor {
     const char *text;

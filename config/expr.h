@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-#include "settings.h"
+#include "config/settings.h"
 
 /* Fills kind, path and predicate of out (not name or query). */
 int ad_expr_parse_feature(const char *text, struct ad_settings_feature *out, const char **error,

@@ -1,4 +1,4 @@
-#include "jpath.h"
+#include "config/jpath.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "kafka_sink_rules.h"
+#include "config/kafka_sink_rules.h"
 
 #include <stdbool.h>
 #include <stddef.h>

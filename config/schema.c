@@ -1,4 +1,4 @@
-#include "schema.h"
+#include "config/schema.h"
 
 #include <errno.h>
 #include <math.h>
@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "settings.h"
-#include "units.h"
-#include "yaml_tree.h"
+#include "base/units.h"
+#include "config/settings.h"
+#include "config/yaml_tree.h"
 
 #define AT(obj, offset)  ((void *)((char *)(obj) + (offset)))
 #define CAT(obj, offset) ((const void *)((const char *)(obj) + (offset)))

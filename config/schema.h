@@ -17,7 +17,7 @@
 
 #include <jansson.h>
 
-#include "diag.h"
+#include "config/diag.h"
 
 enum ad_schema_kind {
     AD_SCHEMA_STRING,      /* char * (any scalar, as written) */

@@ -1,4 +1,4 @@
-#include "yaml_tree.h"
+#include "config/yaml_tree.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <yaml.h>
+
+#include "base/number.h"
 
 struct reader {
     const char *file;
@@ -145,41 +147,6 @@ static bool parse_int(const char *s, json_int_t *out, bool *overflow)
     return true;
 }
 
-static bool parse_float(const char *s, double *out)
-{
-    const char *p = s;
-    bool digits = false;
-
-    if (*p == '-' || *p == '+')
-        p++;
-    while (isdigit((unsigned char)*p)) {
-        p++;
-        digits = true;
-    }
-    if (*p == '.') {
-        p++;
-        while (isdigit((unsigned char)*p)) {
-            p++;
-            digits = true;
-        }
-    }
-    if (!digits)
-        return false;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        if (*p == '-' || *p == '+')
-            p++;
-        if (!isdigit((unsigned char)*p))
-            return false;
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    if (*p)
-        return false;
-    *out = strtod(s, NULL);
-    return true;
-}
-
 /* YAML 1.2 core schema resolution of a plain scalar. */
 static json_t *resolve_plain(struct reader *r, yaml_node_t *node, const char *text)
 {
@@ -205,7 +172,7 @@ static json_t *resolve_plain(struct reader *r, yaml_node_t *node, const char *te
     }
     /* .inf and .nan stay strings: jansson holds finite numbers only, and no setting takes
      * an infinite one. */
-    if (parse_float(text, &d) && isfinite(d))
+    if (ad_number_parse(text, strlen(text), &d) && isfinite(d))
         return json_real(d);
     return json_string(text);
 }

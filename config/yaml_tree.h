@@ -19,7 +19,7 @@
 
 #include <jansson.h>
 
-#include "diag.h"
+#include "config/diag.h"
 
 #define AD_YAML_MAX_DEPTH 64
 #define AD_YAML_MAX_NODES 10000

@@ -1,4 +1,4 @@
-#include "admin.h"
+#include "daemon/admin.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,10 +11,10 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define AD_LOG_MODULE "admin"
-#include "log.h"
+#include "base/log.h"
 
 /* An admin endpoint has no use for big requests; refusing them early bounds memory. */
 #define MAX_HEADERS_SIZE 16384

@@ -18,7 +18,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "metrics.h"
+#include "base/metrics.h"
 
 struct ad_admin;
 

@@ -1,4 +1,4 @@
-#include "cli.h"
+#include "daemon/cli.h"
 
 #include <getopt.h>
 #include <string.h>

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "log.h"
+#include "base/log.h"
 
 #define AD_DEFAULT_CONFIG_PATH "/etc/anomalyd/anomalyd.yaml"
 

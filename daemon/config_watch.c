@@ -1,4 +1,4 @@
-#include "config_watch.h"
+#include "daemon/config_watch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,13 +10,13 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "config.h"
-#include "fs_events.h"
-#include "sha256.h"
+#include "base/clock.h"
+#include "base/fs_events.h"
+#include "base/sha256.h"
+#include "config/config.h"
 
 #define AD_LOG_MODULE "config_watch"
-#include "log.h"
+#include "base/log.h"
 
 /* IN_ATTRIB: a chmod can make an unreadable file readable. IN_MODIFY is left out: a writer
  * still busy with the file ends with IN_CLOSE_WRITE, which is the moment worth reading it. */

@@ -1,4 +1,4 @@
-#include "daemon.h"
+#include "daemon/daemon.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -6,15 +6,16 @@
 #include <string.h>
 #include <time.h>
 
-#include "admin.h"
-#include "clock.h"
-#include "config_watch.h"
-#include "notify.h"
-#include "units.h"
-#include "version.h"
+#include "base/clock.h"
+#include "base/units.h"
+#include "daemon/admin.h"
+#include "daemon/config_watch.h"
+#include "daemon/notify.h"
+#include "daemon/process_metrics.h"
+#include "base/version.h"
 
 #define AD_LOG_MODULE "daemon"
-#include "log.h"
+#include "base/log.h"
 
 _Static_assert((int)AD_SETTINGS_LOG_DEBUG == (int)AD_LOG_DEBUG &&
                    (int)AD_SETTINGS_LOG_ERROR == (int)AD_LOG_ERROR &&

@@ -24,9 +24,10 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "config.h"
-#include "log.h"
-#include "metrics.h"
+#include "base/component.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "config/config.h"
 
 struct ad_daemon;
 
@@ -36,25 +37,6 @@ struct ad_daemon_options {
     enum ad_log_level log_level;
     bool log_format_set;
     enum ad_log_format log_format;
-};
-
-/* Called by a component when its stop has finished. */
-typedef void (*ad_daemon_done_fn)(void *done_arg);
-
-/*
- * A part of the pipeline that the daemon drives. Every callback runs on the loop thread and
- * may be NULL.
- */
-struct ad_component {
-    const char *name;
-    void *ctx;
-    /* Switches to next. Returns 0, or -1 with errstr filled and nothing changed. */
-    int (*apply)(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size);
-    /* Starts an orderly stop and calls done(done_arg) once finished, possibly before
-     * returning. */
-    void (*stop)(void *ctx, ad_daemon_done_fn done, void *done_arg);
-    /* Adds this component's part to /status. */
-    void (*status)(void *ctx, json_t *out);
 };
 
 #define AD_DAEMON_MAX_COMPONENTS 16

@@ -6,17 +6,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "config.h"
-#include "daemon.h"
-#include "device.h"
-#include "pipeline.h"
-#include "replay.h"
-#include "scorer.h"
-#include "version.h"
+#include "config/config.h"
+#include "daemon/cli.h"
+#include "daemon/daemon.h"
+#include "detect/pipeline.h"
+#include "detect/replay.h"
+#include "gpu/device.h"
+#include "gpu/scorer.h"
+#include "base/version.h"
 
 #define AD_LOG_MODULE "main"
-#include "log.h"
+#include "base/log.h"
 
 struct gpu_part {
     struct ad_gpu_info info;

@@ -1,4 +1,4 @@
-#include "notify.h"
+#include "daemon/notify.h"
 
 #include <stdio.h>
 #include <time.h>
@@ -6,7 +6,7 @@
 #include <systemd/sd-daemon.h>
 
 #define AD_LOG_MODULE "notify"
-#include "log.h"
+#include "base/log.h"
 
 static void send_state(const char *state)
 {

@@ -1,6 +1,7 @@
 #define AD_LOG_MODULE "metrics"
-#include "log.h"
-#include "metrics.h"
+#include "daemon/process_metrics.h"
+
+#include "base/log.h"
 
 #include <dirent.h>
 #include <fcntl.h>

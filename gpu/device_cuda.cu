@@ -1,6 +1,6 @@
 /* The CUDA side of ad_gpu_probe. */
 
-#include "device.h"
+#include "gpu/device.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* ad_gpu_probe for builds without the CUDA backend. */
 
-#include "device.h"
+#include "gpu/device.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -5,16 +5,16 @@
  * here frees the impl through ops->destroy and then the struct itself.
  */
 
-#include "lstm.h"
-#include "lstm_backend.h"
+#include "gpu/lstm.h"
+#include "gpu/lstm_backend.h"
 
 #include <stdlib.h>
 
 int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
-                    size_t batch, size_t steps, size_t x_stride, float *out, char *err,
-                    size_t err_size)
+                    size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
+                    size_t errstr_size)
 {
-    return b->ops->forward(b->impl, w, x, batch, steps, x_stride, out, err, err_size);
+    return b->ops->forward(b->impl, w, x, batch, steps, x_stride, out, errstr, errstr_size);
 }
 
 const char *ad_lstm_backend_kind(const struct ad_lstm_backend *b)

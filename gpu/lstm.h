@@ -37,10 +37,10 @@ struct ad_lstm_weights {
 struct ad_lstm_backend;
 
 /* threads: worker threads that split a batch between them, 0 for one per core. */
-struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *err, size_t err_size);
+struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_t errstr_size);
 
 /* NULL with err saying why when this build has no CUDA backend or device is not usable. */
-struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *err, size_t err_size);
+struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *errstr, size_t errstr_size);
 
 void ad_lstm_backend_destroy(struct ad_lstm_backend *b);
 
@@ -56,8 +56,8 @@ const char *ad_lstm_backend_description(const struct ad_lstm_backend *b);
  * then unusable and the caller falls back to the CPU.
  */
 int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
-                    size_t batch, size_t steps, size_t x_stride, float *out, char *err,
-                    size_t err_size);
+                    size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
+                    size_t errstr_size);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,7 @@
 
 /* What a backend implements (private to gpu/). */
 
-#include "lstm.h"
+#include "gpu/lstm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -12,7 +12,7 @@ extern "C" {
 struct ad_lstm_backend_ops {
     const char *kind;
     int (*forward)(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                   size_t steps, size_t x_stride, float *out, char *err, size_t err_size);
+                   size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size);
     void (*destroy)(void *impl);
 };
 

@@ -19,11 +19,12 @@
 
 #include <cblas.h>
 
-#include "lstm_backend.h"
+#include "gpu/lstm_backend.h"
 
 /* OpenBLAS' own controls; cblas.h of the reference BLAS does not declare them. */
 void openblas_set_num_threads(int num_threads);
 char *openblas_get_config(void);
+char *openblas_get_corename(void);
 
 /* Windows per chunk: big enough for efficient GEMMs, small enough that the chunk's gate
  * pre-activations (chunk × steps × 4H floats) stay near the caches. */
@@ -217,11 +218,11 @@ static void *work(void *arg)
  * off, and measured slower with two. The calling thread is one of the workers.
  */
 static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                       size_t steps, size_t x_stride, float *out, char *err, size_t err_size)
+                       size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
 {
     struct cpu *cpu = impl;
     if (steps == 0 || x_stride < steps * w->inputs) {
-        snprintf(err, err_size, "bad shape: %zu steps, stride %zu", steps, x_stride);
+        snprintf(errstr, errstr_size, "bad shape: %zu steps, stride %zu", steps, x_stride);
         return -1;
     }
     struct job job = {
@@ -243,7 +244,7 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     if (atomic_load(&job.failed)) {
-        snprintf(err, err_size, "out of memory for the CPU backend's workspace");
+        snprintf(errstr, errstr_size, "out of memory for the CPU backend's workspace");
         return -1;
     }
     return 0;
@@ -260,14 +261,14 @@ static void cpu_destroy(void *impl)
 static const struct ad_lstm_backend_ops cpu_ops = {
     .kind = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
 
-struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *err, size_t err_size)
+struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_t errstr_size)
 {
     struct ad_lstm_backend *b = calloc(1, sizeof *b);
     struct cpu *cpu = calloc(1, sizeof *cpu);
     if (!b || !cpu) {
         free(b);
         free(cpu);
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     if (threads <= 0) {
@@ -279,7 +280,15 @@ struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *err, size_t e
     openblas_set_num_threads(1);
     b->ops = &cpu_ops;
     b->impl = cpu;
-    snprintf(b->description, sizeof b->description, "%s, %d thread%s", openblas_get_config(),
-             cpu->threads, cpu->threads == 1 ? "" : "s");
+    /* What really runs: OpenBLAS' build and the kernels it picked (OPENBLAS_CORETYPE can
+     * force older ones), and the gate loop's clone (target_clones picks the widest). */
+    __builtin_cpu_init();
+    const char *gates = __builtin_cpu_supports("avx512f") ? "avx512f"
+                        : __builtin_cpu_supports("avx2")  ? "avx2"
+                                                          : "baseline";
+    snprintf(b->description, sizeof b->description,
+             "OpenBLAS %s, kernels %s, gates %s, %d worker thread%s x 1 BLAS thread",
+             openblas_get_config(), openblas_get_corename(), gates, cpu->threads,
+             cpu->threads == 1 ? "" : "s");
     return b;
 }

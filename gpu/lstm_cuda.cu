@@ -8,11 +8,11 @@
  * again: in the daemon one thread makes and uses the backend, but tests and benchmarks may not.
  */
 
-#include "lstm_backend.h"
-#include "lstm_cuda.h"
-#include "lstm_dev.h"
+#include "base/errstr.h"
+#include "gpu/lstm_backend.h"
+#include "gpu/lstm_cuda.h"
+#include "gpu/lstm_dev.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,37 +45,26 @@ struct cuda_impl {
     size_t n_copies, cap_copies, made_copies;
 };
 
-static void errf(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t err_size, const char *fmt, ...)
+static int cuda_fail(cudaError_t e, const char *what, char *errstr, size_t errstr_size)
 {
-    if (err == NULL || err_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
-
-static int cuda_fail(cudaError_t e, const char *what, char *err, size_t err_size)
-{
-    errf(err, err_size, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    ad_errstr_set(errstr, errstr_size, "%s: %s (%s)", what, cudaGetErrorString(e),
+                  cudaGetErrorName(e));
     return -1;
 }
 
-static int blas_fail(cublasStatus_t s, const char *what, char *err, size_t err_size)
+static int blas_fail(cublasStatus_t s, const char *what, char *errstr, size_t errstr_size)
 {
-    errf(err, err_size, "%s: %s (%s)", what, cublasGetStatusString(s), cublasGetStatusName(s));
+    ad_errstr_set(errstr, errstr_size, "%s: %s (%s)", what, cublasGetStatusString(s),
+                  cublasGetStatusName(s));
     return -1;
 }
 
 /* For functions with nothing to clean up: returns -1 with err naming the call. */
-#define CUDA_TRY(call)                                  \
-    do {                                                \
-        cudaError_t e_ = (call);                        \
-        if (e_ != cudaSuccess)                          \
-            return cuda_fail(e_, #call, err, err_size); \
+#define CUDA_TRY(call)                                        \
+    do {                                                      \
+        cudaError_t e_ = (call);                              \
+        if (e_ != cudaSuccess)                                \
+            return cuda_fail(e_, #call, errstr, errstr_size); \
     } while (0)
 
 static __global__ void __launch_bounds__(THREADS)
@@ -95,7 +84,7 @@ static __global__ void __launch_bounds__(THREADS)
 }
 
 /* Profiling: the span starts at the forward's first queued operation. */
-static int prof_touch(struct cuda_impl *c, char *err, size_t err_size)
+static int prof_touch(struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
     if (!c->profiling || c->span_started)
         return 0;
@@ -104,13 +93,13 @@ static int prof_touch(struct cuda_impl *c, char *err, size_t err_size)
     return 0;
 }
 
-static struct prof_copy *prof_next(struct cuda_impl *c, char *err, size_t err_size)
+static struct prof_copy *prof_next(struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
     if (c->n_copies == c->cap_copies) {
         size_t cap = c->cap_copies ? 2 * c->cap_copies : 64;
         void *p = realloc(c->copies, cap * sizeof *c->copies);
         if (p == NULL) {
-            errf(err, err_size, "out of memory for profiling events");
+            ad_errstr_set(errstr, errstr_size, "out of memory for profiling events");
             return NULL;
         }
         c->copies = static_cast<struct prof_copy *>(p);
@@ -125,7 +114,7 @@ static struct prof_copy *prof_next(struct cuda_impl *c, char *err, size_t err_si
                 cudaEventDestroy(pc->start);
         }
         if (e != cudaSuccess) {
-            cuda_fail(e, "cudaEventCreate", err, err_size);
+            cuda_fail(e, "cudaEventCreate", errstr, errstr_size);
             return NULL;
         }
         c->made_copies++;
@@ -135,13 +124,13 @@ static struct prof_copy *prof_next(struct cuda_impl *c, char *err, size_t err_si
 }
 
 static int copy_async(struct cuda_impl *c, void *dst, const void *src, size_t bytes, bool down,
-                      char *err, size_t err_size)
+                      char *errstr, size_t errstr_size)
 {
-    if (prof_touch(c, err, err_size) < 0)
+    if (prof_touch(c, errstr, errstr_size) < 0)
         return -1;
     struct prof_copy *pc = NULL;
     if (c->profiling) {
-        if ((pc = prof_next(c, err, err_size)) == NULL)
+        if ((pc = prof_next(c, errstr, errstr_size)) == NULL)
             return -1;
         pc->bytes = bytes;
         pc->down = down;
@@ -153,7 +142,7 @@ static int copy_async(struct cuda_impl *c, void *dst, const void *src, size_t by
         char what[96];
         snprintf(what, sizeof what, "cudaMemcpyAsync(%zu bytes, %s)", bytes,
                  down ? "device to host" : "host to device");
-        return cuda_fail(e, what, err, err_size);
+        return cuda_fail(e, what, errstr, errstr_size);
     }
     if (pc != NULL)
         CUDA_TRY(cudaEventRecord(pc->stop, c->stream));
@@ -166,7 +155,7 @@ static int copy_async(struct cuda_impl *c, void *dst, const void *src, size_t by
 
 /* The device ops of lstm_dev.h. */
 
-static int op_alloc(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+static int op_alloc(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size)
 {
     (void)ctx;
     *p = NULL;
@@ -175,7 +164,7 @@ static int op_alloc(void *ctx, size_t bytes, void **p, char *err, size_t err_siz
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaMalloc(%zu bytes)", bytes);
-        return cuda_fail(e, what, err, err_size);
+        return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
 }
@@ -187,7 +176,7 @@ static void op_release(void *ctx, void *p)
         cudaFree(p);
 }
 
-static int op_alloc_host(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+static int op_alloc_host(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size)
 {
     (void)ctx;
     *p = NULL;
@@ -196,7 +185,7 @@ static int op_alloc_host(void *ctx, size_t bytes, void **p, char *err, size_t er
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaHostAlloc(%zu bytes)", bytes);
-        return cuda_fail(e, what, err, err_size);
+        return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
 }
@@ -208,23 +197,25 @@ static void op_release_host(void *ctx, void *p)
         cudaFreeHost(p);
 }
 
-static int op_upload(void *ctx, void *dst, const void *src, size_t bytes, char *err,
-                     size_t err_size)
+static int op_upload(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                     size_t errstr_size)
 {
-    return copy_async(static_cast<struct cuda_impl *>(ctx), dst, src, bytes, false, err, err_size);
+    return copy_async(static_cast<struct cuda_impl *>(ctx), dst, src, bytes, false, errstr,
+                      errstr_size);
 }
 
-static int op_download(void *ctx, void *dst, const void *src, size_t bytes, char *err,
-                       size_t err_size)
+static int op_download(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                       size_t errstr_size)
 {
-    return copy_async(static_cast<struct cuda_impl *>(ctx), dst, src, bytes, true, err, err_size);
+    return copy_async(static_cast<struct cuda_impl *>(ctx), dst, src, bytes, true, errstr,
+                      errstr_size);
 }
 
 static int op_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, const float *b,
-                      int ldb, float *c, int ldc, char *err, size_t err_size)
+                      int ldb, float *c, int ldc, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *ci = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(ci, err, err_size) < 0)
+    if (prof_touch(ci, errstr, errstr_size) < 0)
         return -1;
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t s = cublasSgemm(ci->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, lda, b,
@@ -232,15 +223,15 @@ static int op_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, c
     if (s != CUBLAS_STATUS_SUCCESS) {
         char what[96];
         snprintf(what, sizeof what, "cublasSgemm(T, N, m %d, n %d, k %d)", m, n, k);
-        return blas_fail(s, what, err, err_size);
+        return blas_fail(s, what, errstr, errstr_size);
     }
     return 0;
 }
 
-static int op_cell(void *ctx, const struct ad_lstm_cell_args *a, char *err, size_t err_size)
+static int op_cell(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, err, err_size) < 0)
+    if (prof_touch(c, errstr, errstr_size) < 0)
         return -1;
     unsigned n = a->rows * a->hidden; /* lstm_dev.c keeps it under INT_MAX */
     cell_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
@@ -248,10 +239,11 @@ static int op_cell(void *ctx, const struct ad_lstm_cell_args *a, char *err, size
     return 0;
 }
 
-static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *err, size_t err_size)
+static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errstr,
+                       size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, err, err_size) < 0)
+    if (prof_touch(c, errstr, errstr_size) < 0)
         return -1;
     unsigned n = a->rows * a->cols;
     bias_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
@@ -259,7 +251,7 @@ static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *err, 
     return 0;
 }
 
-static int op_sync(void *ctx, char *err, size_t err_size)
+static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
     if (c->span_started)
@@ -275,7 +267,7 @@ static const struct ad_lstm_dev_ops dev_ops = {
 };
 
 /* Reads the events of the forward that just synchronized. */
-static int prof_collect(struct cuda_impl *c, char *err, size_t err_size)
+static int prof_collect(struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
     float ms;
     for (size_t i = 0; i < c->n_copies; i++) {
@@ -294,11 +286,12 @@ static int prof_collect(struct cuda_impl *c, char *err, size_t err_size)
 }
 
 static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                        size_t steps, size_t x_stride, float *out, char *err, size_t err_size)
+                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
     if (c->broken) {
-        errf(err, err_size, "CUDA backend unusable after an earlier failure: %s", c->broken_why);
+        ad_errstr_set(errstr, errstr_size, "CUDA backend unusable after an earlier failure: %s",
+                      c->broken_why);
         return -1;
     }
     c->h2d_bytes = c->d2h_bytes = 0;
@@ -312,7 +305,7 @@ static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float
     else
         rc = ad_lstm_dev_forward(&c->dev, w, x, batch, steps, x_stride, out, why, sizeof why);
     if (rc == AD_LSTM_DEV_INVALID) {
-        errf(err, err_size, "%s", why);
+        ad_errstr_set(errstr, errstr_size, "%s", why);
         return -1; /* nothing was queued: the backend is as good as before */
     }
     if (rc == AD_LSTM_DEV_OK) {
@@ -327,7 +320,7 @@ static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float
     }
     c->broken = true;
     snprintf(c->broken_why, sizeof c->broken_why, "%s", why);
-    errf(err, err_size, "%s", why);
+    ad_errstr_set(errstr, errstr_size, "%s", why);
     return -1;
 }
 
@@ -364,8 +357,8 @@ static void cuda_destroy(void *impl)
 static const struct ad_lstm_backend_ops backend_ops = {"cuda", cuda_forward, cuda_destroy};
 
 /* Sets up the device, stream and cuBLAS handle of a new impl. */
-static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int *runtime, char *err,
-                     size_t err_size)
+static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int *runtime,
+                     char *errstr, size_t errstr_size)
 {
     CUDA_TRY(cudaSetDevice(device));
     CUDA_TRY(cudaGetDeviceProperties(prop, device));
@@ -376,18 +369,19 @@ static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int 
     cublasStatus_t s = cublasCreate(&c->blas);
     if (s != CUBLAS_STATUS_SUCCESS) {
         c->blas = NULL;
-        return blas_fail(s, "cublasCreate", err, err_size);
+        return blas_fail(s, "cublasCreate", errstr, errstr_size);
     }
     if ((s = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS)
-        return blas_fail(s, "cublasSetStream", err, err_size);
+        return blas_fail(s, "cublasSetStream", errstr, errstr_size);
     /* FP32 on the FP32 units: never CUBLAS_TF32_TENSOR_OP_MATH, whose 10-bit mantissas miss
      * the CPU parity tolerance. */
     if ((s = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS)
-        return blas_fail(s, "cublasSetMathMode", err, err_size);
+        return blas_fail(s, "cublasSetMathMode", errstr, errstr_size);
     return 0;
 }
 
-extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *err, size_t err_size)
+extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *errstr,
+                                                            size_t errstr_size)
 {
     struct ad_lstm_backend *b = NULL;
     struct cuda_impl *c = NULL;
@@ -397,23 +391,23 @@ extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *er
     /* Without a driver this fails at once (cudaErrorInsufficientDriver): no device. */
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        errf(err, err_size, "no usable CUDA device: %s (%s)", cudaGetErrorString(e),
-             cudaGetErrorName(e));
+        ad_errstr_set(errstr, errstr_size, "no usable CUDA device: %s (%s)", cudaGetErrorString(e),
+                      cudaGetErrorName(e));
         cudaGetLastError();
         goto fail;
     }
     if (device < 0 || device >= count) {
-        errf(err, err_size, "CUDA device %d asked for, %d present", device, count);
+        ad_errstr_set(errstr, errstr_size, "CUDA device %d asked for, %d present", device, count);
         goto fail;
     }
     c = static_cast<struct cuda_impl *>(calloc(1, sizeof *c));
     b = static_cast<struct ad_lstm_backend *>(calloc(1, sizeof *b));
     if (c == NULL || b == NULL) {
-        errf(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto fail;
     }
     c->device = device;
-    if (impl_init(c, device, &prop, &runtime, err, err_size) < 0)
+    if (impl_init(c, device, &prop, &runtime, errstr, errstr_size) < 0)
         goto fail;
     ad_lstm_dev_init(&c->dev, &dev_ops, c);
     b->ops = &backend_ops;

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lstm.h"
+#include "gpu/lstm.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,15 +1,15 @@
 /* ad_lstm_backend_cuda_new and the CUDA backend's knobs for builds without CUDA. */
 
-#include "lstm.h"
-#include "lstm_cuda.h"
+#include "gpu/lstm.h"
+#include "gpu/lstm_cuda.h"
 
 #include <stdio.h>
 
-struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *err, size_t err_size)
+struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *errstr, size_t errstr_size)
 {
     (void)device;
-    if (err != NULL && err_size > 0)
-        snprintf(err, err_size, "built without CUDA (ANOMALYD_CUDA=OFF or no nvcc)");
+    if (errstr != NULL && errstr_size > 0)
+        snprintf(errstr, errstr_size, "built without CUDA (ANOMALYD_CUDA=OFF or no nvcc)");
     return NULL;
 }
 

@@ -1,30 +1,18 @@
 /* The device forward's plan and bookkeeping (lstm_dev.h), independent of CUDA. */
 
-#include "lstm_dev.h"
+#include "gpu/lstm_dev.h"
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "base/errstr.h"
 
 /* Keeps every size of a chunk far inside the int that cuBLAS and the kernels index with. */
 #define MAX_DIM ((size_t)1 << 16)
 
 /* cuBLAS is fastest on 256-byte aligned matrices: each weight starts on such a boundary. */
 #define ALIGN_FLOATS 64
-
-static void errf(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t err_size, const char *fmt, ...)
-{
-    if (err == NULL || err_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -53,7 +41,7 @@ static void buf_release(struct ad_lstm_dev *d, struct ad_lstm_dev_buf *b, int ho
 
 /* Grows b to at least bytes, by half again at least, so that slowly growing batches settle. */
 static int buf_reserve(struct ad_lstm_dev *d, struct ad_lstm_dev_buf *b, size_t bytes, int host,
-                       char *err, size_t err_size)
+                       char *errstr, size_t errstr_size)
 {
     if (bytes <= b->cap)
         return 0;
@@ -62,8 +50,8 @@ static int buf_reserve(struct ad_lstm_dev *d, struct ad_lstm_dev_buf *b, size_t 
         cap = bytes;
     buf_release(d, b, host);
     void *p = NULL;
-    int rc = host ? d->ops->alloc_host(d->ctx, cap, &p, err, err_size)
-                  : d->ops->alloc(d->ctx, cap, &p, err, err_size);
+    int rc = host ? d->ops->alloc_host(d->ctx, cap, &p, errstr, errstr_size)
+                  : d->ops->alloc(d->ctx, cap, &p, errstr, errstr_size);
     if (rc < 0)
         return -1;
     b->p = p;
@@ -93,50 +81,53 @@ void ad_lstm_dev_release(struct ad_lstm_dev *d)
 }
 
 static int check_args(const struct ad_lstm_weights *w, const float *x, size_t batch, size_t steps,
-                      size_t x_stride, const float *out, char *err, size_t err_size)
+                      size_t x_stride, const float *out, char *errstr, size_t errstr_size)
 {
     if (w == NULL) {
-        errf(err, err_size, "LSTM forward: no weights");
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: no weights");
         return -1;
     }
     if (w->layers < 1 || w->layers > AD_LSTM_MAX_LAYERS) {
-        errf(err, err_size, "LSTM forward: %zu layers (1 to %d)", w->layers, AD_LSTM_MAX_LAYERS);
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: %zu layers (1 to %d)", w->layers,
+                      AD_LSTM_MAX_LAYERS);
         return -1;
     }
     if (w->inputs < 1 || w->inputs > MAX_DIM || w->hidden < 1 || w->hidden > MAX_DIM ||
         w->outputs < 1 || w->outputs > MAX_DIM) {
-        errf(err, err_size, "LSTM forward: inputs %zu, hidden %zu, outputs %zu (1 to %zu each)",
-             w->inputs, w->hidden, w->outputs, MAX_DIM);
+        ad_errstr_set(errstr, errstr_size,
+                      "LSTM forward: inputs %zu, hidden %zu, outputs %zu (1 to %zu each)",
+                      w->inputs, w->hidden, w->outputs, MAX_DIM);
         return -1;
     }
     for (size_t l = 0; l < w->layers; l++) {
         if (w->w_ih[l] == NULL || w->w_hh[l] == NULL || w->bias[l] == NULL) {
-            errf(err, err_size, "LSTM forward: layer %zu has no weights", l);
+            ad_errstr_set(errstr, errstr_size, "LSTM forward: layer %zu has no weights", l);
             return -1;
         }
     }
     if (w->head_w == NULL || w->head_b == NULL) {
-        errf(err, err_size, "LSTM forward: the head has no weights");
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: the head has no weights");
         return -1;
     }
     if (steps < 1 || steps > INT_MAX) {
-        errf(err, err_size, "LSTM forward: %zu steps (1 to %d)", steps, INT_MAX);
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: %zu steps (1 to %d)", steps, INT_MAX);
         return -1;
     }
     size_t len = steps * w->inputs; /* no overflow: both are bounded above */
     if (x_stride < len) {
-        errf(err, err_size, "LSTM forward: x_stride %zu is less than steps %zu × features %zu",
-             x_stride, steps, w->inputs);
+        ad_errstr_set(errstr, errstr_size,
+                      "LSTM forward: x_stride %zu is less than steps %zu × features %zu", x_stride,
+                      steps, w->inputs);
         return -1;
     }
     if (batch == 0)
         return 0;
     if (x == NULL || out == NULL) {
-        errf(err, err_size, "LSTM forward: no input or output");
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: no input or output");
         return -1;
     }
     if (batch > SIZE_MAX / sizeof(float) / len || batch > SIZE_MAX / sizeof(float) / w->outputs) {
-        errf(err, err_size, "LSTM forward: batch %zu is too large", batch);
+        ad_errstr_set(errstr, errstr_size, "LSTM forward: batch %zu is too large", batch);
         return -1;
     }
     return 0;
@@ -178,7 +169,7 @@ static int same_weights(const struct ad_lstm_weights *a, const struct ad_lstm_we
 
 /* Queues the upload of w into one new device block held by slot (which is empty). */
 static int model_upload(struct ad_lstm_dev *d, struct ad_lstm_dev_model *slot,
-                        const struct ad_lstm_weights *w, char *err, size_t err_size)
+                        const struct ad_lstm_weights *w, char *errstr, size_t errstr_size)
 {
     size_t H = w->hidden, G = 4 * H, O = w->outputs;
     size_t off_ih[AD_LSTM_MAX_LAYERS], off_hh[AD_LSTM_MAX_LAYERS], off_b[AD_LSTM_MAX_LAYERS];
@@ -198,7 +189,7 @@ static int model_upload(struct ad_lstm_dev *d, struct ad_lstm_dev_model *slot,
     total += align_up(O);
 
     void *block = NULL;
-    if (d->ops->alloc(d->ctx, total * sizeof(float), &block, err, err_size) < 0)
+    if (d->ops->alloc(d->ctx, total * sizeof(float), &block, errstr, errstr_size) < 0)
         return -1;
     /* The slot owns the block from here, so that any failure below still frees it. */
     slot->block = block;
@@ -209,20 +200,21 @@ static int model_upload(struct ad_lstm_dev *d, struct ad_lstm_dev_model *slot,
         dev.w_ih[l] = base + off_ih[l];
         dev.w_hh[l] = base + off_hh[l];
         dev.bias[l] = base + off_b[l];
-        if (d->ops->upload(d->ctx, base + off_ih[l], w->w_ih[l], G * in * sizeof(float), err,
-                           err_size) < 0 ||
-            d->ops->upload(d->ctx, base + off_hh[l], w->w_hh[l], G * H * sizeof(float), err,
-                           err_size) < 0 ||
-            d->ops->upload(d->ctx, base + off_b[l], w->bias[l], G * sizeof(float), err, err_size) <
-                0)
+        if (d->ops->upload(d->ctx, base + off_ih[l], w->w_ih[l], G * in * sizeof(float), errstr,
+                           errstr_size) < 0 ||
+            d->ops->upload(d->ctx, base + off_hh[l], w->w_hh[l], G * H * sizeof(float), errstr,
+                           errstr_size) < 0 ||
+            d->ops->upload(d->ctx, base + off_b[l], w->bias[l], G * sizeof(float), errstr,
+                           errstr_size) < 0)
             return -1;
         in = H;
     }
     dev.head_w = base + off_hw;
     dev.head_b = base + off_hb;
-    if (d->ops->upload(d->ctx, base + off_hw, w->head_w, O * H * sizeof(float), err, err_size) <
-            0 ||
-        d->ops->upload(d->ctx, base + off_hb, w->head_b, O * sizeof(float), err, err_size) < 0)
+    if (d->ops->upload(d->ctx, base + off_hw, w->head_w, O * H * sizeof(float), errstr,
+                       errstr_size) < 0 ||
+        d->ops->upload(d->ctx, base + off_hb, w->head_b, O * sizeof(float), errstr, errstr_size) <
+            0)
         return -1;
     slot->host = *w;
     slot->dev = dev;
@@ -233,7 +225,7 @@ static int model_upload(struct ad_lstm_dev *d, struct ad_lstm_dev_model *slot,
 
 /* The device copy of w: cached, or uploaded into an empty or the least recently used slot. */
 static struct ad_lstm_dev_model *model_get(struct ad_lstm_dev *d, const struct ad_lstm_weights *w,
-                                           char *err, size_t err_size)
+                                           char *errstr, size_t errstr_size)
 {
     for (size_t i = 0; i < AD_LSTM_DEV_MODELS; i++) {
         struct ad_lstm_dev_model *m = &d->models[i];
@@ -257,7 +249,7 @@ static struct ad_lstm_dev_model *model_get(struct ad_lstm_dev *d, const struct a
             slot = m;
     }
     model_drop(d, slot);
-    return model_upload(d, slot, w, err, err_size) < 0 ? NULL : slot;
+    return model_upload(d, slot, w, errstr, errstr_size) < 0 ? NULL : slot;
 }
 
 static void pack(float *dst, const float *x, size_t rows, size_t len, size_t x_stride)
@@ -272,7 +264,7 @@ static void pack(float *dst, const float *x, size_t rows, size_t len, size_t x_s
 
 /* Queues the network on the rows windows in d->x; the outputs land in d->out. */
 static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, size_t rows,
-                     size_t steps, char *err, size_t err_size)
+                     size_t steps, char *errstr, size_t errstr_size)
 {
     const struct ad_lstm_dev_ops *ops = d->ops;
     int H = (int)dw->hidden, G = 4 * H, O = (int)dw->outputs;
@@ -283,12 +275,12 @@ static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, si
     for (size_t l = 0; l < dw->layers; l++) {
         int top = l + 1 == dw->layers;
         /* Row-major [n][k] is column-major k × n: gates^T (G × n) = W_ih (k × G)^T · in^T. */
-        if (ops->gemm_tn(d->ctx, G, n_all, in_dim, dw->w_ih[l], in_dim, in, in_dim, gates, G, err,
-                         err_size) < 0)
+        if (ops->gemm_tn(d->ctx, G, n_all, in_dim, dw->w_ih[l], in_dim, in, in_dim, gates, G,
+                         errstr, errstr_size) < 0)
             return -1;
         for (size_t t = 0; t < steps; t++) {
-            if (t > 0 &&
-                ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, h, H, rec, G, err, err_size) < 0)
+            if (t > 0 && ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, h, H, rec, G, errstr,
+                                      errstr_size) < 0)
                 return -1;
             struct ad_lstm_cell_args a = {.gates = gates,
                                           .rec = rec,
@@ -301,25 +293,26 @@ static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, si
                                           .hidden = (unsigned)H,
                                           .t = (unsigned)t,
                                           .first = t == 0};
-            if (ops->cell(d->ctx, &a, err, err_size) < 0)
+            if (ops->cell(d->ctx, &a, errstr, errstr_size) < 0)
                 return -1;
         }
         /* The next layer's input GEMM reads all of seq before its steps overwrite it. */
         in = seq;
         in_dim = H;
     }
-    if (ops->gemm_tn(d->ctx, O, n_rows, H, dw->head_w, H, h, H, d->out.p, O, err, err_size) < 0)
+    if (ops->gemm_tn(d->ctx, O, n_rows, H, dw->head_w, H, h, H, d->out.p, O, errstr, errstr_size) <
+        0)
         return -1;
     struct ad_lstm_bias_args b = {
         .out = d->out.p, .bias = dw->head_b, .rows = (unsigned)rows, .cols = (unsigned)O};
-    return ops->add_bias(d->ctx, &b, err, err_size);
+    return ops->add_bias(d->ctx, &b, errstr, errstr_size);
 }
 
 int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
-                        size_t batch, size_t steps, size_t x_stride, float *out, char *err,
-                        size_t err_size)
+                        size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
+                        size_t errstr_size)
 {
-    if (check_args(w, x, batch, steps, x_stride, out, err, err_size) < 0)
+    if (check_args(w, x, batch, steps, x_stride, out, errstr, errstr_size) < 0)
         return AD_LSTM_DEV_INVALID;
     d->last_chunks = 0;
     if (batch == 0)
@@ -329,19 +322,20 @@ int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, 
     size_t chunk = ad_lstm_dev_chunk(w, batch, steps, d->gate_bytes);
     size_t f = sizeof(float);
     /* Growing frees buffers: nothing may be queued yet. */
-    if (buf_reserve(d, &d->x, chunk * len * f, 0, err, err_size) < 0 ||
-        buf_reserve(d, &d->gates, chunk * steps * 4 * H * f, 0, err, err_size) < 0 ||
-        buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, err, err_size) < 0 ||
-        buf_reserve(d, &d->h, chunk * H * f, 0, err, err_size) < 0 ||
-        buf_reserve(d, &d->c, chunk * H * f, 0, err, err_size) < 0 ||
-        (w->layers > 1 && buf_reserve(d, &d->seq, chunk * steps * H * f, 0, err, err_size) < 0) ||
-        buf_reserve(d, &d->out, chunk * O * f, 0, err, err_size) < 0 ||
-        buf_reserve(d, &d->stage_in, batch * len * f, 1, err, err_size) < 0 ||
-        buf_reserve(d, &d->stage_out, batch * O * f, 1, err, err_size) < 0)
+    if (buf_reserve(d, &d->x, chunk * len * f, 0, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->gates, chunk * steps * 4 * H * f, 0, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->h, chunk * H * f, 0, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0 ||
+        (w->layers > 1 &&
+         buf_reserve(d, &d->seq, chunk * steps * H * f, 0, errstr, errstr_size) < 0) ||
+        buf_reserve(d, &d->out, chunk * O * f, 0, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->stage_in, batch * len * f, 1, errstr, errstr_size) < 0 ||
+        buf_reserve(d, &d->stage_out, batch * O * f, 1, errstr, errstr_size) < 0)
         return AD_LSTM_DEV_FAILED;
 
     d->tick++;
-    struct ad_lstm_dev_model *m = model_get(d, w, err, err_size);
+    struct ad_lstm_dev_model *m = model_get(d, w, errstr, errstr_size);
     if (m == NULL)
         return AD_LSTM_DEV_FAILED;
 
@@ -352,14 +346,14 @@ int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, 
         float *in = stage_in + start * len;
         /* Packing the next chunk overlaps the device's work on this one. */
         pack(in, x + start * x_stride, rows, len, x_stride);
-        if (d->ops->upload(d->ctx, d->x.p, in, rows * len * f, err, err_size) < 0 ||
-            run_chunk(d, &m->dev, rows, steps, err, err_size) < 0 ||
-            d->ops->download(d->ctx, stage_out + start * O, d->out.p, rows * O * f, err, err_size) <
-                0)
+        if (d->ops->upload(d->ctx, d->x.p, in, rows * len * f, errstr, errstr_size) < 0 ||
+            run_chunk(d, &m->dev, rows, steps, errstr, errstr_size) < 0 ||
+            d->ops->download(d->ctx, stage_out + start * O, d->out.p, rows * O * f, errstr,
+                             errstr_size) < 0)
             return AD_LSTM_DEV_FAILED;
         chunks++;
     }
-    if (d->ops->sync(d->ctx, err, err_size) < 0)
+    if (d->ops->sync(d->ctx, errstr, errstr_size) < 0)
         return AD_LSTM_DEV_FAILED;
     memcpy(out, stage_out, batch * O * f);
     d->last_chunks = chunks;

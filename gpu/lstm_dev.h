@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lstm.h"
-#include "lstm_cell.h"
+#include "gpu/lstm.h"
+#include "gpu/lstm_cell.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,20 +35,21 @@ extern "C" {
  * queued; release is called only when nothing is queued.
  */
 struct ad_lstm_dev_ops {
-    int (*alloc)(void *ctx, size_t bytes, void **p, char *err, size_t err_size);
+    int (*alloc)(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size);
     void (*release)(void *ctx, void *p); /* accepts NULL */
     /* Host memory that copies can run from asynchronously (pinned). */
-    int (*alloc_host)(void *ctx, size_t bytes, void **p, char *err, size_t err_size);
+    int (*alloc_host)(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size);
     void (*release_host)(void *ctx, void *p); /* accepts NULL */
-    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes, char *err, size_t err_size);
-    int (*download)(void *ctx, void *dst, const void *src, size_t bytes, char *err,
-                    size_t err_size);
+    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                  size_t errstr_size);
+    int (*download)(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                    size_t errstr_size);
     /* cublasSgemm(CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, 1, a, lda, b, ldb, 0, c, ldc). */
     int (*gemm_tn)(void *ctx, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
-                   float *c, int ldc, char *err, size_t err_size);
-    int (*cell)(void *ctx, const struct ad_lstm_cell_args *a, char *err, size_t err_size);
-    int (*add_bias)(void *ctx, const struct ad_lstm_bias_args *a, char *err, size_t err_size);
-    int (*sync)(void *ctx, char *err, size_t err_size);
+                   float *c, int ldc, char *errstr, size_t errstr_size);
+    int (*cell)(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size);
+    int (*add_bias)(void *ctx, const struct ad_lstm_bias_args *a, char *errstr, size_t errstr_size);
+    int (*sync)(void *ctx, char *errstr, size_t errstr_size);
 };
 
 /* Models whose weights stay on the device; the least recently used goes first. */
@@ -96,8 +97,8 @@ void ad_lstm_dev_release(struct ad_lstm_dev *d);
 
 /* ad_lstm_forward's contract; returns an ad_lstm_dev_status. */
 int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
-                        size_t batch, size_t steps, size_t x_stride, float *out, char *err,
-                        size_t err_size);
+                        size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
+                        size_t errstr_size);
 
 /* Windows per chunk for a batch (batch >= 1, arguments checked), spread evenly over chunks. */
 size_t ad_lstm_dev_chunk(const struct ad_lstm_weights *w, size_t batch, size_t steps,

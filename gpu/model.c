@@ -1,17 +1,17 @@
-#include "model.h"
+#include "gpu/model.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "safetensors.h"
-#include "sha256.h"
+#include "base/errstr.h"
+#include "base/sha256.h"
+#include "gpu/safetensors.h"
 
 /* Bounds on what a manifest may describe, and on the files read before they are checked. */
 #define MAX_MANIFEST_BYTES (16u << 20)
@@ -42,47 +42,36 @@ struct ad_model {
 
 static atomic_uint_fast64_t next_id = 1;
 
-/* ---- errors ---- */
-
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* ---- files ---- */
 
-static uint8_t *read_file(const char *path, size_t limit, size_t *len, char *err, size_t size)
+static uint8_t *read_file(const char *path, size_t limit, size_t *len, char *errstr,
+                          size_t errstr_size)
 {
     FILE *fp = fopen(path, "rb");
     uint8_t *buf = NULL;
     struct stat st;
     if (!fp) {
-        fail(err, size, "%s: %s", path, strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return NULL;
     }
     if (fstat(fileno(fp), &st) < 0 || !S_ISREG(st.st_mode)) {
-        fail(err, size, "%s: not a regular file", path);
+        ad_errstr_set(errstr, errstr_size, "%s: not a regular file", path);
         goto out;
     }
     if ((uint64_t)st.st_size > limit) {
-        fail(err, size, "%s: %lld bytes, more than the %zu allowed", path, (long long)st.st_size,
-             limit);
+        ad_errstr_set(errstr, errstr_size, "%s: %lld bytes, more than the %zu allowed", path,
+                      (long long)st.st_size, limit);
         goto out;
     }
     buf = malloc(st.st_size ? (size_t)st.st_size : 1);
     if (!buf) {
-        fail(err, size, "%s: out of memory", path);
+        ad_errstr_set(errstr, errstr_size, "%s: out of memory", path);
         goto out;
     }
     *len = fread(buf, 1, (size_t)st.st_size, fp);
     if (ferror(fp) || *len != (size_t)st.st_size) {
-        fail(err, size, "%s: short read (the file changed while it was read?)", path);
+        ad_errstr_set(errstr, errstr_size, "%s: short read (the file changed while it was read?)",
+                      path);
         free(buf);
         buf = NULL;
     }
@@ -115,8 +104,8 @@ static int floats(json_t *v, size_t n, bool positive, float *out)
     return 0;
 }
 
-static int only_keys(json_t *obj, const char *const *keys, const char *where, char *err,
-                     size_t size)
+static int only_keys(json_t *obj, const char *const *keys, const char *where, char *errstr,
+                     size_t errstr_size)
 {
     const char *k;
     json_t *v;
@@ -125,7 +114,7 @@ static int only_keys(json_t *obj, const char *const *keys, const char *where, ch
         for (const char *const *p = keys; *p && !known; p++)
             known = strcmp(*p, k) == 0;
         if (!known)
-            return fail(err, size, "%s: unknown key \"%s\"", where, k);
+            return ad_errstr_set(errstr, errstr_size, "%s: unknown key \"%s\"", where, k);
     }
     return 0;
 }
@@ -147,7 +136,7 @@ struct manifest {
 };
 
 static int read_manifest(struct ad_model *m, json_t *doc, const char *path, struct manifest *mf,
-                         char *err, size_t size)
+                         char *errstr, size_t errstr_size)
 {
     static const char *const top[] = {
         "format",       "model",       "version",        "created_at",
@@ -162,102 +151,116 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
     char where[4200];
 
     if (!json_is_object(doc))
-        return fail(err, size, "%s: expected a JSON object", path);
-    if (only_keys(doc, top, path, err, size) < 0)
+        return ad_errstr_set(errstr, errstr_size, "%s: expected a JSON object", path);
+    if (only_keys(doc, top, path, errstr, errstr_size) < 0)
         return -1;
     for (const char *const *k = top; *k; k++)
         if (!json_object_get(doc, *k))
-            return fail(err, size, "%s: missing key \"%s\"", path, *k);
+            return ad_errstr_set(errstr, errstr_size, "%s: missing key \"%s\"", path, *k);
     if (!json_is_integer(json_object_get(doc, "format")) ||
         json_integer_value(json_object_get(doc, "format")) != 1)
-        return fail(err, size, "%s: format must be 1", path);
+        return ad_errstr_set(errstr, errstr_size, "%s: format must be 1", path);
     const char *name = json_string_value(json_object_get(doc, "model"));
     const char *version = json_string_value(json_object_get(doc, "version"));
     if (!name || !*name || !version || !valid_version(version))
-        return fail(err, size, "%s: model and version must be names (letters, digits, ._-)", path);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: model and version must be names (letters, digits, ._-)", path);
     if (!json_is_string(json_object_get(doc, "created_at")))
-        return fail(err, size, "%s: created_at must be a string", path);
+        return ad_errstr_set(errstr, errstr_size, "%s: created_at must be a string", path);
     m->name = strdup(name);
     m->version = strdup(version);
 
     json_t *features = json_object_get(doc, "features");
     if (!json_is_array(features) || json_array_size(features) == 0 ||
         json_array_size(features) > MAX_FEATURES)
-        return fail(err, size, "%s: features must list 1 to %d names", path, MAX_FEATURES);
+        return ad_errstr_set(errstr, errstr_size, "%s: features must list 1 to %d names", path,
+                             MAX_FEATURES);
     for (size_t i = 0; i < json_array_size(features); i++)
         if (!json_is_string(json_array_get(features, i)))
-            return fail(err, size, "%s: features[%zu] must be a string", path, i);
+            return ad_errstr_set(errstr, errstr_size, "%s: features[%zu] must be a string", path,
+                                 i);
     m->features = json_array_size(features);
 
     json_t *window = json_object_get(doc, "window");
     if (!json_is_integer(window) || json_integer_value(window) < 2 ||
         json_integer_value(window) > MAX_WINDOW)
-        return fail(err, size, "%s: window must be an integer from 2 to %d", path, MAX_WINDOW);
+        return ad_errstr_set(errstr, errstr_size, "%s: window must be an integer from 2 to %d",
+                             path, MAX_WINDOW);
     m->window = (size_t)json_integer_value(window);
     json_t *step = json_object_get(doc, "step_ms");
     if (!json_is_integer(step) || json_integer_value(step) <= 0)
-        return fail(err, size, "%s: step_ms must be a positive integer", path);
+        return ad_errstr_set(errstr, errstr_size, "%s: step_ms must be a positive integer", path);
     m->step_ms = json_integer_value(step);
 
     json_t *norm = json_object_get(doc, "normalization");
     snprintf(where, sizeof where, "%s: normalization", path);
-    if (!json_is_object(norm) || only_keys(norm, norm_keys, where, err, size) < 0)
-        return json_is_object(norm) ? -1 : fail(err, size, "%s must be an object", where);
+    if (!json_is_object(norm) || only_keys(norm, norm_keys, where, errstr, errstr_size) < 0)
+        return json_is_object(norm)
+                   ? -1
+                   : ad_errstr_set(errstr, errstr_size, "%s must be an object", where);
     m->mean = calloc(m->features, sizeof(float));
     m->std = calloc(m->features, sizeof(float));
     m->error_std = calloc(m->features, sizeof(float));
     if (!m->mean || !m->std || !m->error_std)
-        return fail(err, size, "out of memory");
+        return ad_errstr_set(errstr, errstr_size, "out of memory");
     if (floats(json_object_get(norm, "mean"), m->features, false, m->mean) < 0 ||
         floats(json_object_get(norm, "std"), m->features, true, m->std) < 0)
-        return fail(err, size, "%s: mean and std must list %zu finite numbers, std above 0", where,
-                    m->features);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: mean and std must list %zu finite numbers, std above 0", where,
+                             m->features);
 
     json_t *arch = json_object_get(doc, "architecture");
     snprintf(where, sizeof where, "%s: architecture", path);
-    if (!json_is_object(arch) || only_keys(arch, arch_keys, where, err, size) < 0)
-        return json_is_object(arch) ? -1 : fail(err, size, "%s must be an object", where);
+    if (!json_is_object(arch) || only_keys(arch, arch_keys, where, errstr, errstr_size) < 0)
+        return json_is_object(arch)
+                   ? -1
+                   : ad_errstr_set(errstr, errstr_size, "%s must be an object", where);
     json_t *layers = json_object_get(arch, "layers"), *hidden = json_object_get(arch, "hidden");
     if (!json_is_string(json_object_get(arch, "type")) ||
         strcmp(json_string_value(json_object_get(arch, "type")), "lstm") != 0 ||
         !json_is_string(json_object_get(arch, "predicts")) ||
         strcmp(json_string_value(json_object_get(arch, "predicts")), "next") != 0)
-        return fail(err, size, "%s: type must be lstm and predicts next", where);
+        return ad_errstr_set(errstr, errstr_size, "%s: type must be lstm and predicts next", where);
     if (!json_is_integer(layers) || json_integer_value(layers) < 1 ||
         json_integer_value(layers) > MAX_LAYERS || !json_is_integer(hidden) ||
         json_integer_value(hidden) < 1 || json_integer_value(hidden) > MAX_HIDDEN)
-        return fail(err, size, "%s: layers must be 1 to %d and hidden 1 to %d", where, MAX_LAYERS,
-                    MAX_HIDDEN);
+        return ad_errstr_set(errstr, errstr_size, "%s: layers must be 1 to %d and hidden 1 to %d",
+                             where, MAX_LAYERS, MAX_HIDDEN);
     mf->layers = (size_t)json_integer_value(layers);
     mf->hidden = (size_t)json_integer_value(hidden);
 
     json_t *cal = json_object_get(doc, "calibration");
     snprintf(where, sizeof where, "%s: calibration", path);
-    if (!json_is_object(cal) || only_keys(cal, cal_keys, where, err, size) < 0)
-        return json_is_object(cal) ? -1 : fail(err, size, "%s must be an object", where);
+    if (!json_is_object(cal) || only_keys(cal, cal_keys, where, errstr, errstr_size) < 0)
+        return json_is_object(cal)
+                   ? -1
+                   : ad_errstr_set(errstr, errstr_size, "%s must be an object", where);
     if (floats(json_object_get(cal, "error_std"), m->features, true, m->error_std) < 0 ||
         number(json_object_get(cal, "score_mean"), &m->calibration.score_mean) < 0 ||
         number(json_object_get(cal, "score_std"), &m->calibration.score_std) < 0 ||
         number(json_object_get(cal, "threshold"), &m->calibration.threshold) < 0 ||
         m->calibration.score_std < 0)
-        return fail(err, size,
-                    "%s: error_std must list %zu numbers above 0; score_mean, "
-                    "score_std (>= 0) and threshold must be finite numbers",
-                    where, m->features);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: error_std must list %zu numbers above 0; score_mean, "
+                             "score_std (>= 0) and threshold must be finite numbers",
+                             where, m->features);
     m->calibration.error_std = m->error_std;
 
     const char *sha = json_string_value(json_object_get(doc, "weights_sha256"));
     if (!sha || strlen(sha) != AD_SHA256_HEX_LEN || strspn(sha, "0123456789abcdef") != 64)
-        return fail(err, size, "%s: weights_sha256 must be 64 lowercase hex digits", path);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: weights_sha256 must be 64 lowercase hex digits", path);
     memcpy(mf->sha256, sha, sizeof mf->sha256);
 
     json_t *golden = json_object_get(doc, "golden");
     snprintf(where, sizeof where, "%s: golden", path);
-    if (!json_is_object(golden) || only_keys(golden, golden_keys, where, err, size) < 0)
-        return json_is_object(golden) ? -1 : fail(err, size, "%s must be an object", where);
+    if (!json_is_object(golden) || only_keys(golden, golden_keys, where, errstr, errstr_size) < 0)
+        return json_is_object(golden)
+                   ? -1
+                   : ad_errstr_set(errstr, errstr_size, "%s must be an object", where);
     mf->golden = golden;
     if (!json_is_object(json_object_get(doc, "training")))
-        return fail(err, size, "%s: training must be an object", path);
+        return ad_errstr_set(errstr, errstr_size, "%s: training must be an object", path);
     return 0;
 }
 
@@ -270,7 +273,7 @@ struct tensor_spec {
 };
 
 static int load_weights(struct ad_model *m, const struct manifest *mf, const uint8_t *buf,
-                        size_t len, const char *path, char *err, size_t size)
+                        size_t len, const char *path, char *errstr, size_t errstr_size)
 {
     struct ad_safetensors st;
     char why[512];
@@ -280,7 +283,7 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
     int rc = -1;
 
     if (ad_safetensors_parse(buf, len, &st, why, sizeof why) < 0) {
-        fail(err, size, "%s: %s", path, why);
+        ad_errstr_set(errstr, errstr_size, "%s: %s", path, why);
         goto out;
     }
     for (size_t l = 0; l < L; l++) {
@@ -306,8 +309,8 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
             for (size_t j = 0; j < n && !expected; j++)
                 expected = strcmp(st.tensors[i].name, specs[j].name) == 0;
             if (!expected) {
-                fail(err, size, "%s: unexpected tensor %s for %zu layer(s)", path,
-                     st.tensors[i].name, L);
+                ad_errstr_set(errstr, errstr_size, "%s: unexpected tensor %s for %zu layer(s)",
+                              path, st.tensors[i].name, L);
                 goto out;
             }
         }
@@ -316,7 +319,7 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
         total += specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
     m->arena = malloc((total + L * 4 * H) * sizeof(float));
     if (!m->arena) {
-        fail(err, size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     float *next = m->arena;
@@ -324,25 +327,28 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
         const struct ad_tensor *t = ad_safetensors_find(&st, specs[i].name);
         size_t want_rank = specs[i].cols ? 2 : 1;
         if (!t) {
-            fail(err, size, "%s: missing tensor %s", path, specs[i].name);
+            ad_errstr_set(errstr, errstr_size, "%s: missing tensor %s", path, specs[i].name);
             goto out;
         }
         if (t->rank != want_rank || t->shape[0] != specs[i].rows ||
             (want_rank == 2 && t->shape[1] != specs[i].cols)) {
             if (want_rank == 2)
-                fail(err, size, "%s: tensor %s has the wrong shape; expected [%zu, %zu]", path,
-                     t->name, specs[i].rows, specs[i].cols);
+                ad_errstr_set(errstr, errstr_size,
+                              "%s: tensor %s has the wrong shape; expected [%zu, %zu]", path,
+                              t->name, specs[i].rows, specs[i].cols);
             else
-                fail(err, size, "%s: tensor %s has the wrong shape; expected [%zu]", path, t->name,
-                     specs[i].rows);
+                ad_errstr_set(errstr, errstr_size,
+                              "%s: tensor %s has the wrong shape; expected [%zu]", path, t->name,
+                              specs[i].rows);
             goto out;
         }
         specs[i].into = next;
         ad_safetensors_read(&st, t, next);
         for (size_t k = 0; k < t->elements; k++) {
             if (!isfinite(next[k])) {
-                fail(err, size, "%s: tensor %s holds a non-finite value at index %zu", path,
-                     t->name, k);
+                ad_errstr_set(errstr, errstr_size,
+                              "%s: tensor %s holds a non-finite value at index %zu", path, t->name,
+                              k);
                 goto out;
             }
         }
@@ -371,34 +377,35 @@ out:
     return rc;
 }
 
-int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *err,
-                    size_t err_size)
+int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *errstr,
+                    size_t errstr_size)
 {
     size_t steps = m->window - 1, F = m->features;
     float got[MAX_FEATURES];
     char why[256];
     if (ad_lstm_forward(backend, &m->weights, m->golden_input, 1, steps, steps * F, got, why,
                         sizeof why) < 0)
-        return fail(err, err_size,
-                    "%s/manifest.json: cannot run the golden sample on the %s backend: %s", m->dir,
-                    ad_lstm_backend_kind(backend), why);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s/manifest.json: cannot run the golden sample on the %s backend: %s",
+                             m->dir, ad_lstm_backend_kind(backend), why);
     for (size_t f = 0; f < F; f++) {
         double want = m->golden_output[f];
         double limit = m->golden_tolerance * fmax(1.0, fabs(want));
         if (!(fabs((double)got[f] - want) <= limit))
-            return fail(err, err_size,
-                        "%s/manifest.json: the golden sample does not reproduce on the %s backend: "
-                        "output %zu "
-                        "is %.9g, the manifest says %.9g (tolerance %g)",
-                        m->dir, ad_lstm_backend_kind(backend), f, (double)got[f], want,
-                        m->golden_tolerance);
+            return ad_errstr_set(
+                errstr, errstr_size,
+                "%s/manifest.json: the golden sample does not reproduce on the %s backend: "
+                "output %zu "
+                "is %.9g, the manifest says %.9g (tolerance %g)",
+                m->dir, ad_lstm_backend_kind(backend), f, (double)got[f], want,
+                m->golden_tolerance);
     }
     return 0;
 }
 
 /* The CPU backend must reproduce the manifest's golden output before the model is trusted. */
-static int check_golden(struct ad_model *m, json_t *golden, const char *path, char *err,
-                        size_t size)
+static int check_golden(struct ad_model *m, json_t *golden, const char *path, char *errstr,
+                        size_t errstr_size)
 {
     size_t steps = m->window - 1, F = m->features;
     json_t *input = json_object_get(golden, "input");
@@ -407,29 +414,33 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
 
     if (number(json_object_get(golden, "tolerance"), &m->golden_tolerance) < 0 ||
         m->golden_tolerance <= 0 || m->golden_tolerance >= 1)
-        return fail(err, size, "%s: golden.tolerance must be a number between 0 and 1", path);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: golden.tolerance must be a number between 0 and 1", path);
     m->golden_input = calloc(steps * F, sizeof *m->golden_input);
     m->golden_output = calloc(F, sizeof *m->golden_output);
     if (!m->golden_input || !m->golden_output)
-        return fail(err, size, "out of memory");
+        return ad_errstr_set(errstr, errstr_size, "out of memory");
     if (!json_is_array(input) || json_array_size(input) != steps)
-        return fail(err, size, "%s: golden.input must have window - 1 = %zu rows", path, steps);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: golden.input must have window - 1 = %zu rows", path, steps);
     for (size_t t = 0; t < steps; t++)
         if (floats(json_array_get(input, t), F, false, m->golden_input + t * F) < 0)
-            return fail(err, size, "%s: golden.input[%zu] must list %zu finite numbers", path, t,
-                        F);
+            return ad_errstr_set(errstr, errstr_size,
+                                 "%s: golden.input[%zu] must list %zu finite numbers", path, t, F);
     if (floats(json_object_get(golden, "output"), F, false, m->golden_output) < 0)
-        return fail(err, size, "%s: golden.output must list %zu finite numbers", path, F);
+        return ad_errstr_set(errstr, errstr_size, "%s: golden.output must list %zu finite numbers",
+                             path, F);
     cpu = ad_lstm_backend_cpu_new(1, why, sizeof why);
     if (!cpu)
-        return fail(err, size, "%s: cannot run the golden sample: %s", path, why);
-    int rc = ad_model_verify(m, cpu, err, size);
+        return ad_errstr_set(errstr, errstr_size, "%s: cannot run the golden sample: %s", path,
+                             why);
+    int rc = ad_model_verify(m, cpu, errstr, errstr_size);
     ad_lstm_backend_destroy(cpu);
     return rc;
 }
 
 static int check_expect(const struct ad_model *m, const struct ad_model_expect *e, const char *path,
-                        char *err, size_t size)
+                        char *errstr, size_t errstr_size)
 {
     if (!e)
         return 0;
@@ -440,20 +451,24 @@ static int check_expect(const struct ad_model *m, const struct ad_model_expect *
             same =
                 strcmp(json_string_value(json_array_get(features, i)), e->features->items[i]) == 0;
         if (!same)
-            return fail(err, size, "%s: the model's features differ from the detector's", path);
+            return ad_errstr_set(errstr, errstr_size,
+                                 "%s: the model's features differ from the detector's", path);
     }
     if (e->window && e->window != m->window)
-        return fail(err, size, "%s: the model's window is %zu steps, the detector's %zu", path,
-                    m->window, e->window);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: the model's window is %zu steps, the detector's %zu", path,
+                             m->window, e->window);
     if (e->step_ms && e->step_ms != m->step_ms)
-        return fail(err, size, "%s: the model's step is %lld ms, the detector's %lld ms", path,
-                    (long long)m->step_ms, (long long)e->step_ms);
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: the model's step is %lld ms, the detector's %lld ms", path,
+                             (long long)m->step_ms, (long long)e->step_ms);
     return 0;
 }
 
 struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t manifest_len,
                                 const uint8_t *weights, size_t weights_len,
-                                const struct ad_model_expect *expect, char *err, size_t err_size)
+                                const struct ad_model_expect *expect, char *errstr,
+                                size_t errstr_size)
 {
     char manifest_path[4096], weights_path[4096], hex[AD_SHA256_HEX_LEN + 1];
     struct ad_model *m = calloc(1, sizeof *m);
@@ -462,7 +477,7 @@ struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t
     struct manifest mf = {0};
 
     if (!m) {
-        fail(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     atomic_init(&m->refs, 1);
@@ -470,32 +485,34 @@ struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t
     snprintf(manifest_path, sizeof manifest_path, "%s/manifest.json", dir);
     snprintf(weights_path, sizeof weights_path, "%s/model.safetensors", dir);
     if (!m->dir) {
-        fail(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     if (manifest_len > MAX_MANIFEST_BYTES || weights_len > MAX_WEIGHTS_BYTES) {
-        fail(err, err_size, "%s: more than %u bytes",
-             manifest_len > MAX_MANIFEST_BYTES ? manifest_path : weights_path,
-             manifest_len > MAX_MANIFEST_BYTES ? MAX_MANIFEST_BYTES : MAX_WEIGHTS_BYTES);
+        ad_errstr_set(errstr, errstr_size, "%s: more than %u bytes",
+                      manifest_len > MAX_MANIFEST_BYTES ? manifest_path : weights_path,
+                      manifest_len > MAX_MANIFEST_BYTES ? MAX_MANIFEST_BYTES : MAX_WEIGHTS_BYTES);
         goto err;
     }
     doc = json_loadb((const char *)manifest, manifest_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
-        fail(err, err_size, "%s:%d:%d: %s", manifest_path, jerr.line, jerr.column, jerr.text);
+        ad_errstr_set(errstr, errstr_size, "%s:%d:%d: %s", manifest_path, jerr.line, jerr.column,
+                      jerr.text);
         goto err;
     }
-    if (read_manifest(m, doc, manifest_path, &mf, err, err_size) < 0)
+    if (read_manifest(m, doc, manifest_path, &mf, errstr, errstr_size) < 0)
         goto err;
     m->feature_names = json_incref(json_object_get(doc, "features"));
-    if (check_expect(m, expect, manifest_path, err, err_size) < 0)
+    if (check_expect(m, expect, manifest_path, errstr, errstr_size) < 0)
         goto err;
     ad_sha256_hex(weights, weights_len, hex);
     if (strcmp(hex, mf.sha256) != 0) {
-        fail(err, err_size, "%s: sha256 is %s, the manifest says %s", weights_path, hex, mf.sha256);
+        ad_errstr_set(errstr, errstr_size, "%s: sha256 is %s, the manifest says %s", weights_path,
+                      hex, mf.sha256);
         goto err;
     }
-    if (load_weights(m, &mf, weights, weights_len, weights_path, err, err_size) < 0 ||
-        check_golden(m, mf.golden, manifest_path, err, err_size) < 0)
+    if (load_weights(m, &mf, weights, weights_len, weights_path, errstr, errstr_size) < 0 ||
+        check_golden(m, mf.golden, manifest_path, errstr, errstr_size) < 0)
         goto err;
 
     m->describe = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:O}", "name", m->name, "version",
@@ -510,8 +527,8 @@ err:
     return NULL;
 }
 
-struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *err,
-                               size_t err_size)
+struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *errstr,
+                               size_t errstr_size)
 {
     char path[4096];
     size_t manifest_len = 0, weights_len = 0;
@@ -519,14 +536,15 @@ struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *ex
     struct ad_model *m = NULL;
 
     snprintf(path, sizeof path, "%s/manifest.json", dir);
-    manifest = read_file(path, MAX_MANIFEST_BYTES, &manifest_len, err, err_size);
+    manifest = read_file(path, MAX_MANIFEST_BYTES, &manifest_len, errstr, errstr_size);
     if (!manifest)
         goto out;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    weights = read_file(path, MAX_WEIGHTS_BYTES, &weights_len, err, err_size);
+    weights = read_file(path, MAX_WEIGHTS_BYTES, &weights_len, errstr, errstr_size);
     if (!weights)
         goto out;
-    m = ad_model_parse(dir, manifest, manifest_len, weights, weights_len, expect, err, err_size);
+    m = ad_model_parse(dir, manifest, manifest_len, weights, weights_len, expect, errstr,
+                       errstr_size);
 out:
     free(manifest);
     free(weights);
@@ -534,14 +552,14 @@ out:
 }
 
 struct ad_model *ad_model_load_current(const char *store, const char *name,
-                                       const struct ad_model_expect *expect, char *err,
-                                       size_t err_size)
+                                       const struct ad_model_expect *expect, char *errstr,
+                                       size_t errstr_size)
 {
     char path[4096], version[256] = "", dir[4096];
     snprintf(path, sizeof path, "%s/%s/CURRENT", store, name);
     FILE *fp = fopen(path, "r");
     if (!fp) {
-        fail(err, err_size, "%s: %s", path, strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return NULL;
     }
     if (!fgets(version, sizeof version, fp))
@@ -549,11 +567,11 @@ struct ad_model *ad_model_load_current(const char *store, const char *name,
     fclose(fp);
     version[strcspn(version, "\r\n")] = '\0';
     if (!valid_version(version)) {
-        fail(err, err_size, "%s: \"%s\" is not a version name", path, version);
+        ad_errstr_set(errstr, errstr_size, "%s: \"%s\" is not a version name", path, version);
         return NULL;
     }
     snprintf(dir, sizeof dir, "%s/%s/%s", store, name, version);
-    return ad_model_load(dir, expect, err, err_size);
+    return ad_model_load(dir, expect, errstr, errstr_size);
 }
 
 struct ad_model *ad_model_ref(struct ad_model *m)
@@ -630,10 +648,10 @@ void ad_model_describe(const struct ad_model *m, json_t *out)
     json_object_update(out, m->describe);
 }
 
-int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *err,
-                  size_t err_size)
+int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *errstr,
+                  size_t errstr_size)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/manifest.json", m->dir);
-    return check_expect(m, expect, path, err, err_size);
+    return check_expect(m, expect, path, errstr, errstr_size);
 }

@@ -18,8 +18,8 @@
 
 #include <jansson.h>
 
-#include "lstm.h"
-#include "settings.h"
+#include "config/settings.h"
+#include "gpu/lstm.h"
 
 struct ad_model;
 
@@ -36,8 +36,8 @@ struct ad_model_calibration {
 };
 
 /* Loads the version in folder dir. Returns a model with one reference, or NULL with err. */
-struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *err,
-                               size_t err_size);
+struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *expect, char *errstr,
+                               size_t errstr_size);
 
 /*
  * The same from the two files' bytes (borrowed), as an HTTP store fetches them; dir names the
@@ -45,16 +45,17 @@ struct ad_model *ad_model_load(const char *dir, const struct ad_model_expect *ex
  */
 struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t manifest_len,
                                 const uint8_t *weights, size_t weights_len,
-                                const struct ad_model_expect *expect, char *err, size_t err_size);
+                                const struct ad_model_expect *expect, char *errstr,
+                                size_t errstr_size);
 
 /* Loads the version named by <store>/<name>/CURRENT. */
 struct ad_model *ad_model_load_current(const char *store, const char *name,
-                                       const struct ad_model_expect *expect, char *err,
-                                       size_t err_size);
+                                       const struct ad_model_expect *expect, char *errstr,
+                                       size_t errstr_size);
 
 /* 0 when m is for windows like expect's (features, window, step); else -1 and why. */
-int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *err,
-                  size_t err_size);
+int ad_model_fits(const struct ad_model *m, const struct ad_model_expect *expect, char *errstr,
+                  size_t errstr_size);
 
 struct ad_model *ad_model_ref(struct ad_model *m);
 void ad_model_unref(struct ad_model *m); /* accepts NULL; thread-safe */
@@ -74,8 +75,8 @@ const struct ad_model_calibration *ad_model_calibration(const struct ad_model *m
  * tolerance, else -1 with err. The loader checks the CPU backend; the scorer checks its own
  * backend before it scores with a model.
  */
-int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *err,
-                    size_t err_size);
+int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *errstr,
+                    size_t errstr_size);
 
 /* Name, version, architecture, calibration and the manifest's training notes, for /status. */
 void ad_model_describe(const struct ad_model *m, json_t *out);

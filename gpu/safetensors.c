@@ -1,4 +1,4 @@
-#include "safetensors.h"
+#include "gpu/safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,35 +37,35 @@ static int get_size(json_t *v, size_t *out)
 }
 
 static int parse_tensor(const char *name, json_t *entry, size_t data_len, struct ad_tensor *t,
-                        char *err, size_t err_size)
+                        char *errstr, size_t errstr_size)
 {
     const char *key;
     json_t *v;
 
     t->name = strdup(name);
     if (!t->name) {
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
     if (!json_is_object(entry)) {
-        snprintf(err, err_size, "tensor %s: expected an object", name);
+        snprintf(errstr, errstr_size, "tensor %s: expected an object", name);
         return -1;
     }
     json_object_foreach (entry, key, v) {
         if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets")) {
-            snprintf(err, err_size, "tensor %s: unknown key \"%s\"", name, key);
+            snprintf(errstr, errstr_size, "tensor %s: unknown key \"%s\"", name, key);
             return -1;
         }
     }
     json_t *dtype = json_object_get(entry, "dtype");
     if (!json_is_string(dtype) || parse_dtype(json_string_value(dtype), &t->dtype) < 0) {
-        snprintf(err, err_size, "tensor %s: dtype must be F32, F16 or BF16, not %s", name,
+        snprintf(errstr, errstr_size, "tensor %s: dtype must be F32, F16 or BF16, not %s", name,
                  json_is_string(dtype) ? json_string_value(dtype) : "missing");
         return -1;
     }
     json_t *shape = json_object_get(entry, "shape");
     if (!json_is_array(shape) || json_array_size(shape) > AD_TENSOR_MAX_RANK) {
-        snprintf(err, err_size, "tensor %s: shape must be a list of at most %d sizes", name,
+        snprintf(errstr, errstr_size, "tensor %s: shape must be a list of at most %d sizes", name,
                  AD_TENSOR_MAX_RANK);
         return -1;
     }
@@ -73,12 +73,12 @@ static int parse_tensor(const char *name, json_t *entry, size_t data_len, struct
     t->elements = 1;
     for (size_t i = 0; i < t->rank; i++) {
         if (get_size(json_array_get(shape, i), &t->shape[i]) < 0) {
-            snprintf(err, err_size, "tensor %s: shape[%zu] is not a size", name, i);
+            snprintf(errstr, errstr_size, "tensor %s: shape[%zu] is not a size", name, i);
             return -1;
         }
         /* Overflow would let a tiny data range pass for a huge tensor. */
         if (t->shape[i] && t->elements > SIZE_MAX / 8 / t->shape[i]) {
-            snprintf(err, err_size, "tensor %s: shape too large", name);
+            snprintf(errstr, errstr_size, "tensor %s: shape too large", name);
             return -1;
         }
         t->elements *= t->shape[i];
@@ -87,17 +87,18 @@ static int parse_tensor(const char *name, json_t *entry, size_t data_len, struct
     if (!json_is_array(offsets) || json_array_size(offsets) != 2 ||
         get_size(json_array_get(offsets, 0), &t->begin) < 0 ||
         get_size(json_array_get(offsets, 1), &t->end) < 0 || t->begin > t->end) {
-        snprintf(err, err_size, "tensor %s: data_offsets must be [begin, end] with begin <= end",
-                 name);
+        snprintf(errstr, errstr_size,
+                 "tensor %s: data_offsets must be [begin, end] with begin <= end", name);
         return -1;
     }
     if (t->end > data_len) {
-        snprintf(err, err_size, "tensor %s: data_offsets end at %zu, past the %zu bytes of data",
-                 name, t->end, data_len);
+        snprintf(errstr, errstr_size,
+                 "tensor %s: data_offsets end at %zu, past the %zu bytes of data", name, t->end,
+                 data_len);
         return -1;
     }
     if (t->end - t->begin != t->elements * dtype_size(t->dtype)) {
-        snprintf(err, err_size, "tensor %s: %zu bytes of data for %zu %s values", name,
+        snprintf(errstr, errstr_size, "tensor %s: %zu bytes of data for %zu %s values", name,
                  t->end - t->begin, t->elements, json_string_value(dtype));
         return -1;
     }
@@ -112,12 +113,12 @@ static int by_begin(const void *a, const void *b)
 }
 
 /* Tensors may not share bytes: an overlap means a corrupt or crafted header. */
-static int check_overlaps(struct ad_safetensors *st, char *err, size_t err_size)
+static int check_overlaps(struct ad_safetensors *st, char *errstr, size_t errstr_size)
 {
     const struct ad_tensor **order = malloc((st->n_tensors + 1) * sizeof *order);
     int rc = 0;
     if (!order) {
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < st->n_tensors; i++)
@@ -125,7 +126,7 @@ static int check_overlaps(struct ad_safetensors *st, char *err, size_t err_size)
     qsort(order, st->n_tensors, sizeof *order, by_begin);
     for (size_t i = 1; i < st->n_tensors; i++) {
         if (order[i]->begin < order[i - 1]->end) {
-            snprintf(err, err_size, "tensors %s and %s overlap", order[i - 1]->name,
+            snprintf(errstr, errstr_size, "tensors %s and %s overlap", order[i - 1]->name,
                      order[i]->name);
             rc = -1;
             break;
@@ -135,8 +136,8 @@ static int check_overlaps(struct ad_safetensors *st, char *err, size_t err_size)
     return rc;
 }
 
-int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *out, char *err,
-                         size_t err_size)
+int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *out, char *errstr,
+                         size_t errstr_size)
 {
     json_t *header = NULL;
     json_error_t jerr;
@@ -146,20 +147,22 @@ int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *
 
     memset(out, 0, sizeof *out);
     if (len < 8) {
-        snprintf(err, err_size, "truncated: %zu bytes, less than the 8-byte header length", len);
+        snprintf(errstr, errstr_size, "truncated: %zu bytes, less than the 8-byte header length",
+                 len);
         return -1;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = n << 8 | buf[i];
     if (n > MAX_HEADER || n > len - 8) {
-        snprintf(err, err_size, "the header claims %llu bytes; the file has %zu after the length",
+        snprintf(errstr, errstr_size,
+                 "the header claims %llu bytes; the file has %zu after the length",
                  (unsigned long long)n, len - 8);
         return -1;
     }
     header = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(header)) {
-        snprintf(err, err_size, "the header is not a JSON object: %s",
+        snprintf(errstr, errstr_size, "the header is not a JSON object: %s",
                  header ? "another JSON value" : jerr.text);
         goto out;
     }
@@ -167,7 +170,7 @@ int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *
     out->data_len = len - 8 - (size_t)n;
     out->tensors = calloc(json_object_size(header) + 1, sizeof *out->tensors);
     if (!out->tensors) {
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
     json_object_foreach (header, name, entry) {
@@ -175,22 +178,22 @@ int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *
             const char *k;
             json_t *v;
             if (!json_is_object(entry)) {
-                snprintf(err, err_size, "__metadata__ must be an object of strings");
+                snprintf(errstr, errstr_size, "__metadata__ must be an object of strings");
                 goto out;
             }
             json_object_foreach (entry, k, v) {
                 if (!json_is_string(v)) {
-                    snprintf(err, err_size, "__metadata__.%s must be a string", k);
+                    snprintf(errstr, errstr_size, "__metadata__.%s must be a string", k);
                     goto out;
                 }
             }
             continue;
         }
-        if (parse_tensor(name, entry, out->data_len, &out->tensors[out->n_tensors++], err,
-                         err_size) < 0)
+        if (parse_tensor(name, entry, out->data_len, &out->tensors[out->n_tensors++], errstr,
+                         errstr_size) < 0)
             goto out;
     }
-    rc = check_overlaps(out, err, err_size);
+    rc = check_overlaps(out, errstr, errstr_size);
 out:
     json_decref(header);
     return rc;

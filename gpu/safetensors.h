@@ -40,8 +40,8 @@ struct ad_safetensors {
  * problem (and the tensor, when one is at fault). out is freed with ad_safetensors_free in
  * either case.
  */
-int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *out, char *err,
-                         size_t err_size);
+int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *out, char *errstr,
+                         size_t errstr_size);
 void ad_safetensors_free(struct ad_safetensors *st);
 
 /* The tensor named name, or NULL. */

@@ -1,8 +1,8 @@
-#include "score.h"
+#include "gpu/score.h"
 
 #include <math.h>
 
-#include "window_store.h"
+#include "windows/window_store.h"
 
 void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
                      size_t n, float *x)

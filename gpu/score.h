@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#include "batch.h"
-#include "model.h"
+#include "gpu/model.h"
+#include "windows/batch.h"
 
 /*
  * Writes the network's input for windows first .. first + n − 1 of batch into x (n × (T − 1) ×

@@ -1,4 +1,4 @@
-#include "scorer.h"
+#include "gpu/scorer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,13 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "config.h"
-#include "lstm.h"
-#include "score.h"
+#include "base/clock.h"
+#include "config/config.h"
+#include "gpu/lstm.h"
+#include "gpu/score.h"
 
 #define AD_LOG_MODULE "scorer"
-#include "log.h"
+#include "base/log.h"
 
 /* Windows normalized and run at once: enough to keep a GPU busy, few enough that the input
  * buffer stays under 64 MiB (X_FLOATS) whatever the window's shape. */
@@ -104,21 +104,22 @@ static void announce(struct ad_scorer *s)
                AD_KV_STR("device", description));
 }
 
-static int open_backend(struct ad_scorer *s, char *err, size_t err_size)
+static int open_backend(struct ad_scorer *s, char *errstr, size_t errstr_size)
 {
     const struct ad_settings_scoring *set = &s->settings;
     char why[256] = "";
     if (set->backend != AD_BACKEND_CPU) {
         s->backend = ad_lstm_backend_cuda_new((int)set->device, why, sizeof why);
         if (!s->backend && set->backend == AD_BACKEND_CUDA) {
-            snprintf(err, err_size, "scoring.backend is cuda, but CUDA is not usable: %s", why);
+            snprintf(errstr, errstr_size, "scoring.backend is cuda, but CUDA is not usable: %s",
+                     why);
             return -1;
         }
         if (!s->backend)
             AD_INFO_KV("scoring on the CPU: no usable CUDA device", AD_KV_STR("reason", why));
     }
     if (!s->backend) {
-        s->backend = ad_lstm_backend_cpu_new((int)set->cpu_threads, err, err_size);
+        s->backend = ad_lstm_backend_cpu_new((int)set->cpu_threads, errstr, errstr_size);
         if (!s->backend)
             return -1;
     }
@@ -152,14 +153,14 @@ static bool on_cuda(const struct ad_scorer *s)
 }
 
 /* The active backend must reproduce a model's golden sample before it scores with it. */
-static int verify(struct ad_scorer *s, const struct ad_model *m, char *err, size_t err_size)
+static int verify(struct ad_scorer *s, const struct ad_model *m, char *errstr, size_t errstr_size)
 {
     uint64_t id = ad_model_weights(m)->id;
     for (size_t i = 0; i < s->n_verified; i++)
         if (s->verified[i] == id)
             return 0;
-    while (ad_model_verify(m, s->backend, err, err_size) < 0) {
-        if (!on_cuda(s) || fall_back(s, err) < 0)
+    while (ad_model_verify(m, s->backend, errstr, errstr_size) < 0) {
+        if (!on_cuda(s) || fall_back(s, errstr) < 0)
             return -1;
     }
     if (s->n_verified == VERIFIED_MAX) {
@@ -188,7 +189,7 @@ static int grow(float **buf, size_t *size, size_t floats)
  * scored to *scored. Returns 0, or -1 with err filled. */
 static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
                       const struct ad_model *m, float *scores, float *shares, size_t *scored,
-                      char *err, size_t err_size)
+                      char *errstr, size_t errstr_size)
 {
     size_t F = b->n_features, steps = b->window_len - 1;
     char why[256];
@@ -196,9 +197,9 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
     for (size_t w = 0; w < b->n_windows; w++)
         scores[w] = NAN;
     if (ad_model_window(m) != b->window_len || ad_model_features(m) != F || steps == 0) {
-        snprintf(err, err_size, "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu",
-                 ad_model_name(m), ad_model_version(m), ad_model_window(m), ad_model_features(m),
-                 b->window_len, F);
+        snprintf(errstr, errstr_size,
+                 "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu", ad_model_name(m),
+                 ad_model_version(m), ad_model_window(m), ad_model_features(m), b->window_len, F);
         return -1;
     }
     size_t per_chunk = X_FLOATS / (steps * F);
@@ -206,10 +207,10 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
         per_chunk = CHUNK_WINDOWS;
     if (grow(&s->x, &s->x_size, per_chunk * steps * F) < 0 ||
         grow(&s->predictions, &s->predictions_size, per_chunk * F) < 0) {
-        snprintf(err, err_size, "out of memory for the scorer's buffers");
+        snprintf(errstr, errstr_size, "out of memory for the scorer's buffers");
         return -1;
     }
-    if (verify(s, m, err, err_size) < 0)
+    if (verify(s, m, errstr, errstr_size) < 0)
         return -1;
     for (size_t first = 0; first < b->n_windows; first += per_chunk) {
         size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
@@ -217,7 +218,7 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
         while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * F,
                                s->predictions, why, sizeof why) < 0) {
             if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0) {
-                snprintf(err, err_size, "%s", why);
+                snprintf(errstr, errstr_size, "%s", why);
                 return -1;
             }
         }
@@ -350,12 +351,13 @@ static void register_metrics(struct ad_scorer *s, struct ad_metrics *m)
 }
 
 struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
-                                struct ad_metrics *metrics, char *err, size_t err_size)
+                                struct ad_metrics *metrics, char *errstr, size_t errstr_size)
 {
     struct ad_scorer *s = calloc(1, sizeof *s);
     int fds[2] = {-1, -1};
     if (!s || pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-        snprintf(err, err_size, "cannot create the scorer: %s", s ? strerror(errno) : "no memory");
+        snprintf(errstr, errstr_size, "cannot create the scorer: %s",
+                 s ? strerror(errno) : "no memory");
         free(s);
         return NULL;
     }
@@ -371,7 +373,7 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     pthread_cond_init(&s->wake, NULL);
     int rc = pthread_create(&s->thread, NULL, run, s);
     if (rc != 0) {
-        snprintf(err, err_size, "cannot start the scorer thread: %s", strerror(rc));
+        snprintf(errstr, errstr_size, "cannot start the scorer thread: %s", strerror(rc));
         goto fail_thread;
     }
     pthread_mutex_lock(&s->lock);
@@ -379,7 +381,7 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
         pthread_cond_wait(&s->wake, &s->lock);
     bool failed = s->start_error[0] != '\0';
     if (failed)
-        snprintf(err, err_size, "%s", s->start_error);
+        snprintf(errstr, errstr_size, "%s", s->start_error);
     pthread_mutex_unlock(&s->lock);
     if (failed) {
         pthread_join(s->thread, NULL);

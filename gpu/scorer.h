@@ -20,10 +20,10 @@
 
 #include <jansson.h>
 
-#include "batch.h"
-#include "metrics.h"
-#include "model.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "gpu/model.h"
+#include "windows/batch.h"
 
 struct ad_scorer;
 
@@ -60,7 +60,7 @@ void ad_score_job_free(struct ad_score_job *job); /* frees the batch, drops the 
  * is usable.
  */
 struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
-                                struct ad_metrics *metrics, char *err, size_t err_size);
+                                struct ad_metrics *metrics, char *errstr, size_t errstr_size);
 /* Stops the thread after its current job and frees every job not handed back. */
 void ad_scorer_destroy(struct ad_scorer *s);
 

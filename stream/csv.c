@@ -1,4 +1,4 @@
-#include "csv.h"
+#include "stream/csv.h"
 
 #include <string.h>
 

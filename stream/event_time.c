@@ -1,4 +1,4 @@
-#include "event_time.h"
+#include "stream/event_time.h"
 
 #include <math.h>
 #include <stdbool.h>

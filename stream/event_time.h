@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "json_extract.h"
-#include "settings.h"
+#include "config/settings.h"
+#include "stream/json_extract.h"
 
 /*
  * RFC 3339 / ISO 8601 date-times: "2026-11-22T05:01:02Z", "2026-11-22T05:01:02.123456Z",

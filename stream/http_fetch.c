@@ -1,4 +1,4 @@
-#include "http_fetch.h"
+#include "stream/http_fetch.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -8,7 +8,8 @@
 
 #include <curl/curl.h>
 
-#include "version.h"
+#include "base/grow.h"
+#include "base/version.h"
 
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
 /* Below this rate for stall_timeout_ms a transfer counts as stalled. */
@@ -103,12 +104,12 @@ static bool has_line_break(const char *s)
 }
 
 /* The client's headers; values may be secrets, so errors never quote them. */
-static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http *h, char *err,
-                         size_t err_size)
+static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http *h, char *errstr,
+                         size_t errstr_size)
 {
     if (h->bearer_token.value) {
         if (has_line_break(h->bearer_token.value)) {
-            snprintf(err, err_size, "bearer_token holds a line break");
+            snprintf(errstr, errstr_size, "bearer_token holds a line break");
             return -1;
         }
         if (append_header(&f->headers, "Authorization: Bearer %s%s", h->bearer_token.value, "") < 0)
@@ -117,7 +118,8 @@ static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http 
     for (size_t i = 0; i < h->headers.len; i++) {
         const char *name = h->headers.keys[i], *value = h->headers.values[i].value;
         if (!*name || strpbrk(name, ":\r\n \t") || has_line_break(value)) {
-            snprintf(err, err_size, "header \"%s\": bad name or a line break in the value", name);
+            snprintf(errstr, errstr_size, "header \"%s\": bad name or a line break in the value",
+                     name);
             return -1;
         }
         /* "Name;" is curl's way to send a header with an empty value ("Name:" removes it). */
@@ -127,7 +129,7 @@ static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http 
     }
     return 0;
 oom:
-    snprintf(err, err_size, "out of memory");
+    snprintf(errstr, errstr_size, "out of memory");
     return -1;
 }
 
@@ -149,24 +151,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         t->too_large = true;
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
     }
-    if (t->body_len + len + 1 > t->body_cap) {
-        /* A declared length sizes the buffer once: a large model file is not copied over
-         * and over while it grows. */
-        curl_off_t declared = -1;
-        size_t cap = t->body_cap ? t->body_cap : 16384;
-        if (!t->body_cap &&
-            curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared) == CURLE_OK &&
-            declared > 0 && (uint64_t)declared <= t->max_body)
-            cap = (size_t)declared + 1;
-        while (cap < t->body_len + len + 1)
-            cap = cap > SIZE_MAX / 2 ? t->body_len + len + 1 : cap * 2;
-        uint8_t *body = realloc(t->body, cap);
-        if (!body) {
-            t->no_memory = true;
-            return 0;
-        }
-        t->body = body;
-        t->body_cap = cap;
+    size_t need = t->body_len + len + 1;
+    /* A declared length sizes the buffer once: a large model file is not copied over and over
+     * while it grows. */
+    curl_off_t declared = -1;
+    if (!t->body_cap &&
+        curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared) == CURLE_OK &&
+        declared > 0 && (uint64_t)declared <= t->max_body && (size_t)declared + 1 > need)
+        need = (size_t)declared + 1;
+    if (ad_grow(&t->body, &t->body_cap, need, 1) < 0) {
+        t->no_memory = true;
+        return 0;
     }
     memcpy(t->body + t->body_len, data, len);
     t->body_len += len;
@@ -343,21 +338,21 @@ oom:
 
 struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
                                            const struct ad_http_request *req, ad_http_fetch_cb cb,
-                                           void *arg, char *err, size_t err_size)
+                                           void *arg, char *errstr, size_t errstr_size)
 {
     struct ad_http_transfer *t = NULL;
     bool ok;
 
     if (!req->url || !cb) {
-        snprintf(err, err_size, "a request needs a URL and a callback");
+        snprintf(errstr, errstr_size, "a request needs a URL and a callback");
         return NULL;
     }
     if (has_line_break(req->if_none_match)) {
-        snprintf(err, err_size, "the ETag holds a line break");
+        snprintf(errstr, errstr_size, "the ETag holds a line break");
         return NULL;
     }
     if (has_line_break(req->accept)) {
-        snprintf(err, err_size, "the Accept value holds a line break");
+        snprintf(errstr, errstr_size, "the Accept value holds a line break");
         return NULL;
     }
     t = calloc(1, sizeof *t);
@@ -374,7 +369,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     if (!t->easy)
         goto oom;
     if (configure(t, req) < 0) {
-        snprintf(err, err_size, "libcurl refused the request for %s", req->url);
+        snprintf(errstr, errstr_size, "libcurl refused the request for %s", req->url);
         goto fail;
     }
     clock_gettime(CLOCK_MONOTONIC, &t->started);
@@ -391,7 +386,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     return t;
 
 oom:
-    snprintf(err, err_size, "out of memory");
+    snprintf(errstr, errstr_size, "out of memory");
 fail:
     if (t)
         free_transfer(t);
@@ -519,13 +514,13 @@ static int copy_string(char **dst, const char *src)
 }
 
 struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
-                                        const struct ad_settings_http *http, char *err,
-                                        size_t err_size)
+                                        const struct ad_settings_http *http, char *errstr,
+                                        size_t errstr_size)
 {
     struct ad_http_fetch *f = NULL;
 
     if (!base || !http) {
-        snprintf(err, err_size, "an HTTP client needs a loop and settings");
+        snprintf(errstr, errstr_size, "an HTTP client needs a loop and settings");
         return NULL;
     }
     f = calloc(1, sizeof *f);
@@ -535,7 +530,7 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
     f->timeout_ms = http->timeout;
     f->insecure = http->tls.insecure_skip_verify;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, err_size, "cannot initialise libcurl");
+        snprintf(errstr, errstr_size, "cannot initialise libcurl");
         goto fail;
     }
     f->curl_initialised = true;
@@ -547,7 +542,7 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
         copy_string(&f->cert_file, http->tls.cert_file) < 0 ||
         copy_string(&f->key_file, http->tls.key_file) < 0)
         goto oom;
-    if (build_headers(f, http, err, err_size) < 0)
+    if (build_headers(f, http, errstr, errstr_size) < 0)
         goto fail;
     f->multi = curl_multi_init();
     f->timer = evtimer_new(base, on_timeout, f);
@@ -557,13 +552,13 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
         curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f) != CURLM_OK ||
         curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
         curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f) != CURLM_OK) {
-        snprintf(err, err_size, "cannot set up the libcurl multi handle");
+        snprintf(errstr, errstr_size, "cannot set up the libcurl multi handle");
         goto fail;
     }
     return f;
 
 oom:
-    snprintf(err, err_size, "out of memory");
+    snprintf(errstr, errstr_size, "out of memory");
 fail:
     ad_http_fetch_destroy(f);
     return NULL;

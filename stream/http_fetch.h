@@ -20,7 +20,7 @@
 
 #include <event2/event.h>
 
-#include "settings.h"
+#include "config/settings.h"
 
 struct ad_http_fetch;
 struct ad_http_transfer;
@@ -75,8 +75,8 @@ struct ad_http_request {
  * err filled when a header is malformed or memory runs out.
  */
 struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
-                                        const struct ad_settings_http *http, char *err,
-                                        size_t err_size);
+                                        const struct ad_settings_http *http, char *errstr,
+                                        size_t errstr_size);
 /* Aborts every transfer without calling its callback. Accepts NULL. Not from a callback. */
 void ad_http_fetch_destroy(struct ad_http_fetch *f);
 
@@ -86,7 +86,7 @@ void ad_http_fetch_destroy(struct ad_http_fetch *f);
  */
 struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
                                            const struct ad_http_request *req, ad_http_fetch_cb cb,
-                                           void *arg, char *err, size_t err_size);
+                                           void *arg, char *errstr, size_t errstr_size);
 /* Aborts a transfer; its callback is not called. */
 void ad_http_transfer_cancel(struct ad_http_transfer *t);
 

@@ -1,4 +1,4 @@
-#include "json_extract.h"
+#include "stream/json_extract.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 
 #include <jansson.h>
 
-#include "json_extract_engine.h"
+#include "stream/json_extract_engine.h"
 
 struct ad_extractor {
     enum ad_extract_engine engine;

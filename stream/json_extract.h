@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "jpath.h"
+#include "config/jpath.h"
 
 #ifdef __cplusplus
 extern "C" {

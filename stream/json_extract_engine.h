@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "json_extract.h"
+#include "stream/json_extract.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -15,7 +15,7 @@
  * firewall, not a control path.
  */
 
-#include "json_extract_engine.h"
+#include "stream/json_extract_engine.h"
 
 #include <algorithm>
 #include <cctype>

@@ -1,7 +1,11 @@
-#include "kafka_conf.h"
+#include "stream/kafka_conf.h"
+
+#define AD_LOG_MODULE "kafka"
 
 #include <stdio.h>
 #include <string.h>
+
+#include "base/log.h"
 
 int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                       size_t errstr_size)
@@ -56,4 +60,23 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
 err:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug. */
+    enum ad_log_level ours = level <= 3   ? AD_LOG_ERROR
+                             : level == 4 ? AD_LOG_WARN
+                             : level <= 6 ? AD_LOG_INFO
+                                          : AD_LOG_DEBUG;
+    AD_LOG_KV(ours, "librdkafka", AD_KV_STR("client", rd_kafka_name(rk)),
+              AD_KV_STR("facility", fac), AD_KV_STR("message", buf));
+}
+
+int ad_kafka_conf_log_to_loop(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size)
+{
+    if (ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0)
+        return -1;
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    return 0;
 }

@@ -11,7 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "settings.h"
+#include "config/settings.h"
 
 /*
  * Returns a new conf the caller owns (hand it to rd_kafka_new, or rd_kafka_conf_destroy it),
@@ -26,5 +26,14 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
  * -1. */
 int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                       size_t errstr_size);
+
+/*
+ * Routes librdkafka's log lines into the daemon's log (module "librdkafka", syslog levels
+ * mapped to ours) through the handle's queues, so that they are written by the loop thread's
+ * polls rather than by librdkafka's threads: sets log.queue and the log callback. After
+ * rd_kafka_new, the owner calls rd_kafka_set_log_queue(rk, NULL) (the main queue) or names a
+ * queue it polls. Returns 0, or -1 with errstr filled.
+ */
+int ad_kafka_conf_log_to_loop(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
 
 #endif

@@ -1,4 +1,4 @@
-#include "kafka_sink.h"
+#include "stream/kafka_sink.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -7,13 +7,14 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "clock.h"
-#include "kafka_conf.h"
-#include "kafka_sink_rules.h"
-#include "kafka_wake.h"
+#include "base/clock.h"
+#include "base/grow.h"
+#include "config/kafka_sink_rules.h"
+#include "stream/kafka_conf.h"
+#include "stream/kafka_wake.h"
 
 #define AD_LOG_MODULE "kafka_sink"
-#include "log.h"
+#include "base/log.h"
 
 /* The bound on unacknowledged alerts when queue.buffering.max.messages gives none. */
 #define DEFAULT_BOUND 100000
@@ -102,14 +103,8 @@ static bool before(const struct heap *h, const struct alert *a, const struct ale
 
 static int heap_push(struct heap *h, struct alert *a)
 {
-    if (h->len == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct alert **grown = realloc(h->items, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        h->items = grown;
-        h->cap = cap;
-    }
+    if (ad_grow(&h->items, &h->cap, h->len + 1, sizeof *h->items) < 0)
+        return -1;
     size_t i = h->len++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -370,17 +365,6 @@ void ad_kafka_sink_stop(struct ad_kafka_sink *s, int64_t deadline_ms,
 
 /* ---- librdkafka callbacks (all served by polls on the loop thread) ---- */
 
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug. */
-    enum ad_log_level ours = level <= 3   ? AD_LOG_ERROR
-                             : level == 4 ? AD_LOG_WARN
-                             : level <= 6 ? AD_LOG_INFO
-                                          : AD_LOG_DEBUG;
-    AD_LOG_KV(ours, "librdkafka", AD_KV_STR("facility", fac), AD_KV_STR("message", buf));
-}
-
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct ad_kafka_sink *s = opaque;
@@ -505,8 +489,8 @@ static const char *property_origin(const struct ad_kafka_sink *s, const char *na
 
 /* Refuses the properties that would break at-least-once delivery (kafka_sink_rules.h), naming
  * where they are set. conf holds them as librdkafka parsed them. */
-static int check_properties(const struct ad_kafka_sink *s, rd_kafka_conf_t *conf, char *err,
-                            size_t err_size)
+static int check_properties(const struct ad_kafka_sink *s, rd_kafka_conf_t *conf, char *errstr,
+                            size_t errstr_size)
 {
     const struct ad_secretmap *maps[] = {&s->settings->properties, &s->kafka->properties};
     for (size_t m = 0; m < 2; m++) {
@@ -514,8 +498,8 @@ static int check_properties(const struct ad_kafka_sink *s, rd_kafka_conf_t *conf
             const char *name = maps[m]->keys[i];
             const char *why = ad_kafka_sink_conflict(conf, name);
             if (why) {
-                snprintf(err, err_size, "%s.%s: %s; remove it", property_origin(s, name), name,
-                         why);
+                snprintf(errstr, errstr_size, "%s.%s: %s; remove it", property_origin(s, name),
+                         name, why);
                 return -1;
             }
         }
@@ -538,17 +522,17 @@ static void teardown_producer(struct ad_kafka_sink *s)
 
 /* Builds s->rk from the settings; check refuses unsafe properties (only the first time: a
  * replacement uses the same settings). */
-static int create_producer(struct ad_kafka_sink *s, bool check, char *err, size_t err_size)
+static int create_producer(struct ad_kafka_sink *s, bool check, char *errstr, size_t errstr_size)
 {
     char why[512], value[32];
     size_t size = sizeof value;
     rd_kafka_conf_t *conf =
-        ad_kafka_conf_new(s->kafka, NULL, &s->settings->properties, err, err_size);
+        ad_kafka_conf_new(s->kafka, NULL, &s->settings->properties, errstr, errstr_size);
     if (!conf)
         return -1;
-    if ((check && check_properties(s, conf, err, err_size) < 0) ||
-        ad_kafka_conf_set(conf, "enable.idempotence", "true", err, err_size) < 0 ||
-        ad_kafka_conf_set(conf, "log.queue", "true", err, err_size) < 0)
+    if ((check && check_properties(s, conf, errstr, errstr_size) < 0) ||
+        ad_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
+        ad_kafka_conf_log_to_loop(conf, errstr, errstr_size) < 0)
         goto err;
     if (rd_kafka_conf_get(conf, "queue.buffering.max.messages", value, &size) == RD_KAFKA_CONF_OK &&
         atol(value) > 0)
@@ -556,12 +540,11 @@ static int create_producer(struct ad_kafka_sink *s, bool check, char *err, size_
     else
         s->bound = DEFAULT_BOUND;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, s);
     s->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (!s->rk) {
-        snprintf(err, err_size, "Kafka sink producer: %s", why);
+        snprintf(errstr, errstr_size, "Kafka sink producer: %s", why);
         goto err; /* rd_kafka_new destroyed conf only on success */
     }
     conf = NULL;
@@ -570,7 +553,8 @@ static int create_producer(struct ad_kafka_sink *s, bool check, char *err, size_
     s->rkt = rd_kafka_topic_new(s->rk, s->settings->topic, NULL);
     s->queue = rd_kafka_queue_get_main(s->rk);
     if (!s->rkt || !s->queue) {
-        snprintf(err, err_size, "Kafka sink producer: %s", rd_kafka_err2str(rd_kafka_last_error()));
+        snprintf(errstr, errstr_size, "Kafka sink producer: %s",
+                 rd_kafka_err2str(rd_kafka_last_error()));
         teardown_producer(s);
         rd_kafka_destroy(s->rk);
         s->rk = NULL;
@@ -661,11 +645,11 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
                                         const struct ad_settings_kafka *kafka,
                                         const struct ad_settings_kafka_sink *settings,
                                         struct ad_metrics *metrics, ad_sink_ack_fn ack,
-                                        void *ack_arg, char *err, size_t err_size)
+                                        void *ack_arg, char *errstr, size_t errstr_size)
 {
     struct ad_kafka_sink *s = calloc(1, sizeof *s);
     if (!s) {
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     s->base = base;
@@ -680,10 +664,10 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
     register_metrics(s, metrics);
 
     if (!settings->topic || !*settings->topic) {
-        snprintf(err, err_size, "sinks.kafka.topic is required");
+        snprintf(errstr, errstr_size, "sinks.kafka.topic is required");
         goto err;
     }
-    s->wake = ad_kafka_wake_new(base, on_wake, s, err, err_size);
+    s->wake = ad_kafka_wake_new(base, on_wake, s, errstr, errstr_size);
     if (!s->wake)
         goto err;
     s->safety_timer = event_new(base, -1, EV_PERSIST, on_safety, s);
@@ -693,10 +677,10 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
     struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
     if (!s->safety_timer || !s->retry_timer || !s->stop_timer || !s->done_event ||
         event_add(s->safety_timer, &safety) < 0) {
-        snprintf(err, err_size, "cannot register loop events");
+        snprintf(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
-    if (create_producer(s, true, err, err_size) < 0)
+    if (create_producer(s, true, errstr, errstr_size) < 0)
         goto err;
     AD_INFO_KV("Kafka sink ready", AD_KV_STR("topic", settings->topic),
                AD_KV_INT("bound", s->bound));

@@ -36,9 +36,9 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "metrics.h"
-#include "settings.h"
-#include "sink.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "stream/sink.h"
 
 struct ad_kafka_sink;
 
@@ -55,7 +55,7 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
                                         const struct ad_settings_kafka *kafka,
                                         const struct ad_settings_kafka_sink *settings,
                                         struct ad_metrics *metrics, ad_sink_ack_fn ack,
-                                        void *ack_arg, char *err, size_t err_size);
+                                        void *ack_arg, char *errstr, size_t errstr_size);
 
 /* Queues msg (copied) and produces it as soon as librdkafka takes it; token comes back through
  * ack. NULL strings count as empty. Returns 0, or -1 only when out of memory. */

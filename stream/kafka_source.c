@@ -1,4 +1,4 @@
-#include "kafka_source.h"
+#include "stream/kafka_source.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -8,12 +8,13 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "clock.h"
-#include "kafka_conf.h"
-#include "kafka_wake.h"
+#include "base/clock.h"
+#include "base/grow.h"
+#include "stream/kafka_conf.h"
+#include "stream/kafka_wake.h"
 
 #define AD_LOG_MODULE "kafka"
-#include "log.h"
+#include "base/log.h"
 
 #define DEFAULT_BUDGET_MESSAGES 1000
 #define DEFAULT_BUDGET_MS       10
@@ -224,14 +225,8 @@ static struct partition *add_partition(struct ad_kafka_source *s, size_t topic, 
     struct partition *ps = find_partition(s, input);
     if (ps)
         return ps;
-    if (s->n_partitions == s->cap_partitions) {
-        size_t cap = s->cap_partitions ? s->cap_partitions * 2 : 16;
-        struct partition *grown = realloc(s->partitions, cap * sizeof *grown);
-        if (!grown)
-            return NULL;
-        s->partitions = grown;
-        s->cap_partitions = cap;
-    }
+    if (ad_grow(&s->partitions, &s->cap_partitions, s->n_partitions + 1, sizeof *s->partitions) < 0)
+        return NULL;
     ps = &s->partitions[s->n_partitions++];
     *ps = (struct partition){.input = input,
                              .topic = topic,
@@ -255,14 +250,8 @@ static void remove_partition(struct ad_kafka_source *s, struct partition *ps)
 /* Appends to a hold array; false when out of memory. */
 static bool push_hold(struct hold **holds, size_t *n, size_t *cap, struct hold h)
 {
-    if (*n == *cap) {
-        size_t grown_cap = *cap ? *cap * 2 : 8;
-        struct hold *grown = realloc(*holds, grown_cap * sizeof *grown);
-        if (!grown)
-            return false;
-        *holds = grown;
-        *cap = grown_cap;
-    }
+    if (ad_grow(holds, cap, *n + 1, sizeof **holds) < 0)
+        return false;
     (*holds)[(*n)++] = h;
     return true;
 }
@@ -446,17 +435,6 @@ static void release_dead_letter(struct ad_kafka_source *s, ad_kafka_input input,
 }
 
 /* ---- librdkafka callbacks (all served by polls on the loop thread) ---- */
-
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug. */
-    enum ad_log_level ours = level <= 3   ? AD_LOG_ERROR
-                             : level == 4 ? AD_LOG_WARN
-                             : level <= 6 ? AD_LOG_INFO
-                                          : AD_LOG_DEBUG;
-    AD_LOG_KV(ours, "librdkafka", AD_KV_STR("facility", fac), AD_KV_STR("message", buf));
-}
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
@@ -1038,10 +1016,9 @@ static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_setting
     if (!conf)
         return NULL;
     rd_kafka_conf_set_dr_msg_cb(conf, on_dead_letter);
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, s);
-    if (ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0) {
+    if (ad_kafka_conf_log_to_loop(conf, errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -1108,7 +1085,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
          ad_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
         ad_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
         ad_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
-        ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0)
+        ad_kafka_conf_log_to_loop(conf, errstr, errstr_size) < 0)
         goto err;
     /* The source commits on librdkafka's own schedule: auto.commit.interval.ms. */
     char interval[32];
@@ -1119,7 +1096,6 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         atoll(interval) > 0)
         s->commit_interval_ms = atoll(interval);
     s->next_commit = ad_clock_mono_ms() + s->commit_interval_ms;
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_commit);

@@ -44,10 +44,10 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "json_extract.h"
-#include "log_rules.h"
-#include "metrics.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "stream/json_extract.h"
+#include "stream/log_rules.h"
 
 struct ad_kafka_source;
 

@@ -1,4 +1,4 @@
-#include "kafka_wake.h"
+#include "stream/kafka_wake.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,18 +38,18 @@ static void on_again(evutil_socket_t fd, short what, void *arg)
 }
 
 struct ad_kafka_wake *ad_kafka_wake_new(struct event_base *base, ad_kafka_wake_fn poll, void *arg,
-                                        char *err, size_t err_size)
+                                        char *errstr, size_t errstr_size)
 {
     struct ad_kafka_wake *w = calloc(1, sizeof *w);
     if (!w) {
-        snprintf(err, err_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     w->fds[0] = w->fds[1] = -1;
     w->poll = poll;
     w->arg = arg;
     if (pipe(w->fds) < 0) {
-        snprintf(err, err_size, "pipe: %s", strerror(errno));
+        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
         goto err;
     }
     /* librdkafka must never block on a full pipe, and drain() stops when it is empty. */
@@ -60,7 +60,7 @@ struct ad_kafka_wake *ad_kafka_wake_new(struct event_base *base, ad_kafka_wake_f
     w->read_event = event_new(base, w->fds[0], EV_READ | EV_PERSIST, on_read, w);
     w->again_event = event_new(base, -1, 0, on_again, w);
     if (!w->read_event || !w->again_event || event_add(w->read_event, NULL) < 0) {
-        snprintf(err, err_size, "cannot register loop events");
+        snprintf(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
     return w;

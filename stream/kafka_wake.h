@@ -25,7 +25,7 @@ typedef void (*ad_kafka_wake_fn)(void *arg);
 
 /* Returns NULL with err filled (no pipe, no events). */
 struct ad_kafka_wake *ad_kafka_wake_new(struct event_base *base, ad_kafka_wake_fn poll, void *arg,
-                                        char *err, size_t err_size);
+                                        char *errstr, size_t errstr_size);
 /*
  * Frees the events and closes the pipe. Accepts NULL. librdkafka writes to the pipe from its
  * own threads, so only once no queue can write any more: each one's io event disabled, or its

@@ -1,4 +1,4 @@
-#include "line_reader.h"
+#include "stream/line_reader.h"
 
 #include <errno.h>
 #include <stdbool.h>

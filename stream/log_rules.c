@@ -1,4 +1,4 @@
-#include "log_rules.h"
+#include "stream/log_rules.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -7,7 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "event_time.h"
+#include "base/number.h"
+#include "stream/event_time.h"
 
 /* Room for one label value written from a number or boolean. */
 #define NUMBER_TEXT 32
@@ -201,43 +202,6 @@ void ad_log_rules_destroy(struct ad_log_rules *r)
 
 /* ---- applying ---- */
 
-/* A string that spells a number the way JSON does, e.g. "12.5", "-3e2". */
-static bool parse_number_text(const char *s, size_t len, double *out)
-{
-    char buf[64];
-    size_t i = 0;
-    if (len == 0 || len >= sizeof buf)
-        return false;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    if (buf[i] == '-' || buf[i] == '+')
-        i++;
-    if (!isdigit((unsigned char)buf[i]))
-        return false;
-    while (isdigit((unsigned char)buf[i]))
-        i++;
-    if (buf[i] == '.') {
-        i++;
-        if (!isdigit((unsigned char)buf[i]))
-            return false;
-        while (isdigit((unsigned char)buf[i]))
-            i++;
-    }
-    if (buf[i] == 'e' || buf[i] == 'E') {
-        i++;
-        if (buf[i] == '-' || buf[i] == '+')
-            i++;
-        if (!isdigit((unsigned char)buf[i]))
-            return false;
-        while (isdigit((unsigned char)buf[i]))
-            i++;
-    }
-    if (buf[i] != '\0')
-        return false;
-    *out = strtod(buf, NULL);
-    return true;
-}
-
 static bool spells_non_finite(const char *s, size_t len)
 {
     static const char *const words[] = {"nan",      "inf",       "+inf",     "-inf",
@@ -255,7 +219,7 @@ static bool as_number(const struct ad_json_value *v, double *out)
         *out = v->number;
         return true;
     }
-    return v->type == AD_JSON_STRING && parse_number_text(v->string, v->string_len, out);
+    return v->type == AD_JSON_STRING && ad_number_parse(v->string, v->string_len, out);
 }
 
 static bool equals(const struct predicate *p, const struct ad_json_value *v)

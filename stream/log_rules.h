@@ -23,8 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "json_extract.h"
-#include "settings.h"
+#include "config/settings.h"
+#include "stream/json_extract.h"
 
 #define AD_LOG_MAX_LABELS   32
 #define AD_LOG_MAX_FEATURES 64

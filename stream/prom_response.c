@@ -1,8 +1,7 @@
-#include "prom_response.h"
+#include "stream/prom_response.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,26 +9,12 @@
 
 #include <jansson.h>
 
+#include "base/errstr.h"
+#include "base/number.h"
+
 /* Seconds beyond this (about year 318,000) would overflow when turned into milliseconds;
  * no real Prometheus sends them, so they are malformed rather than clamped. */
 #define MAX_ABS_SECONDS 1e13
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !err_size)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-    /* One line, whatever the server put into the strings we quote. */
-    for (char *p = err; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-}
 
 /*
  * Sample values are strings: Go's strconv.FormatFloat output, or NaN and the infinities in
@@ -50,38 +35,9 @@ static bool parse_value(const char *s, double *out)
         *out = -INFINITY;
         return true;
     }
-    const char *p = s;
-    bool digits = false;
-    if (*p == '+' || *p == '-')
-        p++;
-    while (*p >= '0' && *p <= '9') {
-        p++;
-        digits = true;
-    }
-    if (*p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            p++;
-            digits = true;
-        }
-    }
-    if (!digits)
-        return false;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        if (*p == '+' || *p == '-')
-            p++;
-        if (!(*p >= '0' && *p <= '9'))
-            return false;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    if (*p)
-        return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*end || (errno == ERANGE && isinf(v)))
+    double v;
+    /* ±HUGE_VAL: beyond float64, which Prometheus never sends. */
+    if (!ad_number_parse(s, strlen(s), &v) || isinf(v))
         return false;
     *out = v;
     return true;
@@ -94,8 +50,8 @@ static int cmp_label(const void *a, const void *b)
 }
 
 /* Copies the labels of one series, sorted by name. Returns 0 or -1 (err filled). */
-static int parse_labels(json_t *metric, size_t idx, struct ad_prom_series *s, char *err,
-                        size_t err_size)
+static int parse_labels(json_t *metric, size_t idx, struct ad_prom_series *s, char *errstr,
+                        size_t errstr_size)
 {
     size_t n = json_object_size(metric);
     char **pairs = NULL;
@@ -108,12 +64,12 @@ static int parse_labels(json_t *metric, size_t idx, struct ad_prom_series *s, ch
     s->label_values = calloc(n ? n : 1, sizeof *s->label_values);
     pairs = calloc(n ? 2 * n : 1, sizeof *pairs);
     if (!s->label_names || !s->label_values || !pairs) {
-        set_err(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     json_object_foreach (metric, key, value) {
         if (!json_is_string(value)) {
-            set_err(err, err_size, "result[%zu].metric.%s is not a string", idx, key);
+            ad_errstr_set(errstr, errstr_size, "result[%zu].metric.%s is not a string", idx, key);
             goto out;
         }
         pairs[2 * i] = (char *)key;
@@ -127,7 +83,7 @@ static int parse_labels(json_t *metric, size_t idx, struct ad_prom_series *s, ch
         s->label_values[i] = strdup(pairs[2 * i + 1]);
         s->n_labels++;
         if (!s->label_names[i] || !s->label_values[i]) {
-            set_err(err, err_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             goto out;
         }
     }
@@ -138,46 +94,51 @@ out:
     return rc;
 }
 
-static int parse_samples(json_t *values, size_t idx, struct ad_prom_series *s, char *err,
-                         size_t err_size)
+static int parse_samples(json_t *values, size_t idx, struct ad_prom_series *s, char *errstr,
+                         size_t errstr_size)
 {
     size_t n = json_array_size(values);
 
     s->times_ms = calloc(n ? n : 1, sizeof *s->times_ms);
     s->values = calloc(n ? n : 1, sizeof *s->values);
     if (!s->times_ms || !s->values) {
-        set_err(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     for (size_t j = 0; j < n; j++) {
         json_t *pair = json_array_get(values, j);
         json_t *t = json_array_get(pair, 0), *v = json_array_get(pair, 1);
         if (!json_is_array(pair) || json_array_size(pair) != 2) {
-            set_err(err, err_size, "result[%zu].values[%zu] is not a [time, value] pair", idx, j);
+            ad_errstr_set(errstr, errstr_size,
+                          "result[%zu].values[%zu] is not a [time, value] pair", idx, j);
             return -1;
         }
         if (!json_is_number(t)) {
-            set_err(err, err_size, "result[%zu].values[%zu]: the time is not a number", idx, j);
+            ad_errstr_set(errstr, errstr_size, "result[%zu].values[%zu]: the time is not a number",
+                          idx, j);
             return -1;
         }
         double secs = json_number_value(t);
         if (!(fabs(secs) < MAX_ABS_SECONDS)) {
-            set_err(err, err_size, "result[%zu].values[%zu]: time %g is out of range", idx, j,
-                    secs);
+            ad_errstr_set(errstr, errstr_size, "result[%zu].values[%zu]: time %g is out of range",
+                          idx, j, secs);
             return -1;
         }
         if (!json_is_string(v)) {
-            set_err(err, err_size, "result[%zu].values[%zu]: the value is not a string", idx, j);
+            ad_errstr_set(errstr, errstr_size, "result[%zu].values[%zu]: the value is not a string",
+                          idx, j);
             return -1;
         }
         int64_t ms = llround(secs * 1000.0);
         if (j > 0 && ms <= s->times_ms[j - 1]) {
-            set_err(err, err_size, "result[%zu].values[%zu]: times are not ascending", idx, j);
+            ad_errstr_set(errstr, errstr_size, "result[%zu].values[%zu]: times are not ascending",
+                          idx, j);
             return -1;
         }
         if (!parse_value(json_string_value(v), &s->values[j])) {
-            set_err(err, err_size, "result[%zu].values[%zu]: value \"%.64s\" is not a number", idx,
-                    j, json_string_value(v));
+            ad_errstr_set(errstr, errstr_size,
+                          "result[%zu].values[%zu]: value \"%.64s\" is not a number", idx, j,
+                          json_string_value(v));
             return -1;
         }
         s->times_ms[j] = ms;
@@ -186,21 +147,22 @@ static int parse_samples(json_t *values, size_t idx, struct ad_prom_series *s, c
     return 0;
 }
 
-static enum ad_prom_parse_result parse_error_status(json_t *root, char *err, size_t err_size)
+static enum ad_prom_parse_result parse_error_status(json_t *root, char *errstr, size_t errstr_size)
 {
     const char *type = json_string_value(json_object_get(root, "errorType"));
     const char *msg = json_string_value(json_object_get(root, "error"));
     bool has_type = type && *type, has_msg = msg && *msg;
     if (has_type && has_msg)
-        set_err(err, err_size, "%s: %s", type, msg);
+        ad_errstr_set(errstr, errstr_size, "%s: %s", type, msg);
     else if (has_msg)
-        set_err(err, err_size, "%s", msg);
+        ad_errstr_set(errstr, errstr_size, "%s", msg);
     else
-        set_err(err, err_size, "%s: (no error message)", has_type ? type : "error");
+        ad_errstr_set(errstr, errstr_size, "%s: (no error message)", has_type ? type : "error");
     return AD_PROM_ERROR_STATUS;
 }
 
-static int parse_warnings(json_t *root, struct ad_prom_matrix *out, char *err, size_t err_size)
+static int parse_warnings(json_t *root, struct ad_prom_matrix *out, char *errstr,
+                          size_t errstr_size)
 {
     json_t *warnings = json_object_get(root, "warnings");
     size_t i;
@@ -209,22 +171,22 @@ static int parse_warnings(json_t *root, struct ad_prom_matrix *out, char *err, s
     if (!warnings || json_is_null(warnings))
         return 0;
     if (!json_is_array(warnings)) {
-        set_err(err, err_size, "\"warnings\" is not an array");
+        ad_errstr_set(errstr, errstr_size, "\"warnings\" is not an array");
         return -1;
     }
     out->warnings = calloc(json_array_size(warnings) + 1, sizeof *out->warnings);
     if (!out->warnings) {
-        set_err(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     json_array_foreach (warnings, i, w) {
         if (!json_is_string(w)) {
-            set_err(err, err_size, "warnings[%zu] is not a string", i);
+            ad_errstr_set(errstr, errstr_size, "warnings[%zu] is not a string", i);
             return -1;
         }
         out->warnings[i] = strdup(json_string_value(w));
         if (!out->warnings[i]) {
-            set_err(err, err_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
         out->n_warnings++;
@@ -233,81 +195,83 @@ static int parse_warnings(json_t *root, struct ad_prom_matrix *out, char *err, s
 }
 
 enum ad_prom_parse_result ad_prom_parse_matrix(const char *body, size_t len,
-                                               struct ad_prom_matrix *out, char *err,
-                                               size_t err_size)
+                                               struct ad_prom_matrix *out, char *errstr,
+                                               size_t errstr_size)
 {
     enum ad_prom_parse_result rc = AD_PROM_MALFORMED;
     json_error_t jerr;
     json_t *root;
 
     memset(out, 0, sizeof *out);
-    set_err(err, err_size, "%s", "");
+    ad_errstr_set(errstr, errstr_size, "%s", "");
     root = json_loadb(body ? body : "", body ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        set_err(err, err_size, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-                jerr.text);
+        ad_errstr_set(errstr, errstr_size, "invalid JSON at line %d, column %d: %s", jerr.line,
+                      jerr.column, jerr.text);
         return AD_PROM_MALFORMED;
     }
     if (!json_is_object(root)) {
-        set_err(err, err_size, "the response is not a JSON object");
+        ad_errstr_set(errstr, errstr_size, "the response is not a JSON object");
         goto out;
     }
     json_t *status = json_object_get(root, "status");
     if (!json_is_string(status)) {
-        set_err(err, err_size, "\"status\" is %s", status ? "not a string" : "missing");
+        ad_errstr_set(errstr, errstr_size, "\"status\" is %s", status ? "not a string" : "missing");
         goto out;
     }
     if (strcmp(json_string_value(status), "error") == 0) {
-        rc = parse_error_status(root, err, err_size);
+        rc = parse_error_status(root, errstr, errstr_size);
         goto out;
     }
     if (strcmp(json_string_value(status), "success") != 0) {
-        set_err(err, err_size, "unknown status \"%.64s\"", json_string_value(status));
+        ad_errstr_set(errstr, errstr_size, "unknown status \"%.64s\"", json_string_value(status));
         goto out;
     }
-    if (parse_warnings(root, out, err, err_size) < 0)
+    if (parse_warnings(root, out, errstr, errstr_size) < 0)
         goto out;
 
     json_t *data = json_object_get(root, "data");
     if (!json_is_object(data)) {
-        set_err(err, err_size, "\"data\" is %s", data ? "not an object" : "missing");
+        ad_errstr_set(errstr, errstr_size, "\"data\" is %s", data ? "not an object" : "missing");
         goto out;
     }
     json_t *type = json_object_get(data, "resultType");
     if (!json_is_string(type)) {
-        set_err(err, err_size, "\"data.resultType\" is %s", type ? "not a string" : "missing");
+        ad_errstr_set(errstr, errstr_size, "\"data.resultType\" is %s",
+                      type ? "not a string" : "missing");
         goto out;
     }
     if (strcmp(json_string_value(type), "matrix") != 0) {
-        set_err(err, err_size, "resultType is \"%.64s\", expected \"matrix\"",
-                json_string_value(type));
+        ad_errstr_set(errstr, errstr_size, "resultType is \"%.64s\", expected \"matrix\"",
+                      json_string_value(type));
         rc = AD_PROM_WRONG_RESULT_TYPE;
         goto out;
     }
     json_t *result = json_object_get(data, "result");
     if (!json_is_array(result)) {
-        set_err(err, err_size, "\"data.result\" is %s", result ? "not an array" : "missing");
+        ad_errstr_set(errstr, errstr_size, "\"data.result\" is %s",
+                      result ? "not an array" : "missing");
         goto out;
     }
 
     size_t n = json_array_size(result);
     out->series = calloc(n ? n : 1, sizeof *out->series);
     if (!out->series) {
-        set_err(err, err_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *series = json_array_get(result, i);
         struct ad_prom_series *s = &out->series[out->n_series];
         if (!json_is_object(series)) {
-            set_err(err, err_size, "result[%zu] is not an object", i);
+            ad_errstr_set(errstr, errstr_size, "result[%zu] is not an object", i);
             goto out;
         }
         json_t *metric = json_object_get(series, "metric");
         json_t *values = json_object_get(series, "values");
         if (!json_is_object(metric)) {
-            set_err(err, err_size, "result[%zu].metric is %s", i,
-                    metric ? "not an object" : "missing");
+            ad_errstr_set(errstr, errstr_size, "result[%zu].metric is %s", i,
+                          metric ? "not an object" : "missing");
             goto out;
         }
         /* A native-histogram series carries "histograms" instead of "values"; it has no
@@ -317,14 +281,14 @@ enum ad_prom_parse_result ad_prom_parse_matrix(const char *body, size_t len,
         else
             json_incref(values);
         if (!json_is_array(values)) {
-            set_err(err, err_size, "result[%zu].values is %s", i,
-                    values ? "not an array" : "missing");
+            ad_errstr_set(errstr, errstr_size, "result[%zu].values is %s", i,
+                          values ? "not an array" : "missing");
             json_decref(values);
             goto out;
         }
         out->n_series++;
-        int bad = parse_labels(metric, i, s, err, err_size) < 0 ||
-                  parse_samples(values, i, s, err, err_size) < 0;
+        int bad = parse_labels(metric, i, s, errstr, errstr_size) < 0 ||
+                  parse_samples(values, i, s, errstr, errstr_size) < 0;
         json_decref(values);
         if (bad)
             goto out;

@@ -41,8 +41,8 @@ enum ad_prom_parse_result {
  * ad_prom_matrix_free (also after a failure). err (may be NULL) receives a one-line reason.
  */
 enum ad_prom_parse_result ad_prom_parse_matrix(const char *body, size_t len,
-                                               struct ad_prom_matrix *out, char *err,
-                                               size_t err_size);
+                                               struct ad_prom_matrix *out, char *errstr,
+                                               size_t errstr_size);
 void ad_prom_matrix_free(struct ad_prom_matrix *m);
 
 const char *ad_prom_parse_result_name(enum ad_prom_parse_result r);

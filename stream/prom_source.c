@@ -1,6 +1,6 @@
-#include "prom_source.h"
+#include "stream/prom_source.h"
 
-#include "clock.h"
+#include "base/clock.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -11,11 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http_fetch.h"
-#include "units.h"
+#include "base/units.h"
+#include "stream/http_fetch.h"
 
 #define AD_LOG_MODULE "prometheus"
-#include "log.h"
+#include "base/log.h"
 
 /* Points per series in one request. Prometheus refuses more than 11,000; staying below keeps
  * a long backfill to a few requests of bounded size. */
@@ -293,13 +293,13 @@ err:
 /* Every sample must lie on the grid inside (start, end], as the handler is promised; a
  * server or proxy that sends others is broken, and its answer is not used. */
 static int check_grid(const struct ad_prom_matrix *m, int64_t start, int64_t end, int64_t step,
-                      char *err, size_t err_size)
+                      char *errstr, size_t errstr_size)
 {
     for (size_t i = 0; i < m->n_series; i++)
         for (size_t j = 0; j < m->series[i].n_samples; j++) {
             int64_t t = m->series[i].times_ms[j];
             if (t <= start || t > end || align_down(t, step) != t) {
-                snprintf(err, err_size,
+                snprintf(errstr, errstr_size,
                          "result[%zu]: sample time %" PRId64 " ms is not a step of the range "
                          "asked for",
                          i, t);

@@ -24,9 +24,9 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "metrics.h"
-#include "prom_response.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "stream/prom_response.h"
 
 struct ad_prom_source;
 

@@ -1,4 +1,4 @@
-#include "redis_conn.h"
+#include "stream/redis_conn.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,11 +15,11 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
-#include "clock.h"
-#include "units.h"
+#include "base/clock.h"
+#include "base/units.h"
 
 #define AD_LOG_MODULE "redis"
-#include "log.h"
+#include "base/log.h"
 
 #define DEFAULT_MIN_BACKOFF_MS   100
 #define DEFAULT_MAX_BACKOFF_MS   30000

@@ -32,8 +32,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
-#include "metrics.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
 
 struct ad_redis_conn;
 

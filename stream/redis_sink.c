@@ -1,15 +1,15 @@
-#include "redis_sink.h"
+#include "stream/redis_sink.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "redis_conn.h"
+#include "base/clock.h"
+#include "stream/redis_conn.h"
 
 #define AD_LOG_MODULE "redis"
-#include "log.h"
+#include "base/log.h"
 
 /* How long a dedup key lives: longer than any replay after a restart can reach back (Kafka's
  * default retention is 7 days), short enough that the keys stay a small, bounded set. */
@@ -455,13 +455,13 @@ static void register_metrics(struct ad_redis_sink *s, struct ad_metrics *m)
 struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
                                         const struct ad_settings_redis_sink *settings,
                                         struct ad_metrics *metrics, ad_sink_ack_fn ack,
-                                        void *ack_arg, char *err, size_t err_size)
+                                        void *ack_arg, char *errstr, size_t errstr_size)
 {
     struct ad_redis_sink *s = NULL;
 
     if (!base || !settings || !settings->stream || !settings->hash || !settings->channel ||
         settings->stream_maxlen <= 0 || settings->queue_limit <= 0) {
-        snprintf(err, err_size,
+        snprintf(errstr, errstr_size,
                  "the Redis sink needs a loop, a stream, a hash, a channel, a positive "
                  "stream_maxlen and queue_limit");
         return NULL;
@@ -491,7 +491,7 @@ struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
         .metrics = metrics,
         .handler = {.on_ready = on_ready, .on_lost = on_lost, .arg = s},
     };
-    s->conn = ad_redis_conn_new(&opts, err, err_size);
+    s->conn = ad_redis_conn_new(&opts, errstr, errstr_size);
     if (!s->conn)
         goto err;
     AD_INFO_KV("redis sink started", AD_KV_STR("address", ad_redis_conn_address(s->conn)),
@@ -500,7 +500,7 @@ struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
     return s;
 
 oom:
-    snprintf(err, err_size, "out of memory");
+    snprintf(errstr, errstr_size, "out of memory");
 err:
     ad_redis_sink_destroy(s);
     return NULL;

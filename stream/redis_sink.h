@@ -28,9 +28,9 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "metrics.h"
-#include "settings.h"
-#include "sink.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "stream/sink.h"
 
 struct ad_redis_sink;
 
@@ -42,7 +42,7 @@ struct ad_redis_sink;
 struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
                                         const struct ad_settings_redis_sink *settings,
                                         struct ad_metrics *metrics, ad_sink_ack_fn ack,
-                                        void *ack_arg, char *err, size_t err_size);
+                                        void *ack_arg, char *errstr, size_t errstr_size);
 
 /* Queues a copy of msg. Always accepts (0), whether or not Redis is reachable; -1 only when out
  * of memory. */

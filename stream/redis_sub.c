@@ -1,14 +1,14 @@
-#include "redis_sub.h"
+#include "stream/redis_sub.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "redis_conn.h"
+#include "stream/redis_conn.h"
 
 #define AD_LOG_MODULE "redis"
-#include "log.h"
+#include "base/log.h"
 
 struct ad_redis_sub {
     struct ad_redis_conn *conn;

@@ -18,8 +18,8 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "metrics.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
 
 struct ad_redis_sub;
 

@@ -1,8 +1,10 @@
-#include "batch.h"
+#include "windows/batch.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/grow.h"
 
 struct ad_batch_pool {
     pthread_mutex_t lock;
@@ -137,19 +139,10 @@ void ad_window_batch_free(struct ad_window_batch *b)
     }
     bool kept = false;
     pthread_mutex_lock(&p->lock);
-    if (p->n_spare < p->keep && !p->released) {
-        if (p->n_spare == p->cap_spare) {
-            size_t cap = p->cap_spare ? 2 * p->cap_spare : 4;
-            struct ad_window_batch **grown = realloc(p->spare, cap * sizeof *grown);
-            if (grown) {
-                p->spare = grown;
-                p->cap_spare = cap;
-            }
-        }
-        if (p->n_spare < p->cap_spare) {
-            p->spare[p->n_spare++] = b;
-            kept = true;
-        }
+    if (p->n_spare < p->keep && !p->released &&
+        ad_grow(&p->spare, &p->cap_spare, p->n_spare + 1, sizeof *p->spare) == 0) {
+        p->spare[p->n_spare++] = b;
+        kept = true;
     }
     bool last = pool_unref_locked(p);
     pthread_mutex_unlock(&p->lock);

@@ -1,4 +1,4 @@
-#include "bucket.h"
+#include "windows/bucket.h"
 
 int64_t ad_bucket_index(int64_t t, int64_t step)
 {

@@ -1,4 +1,4 @@
-#include "entity_index.h"
+#include "windows/entity_index.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-#include "grid.h"
+#include "windows/grid.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

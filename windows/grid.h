@@ -17,8 +17,8 @@
 
 #include <jansson.h>
 
-#include "watermark.h"
-#include "window_store.h"
+#include "windows/watermark.h"
+#include "windows/window_store.h"
 
 #define AD_GRID_MAX_SOURCES 16
 

@@ -1,6 +1,7 @@
-#include "watermark.h"
+#include "windows/watermark.h"
 
-#include "clock.h"
+#include "base/clock.h"
+#include "base/grow.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,14 +49,8 @@ int ad_watermark_add_input(struct ad_watermark *w, int32_t id, bool may_idle, in
 {
     struct input *in = find(w, id);
     if (!in) {
-        if (w->len == w->cap) {
-            size_t cap = w->cap ? w->cap * 2 : 8;
-            struct input *grown = realloc(w->inputs, cap * sizeof *grown);
-            if (!grown)
-                return -1;
-            w->inputs = grown;
-            w->cap = cap;
-        }
+        if (ad_grow(&w->inputs, &w->cap, w->len + 1, sizeof *w->inputs) < 0)
+            return -1;
         in = &w->inputs[w->len++];
     }
     *in = (struct input){

@@ -1,4 +1,4 @@
-#include "window_store.h"
+#include "windows/window_store.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -8,12 +8,13 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "bucket.h"
-#include "clock.h"
-#include "entity_index.h"
+#include "base/clock.h"
+#include "base/grow.h"
+#include "windows/bucket.h"
+#include "windows/entity_index.h"
 
 #define AD_LOG_MODULE "windows"
-#include "log.h"
+#include "base/log.h"
 
 #define NO_BUCKET INT64_MIN
 
@@ -188,14 +189,9 @@ static void open_count_add(struct ad_window_store *s, int64_t bucket, int delta)
     }
     if (delta < 0)
         return;
-    if (s->n_open_counts == s->open_counts_cap) {
-        size_t cap = s->open_counts_cap ? s->open_counts_cap * 2 : 16;
-        struct open_count *grown = realloc(s->open_counts, cap * sizeof *grown);
-        if (!grown)
-            return; /* only the skip over empty buckets relies on it; closing stays correct */
-        s->open_counts = grown;
-        s->open_counts_cap = cap;
-    }
+    if (ad_grow(&s->open_counts, &s->open_counts_cap, s->n_open_counts + 1,
+                sizeof *s->open_counts) < 0)
+        return; /* only the skip over empty buckets relies on it; closing stays correct */
     memmove(&s->open_counts[i + 1], &s->open_counts[i],
             (s->n_open_counts - i) * sizeof *s->open_counts);
     s->open_counts[i] = (struct open_count){bucket, (size_t)delta};
@@ -214,16 +210,10 @@ static uint32_t block_alloc(struct ad_window_store *s)
         s->free_blocks = ((struct block *)(s->blocks + (size_t)i * s->block_size))->next;
         return i;
     }
-    if (s->blocks_used + 1 >= s->blocks_cap) {
-        size_t cap = s->blocks_cap ? s->blocks_cap * 2 : 1024;
-        if (cap > UINT32_MAX)
-            return 0;
-        unsigned char *grown = realloc(s->blocks, cap * s->block_size);
-        if (!grown)
-            return 0;
-        s->blocks = grown;
-        s->blocks_cap = cap;
-    }
+    /* Block ids are 32-bit, and block 0 is never handed out. */
+    if (s->blocks_used + 2 > UINT32_MAX ||
+        ad_grow(&s->blocks, &s->blocks_cap, s->blocks_used + 2, s->block_size) < 0)
+        return 0;
     return (uint32_t)++s->blocks_used;
 }
 
@@ -629,16 +619,8 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
     struct entity *e = entity_at(s, id);
     size_t i = b->n_windows;
     size_t used = b->key_offsets[i];
-    if (used + e->key_len > b->keys_capacity) {
-        size_t cap = b->keys_capacity ? b->keys_capacity : 64;
-        while (cap < used + e->key_len)
-            cap *= 2;
-        char *keys = realloc(b->keys, cap);
-        if (!keys)
-            return -1;
-        b->keys = keys;
-        b->keys_capacity = cap;
-    }
+    if (ad_grow(&b->keys, &b->keys_capacity, used + e->key_len, 1) < 0)
+        return -1;
     memcpy(b->keys + used, key_of(e), e->key_len);
     b->key_offsets[i + 1] = used + e->key_len;
 

@@ -27,9 +27,9 @@
 
 #include <jansson.h>
 
-#include "batch.h"
-#include "metrics.h"
-#include "settings.h"
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "windows/batch.h"
 
 #define AD_WINDOW_MAX_FEATURES 64
 

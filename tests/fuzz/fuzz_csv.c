@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "csv.h"
+#include "stream/csv.h"
 
 #define MAX 16
 

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "event_time.h"
-#include "json_extract.h"
+#include "stream/event_time.h"
+#include "stream/json_extract.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "log_rules.h"
+#include "config/config.h"
+#include "stream/log_rules.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

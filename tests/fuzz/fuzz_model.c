@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "model.h"
-#include "safetensors.h"
+#include "gpu/model.h"
+#include "gpu/safetensors.h"
 
 static void fuzz_safetensors(const uint8_t *data, size_t size)
 {

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "prom_response.h"
+#include "stream/prom_response.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 : "${AD_SOURCE_DIR:?}"
 cd "$AD_SOURCE_DIR"
-in_code=$(grep -rhoE '"anomalyd_[a-z0-9_]+"' daemon stream windows gpu config | tr -d '"' | sort -u)
+in_code=$(grep -rhoE '"anomalyd_[a-z0-9_]+"' base config windows stream gpu detect daemon | tr -d '"' | sort -u)
 in_docs=$(grep -oE '^\| `anomalyd_[a-z0-9_]+`' docs/operations.md | grep -oE 'anomalyd_[a-z0-9_]+' |
     sort -u)
 [ -n "$in_code" ] || { echo "found no metric names in the sources"; exit 1; }

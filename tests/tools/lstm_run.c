@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lstm.h"
-#include "safetensors.h"
+#include "gpu/lstm.h"
+#include "gpu/safetensors.h"
 
 static void *read_all(const char *path, size_t *len)
 {

@@ -2,7 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "metrics.h"
+#include "base/metrics.h"
+#include "daemon/process_metrics.h"
 
 static double read_queue_depth(void *arg)
 {

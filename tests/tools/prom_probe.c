@@ -24,13 +24,13 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "config.h"
-#include "metrics.h"
-#include "prom_source.h"
-#include "units.h"
+#include "base/metrics.h"
+#include "base/units.h"
+#include "config/config.h"
+#include "stream/prom_source.h"
 
 #define AD_LOG_MODULE "prom-probe"
-#include "log.h"
+#include "base/log.h"
 
 #define PROG "prom-probe"
 

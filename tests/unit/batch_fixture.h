@@ -3,7 +3,7 @@
 
 #include <stddef.h>
 
-#include "batch.h"
+#include "windows/batch.h"
 
 /* A batch of n windows of T steps of F features, values near mean[f] = 10 f (the model
  * fixture's normalization), every cell observed, keys "e0", "e1", ... */

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lstm.h"
+#include "gpu/lstm.h"
 
 struct lstm_ref_model {
     struct ad_lstm_weights w;

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lstm.h"
-#include "sha256.h"
+#include "base/sha256.h"
+#include "gpu/lstm.h"
 
 #define MAX_TENSORS (4 * AD_LSTM_MAX_LAYERS + 2)
 

@@ -19,7 +19,7 @@
 #include <curl/curl.h>
 #include <event2/thread.h>
 
-#include "admin.h"
+#include "daemon/admin.h"
 
 struct fixture {
     struct event_base *base;

@@ -15,7 +15,7 @@
 
 #include <jansson.h>
 
-#include "alerts.h"
+#include "detect/alerts.h"
 
 #define STEP    60000
 #define T0      INT64_C(1795323600000) /* 2026-11-22T05:00:00Z */

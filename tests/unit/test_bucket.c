@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "bucket.h"
+#include "windows/bucket.h"
 
 static void test_alignment(void **state)
 {

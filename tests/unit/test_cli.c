@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "cli.h"
+#include "daemon/cli.h"
 
 static struct ad_cli parse(int argc, const char **argv)
 {

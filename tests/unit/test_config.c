@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define CASES_DIR AD_SOURCE_DIR "/tests/unit/config_cases"
 

@@ -19,8 +19,8 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "config_watch.h"
-#include "sha256.h"
+#include "base/sha256.h"
+#include "daemon/config_watch.h"
 
 struct fixture {
     char dir[64];

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "csv.h"
+#include "stream/csv.h"
 
 #define MAX 8
 

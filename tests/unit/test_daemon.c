@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "daemon.h"
+#include "daemon/daemon.h"
 
 static char dir[64];
 static char config_path[128];
@@ -81,7 +81,7 @@ struct stopper {
     int delay_ms;
     int stop_calls;
     struct event_base *base;
-    ad_daemon_done_fn done;
+    ad_component_done_fn done;
     void *done_arg;
 };
 
@@ -93,7 +93,7 @@ static void stopper_done(evutil_socket_t fd, short what, void *arg)
     s->done(s->done_arg);
 }
 
-static void stopper_stop(void *ctx, ad_daemon_done_fn done, void *done_arg)
+static void stopper_stop(void *ctx, ad_component_done_fn done, void *done_arg)
 {
     struct stopper *s = ctx;
     s->stop_calls++;

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "entity_index.h"
+#include "windows/entity_index.h"
 
 #define MAX_IDS 20000
 

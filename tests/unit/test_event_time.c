@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "event_time.h"
+#include "stream/event_time.h"
 
 static int64_t parse_ok(const char *s)
 {

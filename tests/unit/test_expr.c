@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "expr.h"
+#include "config/expr.h"
 
 static void test_features(void **state)
 {

@@ -20,9 +20,9 @@
 
 #include <cmocka.h>
 
-#include "http_fetch.h"
 #include "model_fixture.h"
 #include "nginx_fixture.h"
+#include "stream/http_fetch.h"
 
 struct ctx {
     struct event_base *base;

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "jpath.h"
+#include "config/jpath.h"
 
 static void test_forms(void **state)
 {

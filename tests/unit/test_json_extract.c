@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "json_extract.h"
+#include "stream/json_extract.h"
 
 #define MAX_PATHS 64
 

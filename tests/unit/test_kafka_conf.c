@@ -8,8 +8,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "kafka_conf.h"
+#include "config/config.h"
+#include "stream/kafka_conf.h"
 
 static struct ad_config *load(const char *yaml)
 {

@@ -22,10 +22,10 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include "clock.h"
-#include "kafka_sink.h"
-#include "log.h"
-#include "metrics.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "stream/kafka_sink.h"
 
 #define TOPIC      "alerts"
 #define PARTITIONS 4
@@ -174,10 +174,10 @@ static void on_stopped_destroy(void *arg, bool flushed)
     f->sink = NULL;
 }
 
-static struct ad_kafka_sink *new_sink(struct fixture *f, char *err, size_t err_size)
+static struct ad_kafka_sink *new_sink(struct fixture *f, char *errstr, size_t errstr_size)
 {
-    return ad_kafka_sink_new(f->base, &f->kafka, &f->sink_settings, f->metrics, on_ack, f, err,
-                             err_size);
+    return ad_kafka_sink_new(f->base, &f->kafka, &f->sink_settings, f->metrics, on_ack, f, errstr,
+                             errstr_size);
 }
 
 static void start_sink(struct fixture *f)

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "line_reader.h"
+#include "stream/line_reader.h"
 
 /* A pipe holding text, its writing end closed: reads come back in pieces a pipe chooses. */
 static int pipe_of(const char *text, size_t len)

@@ -13,7 +13,7 @@
 #include <jansson.h>
 
 #define AD_LOG_MODULE "test"
-#include "log.h"
+#include "base/log.h"
 
 static FILE *sink;
 

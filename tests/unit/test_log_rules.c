@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "log_rules.h"
+#include "config/config.h"
+#include "stream/log_rules.h"
 
 #define NOW 1795323600000LL /* 2026-11-22T05:00:00Z */
 

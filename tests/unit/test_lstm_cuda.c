@@ -18,10 +18,10 @@
 
 #include <cmocka.h>
 
-#include "device.h"
-#include "lstm.h"
-#include "lstm_backend.h"
-#include "lstm_cuda.h"
+#include "gpu/device.h"
+#include "gpu/lstm.h"
+#include "gpu/lstm_backend.h"
+#include "gpu/lstm_cuda.h"
 #include "lstm_ref.h"
 
 #define TOL 1e-4
@@ -81,10 +81,10 @@ static void test_bad_ordinal(void **state)
 }
 
 static int fake_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                        size_t steps, size_t x_stride, float *out, char *err, size_t err_size)
+                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
 {
     (void)impl, (void)w, (void)x, (void)batch, (void)steps, (void)x_stride, (void)out;
-    (void)err, (void)err_size;
+    (void)errstr, (void)errstr_size;
     return 0;
 }
 

@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "lstm_dev.h"
+#include "gpu/lstm_dev.h"
 #include "lstm_ref.h"
 
 #define TOL 1e-4
@@ -72,11 +72,11 @@ static void violate(struct emu *e, const char *fmt, ...)
     va_end(ap);
 }
 
-static int injected(struct emu *e, enum op_kind kind, char *err, size_t err_size)
+static int injected(struct emu *e, enum op_kind kind, char *errstr, size_t errstr_size)
 {
     e->calls[kind]++;
     if (e->fail_at != 0 && e->fail_kind == kind && e->calls[kind] == e->fail_at) {
-        snprintf(err, err_size, "injected failure of op %d", (int)kind);
+        snprintf(errstr, errstr_size, "injected failure of op %d", (int)kind);
         return -1;
     }
     return 0;
@@ -124,11 +124,11 @@ static void enqueue(struct emu *e, const struct op *o)
     e->queue[e->n_queue++] = *o;
 }
 
-static int emu_alloc_kind(struct emu *e, size_t bytes, void **p, int host, char *err,
-                          size_t err_size)
+static int emu_alloc_kind(struct emu *e, size_t bytes, void **p, int host, char *errstr,
+                          size_t errstr_size)
 {
     *p = NULL;
-    if (injected(e, host ? OP_ALLOC_HOST : OP_ALLOC, err, err_size) < 0)
+    if (injected(e, host ? OP_ALLOC_HOST : OP_ALLOC, errstr, errstr_size) < 0)
         return -1;
     if (e->n_regions == sizeof e->regions / sizeof e->regions[0])
         abort();
@@ -159,9 +159,9 @@ static void emu_release_kind(struct emu *e, void *p, int host)
     violate(e, "release of %p, which is not an allocation", p);
 }
 
-static int emu_alloc(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+static int emu_alloc(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size)
 {
-    return emu_alloc_kind(ctx, bytes, p, 0, err, err_size);
+    return emu_alloc_kind(ctx, bytes, p, 0, errstr, errstr_size);
 }
 
 static void emu_release(void *ctx, void *p)
@@ -169,9 +169,9 @@ static void emu_release(void *ctx, void *p)
     emu_release_kind(ctx, p, 0);
 }
 
-static int emu_alloc_host(void *ctx, size_t bytes, void **p, char *err, size_t err_size)
+static int emu_alloc_host(void *ctx, size_t bytes, void **p, char *errstr, size_t errstr_size)
 {
-    return emu_alloc_kind(ctx, bytes, p, 1, err, err_size);
+    return emu_alloc_kind(ctx, bytes, p, 1, errstr, errstr_size);
 }
 
 static void emu_release_host(void *ctx, void *p)
@@ -179,11 +179,11 @@ static void emu_release_host(void *ctx, void *p)
     emu_release_kind(ctx, p, 1);
 }
 
-static int emu_upload(void *ctx, void *dst, const void *src, size_t bytes, char *err,
-                      size_t err_size)
+static int emu_upload(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                      size_t errstr_size)
 {
     struct emu *e = ctx;
-    if (injected(e, OP_UPLOAD, err, err_size) < 0)
+    if (injected(e, OP_UPLOAD, errstr, errstr_size) < 0)
         return -1;
     check_span(e, dst, bytes, 0, "upload destination");
     struct region *r = find(e, src);
@@ -193,11 +193,11 @@ static int emu_upload(void *ctx, void *dst, const void *src, size_t bytes, char 
     return 0;
 }
 
-static int emu_download(void *ctx, void *dst, const void *src, size_t bytes, char *err,
-                        size_t err_size)
+static int emu_download(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                        size_t errstr_size)
 {
     struct emu *e = ctx;
-    if (injected(e, OP_DOWNLOAD, err, err_size) < 0)
+    if (injected(e, OP_DOWNLOAD, errstr, errstr_size) < 0)
         return -1;
     check_span(e, src, bytes, 0, "download source");
     check_span(e, dst, bytes, 1, "download destination");
@@ -206,15 +206,15 @@ static int emu_download(void *ctx, void *dst, const void *src, size_t bytes, cha
 }
 
 static int emu_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, const float *b,
-                       int ldb, float *c, int ldc, char *err, size_t err_size)
+                       int ldb, float *c, int ldc, char *errstr, size_t errstr_size)
 {
     struct emu *e = ctx;
-    if (injected(e, OP_GEMM, err, err_size) < 0)
+    if (injected(e, OP_GEMM, errstr, errstr_size) < 0)
         return -1;
     /* cublasSgemm's own checks for (T, N). */
     if (m < 0 || n < 0 || k < 0 || lda < (k > 1 ? k : 1) || ldb < (k > 1 ? k : 1) ||
         ldc < (m > 1 ? m : 1)) {
-        snprintf(err, err_size, "cublasSgemm: CUBLAS_STATUS_INVALID_VALUE (emulated)");
+        snprintf(errstr, errstr_size, "cublasSgemm: CUBLAS_STATUS_INVALID_VALUE (emulated)");
         violate(e, "gemm m %d n %d k %d lda %d ldb %d ldc %d: invalid", m, n, k, lda, ldb, ldc);
         return -1;
     }
@@ -236,10 +236,10 @@ static int emu_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, 
     return 0;
 }
 
-static int emu_cell(void *ctx, const struct ad_lstm_cell_args *a, char *err, size_t err_size)
+static int emu_cell(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size)
 {
     struct emu *e = ctx;
-    if (injected(e, OP_CELL, err, err_size) < 0)
+    if (injected(e, OP_CELL, errstr, errstr_size) < 0)
         return -1;
     size_t rows = a->rows, steps = a->steps, H = a->hidden, f = sizeof(float);
     if (a->t >= a->steps || a->first != (a->t == 0))
@@ -256,10 +256,11 @@ static int emu_cell(void *ctx, const struct ad_lstm_cell_args *a, char *err, siz
     return 0;
 }
 
-static int emu_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *err, size_t err_size)
+static int emu_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errstr,
+                        size_t errstr_size)
 {
     struct emu *e = ctx;
-    if (injected(e, OP_BIAS, err, err_size) < 0)
+    if (injected(e, OP_BIAS, errstr, errstr_size) < 0)
         return -1;
     check_span(e, a->out, (size_t)a->rows * a->cols * sizeof(float), 0, "bias out");
     check_span(e, a->bias, a->cols * sizeof(float), 0, "bias bias");
@@ -300,10 +301,10 @@ static void run(const struct op *o)
     }
 }
 
-static int emu_sync(void *ctx, char *err, size_t err_size)
+static int emu_sync(void *ctx, char *errstr, size_t errstr_size)
 {
-    (void)err;
-    (void)err_size;
+    (void)errstr;
+    (void)errstr_size;
     struct emu *e = ctx;
     for (size_t i = 0; i < e->n_queue; i++)
         run(&e->queue[i]);

@@ -15,8 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "daemon/process_metrics.h"
 
 /* Log records go to a pipe, so tests can assert that an error was (or was not) logged. */
 static int log_pipe[2] = {-1, -1};

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "model.h"
+#include "gpu/model.h"
 #include "model_fixture.h"
 
 static const struct fixture_model base = {

@@ -24,8 +24,8 @@
 
 #include <cmocka.h>
 
+#include "detect/model_watch.h"
 #include "model_fixture.h"
-#include "model_watch.h"
 #include "nginx_fixture.h"
 
 #define MAX_EVENTS 32

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "prom_response.h"
+#include "stream/prom_response.h"
 
 /* What Prometheus 2.42 answered for a range query over test data (see
  * tests/integration/test_prometheus.py), with a NaN, both infinities and a warning added. */
@@ -24,10 +24,10 @@ static const char sample_response[] =
     "{\"metric\":{},\"values\":[]}]},"
     "\"warnings\":[\"PromQL info: something to know\"]}";
 
-static enum ad_prom_parse_result parse(const char *body, struct ad_prom_matrix *m, char *err,
-                                       size_t err_size)
+static enum ad_prom_parse_result parse(const char *body, struct ad_prom_matrix *m, char *errstr,
+                                       size_t errstr_size)
 {
-    return ad_prom_parse_matrix(body, strlen(body), m, err, err_size);
+    return ad_prom_parse_matrix(body, strlen(body), m, errstr, errstr_size);
 }
 
 static void test_success(void **state)

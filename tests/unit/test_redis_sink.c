@@ -33,12 +33,12 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
-#include "clock.h"
-#include "log.h"
-#include "metrics.h"
-#include "redis_conn.h"
-#include "redis_sink.h"
-#include "redis_sub.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "stream/redis_conn.h"
+#include "stream/redis_sink.h"
+#include "stream/redis_sub.h"
 
 /* A bound on every wait, so a broken build fails instead of hanging; no assertion is about
  * how long anything takes. */

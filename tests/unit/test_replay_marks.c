@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "replay_marks.h"
+#include "detect/replay_marks.h"
 
 #define KEY(s) (s), sizeof(s) - 1
 

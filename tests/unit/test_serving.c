@@ -16,13 +16,13 @@
 
 #include <cmocka.h>
 
+#include "base/metrics.h"
 #include "batch_fixture.h"
-#include "config.h"
-#include "metrics.h"
-#include "model.h"
+#include "config/config.h"
+#include "detect/serving.h"
+#include "gpu/model.h"
+#include "gpu/scorer.h"
 #include "model_fixture.h"
-#include "scorer.h"
-#include "serving.h"
 
 static const struct fixture_model spec = {
     .layers = 1, .hidden = 16, .features = 4, .window = 16, .step_ms = 10000, .seed = 3};

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "sha256.h"
+#include "base/sha256.h"
 
 static void test_known_vectors(void **state)
 {

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "units.h"
+#include "base/units.h"
 
 static int64_t duration(const char *s)
 {

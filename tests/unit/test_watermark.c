@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "watermark.h"
+#include "windows/watermark.h"
 
 static void test_minimum_over_inputs(void **state)
 {

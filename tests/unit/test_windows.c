@@ -31,9 +31,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "grid.h"
-#include "units.h"
-#include "window_store.h"
+#include "base/units.h"
+#include "windows/grid.h"
+#include "windows/window_store.h"
 
 #define CASES_DIR   AD_SOURCE_DIR "/tests/unit/window_cases"
 #define MAX_SOURCES 4

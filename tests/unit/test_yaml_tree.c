@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "yaml_tree.h"
+#include "config/yaml_tree.h"
 
 static json_t *read_yaml(const char *text, json_t *index)
 {

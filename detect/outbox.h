@@ -1,0 +1,48 @@
+#ifndef AD_OUTBOX_H
+#define AD_OUTBOX_H
+
+/*
+ * The alert sinks of one pipeline, as one: the Kafka sink when sinks.kafka is configured, the
+ * Redis sink when sinks.redis is. Each alert goes to every sink; each sink acknowledges it once
+ * it is safe there (docs/sinks.md), through the one callback given here, on the loop thread.
+ * Sinks never drop: when one has too much unacknowledged, ad_outbox_full says so and the
+ * pipeline pauses its Kafka sources until it drains.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "base/metrics.h"
+#include "config/settings.h"
+#include "detect/alerts.h"
+
+struct ad_outbox;
+
+typedef void (*ad_outbox_ack_fn)(void *arg, uint64_t token);
+
+/* Builds the configured sinks (none is fine). Returns NULL with err filled. */
+struct ad_outbox *ad_outbox_new(struct event_base *base, const struct ad_settings *s,
+                                struct ad_metrics *metrics, ad_outbox_ack_fn ack, void *ack_arg,
+                                char *errstr, size_t errstr_size);
+
+/* Hands alert (borrowed) of detector to every sink. Returns how many acknowledgements of token
+ * will come: one per sink that took it. */
+size_t ad_outbox_publish(struct ad_outbox *o, const char *detector, const struct ad_alert *alert,
+                         uint64_t token);
+
+/* Some sink holds as many unacknowledged alerts as it may. */
+bool ad_outbox_full(const struct ad_outbox *o);
+
+/* Flushes every sink until deadline_ms (ad_clock_mono_ms), then calls done(arg, flushed):
+ * flushed is false when something was still unacknowledged. */
+void ad_outbox_stop(struct ad_outbox *o, int64_t deadline_ms, void (*done)(void *arg, bool flushed),
+                    void *arg);
+void ad_outbox_destroy(struct ad_outbox *o);
+
+void ad_outbox_status(const struct ad_outbox *o, json_t *out);
+
+#endif

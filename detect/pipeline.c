@@ -1,0 +1,991 @@
+#include "detect/pipeline.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/grow.h"
+#include "detect/model_watch.h"
+#include "detect/outbox.h"
+#include "detect/routing.h"
+#include "detect/serving.h"
+#include "gpu/scorer.h"
+#include "stream/kafka_source.h"
+#include "stream/prom_source.h"
+#include "stream/redis_sub.h"
+#include "windows/bucket.h"
+#include "windows/grid.h"
+#include "windows/watermark.h"
+#include "windows/window_store.h"
+
+#define AD_LOG_MODULE "pipeline"
+#include "base/log.h"
+
+/* How often the grids move to their watermarks. */
+#define TICK_MS 200
+
+struct source_rt {
+    struct pipeline *owner;
+    /* Kafka partitions paused for running too far ahead (watermark alignment). */
+    ad_kafka_input *ahead;
+    size_t n_ahead, cap_ahead;
+    const struct ad_settings_source *settings;
+    struct ad_kafka_source *kafka;
+    struct ad_prom_source *prom;
+    struct ad_watermark *watermark;
+    int64_t step;
+    struct ad_route *routes;
+    size_t n_routes;
+    struct ad_counter *key_too_long, *missing_label, *nan_values, *inf_values;
+};
+
+struct detector_rt {
+    struct pipeline *owner;
+    const struct ad_settings_detector *settings;
+    struct ad_window_store *store;
+    struct ad_grid *grid;
+    struct ad_serving *serving;
+    int64_t released_through;
+    int64_t newest_bucket; /* of the events seen */
+};
+
+struct pipeline {
+    struct ad_pipeline *holder;
+    struct ad_config *config; /* a reference: the settings below point into it */
+    struct source_rt *sources;
+    size_t n_sources;
+    struct detector_rt *detectors;
+    size_t n_detectors;
+    struct ad_kafka_source_detector *rebuild; /* what the Kafka sources need of each detector */
+    struct ad_outbox *outbox;
+    struct event *tick;
+    size_t stops_pending;
+    void (*stopped)(struct pipeline *p);
+    bool stopping, sources_stopping;
+    struct pipeline *next_retired;
+};
+
+struct ad_pipeline {
+    struct event_base *base;
+    struct ad_metrics *metrics;
+    struct ad_scorer *scorer;
+    struct event *results;
+    size_t queue_depth; /* scoring.queue_depth in force */
+    struct pipeline *current;
+    struct pipeline *retired;           /* stopping in the background after a reload */
+    struct ad_model_watch *watch;       /* NULL: no model store */
+    struct ad_redis_sub *announcements; /* NULL: no model_store.redis_channel */
+    ad_component_done_fn done;
+    void *done_arg;
+};
+
+static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", "sinks", NULL};
+
+static void advance_detector(struct pipeline *p, size_t d);
+static bool scorer_full(const struct pipeline *p);
+
+/* ---- routing ---- */
+
+/* Whether a partition whose watermark moved from before to t may have let a bucket of det
+ * close: it crossed a bucket's end plus the lateness. Checked per event, so that a bucket
+ * closes as soon as its slowest partition passes it rather than at the next tick; it holds
+ * once per partition and bucket, and the grid's minimum over the partitions decides. */
+static bool may_close(const struct detector_rt *det, int64_t before, int64_t t)
+{
+    int64_t step = det->settings->step, lateness = det->settings->allowed_lateness;
+    return before == AD_WATERMARK_NONE ||
+           (t > before &&
+            ad_bucket_index(t - lateness, step) > ad_bucket_index(before - lateness, step));
+}
+
+/* Watermark alignment (docs/windows.md, "Partitions far ahead"): a partition whose events run
+ * so far ahead of the oldest open bucket that an entity could need more open buckets than it
+ * may hold is paused until the others catch up, instead of having its events refused as too
+ * far. ALIGN_MARGIN buckets are left for events that arrive out of order. */
+#define ALIGN_MARGIN 4
+
+/* How many buckets input's events run ahead of det's oldest open bucket (0: none open). */
+static int64_t buckets_ahead(const struct detector_rt *det, int64_t watermark)
+{
+    int64_t oldest = ad_window_store_oldest_open(det->store);
+    if (oldest == INT64_MAX || watermark == AD_WATERMARK_NONE)
+        return 0;
+    return ad_bucket_index(watermark, det->settings->step) - oldest;
+}
+
+static void pause_ahead(struct source_rt *src, ad_kafka_input input)
+{
+    if (ad_grow(&src->ahead, &src->cap_ahead, src->n_ahead + 1, sizeof *src->ahead) < 0)
+        return; /* not paused: at worst, events are refused as too far and counted */
+    src->ahead[src->n_ahead++] = input;
+    ad_kafka_source_pause_partition(src->kafka, input, true);
+}
+
+static void forget_ahead(struct source_rt *src, size_t i)
+{
+    ad_kafka_source_pause_partition(src->kafka, src->ahead[i], false);
+    src->ahead[i] = src->ahead[--src->n_ahead];
+}
+
+/* Resumes the paused partitions that are within half the open-bucket bound again. */
+static void realign(struct pipeline *p)
+{
+    for (size_t s = 0; s < p->n_sources; s++) {
+        struct source_rt *src = &p->sources[s];
+        for (size_t i = 0; i < src->n_ahead;) {
+            int64_t wm = ad_watermark_input(src->watermark, src->ahead[i]);
+            bool close_enough = true;
+            for (size_t r = 0; r < src->n_routes && close_enough; r++) {
+                const struct detector_rt *det = &p->detectors[src->routes[r].detector];
+                close_enough =
+                    buckets_ahead(det, wm) < (int64_t)ad_window_store_max_open(det->store) / 2;
+            }
+            if (close_enough)
+                forget_ahead(src, i);
+            else
+                i++;
+        }
+    }
+}
+
+/* After an event moved input's watermark into a new bucket: pauses the partition when it is
+ * too far ahead for one of its detectors. */
+static void check_ahead(struct source_rt *src, ad_kafka_input input, int64_t watermark)
+{
+    for (size_t i = 0; i < src->n_ahead; i++)
+        if (src->ahead[i] == input)
+            return;
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct detector_rt *det = &src->owner->detectors[src->routes[r].detector];
+        if (buckets_ahead(det, watermark) >=
+            (int64_t)ad_window_store_max_open(det->store) - ALIGN_MARGIN) {
+            pause_ahead(src, input);
+            return;
+        }
+    }
+}
+
+static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
+                         const struct ad_log_event *ev, const int64_t *replayed)
+{
+    struct source_rt *src = arg;
+    struct pipeline *p = src->owner;
+    char key[AD_ROUTING_MAX_KEY];
+    double values[AD_WINDOW_MAX_FEATURES];
+
+    int64_t before = ad_watermark_update(src->watermark, input, ev->time, ad_clock_wall_ms());
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct ad_route *route = &src->routes[r];
+        struct detector_rt *det = &p->detectors[route->detector];
+        size_t len;
+        uint64_t present;
+        enum ad_routing_result routed =
+            ad_routing_log_event(route, det->settings, ev, key, &len, values, &present);
+        if (routed == AD_ROUTING_KEY_TOO_LONG)
+            ad_counter_inc(src->key_too_long);
+        if (routed != AD_ROUTING_OK)
+            continue;
+        if (replayed && replayed[route->detector] != INT64_MIN)
+            ad_serving_mark_replayed(det->serving, key, len, replayed[route->detector]);
+        int64_t bucket = ad_bucket_index(ev->time, det->settings->step);
+        if (bucket > det->newest_bucket) {
+            /* Reading a backlog, event time runs far ahead of the timer that closes buckets:
+             * close what the watermark allows each time a new bucket starts, so that an
+             * entity never holds more open buckets than the lateness needs. */
+            det->newest_bucket = bucket;
+            advance_detector(p, route->detector);
+        } else if (may_close(det, before, ev->time) && !scorer_full(p)) {
+            advance_detector(p, route->detector);
+        }
+        if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
+            ad_kafka_source_hold(src->kafka, input, offset, route->detector, bucket);
+    }
+    /* The step of a Kafka source is its detectors' (validated equal). */
+    if (!replayed && (before == AD_WATERMARK_NONE ||
+                      ad_bucket_index(ev->time, src->step) > ad_bucket_index(before, src->step)))
+        check_ahead(src, input, ev->time);
+}
+
+static void on_assign(void *arg, ad_kafka_input input)
+{
+    struct source_rt *src = arg;
+    ad_watermark_add_input(src->watermark, input, true, ad_clock_wall_ms());
+}
+
+static void on_revoke(void *arg, ad_kafka_input input)
+{
+    struct source_rt *src = arg;
+    ad_watermark_remove_input(src->watermark, input);
+    /* The source has ended its pause with the assignment. */
+    for (size_t i = 0; i < src->n_ahead; i++) {
+        if (src->ahead[i] == input) {
+            src->ahead[i] = src->ahead[--src->n_ahead];
+            break;
+        }
+    }
+}
+
+static const char *series_label(const struct ad_prom_series *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_labels; i++)
+        if (strcmp(s->label_names[i], name) == 0)
+            return s->label_values[i];
+    return NULL;
+}
+
+static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, int64_t start_ms,
+                     int64_t end_ms)
+{
+    struct source_rt *src = arg;
+    struct pipeline *p = src->owner;
+    char key[AD_ROUTING_MAX_KEY];
+    double values[AD_WINDOW_MAX_FEATURES];
+    (void)start_ms;
+
+    for (size_t r = 0; r < src->n_routes; r++) {
+        const struct ad_route *route = &src->routes[r];
+        struct detector_rt *det = &p->detectors[route->detector];
+        size_t df = SIZE_MAX;
+        for (size_t f = 0; f < route->n_features; f++)
+            if (route->source_feature[f] == query)
+                df = route->detector_feature[f];
+        if (df == SIZE_MAX)
+            continue;
+        for (size_t si = 0; si < m->n_series; si++) {
+            const struct ad_prom_series *series = &m->series[si];
+            size_t len = 0;
+            bool ok = true;
+            for (size_t k = 0; k < det->settings->keys.len && ok; k++) {
+                const char *v = series_label(series, route->series_label[k]);
+                if (!v) {
+                    ad_counter_inc(src->missing_label);
+                    ok = false;
+                    break;
+                }
+                size_t n = strlen(v);
+                len = ad_routing_key_append(key, len, k, v, n);
+                if (len == SIZE_MAX) {
+                    ad_counter_inc(src->key_too_long);
+                    ok = false;
+                }
+            }
+            if (!ok)
+                continue;
+            for (size_t i = 0; i < series->n_samples; i++) {
+                double v = series->values[i];
+                if (!isfinite(v)) {
+                    ad_counter_inc(isnan(v) ? src->nan_values : src->inf_values);
+                    continue;
+                }
+                values[df] = v;
+                ad_window_store_add(det->store, key, len,
+                                    ad_grid_sample_time(series->times_ms[i], src->step), values,
+                                    1ULL << df);
+            }
+        }
+    }
+    ad_watermark_update(src->watermark, (int32_t)query, end_ms, ad_clock_wall_ms());
+}
+
+/* ---- windows handed on ---- */
+
+static void on_batch(void *arg, struct ad_window_batch *b)
+{
+    struct detector_rt *det = arg;
+    ad_serving_submit(det->serving, b);
+}
+
+/* Releases the Kafka offsets of the buckets detector d is done with. */
+static void release_done(struct pipeline *p, size_t d)
+{
+    struct detector_rt *det = &p->detectors[d];
+    int64_t done = ad_serving_done_through(det->serving);
+    if (done == INT64_MIN || done == det->released_through)
+        return;
+    det->released_through = done;
+    for (size_t s = 0; s < p->n_sources; s++) {
+        struct source_rt *src = &p->sources[s];
+        if (!src->kafka)
+            continue;
+        for (size_t r = 0; r < src->n_routes; r++)
+            if (src->routes[r].detector == d)
+                ad_kafka_source_release(src->kafka, d, done);
+    }
+}
+
+static bool scorer_full(const struct pipeline *p)
+{
+    const struct ad_pipeline *h = p->holder;
+    return h->scorer && ad_scorer_pending(h->scorer) >= h->queue_depth;
+}
+
+/* While the scorer's queue or a sink is full the Kafka sources stop fetching, so that a
+ * backlog waits in Kafka rather than in memory, and no alert is dropped. A stopping pipeline
+ * fetches nothing more either: what it reads now could not be committed. */
+static void apply_backpressure(struct pipeline *p)
+{
+    bool full = p->stopping || scorer_full(p) || (p->outbox && ad_outbox_full(p->outbox));
+    for (size_t s = 0; s < p->n_sources; s++)
+        ad_kafka_source_pause(p->sources[s].kafka, full);
+}
+
+static void advance_detector(struct pipeline *p, size_t d)
+{
+    struct detector_rt *det = &p->detectors[d];
+    int64_t closed = ad_grid_advance(det->grid, ad_clock_wall_ms());
+    if (closed != INT64_MIN) {
+        ad_serving_closed(det->serving, closed);
+        release_done(p, d);
+        realign(p);
+    }
+    apply_backpressure(p);
+}
+
+/* Moves every grid, unless the scorer's queue is full: then closed buckets wait in the window
+ * stores until it drains. */
+static void advance_all(struct pipeline *p)
+{
+    for (size_t d = 0; d < p->n_detectors && !scorer_full(p); d++)
+        advance_detector(p, d);
+}
+
+/* Batches being scored and alerts not yet acknowledged: what a stop waits for. */
+static size_t in_flight(const struct pipeline *p)
+{
+    size_t n = 0;
+    for (size_t d = 0; d < p->n_detectors; d++) {
+        const struct ad_serving *v = p->detectors[d].serving;
+        n += v ? ad_serving_in_flight(v) + ad_serving_unacked(v) : 0;
+    }
+    return n;
+}
+
+static void stop_sources(struct pipeline *p);
+
+/* Tokens of alerts in the sinks: the detector's index above, its alert sequence below. */
+#define TOKEN_SEQ_BITS 48
+#define TOKEN_SEQ_MASK ((UINT64_C(1) << TOKEN_SEQ_BITS) - 1)
+
+static size_t publish_alert(void *arg, const struct ad_alert *alert, uint64_t seq)
+{
+    struct detector_rt *det = arg;
+    struct pipeline *p = det->owner;
+    if (!p->outbox)
+        return 0;
+    uint64_t token = (uint64_t)(det - p->detectors) << TOKEN_SEQ_BITS | (seq & TOKEN_SEQ_MASK);
+    return ad_outbox_publish(p->outbox, det->settings->name, alert, token);
+}
+
+/* After a detector made progress (a batch back, an alert acknowledged): release what is done,
+ * lift or keep the backpressure, and go on with a stop that waited for it. */
+static void progressed(struct pipeline *p, size_t d)
+{
+    release_done(p, d);
+    apply_backpressure(p);
+    if (p->stopping && !p->sources_stopping && in_flight(p) == 0)
+        stop_sources(p);
+}
+
+static void on_alert_acked(void *arg, uint64_t token)
+{
+    struct pipeline *p = arg;
+    size_t d = (size_t)(token >> TOKEN_SEQ_BITS);
+    if (d >= p->n_detectors)
+        return;
+    ad_serving_ack(p->detectors[d].serving, token & TOKEN_SEQ_MASK);
+    progressed(p, d);
+}
+
+static void on_results(evutil_socket_t fd, short what, void *arg)
+{
+    struct ad_pipeline *h = arg;
+    struct ad_score_job *job;
+    (void)fd;
+    (void)what;
+    while ((job = ad_scorer_take(h->scorer))) {
+        struct ad_serving *v = ad_serving_of(job);
+        struct detector_rt *det = ad_serving_user(v);
+        struct pipeline *p = det->owner;
+        ad_serving_finish(v, job);
+        progressed(p, (size_t)(det - p->detectors));
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    advance_all(arg);
+}
+
+/* ---- building ---- */
+
+static int build_routes(struct pipeline *p, const struct ad_settings *s, char *errstr,
+                        size_t errstr_size)
+{
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        src->routes = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *src->routes);
+        if (!src->routes) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        src->n_routes = ad_routing_build(s, si, src->routes);
+    }
+    return 0;
+}
+
+static int build_detectors(struct pipeline *p, const struct ad_settings *s,
+                           struct ad_metrics *metrics, char *errstr, size_t errstr_size)
+{
+    for (size_t di = 0; di < s->n_detectors; di++) {
+        const struct ad_settings_detector *d = &s->detectors[di];
+        struct detector_rt *det = &p->detectors[di];
+        enum ad_agg aggs[AD_WINDOW_MAX_FEATURES];
+        enum ad_fill_policy fills[AD_WINDOW_MAX_FEATURES];
+        struct ad_window_spec spec;
+        ad_routing_window_spec(s, di, (size_t)s->scoring.max_batch, &spec, aggs, fills);
+        det->owner = p;
+        det->settings = d;
+        det->released_through = INT64_MIN;
+        det->newest_bucket = INT64_MIN;
+        det->store = ad_window_store_new(&spec, metrics, on_batch, det, errstr, errstr_size);
+        if (!det->store)
+            return -1;
+        det->grid = ad_grid_new(det->store, d->source_idle_timeout);
+        if (!det->grid) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        struct ad_serving_outlet outlet = {.publish = publish_alert, .arg = det};
+        det->serving =
+            ad_serving_new(s, di, p->holder->scorer, &outlet, metrics, det, errstr, errstr_size);
+        if (!det->serving)
+            return -1;
+    }
+    return 0;
+}
+
+/* The step of a source: its own, or that of the detectors that use it (validated equal). */
+static int64_t source_step(const struct ad_settings *s, size_t si, int64_t *span)
+{
+    int64_t step = s->sources[si].type == AD_SOURCE_PROMETHEUS ? s->sources[si].prometheus.step : 0;
+    *span = 0;
+    for (size_t di = 0; di < s->n_detectors; di++) {
+        const struct ad_settings_detector *d = &s->detectors[di];
+        for (size_t f = 0; f < d->features.len; f++) {
+            if (d->refs[f].source != si)
+                continue;
+            if (!step)
+                step = d->step;
+            if (d->window > *span)
+                *span = d->window;
+        }
+    }
+    return step;
+}
+
+static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
+                         const struct ad_settings *s, char *errstr, size_t errstr_size)
+{
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        const char *name = s->sources[si].name;
+        src->owner = p;
+        src->settings = &s->sources[si];
+        src->watermark = ad_watermark_new(ad_clock_wall_ms());
+        if (!src->watermark) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        static const char refused_help[] = "Series or values a source could not use.";
+        src->key_too_long =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "key_too_long", NULL);
+        src->missing_label =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "missing_label", NULL);
+        src->nan_values =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "nan", NULL);
+        src->inf_values =
+            ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
+                               refused_help, "source", name, "reason", "inf", NULL);
+    }
+    if (build_routes(p, s, errstr, errstr_size) < 0)
+        return -1;
+    for (size_t si = 0; si < s->n_sources; si++) {
+        struct source_rt *src = &p->sources[si];
+        if (src->n_routes == 0) {
+            AD_WARN_KV("no detector uses this source; it is not read",
+                       AD_KV_STR("source", src->settings->name));
+            continue;
+        }
+        for (size_t r = 0; r < src->n_routes; r++)
+            if (ad_grid_add_source(p->detectors[src->routes[r].detector].grid, src->settings->name,
+                                   src->watermark) < 0) {
+                snprintf(errstr, errstr_size, "detector uses too many sources");
+                return -1;
+            }
+        int64_t span;
+        src->step = source_step(s, si, &span);
+        if (src->settings->type == AD_SOURCE_KAFKA) {
+            struct ad_kafka_source_options o = {
+                .base = holder->base,
+                .kafka = &s->kafka,
+                .settings = src->settings,
+                .n_detectors = s->n_detectors,
+                .detectors = p->rebuild,
+                .engine = AD_EXTRACT_SIMDJSON,
+                .metrics = holder->metrics,
+                .handler = {.on_event = on_log_event,
+                            .on_assign = on_assign,
+                            .on_revoke = on_revoke,
+                            .arg = src},
+            };
+            src->kafka = ad_kafka_source_new(&o, errstr, errstr_size);
+            if (!src->kafka)
+                return -1;
+        } else {
+            for (size_t q = 0; q < src->settings->n_features; q++)
+                ad_watermark_add_input(src->watermark, (int32_t)q, false, ad_clock_wall_ms());
+            struct ad_prom_source_options o = {
+                .base = holder->base,
+                .settings = src->settings,
+                .step_ms = src->step,
+                .backfill_ms = span,
+                .metrics = holder->metrics,
+                .handler = {.on_range = on_range, .arg = src},
+            };
+            src->prom = ad_prom_source_new(&o, errstr, errstr_size);
+            if (!src->prom)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static void pipeline_free(struct pipeline *p)
+{
+    if (!p)
+        return;
+    if (p->tick)
+        event_free(p->tick);
+    for (size_t i = 0; i < p->n_sources; i++) {
+        ad_kafka_source_destroy(p->sources[i].kafka);
+        ad_prom_source_destroy(p->sources[i].prom);
+        ad_watermark_destroy(p->sources[i].watermark);
+        free(p->sources[i].routes);
+        free(p->sources[i].ahead);
+    }
+    for (size_t i = 0; i < p->n_detectors; i++) {
+        ad_grid_destroy(p->detectors[i].grid);
+        ad_window_store_destroy(p->detectors[i].store);
+        ad_serving_destroy(p->detectors[i].serving);
+    }
+    ad_outbox_destroy(p->outbox);
+    free(p->sources);
+    free(p->detectors);
+    free(p->rebuild);
+    ad_config_unref(p->config);
+    free(p);
+}
+
+static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct ad_config *config,
+                                       char *errstr, size_t errstr_size)
+{
+    const struct ad_settings *s = ad_config_settings(config);
+    struct pipeline *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    p->holder = holder;
+    p->config = ad_config_ref((struct ad_config *)config);
+    p->n_sources = s->n_sources;
+    p->n_detectors = s->n_detectors;
+    p->sources = calloc(s->n_sources ? s->n_sources : 1, sizeof *p->sources);
+    p->detectors = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->detectors);
+    p->rebuild = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->rebuild);
+    if (!p->sources || !p->detectors || !p->rebuild) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    for (size_t d = 0; d < s->n_detectors; d++) {
+        const struct ad_settings_detector *det = &s->detectors[d];
+        p->rebuild[d] = (struct ad_kafka_source_detector){
+            .name = det->name,
+            .step = det->step,
+            .history_buckets = (det->rebuild_history + det->step - 1) / det->step};
+    }
+    p->outbox =
+        ad_outbox_new(holder->base, s, holder->metrics, on_alert_acked, p, errstr, errstr_size);
+    if (!p->outbox || build_detectors(p, s, holder->metrics, errstr, errstr_size) < 0 ||
+        build_sources(p, holder, s, errstr, errstr_size) < 0)
+        goto err;
+    p->tick = event_new(holder->base, -1, EV_PERSIST, on_tick, p);
+    struct timeval tv = {0, TICK_MS * 1000};
+    if (!p->tick || event_add(p->tick, &tv) < 0) {
+        snprintf(errstr, errstr_size, "cannot register the tick");
+        goto err;
+    }
+    AD_INFO_KV("pipeline built", AD_KV_INT("sources", s->n_sources),
+               AD_KV_INT("detectors", s->n_detectors));
+    return p;
+err:
+    pipeline_free(p);
+    return NULL;
+}
+
+/* ---- stopping ---- */
+
+static void source_stopped(void *arg)
+{
+    struct pipeline *p = arg;
+    if (p->stops_pending > 0 && --p->stops_pending == 0 && p->stopped)
+        p->stopped(p);
+}
+
+static void outbox_stopped(void *arg, bool flushed)
+{
+    struct pipeline *p = arg;
+    if (!flushed)
+        AD_WARN("the sinks were stopped with alerts unacknowledged; they are sent again after "
+                "the restart, from the uncommitted offsets");
+    source_stopped(p);
+}
+
+/* Once every batch is scored and every alert acknowledged: the sources commit and leave, and
+ * the sinks close. */
+static void stop_sources(struct pipeline *p)
+{
+    const struct ad_settings *s = ad_config_settings(p->config);
+    p->sources_stopping = true;
+    /* Count first: a source may finish before its stop returns. */
+    for (size_t i = 0; i < p->n_sources; i++)
+        if (p->sources[i].kafka)
+            p->stops_pending++;
+    p->stops_pending++; /* the outbox */
+    ad_outbox_stop(p->outbox, ad_clock_mono_ms() + s->daemon.shutdown_timeout, outbox_stopped, p);
+    for (size_t i = 0; i < p->n_sources; i++) {
+        if (p->sources[i].kafka)
+            ad_kafka_source_stop(p->sources[i].kafka, source_stopped, p);
+        /* Prometheus holds nothing to hand back: its transfers end with it. */
+        ad_prom_source_destroy(p->sources[i].prom);
+        p->sources[i].prom = NULL;
+    }
+    source_stopped(p);
+}
+
+/* Scoring finishes first, so that the sources commit the offsets of every scored bucket. */
+static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *))
+{
+    p->stopping = true;
+    p->stopped = stopped;
+    if (p->tick)
+        event_del(p->tick);
+    p->stops_pending = 1; /* stop_sources' own */
+    apply_backpressure(p);
+    if (in_flight(p) == 0)
+        stop_sources(p);
+}
+
+static void maybe_done(struct ad_pipeline *h)
+{
+    if (h->done && !h->retired &&
+        (!h->current || !h->current->stopping || h->current->stops_pending == 0)) {
+        ad_component_done_fn done = h->done;
+        h->done = NULL;
+        done(h->done_arg);
+    }
+}
+
+static void retired_stopped(struct pipeline *p)
+{
+    struct ad_pipeline *h = p->holder;
+    for (struct pipeline **link = &h->retired; *link; link = &(*link)->next_retired) {
+        if (*link == p) {
+            *link = p->next_retired;
+            break;
+        }
+    }
+    AD_INFO("the previous pipeline has stopped");
+    pipeline_free(p);
+    maybe_done(h);
+}
+
+static void current_stopped(struct pipeline *p)
+{
+    maybe_done(p->holder);
+}
+
+/* ---- the model store ---- */
+
+static void on_model(void *arg, const char *model, struct ad_model *m)
+{
+    struct ad_pipeline *h = arg;
+    struct pipeline *p = h->current;
+    for (size_t d = 0; p && d < p->n_detectors; d++)
+        if (strcmp(p->detectors[d].settings->model, model) == 0)
+            ad_serving_offer_model(p->detectors[d].serving, ad_model_ref(m));
+    ad_model_watch_set_serving(h->watch, model, ad_model_version(m));
+    ad_model_unref(m);
+}
+
+static void on_refused(void *arg, const char *model, const char *version, const char *error)
+{
+    struct ad_pipeline *h = arg;
+    struct pipeline *p = h->current;
+    (void)version;
+    for (size_t d = 0; p && d < p->n_detectors; d++)
+        if (strcmp(p->detectors[d].settings->model, model) == 0)
+            ad_serving_refuse_model(p->detectors[d].serving, error);
+}
+
+static void on_announcement(void *arg, const char *payload, size_t len)
+{
+    struct ad_pipeline *h = arg;
+    if (h->watch)
+        ad_model_watch_announce(h->watch, payload, len);
+}
+
+static void on_subscribed(void *arg)
+{
+    struct ad_pipeline *h = arg;
+    /* Announcements made while the subscription was down are lost: look for ourselves. */
+    if (h->watch)
+        ad_model_watch_check(h->watch);
+}
+
+static void unwatch(struct ad_pipeline *h)
+{
+    ad_redis_sub_destroy(h->announcements);
+    h->announcements = NULL;
+    ad_model_watch_destroy(h->watch);
+    h->watch = NULL;
+}
+
+/* Watches the store for the models of the current pipeline's detectors, each checked against
+ * the first detector that uses it (the others check again when it is offered). */
+static int watch(struct ad_pipeline *h, const struct ad_settings *s, char *errstr,
+                 size_t errstr_size)
+{
+    if (!s->model_store.path && !s->model_store.url)
+        return 0;
+    const char **models = calloc(s->n_detectors + 1, sizeof *models);
+    struct ad_model_expect *expect = calloc(s->n_detectors + 1, sizeof *expect);
+    size_t n = 0;
+    int rc = -1;
+    if (!models || !expect) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (size_t d = 0; d < s->n_detectors; d++) {
+        const struct ad_settings_detector *det = &s->detectors[d];
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(models[i], det->model) == 0;
+        if (seen)
+            continue;
+        expect[n] = (struct ad_model_expect){
+            .features = &det->features, .window = det->window_len, .step_ms = det->step};
+        models[n++] = det->model;
+    }
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    struct ad_model_watch_options opts = {
+        .base = h->base,
+        .store = &s->model_store,
+        .models = models,
+        .n_models = n,
+        .expect = expect,
+        .handler = {.on_model = on_model, .on_refused = on_refused, .arg = h},
+        .metrics = h->metrics,
+    };
+    h->watch = ad_model_watch_new_with(&opts, errstr, errstr_size);
+    if (!h->watch)
+        goto out;
+    /* What the detectors loaded as they were built is not news. */
+    for (size_t d = 0; h->current && d < h->current->n_detectors; d++) {
+        const struct ad_model *m = ad_serving_model(h->current->detectors[d].serving);
+        if (m)
+            ad_model_watch_set_serving(h->watch, ad_model_name(m), ad_model_version(m));
+    }
+    if (s->model_store.redis_channel && s->sinks.redis.url) {
+        struct ad_redis_sub_handler handler = {
+            .on_message = on_announcement, .on_subscribed = on_subscribed, .arg = h};
+        h->announcements = ad_redis_sub_new(h->base, &s->sinks.redis, s->model_store.redis_channel,
+                                            h->metrics, &handler, errstr, errstr_size);
+        if (!h->announcements)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(models);
+    free(expect);
+    return rc;
+}
+
+/* ---- the component ---- */
+
+static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
+{
+    struct ad_pipeline *h = ctx;
+    const struct ad_settings *s = ad_config_settings(next);
+    static const char *const store_sections[] = {"model_store", "sinks", NULL};
+    if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
+        h->queue_depth = (size_t)s->scoring.queue_depth;
+        for (size_t d = 0; d < h->current->n_detectors; d++) {
+            struct detector_rt *det = &h->current->detectors[d];
+            ad_window_store_set_max_batch(det->store, (size_t)s->scoring.max_batch);
+        }
+        if (!ad_config_sections_equal(h->current->config, next, store_sections)) {
+            unwatch(h);
+            if (watch(h, s, errstr, errstr_size) < 0)
+                return -1;
+        }
+        /* SIGHUP looks at the store at once, whatever inotify or the poll have seen. */
+        if (h->watch)
+            ad_model_watch_check(h->watch);
+        return 0;
+    }
+    struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
+    if (!fresh)
+        return -1;
+    struct pipeline *old = h->current;
+    h->current = fresh;
+    h->queue_depth = (size_t)s->scoring.queue_depth;
+    unwatch(h);
+    if (watch(h, s, errstr, errstr_size) < 0)
+        AD_ERROR_KV("cannot watch the model store; new versions wait for a restart",
+                    AD_KV_STR("error", errstr));
+    if (old) {
+        AD_WARN("sources or detectors changed: the pipeline was rebuilt; windows are rebuilt "
+                "from the last commit's rebuild point");
+        old->next_retired = h->retired;
+        h->retired = old;
+        pipeline_stop(old, retired_stopped);
+    }
+    return 0;
+}
+
+static void stop(void *ctx, ad_component_done_fn done, void *done_arg)
+{
+    struct ad_pipeline *h = ctx;
+    h->done = done;
+    h->done_arg = done_arg;
+    if (h->current && !h->current->stopping)
+        pipeline_stop(h->current, current_stopped);
+    else
+        maybe_done(h);
+}
+
+static void status(void *ctx, json_t *out)
+{
+    struct ad_pipeline *h = ctx;
+    struct pipeline *p = h->current;
+    int64_t now = ad_clock_wall_ms();
+    if (!p)
+        return;
+    json_t *sources = json_object();
+    for (size_t i = 0; i < p->n_sources; i++) {
+        const struct source_rt *src = &p->sources[i];
+        json_t *part = json_object();
+        json_object_set_new(
+            part, "type",
+            json_string(src->settings->type == AD_SOURCE_KAFKA ? "kafka" : "prometheus"));
+        if (src->kafka)
+            ad_kafka_source_status(src->kafka, part);
+        else if (src->prom)
+            ad_prom_source_status(src->prom, part);
+        else
+            json_object_set_new(part, "state", json_string("unused"));
+        json_object_set_new(sources, src->settings->name, part);
+    }
+    json_object_set_new(out, "sources", sources);
+    json_t *detectors = json_object();
+    for (size_t i = 0; i < p->n_detectors; i++) {
+        const struct detector_rt *det = &p->detectors[i];
+        json_t *part = json_object();
+        ad_grid_status(det->grid, now, part);
+        ad_window_store_status(det->store, part);
+        ad_serving_status(det->serving, part);
+        json_object_set_new(detectors, det->settings->name, part);
+    }
+    json_object_set_new(out, "detectors", detectors);
+    json_t *sinks = json_object();
+    ad_outbox_status(p->outbox, sinks);
+    json_object_set_new(out, "sinks", sinks);
+    if (h->watch) {
+        json_t *store = json_object();
+        ad_model_watch_status(h->watch, store);
+        if (h->announcements) {
+            json_t *sub = json_object();
+            ad_redis_sub_status(h->announcements, sub);
+            json_object_set_new(store, "announcements", sub);
+        }
+        json_object_set_new(out, "model_store", store);
+    }
+}
+
+struct ad_component ad_pipeline_component(struct ad_pipeline *p)
+{
+    return (struct ad_component){
+        .name = "pipeline", .ctx = p, .apply = apply, .stop = stop, .status = status};
+}
+
+struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
+                                    const struct ad_config *config, struct ad_scorer *scorer,
+                                    char *errstr, size_t errstr_size)
+{
+    struct ad_pipeline *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    h->base = base;
+    h->metrics = metrics;
+    h->scorer = scorer;
+    h->queue_depth = (size_t)ad_config_settings(config)->scoring.queue_depth;
+    if (scorer) {
+        h->results = event_new(base, ad_scorer_fd(scorer), EV_READ | EV_PERSIST, on_results, h);
+        if (!h->results || event_add(h->results, NULL) < 0) {
+            snprintf(errstr, errstr_size, "cannot watch the scorer");
+            goto fail;
+        }
+    }
+    h->current = pipeline_build(h, config, errstr, errstr_size);
+    if (!h->current || watch(h, ad_config_settings(config), errstr, errstr_size) < 0)
+        goto fail;
+    return h;
+fail:
+    unwatch(h);
+    pipeline_free(h->current);
+    if (h->results)
+        event_free(h->results);
+    free(h);
+    return NULL;
+}
+
+void ad_pipeline_destroy(struct ad_pipeline *h)
+{
+    if (!h)
+        return;
+    while (h->retired) {
+        struct pipeline *p = h->retired;
+        h->retired = p->next_retired;
+        pipeline_free(p);
+    }
+    unwatch(h);
+    pipeline_free(h->current);
+    if (h->results)
+        event_free(h->results);
+    free(h);
+}

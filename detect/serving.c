@@ -1,0 +1,648 @@
+#include "detect/serving.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/grow.h"
+#include "detect/alerts.h"
+#include "detect/likelihood.h"
+#include "detect/replay_marks.h"
+#include "detect/swap.h"
+#include "gpu/model.h"
+#include "stream/log_rules.h"
+#include "windows/bucket.h"
+
+#define AD_LOG_MODULE "serving"
+#include "base/log.h"
+
+/* "Buckets up to bucket are done once `submitted` jobs have finished and every alert they
+ * made (sequence numbers below `alerts`) has been acknowledged." */
+#define ALERTS_UNKNOWN UINT64_MAX /* the jobs have not all finished yet */
+struct mark {
+    int64_t bucket;
+    uint64_t submitted;
+    uint64_t alerts;
+};
+
+/* An alert handed to the sinks and not yet acknowledged by all of them. */
+struct unacked {
+    uint64_t seq;
+    uint32_t remaining;
+    int64_t bucket_start; /* of the window it came from */
+    double closed_at;     /* when its bucket began closing (ad_clock_mono_seconds); 0: unknown */
+};
+
+struct ad_serving {
+    const struct ad_settings_detector *settings;
+    void *user;
+    struct ad_scorer *scorer;
+    struct ad_metrics *metrics;
+    struct ad_swap *swap; /* the serving model version, and the next one in shadow */
+    struct ad_likelihood *likelihood;
+    struct ad_alerts *alerts;
+    struct ad_replay_marks *replayed; /* NULL until replayed events mark an entity */
+    struct ad_serving_outlet outlet;
+    FILE *export;
+    char *export_path;
+
+    uint64_t submitted, finished;
+    struct mark *marks; /* oldest first */
+    size_t n_marks, cap_marks;
+    int64_t done_through;
+    uint64_t alert_seq;      /* the next alert's sequence number */
+    struct unacked *unacked; /* oldest first, from unacked_head */
+    size_t unacked_head, n_unacked, cap_unacked;
+    int64_t last_bucket; /* the newest bucket with a finished batch */
+    /* The batch being finished: the bucket and close time its alerts are delivered from. */
+    int64_t finishing_bucket;
+    double finishing_closed_at;
+    double last_max_score;
+    int64_t notified_at; /* INT64_MIN: the wall clock */
+
+    unsigned long long scored, anomalous, unscored_no_model, unscored_no_data, unscored_failed;
+    struct ad_counter *scored_total, *anomalous_total;
+    struct ad_counter *unscored_no_model_total, *unscored_no_data_total, *unscored_failed_total;
+    struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
+    struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
+    unsigned long long notified_before;
+    struct ad_gauge *pending_gauge, *firing_gauge, *flapping_gauge, *unacked_gauge;
+    struct ad_histogram *delivery_seconds;
+    struct ad_alerts_counts counted; /* what the counters above have been given */
+};
+
+/* ---- construction ---- */
+
+static void register_alert_metrics(struct ad_serving *v, struct ad_metrics *metrics)
+{
+    const char *name = v->settings->name;
+    static const char notified_help[] = "Alert notifications handed to the sinks, by state.";
+    static const char active_help[] = "Entities whose alert is in this state.";
+    v->notified_firing_total =
+        ad_metrics_counter(metrics, "anomalyd_alert_notifications_total", notified_help, "detector",
+                           name, "state", "firing", NULL);
+    v->notified_resolved_total =
+        ad_metrics_counter(metrics, "anomalyd_alert_notifications_total", notified_help, "detector",
+                           name, "state", "resolved", NULL);
+    v->held_back_total = ad_metrics_counter(metrics, "anomalyd_alert_notifications_held_back_total",
+                                            "Notifications held back while an entity was flapping.",
+                                            "detector", name, NULL);
+    v->untracked_total = ad_metrics_counter(
+        metrics, "anomalyd_alerts_untracked_total",
+        "Anomalous windows of new entities that found the alert table full (no alert).", "detector",
+        name, NULL);
+    v->replayed_total = ad_metrics_counter(
+        metrics, "anomalyd_alert_notifications_replayed_total",
+        "Notifications not handed to the sinks again: made while windows were rebuilt after a "
+        "restart, for windows whose alerts had been acknowledged before.",
+        "detector", name, NULL);
+    v->unmarked_total = ad_metrics_counter(
+        metrics, "anomalyd_replay_marks_dropped_total",
+        "Entities fed by replayed events that found the replay table full: their rebuilt "
+        "notifications may be sent again.",
+        "detector", name, NULL);
+    v->pending_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
+                                        "state", "pending", NULL);
+    v->firing_gauge = ad_metrics_gauge(metrics, "anomalyd_alerts", active_help, "detector", name,
+                                       "state", "firing", NULL);
+    v->flapping_gauge =
+        ad_metrics_gauge(metrics, "anomalyd_alerts_flapping",
+                         "Entities whose notifications are held back.", "detector", name, NULL);
+    v->unacked_gauge = ad_metrics_gauge(
+        metrics, "anomalyd_alerts_unacknowledged",
+        "Alerts handed to the sinks and not yet acknowledged by every one of them.", "detector",
+        name, NULL);
+    v->delivery_seconds = ad_metrics_histogram(
+        metrics, "anomalyd_alert_delivery_seconds",
+        "From the close of an alert's bucket to its acknowledgement by the last sink.",
+        ad_metrics_latency_buckets, ad_metrics_latency_buckets_len, "detector", name, NULL);
+}
+
+/* Brings the alert metrics up to the state machine's counts. */
+static void update_alert_metrics(struct ad_serving *v)
+{
+    struct ad_alerts_counts c;
+    ad_alerts_counts(v->alerts, &c);
+    ad_counter_add(v->notified_firing_total,
+                   (double)(c.notified_firing - v->counted.notified_firing));
+    ad_counter_add(v->notified_resolved_total,
+                   (double)(c.notified_resolved - v->counted.notified_resolved));
+    ad_counter_add(v->held_back_total, (double)(c.held_back - v->counted.held_back));
+    ad_counter_add(v->untracked_total, (double)(c.untracked - v->counted.untracked));
+    ad_gauge_set(v->pending_gauge, (double)c.pending);
+    ad_gauge_set(v->firing_gauge, (double)c.firing);
+    ad_gauge_set(v->flapping_gauge, (double)c.flapping);
+    ad_gauge_set(v->unacked_gauge, (double)v->n_unacked);
+    v->counted = c;
+}
+
+struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct ad_scorer *scorer,
+                                  const struct ad_serving_outlet *outlet,
+                                  struct ad_metrics *metrics, void *user, char *errstr,
+                                  size_t errstr_size)
+{
+    const struct ad_settings_detector *det = &s->detectors[d];
+    struct ad_serving *v = calloc(1, sizeof *v);
+    if (!v) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    v->settings = det;
+    v->user = user;
+    v->scorer = scorer;
+    v->metrics = metrics;
+    v->done_through = INT64_MIN;
+    v->last_bucket = INT64_MIN;
+    v->notified_at = INT64_MIN;
+    if (outlet)
+        v->outlet = *outlet;
+    /* An entity's likelihood outlives its windows by one idle timeout, so an entity that comes
+     * back soon keeps its history. */
+    int64_t idle_buckets = 2 * (det->entity_idle_timeout / det->step + 1);
+    v->swap = ad_swap_new(det, metrics);
+    v->likelihood = ad_likelihood_new(2 * (size_t)det->max_entities, idle_buckets);
+    v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
+                              2 * (size_t)det->max_entities);
+    if (!v->swap || !v->likelihood || !v->alerts) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    if (det->export_path) {
+        v->export_path = strdup(det->export_path);
+        v->export = fopen(det->export_path, "a");
+        if (!v->export || !v->export_path) {
+            snprintf(errstr, errstr_size, "detector %s: cannot open %s: %s", det->name,
+                     det->export_path, strerror(errno));
+            goto fail;
+        }
+    }
+    const char *name = det->name;
+    static const char unscored_help[] = "Windows handed on without a score, by reason.";
+    v->scored_total = ad_metrics_counter(metrics, "anomalyd_windows_scored_total",
+                                         "Windows scored.", "detector", name, NULL);
+    v->anomalous_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_anomalous_total",
+                           "Scored windows over the detector's likelihood or score threshold.",
+                           "detector", name, NULL);
+    v->unscored_no_model_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "no_model", NULL);
+    v->unscored_no_data_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "no_data", NULL);
+    v->unscored_failed_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "failed", NULL);
+    register_alert_metrics(v, metrics);
+    ad_swap_load_first(v->swap, s->model_store.path);
+    return v;
+fail:
+    ad_serving_destroy(v);
+    return NULL;
+}
+
+void ad_serving_destroy(struct ad_serving *v)
+{
+    if (!v)
+        return;
+    if (v->export)
+        fclose(v->export);
+    free(v->export_path);
+    ad_likelihood_destroy(v->likelihood);
+    ad_alerts_destroy(v->alerts);
+    ad_replay_marks_destroy(v->replayed);
+    ad_swap_destroy(v->swap);
+    free(v->marks);
+    free(v->unacked);
+    free(v);
+}
+
+/* ---- the flow ---- */
+
+void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
+{
+    struct ad_model *serving = ad_swap_serving(v->swap);
+    struct ad_model *candidate = ad_swap_candidate(v->swap);
+    struct ad_model *m = serving ? ad_model_ref(serving) : NULL;
+    struct ad_score_job *job = ad_score_job_new(batch, m, v);
+    if (!job) {
+        AD_ERROR_KV("out of memory submitting windows; they are not scored",
+                    AD_KV_STR("detector", v->settings->name));
+        ad_counter_add(v->unscored_failed_total, (double)batch->n_windows);
+        ad_window_batch_free(batch);
+        ad_model_unref(m);
+        return;
+    }
+    if (m && candidate)
+        job->shadow = ad_model_ref(candidate);
+    v->submitted++;
+    /* Without a model the job may finish here, unless that would overtake jobs in flight. */
+    if (v->scorer && (m || v->finished + 1 < v->submitted))
+        ad_scorer_submit(v->scorer, job);
+    else
+        ad_serving_finish(v, job);
+}
+
+/* Every alert with a sequence number below this one has been acknowledged. */
+static uint64_t acked_below(const struct ad_serving *v)
+{
+    return v->n_unacked ? v->unacked[v->unacked_head].seq : v->alert_seq;
+}
+
+/* Moves done_through over the marks whose jobs have finished and whose alerts are safe. */
+static void advance_done(struct ad_serving *v)
+{
+    size_t done = 0;
+    uint64_t acked = acked_below(v);
+    while (done < v->n_marks && v->marks[done].alerts != ALERTS_UNKNOWN &&
+           v->marks[done].alerts <= acked) {
+        if (v->marks[done].bucket > v->done_through)
+            v->done_through = v->marks[done].bucket;
+        done++;
+    }
+    if (done && done < v->n_marks)
+        memmove(v->marks, v->marks + done, (v->n_marks - done) * sizeof *v->marks);
+    v->n_marks -= done;
+}
+
+void ad_serving_closed(struct ad_serving *v, int64_t bucket)
+{
+    bool finished = v->finished == v->submitted;
+    if (finished && v->n_marks == 0 && acked_below(v) == v->alert_seq) {
+        if (bucket > v->done_through)
+            v->done_through = bucket;
+        return;
+    }
+    if (v->n_marks && v->marks[v->n_marks - 1].submitted == v->submitted) {
+        v->marks[v->n_marks - 1].bucket = bucket; /* no new batch since: move that mark on */
+        return;
+    }
+    if (ad_grow(&v->marks, &v->cap_marks, v->n_marks + 1, sizeof *v->marks) < 0) {
+        /* The bucket will count as done with a later one: offsets wait a little longer. */
+        AD_WARN("out of memory tracking closed buckets");
+        return;
+    }
+    v->marks[v->n_marks++] = (struct mark){.bucket = bucket,
+                                           .submitted = v->submitted,
+                                           .alerts = finished ? v->alert_seq : ALERTS_UNKNOWN};
+}
+
+struct ad_serving *ad_serving_of(const struct ad_score_job *job)
+{
+    return job->owner;
+}
+
+void *ad_serving_user(const struct ad_serving *v)
+{
+    return v->user;
+}
+
+int64_t ad_serving_done_through(const struct ad_serving *v)
+{
+    return v->done_through;
+}
+
+size_t ad_serving_in_flight(const struct ad_serving *v)
+{
+    return (size_t)(v->submitted - v->finished);
+}
+
+size_t ad_serving_unacked(const struct ad_serving *v)
+{
+    return v->n_unacked;
+}
+
+/* ---- alerts ---- */
+
+static int track_unacked(struct ad_serving *v, const struct unacked *alert)
+{
+    if (v->unacked_head + v->n_unacked == v->cap_unacked) {
+        if (v->unacked_head > 0) { /* reuse the room acknowledged alerts left at the front */
+            memmove(v->unacked, v->unacked + v->unacked_head, v->n_unacked * sizeof *v->unacked);
+            v->unacked_head = 0;
+        }
+        if (ad_grow(&v->unacked, &v->cap_unacked, v->n_unacked + 1, sizeof *v->unacked) < 0)
+            return -1;
+    }
+    v->unacked[v->unacked_head + v->n_unacked++] = *alert;
+    return 0;
+}
+
+void ad_serving_set_notified_at(struct ad_serving *v, int64_t ms)
+{
+    v->notified_at = ms;
+}
+
+static int64_t notify_time(const struct ad_serving *v)
+{
+    return v->notified_at != INT64_MIN ? v->notified_at : ad_clock_wall_ms();
+}
+
+/* Hands one alert to the sinks (or to the log alone, without sinks), and frees it. */
+static void publish(struct ad_serving *v, struct ad_alert *alert)
+{
+    uint64_t seq = v->alert_seq++;
+    AD_INFO_KV("alert", AD_KV_STR("detector", v->settings->name), AD_KV_STR("state", alert->state),
+               AD_KV_STR("entity", alert->entity), AD_KV_STR("id", alert->id));
+    size_t acks = v->outlet.publish ? v->outlet.publish(v->outlet.arg, alert, seq) : 0;
+    struct unacked tracked = {.seq = seq,
+                              .remaining = (uint32_t)acks,
+                              .bucket_start = v->finishing_bucket,
+                              .closed_at = v->finishing_closed_at};
+    if (acks && track_unacked(v, &tracked) < 0)
+        /* The acknowledgements will find nothing to count down: its bucket does not wait. */
+        AD_ERROR_KV("out of memory tracking an alert's delivery",
+                    AD_KV_STR("detector", v->settings->name), AD_KV_STR("id", alert->id));
+    ad_alert_free(alert);
+}
+
+static void on_expired(void *arg, struct ad_alert *alert)
+{
+    publish(arg, alert);
+}
+
+/* Every sink has the alert: how long that took from its bucket's close. */
+static void delivered(struct ad_serving *v, const struct unacked *alert)
+{
+    if (alert->closed_at <= 0)
+        return;
+    double seconds = ad_clock_mono_seconds() - alert->closed_at;
+    ad_histogram_observe(v->delivery_seconds, seconds);
+    /* One record per alert, for exact percentiles where the histogram's buckets are too
+     * coarse (bench/e2e.py reads them). */
+    AD_DEBUG_KV("alert delivered", AD_KV_STR("detector", v->settings->name),
+                AD_KV_INT("sequence", (long long)alert->seq),
+                AD_KV_INT("bucket_start_ms", alert->bucket_start),
+                AD_KV_DOUBLE("latency_ms", seconds * 1000.0));
+}
+
+void ad_serving_ack(struct ad_serving *v, uint64_t seq)
+{
+    struct unacked *first = v->unacked + v->unacked_head;
+    size_t lo = 0, hi = v->n_unacked;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (first[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->n_unacked || first[lo].seq != seq || first[lo].remaining == 0) {
+        AD_WARN_KV("an acknowledgement for no alert", AD_KV_STR("detector", v->settings->name),
+                   AD_KV_INT("sequence", (long long)seq));
+        return;
+    }
+    if (--first[lo].remaining == 0)
+        delivered(v, &first[lo]);
+    while (v->n_unacked && v->unacked[v->unacked_head].remaining == 0) {
+        v->unacked_head++;
+        v->n_unacked--;
+    }
+    if (!v->n_unacked)
+        v->unacked_head = 0;
+    ad_gauge_set(v->unacked_gauge, (double)v->n_unacked);
+    advance_done(v);
+}
+
+/* The window export (docs/windows.md): the window, and its score when it has one. */
+static void export_window(struct ad_serving *v, const struct ad_score_job *job, size_t w,
+                          double likelihood)
+{
+    const struct ad_settings_detector *d = v->settings;
+    const struct ad_window_batch *b = job->batch;
+    const char *values[AD_LOG_MAX_LABELS];
+    size_t lens[AD_LOG_MAX_LABELS], len;
+    const char *key = ad_window_batch_key(b, w, &len);
+    size_t n = ad_entity_key_split(key, len, values, lens, AD_LOG_MAX_LABELS);
+    FILE *f = v->export;
+
+    fprintf(f, "{\"detector\":\"%s\",\"bucket_start_ms\":%lld,\"step_ms\":%lld,\"labels\":{",
+            d->name, (long long)b->bucket_start, (long long)b->step);
+    for (size_t k = 0; k < n && k < d->keys.len; k++) {
+        json_t *value = json_stringn(values[k], lens[k]);
+        char *text = value ? json_dumps(value, JSON_ENCODE_ANY) : NULL;
+        fprintf(f, "%s\"%s\":%s", k ? "," : "", d->keys.items[k], text ? text : "null");
+        free(text);
+        json_decref(value);
+    }
+    fprintf(f, "},\"features\":[");
+    for (size_t i = 0; i < d->features.len; i++)
+        fprintf(f, "%s\"%s\"", i ? "," : "", d->features.items[i]);
+    fprintf(f, "],\"values\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++) {
+            float x = b->values[(w * b->window_len + t) * b->n_features + i];
+            if (isfinite(x))
+                fprintf(f, "%s%.9g", i ? "," : "", (double)x);
+            else
+                fprintf(f, "%snull", i ? "," : "");
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "],\"mask\":[");
+    for (size_t t = 0; t < b->window_len; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (size_t i = 0; i < b->n_features; i++)
+            fprintf(f, "%s%d", i ? "," : "", b->mask[(w * b->window_len + t) * b->n_features + i]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]");
+    float score = job->scores ? job->scores[w] : NAN;
+    if (job->model && isfinite(score))
+        fprintf(f, ",\"model_version\":\"%s\",\"score\":%.9g,\"likelihood\":%.9g",
+                ad_model_version(job->model), (double)score, likelihood);
+    fprintf(f, "}\n");
+}
+
+/* A window whose oldest step holds no data belongs to an entity seen for less than a window
+ * (or back after a gap as long): the model predicts it from fill values it was not trained on,
+ * so its score says little, and it is not alerted on (docs/alerts.md, "Warm-up"). */
+static bool warming_up(const struct ad_window_batch *b, size_t w)
+{
+    const uint8_t *first = b->mask + w * b->window_len * b->n_features;
+    for (size_t f = 0; f < b->n_features; f++)
+        if (first[f])
+            return false;
+    return true;
+}
+
+/* Feeds one scored window to the alert state machine, and publishes what it says. */
+static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t w, double score,
+                    double likelihood, double threshold, bool anomalous)
+{
+    const struct ad_settings_detector *d = v->settings;
+    const struct ad_window_batch *b = job->batch;
+    if (warming_up(b, w))
+        return;
+    struct ad_alert_window in = {
+        .end_ms = b->bucket_start + b->step,
+        .start_ms = b->bucket_start + b->step - d->window,
+        .score = score,
+        .likelihood = likelihood,
+        .score_threshold = threshold,
+        .likelihood_threshold = d->threshold_likelihood,
+        .anomalous = anomalous,
+        .shares = job->shares ? job->shares + w * b->n_features : NULL,
+        .model = ad_model_name(job->model),
+        .model_version = ad_model_version(job->model),
+        .now_ms = notify_time(v),
+    };
+    in.key = ad_window_batch_key(b, w, &in.key_len);
+    bool notified_before = ad_replay_marks_covers(v->replayed, in.key, in.key_len, in.end_ms);
+    struct ad_alert *alert = NULL;
+    if (ad_alerts_observe(v->alerts, &in, &alert) <= 0)
+        return;
+    if (notified_before) {
+        v->notified_before++;
+        ad_counter_inc(v->replayed_total);
+        AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", d->name),
+                    AD_KV_STR("state", alert->state), AD_KV_STR("entity", alert->entity),
+                    AD_KV_STR("id", alert->id));
+        ad_alert_free(alert);
+        return;
+    }
+    publish(v, alert);
+}
+
+void ad_serving_mark_replayed(struct ad_serving *v, const char *key, size_t len,
+                              int64_t notified_through_ms)
+{
+    if (!v->replayed) {
+        v->replayed = ad_replay_marks_new(2 * (size_t)v->settings->max_entities);
+        if (!v->replayed) {
+            ad_counter_inc(v->unmarked_total);
+            return;
+        }
+    }
+    if (ad_replay_marks_raise(v->replayed, key, len, notified_through_ms) < 0)
+        ad_counter_inc(v->unmarked_total);
+}
+
+void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
+{
+    const struct ad_window_batch *b = job->batch;
+    int64_t bucket = ad_bucket_index(b->bucket_start, b->step);
+    size_t no_data = 0;
+    double max_score = -INFINITY;
+    double threshold = job->model ? ad_swap_score_threshold(v->swap, job->model) : NAN;
+    v->finishing_bucket = b->bucket_start;
+    v->finishing_closed_at = b->closed_at;
+
+    if (!job->model)
+        ad_counter_add(v->unscored_no_model_total, (double)b->n_windows);
+    else if (job->error[0] || !job->scores)
+        ad_counter_add(v->unscored_failed_total, (double)b->n_windows);
+    for (size_t w = 0; w < b->n_windows; w++) {
+        double score = job->scores && job->model ? job->scores[w] : NAN, likelihood = NAN;
+        if (job->model && !job->error[0] && isnan(score))
+            no_data++;
+        if (isfinite(score)) {
+            size_t len;
+            const char *key = ad_window_batch_key(b, w, &len);
+            likelihood = ad_likelihood_update(v->likelihood, key, len, bucket, score, job->model);
+            bool anomalous = likelihood >= v->settings->threshold_likelihood || score >= threshold;
+            if (anomalous) {
+                v->anomalous++;
+                ad_counter_inc(v->anomalous_total);
+            }
+            observe(v, job, w, score, likelihood, threshold, anomalous);
+            max_score = score > max_score ? score : max_score;
+        }
+        if (v->export)
+            export_window(v, job, w, likelihood);
+    }
+    if (v->export && b->last_of_bucket && fflush(v->export) != 0)
+        AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", v->export_path),
+                    AD_KV_STR("error", strerror(errno)));
+    if (b->last_of_bucket) {
+        ad_replay_marks_expire(v->replayed, b->bucket_start + b->step);
+        ad_likelihood_expire(v->likelihood, bucket);
+        /* An entity gone quiet for its idle timeout resolves, as its windows stop. */
+        ad_alerts_expire(v->alerts, b->bucket_start + b->step - v->settings->entity_idle_timeout,
+                         notify_time(v), on_expired, v);
+    }
+    update_alert_metrics(v);
+    if (job->model && job->shadow && !job->error[0] && job->scores)
+        ad_swap_compare(v->swap, job->shadow, job->scores, job->shadow_scores, b->n_windows,
+                        job->shadow_scores ? NULL : job->shadow_error);
+
+    size_t scored = job->model && !job->error[0] ? job->scored : 0;
+    v->scored += scored;
+    ad_counter_add(v->scored_total, (double)scored);
+    ad_counter_add(v->unscored_no_data_total, (double)no_data);
+    v->unscored_no_data += no_data;
+    if (!job->model)
+        v->unscored_no_model += b->n_windows;
+    else if (job->error[0])
+        v->unscored_failed += b->n_windows;
+    if (b->bucket_start != v->last_bucket) {
+        v->last_bucket = b->bucket_start;
+        v->last_max_score = max_score;
+    } else if (max_score > v->last_max_score) {
+        v->last_max_score = max_score;
+    }
+
+    v->finished++;
+    /* Jobs finish in the order they were submitted, so every alert of the buckets whose jobs
+     * have now all finished has a sequence number below alert_seq. */
+    for (size_t i = 0; i < v->n_marks && v->marks[i].submitted <= v->finished; i++)
+        if (v->marks[i].alerts == ALERTS_UNKNOWN)
+            v->marks[i].alerts = v->alert_seq;
+    advance_done(v);
+    ad_score_job_free(job);
+}
+
+void ad_serving_status(const struct ad_serving *v, json_t *out)
+{
+    json_t *model = json_object();
+    ad_swap_status(v->swap, model);
+    json_object_set_new(out, "model", model);
+    json_t *scoring = json_object();
+    json_object_set_new(scoring, "windows_scored", json_integer((json_int_t)v->scored));
+    json_object_set_new(scoring, "windows_anomalous", json_integer((json_int_t)v->anomalous));
+    json_t *unscored = json_object();
+    json_object_set_new(unscored, "no_model", json_integer((json_int_t)v->unscored_no_model));
+    json_object_set_new(unscored, "no_data", json_integer((json_int_t)v->unscored_no_data));
+    json_object_set_new(unscored, "failed", json_integer((json_int_t)v->unscored_failed));
+    json_object_set_new(scoring, "windows_unscored", unscored);
+    json_object_set_new(scoring, "in_flight", json_integer((json_int_t)ad_serving_in_flight(v)));
+    json_object_set_new(scoring, "entities_tracked",
+                        json_integer((json_int_t)ad_likelihood_entities(v->likelihood)));
+    json_object_set_new(scoring, "likelihood_untracked",
+                        json_integer((json_int_t)ad_likelihood_untracked(v->likelihood)));
+    if (v->last_bucket != INT64_MIN) {
+        json_object_set_new(scoring, "last_bucket_start_ms",
+                            json_integer((json_int_t)(v->last_bucket)));
+        if (isfinite(v->last_max_score))
+            json_object_set_new(scoring, "last_bucket_max_score", json_real(v->last_max_score));
+    }
+    json_object_set_new(out, "scoring", scoring);
+    json_t *alerts = json_object();
+    ad_alerts_status(v->alerts, alerts);
+    json_object_set_new(alerts, "unacknowledged", json_integer((json_int_t)v->n_unacked));
+    json_object_set_new(alerts, "rebuilt_not_sent", json_integer((json_int_t)v->notified_before));
+    json_object_set_new(alerts, "replay_marks",
+                        json_integer((json_int_t)ad_replay_marks_size(v->replayed)));
+    json_object_set_new(out, "alerts", alerts);
+}
+
+const struct ad_model *ad_serving_model(const struct ad_serving *v)
+{
+    return ad_swap_serving(v->swap);
+}
+
+void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m)
+{
+    ad_swap_offer(v->swap, m);
+}
+
+void ad_serving_refuse_model(struct ad_serving *v, const char *error)
+{
+    ad_swap_refuse(v->swap, error);
+}
