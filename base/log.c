@@ -21,7 +21,8 @@ static atomic_int log_level = AD_LOG_INFO;
 static atomic_int log_format = AD_LOG_LOGFMT;
 static atomic_int log_fd = -1;
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
+const char *const ad_log_level_names[] = {"debug", "info", "warn", "error", NULL};
+const char *const ad_log_format_names[] = {"logfmt", "json", NULL};
 
 void ad_log_set_level(enum ad_log_level level)
 {
@@ -45,8 +46,8 @@ void ad_log_set_fd(int fd)
 
 int ad_log_level_parse(const char *name, enum ad_log_level *out)
 {
-    for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
-        if (strcasecmp(name, level_names[i]) == 0) {
+    for (size_t i = 0; i < (size_t)AD_LOG_ERROR + 1; i++) {
+        if (strcasecmp(name, ad_log_level_names[i]) == 0) {
             *out = (enum ad_log_level)i;
             return 0;
         }
@@ -60,9 +61,9 @@ int ad_log_level_parse(const char *name, enum ad_log_level *out)
 
 const char *ad_log_level_name(enum ad_log_level level)
 {
-    if ((int)level < 0 || (size_t)level >= sizeof level_names / sizeof level_names[0])
+    if ((int)level < 0 || (size_t)level >= (size_t)AD_LOG_ERROR + 1)
         return "unknown";
-    return level_names[level];
+    return ad_log_level_names[level];
 }
 
 int ad_log_format_parse(const char *name, enum ad_log_format *out)

@@ -17,6 +17,9 @@
 
 enum ad_log_level { AD_LOG_DEBUG, AD_LOG_INFO, AD_LOG_WARN, AD_LOG_ERROR };
 enum ad_log_format { AD_LOG_LOGFMT, AD_LOG_JSON };
+/* Their names, in the enums' order, NULL-terminated (the config decodes them by position). */
+extern const char *const ad_log_level_names[];
+extern const char *const ad_log_format_names[];
 
 enum ad_log_field_type { AD_LOG_FIELD_STR, AD_LOG_FIELD_INT, AD_LOG_FIELD_DOUBLE };
 

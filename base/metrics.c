@@ -1,6 +1,6 @@
 #define AD_LOG_MODULE "metrics"
-#include "base/log.h"
 #include "base/grow.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/utf8.h"
 

@@ -22,11 +22,6 @@
 #define MAX_WINDOW   4096 /* buckets per window (T) */
 #define MAX_FEATURES 64   /* per detector, and per source */
 #define PATH_BUF     AD_YAML_PATH_MAX
-/* The likelihood's short mean (AD_LIKELIHOOD_SHORT in gpu/likelihood.h, a library above). */
-#define LIKELIHOOD_SHORT_WINDOWS 6
-
-static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const time_formats[] = {"rfc3339", "unix_s", "unix_ms",
                                            "unix_us", "kafka",  NULL};
 static const char *const backends[] = {"auto", "cuda", "cpu", NULL};
@@ -168,14 +163,14 @@ static const struct ad_schema_field daemon_log_fields[] = {
      .kind = AD_SCHEMA_ENUM,
      .offset = DAEMON(log_level),
      .def = "info",
-     .values = log_levels,
+     .values = ad_log_level_names,
      .doc = "Least severe level written: `debug`, `info`, `warn` or `error`. "
             "`--log-level` overrides it."},
     {.name = "format",
      .kind = AD_SCHEMA_ENUM,
      .offset = DAEMON(log_format),
      .def = "logfmt",
-     .values = log_formats,
+     .values = ad_log_format_names,
      .doc = "`logfmt` (key=value) or `json` lines on stderr. `--log-format` overrides it."},
 };
 
@@ -896,7 +891,7 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     if (!ad_schema_present(ctx, p)) {
         /* The window of the first new bucket, and the run of windows the alert state machine
          * and the likelihood's short mean look back on. */
-        int64_t lookback = LIKELIHOOD_SHORT_WINDOWS;
+        int64_t lookback = AD_LIKELIHOOD_SHORT;
         const int64_t runs[] = {d->alert.for_windows, d->alert.resolve_for, d->alert.flap_window};
         for (size_t i = 0; i < N(runs); i++)
             lookback = runs[i] > lookback ? runs[i] : lookback;

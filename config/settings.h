@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log.h"
+
 struct ad_strlist {
     char **items;
     size_t len;
@@ -36,17 +38,9 @@ struct ad_secretmap {
     size_t len;
 };
 
-enum ad_settings_log_level {
-    AD_SETTINGS_LOG_DEBUG,
-    AD_SETTINGS_LOG_INFO,
-    AD_SETTINGS_LOG_WARN,
-    AD_SETTINGS_LOG_ERROR
-};
-enum ad_settings_log_format { AD_SETTINGS_LOG_LOGFMT, AD_SETTINGS_LOG_JSON };
-
 struct ad_settings_daemon {
-    enum ad_settings_log_level log_level;
-    enum ad_settings_log_format log_format;
+    enum ad_log_level log_level; /* decoded by name, in the logger's order */
+    enum ad_log_format log_format;
     char *admin_listen; /* host:port, [v6]:port */
     int64_t shutdown_timeout;
     bool watch_config;
@@ -179,6 +173,10 @@ struct ad_feature_ref {
     size_t feature; /* index into that source's features */
     enum ad_fill_policy fill;
 };
+
+/* Windows the anomaly likelihood's short mean looks back on (detect/likelihood): rebuilding a
+ * detector's state after a restart replays at least that many (rebuild_history's default). */
+#define AD_LIKELIHOOD_SHORT 6
 
 struct ad_settings_detector {
     char *name;

@@ -48,6 +48,9 @@ void ad_cli_replay_usage(FILE *out)
           "                          source feeds; required with CSV when there are several)\n"
           "      --model-dir DIR     score with the model version in DIR instead of\n"
           "                          model_store.path/<model>/CURRENT\n"
+          "      --scores FILE       also write every scored window (entity, window end,\n"
+          "                          score, likelihood, anomalous, feature shares) to FILE,\n"
+          "                          one JSON object per line; - is standard output\n"
           "      --log-level LEVEL   debug, info, warn or error (overrides daemon.log.level)\n"
           "      --log-format FMT    logfmt or json (overrides daemon.log.format)\n"
           "  -h, --help              print this help and exit\n"
@@ -59,7 +62,7 @@ void ad_cli_replay_usage(FILE *out)
           out);
 }
 
-enum { OPT_LOG_LEVEL = 256, OPT_LOG_FORMAT, OPT_DETECTOR, OPT_SOURCE, OPT_MODEL_DIR };
+enum { OPT_LOG_LEVEL = 256, OPT_LOG_FORMAT, OPT_DETECTOR, OPT_SOURCE, OPT_MODEL_DIR, OPT_SCORES };
 
 /* The daemon's options and the replay command's: -c, --log-level, --log-format and -h mean
  * the same in both. */
@@ -79,21 +82,24 @@ static const struct option replay_options[] = {
     {"detector", required_argument, NULL, OPT_DETECTOR},
     {"source", required_argument, NULL, OPT_SOURCE},
     {"model-dir", required_argument, NULL, OPT_MODEL_DIR},
+    {"scores", required_argument, NULL, OPT_SCORES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
-/* The value of --detector, --source or --model-dir (opt); false (with the error) when it is
- * empty or the option was given before. */
+/* The value of --detector, --source, --model-dir or --scores (opt); false (with the error)
+ * when it is empty or the option was given before. */
 static bool take(struct ad_cli *out, int opt)
 {
     const char **slot = opt == OPT_DETECTOR ? &out->detector
                         : opt == OPT_SOURCE ? &out->source
+                        : opt == OPT_SCORES ? &out->scores
                                             : &out->model_dir;
     const char *name = opt == OPT_DETECTOR ? "detector"
                        : opt == OPT_SOURCE ? "source"
+                       : opt == OPT_SCORES ? "scores"
                                            : "model-dir";
     if (*slot) {
         snprintf(out->error, sizeof out->error, "--%s may be given only once", name);
@@ -156,6 +162,7 @@ void ad_cli_parse(int argc, char **argv, struct ad_cli *out)
         case OPT_DETECTOR:
         case OPT_SOURCE:
         case OPT_MODEL_DIR:
+        case OPT_SCORES:
             if (!take(out, opt))
                 goto err;
             break;

@@ -36,7 +36,7 @@ struct ad_cli {
     /* The replay command's (docs/replay.md); borrowed from argv, NULL when not given. */
     const char *inputs[AD_CLI_MAX_INPUTS];
     size_t n_inputs;
-    const char *detector, *source, *model_dir;
+    const char *detector, *source, *model_dir, *scores;
     char error[256]; /* AD_CLI_ERROR: what was wrong */
 };
 

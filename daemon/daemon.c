@@ -8,19 +8,14 @@
 
 #include "base/clock.h"
 #include "base/units.h"
+#include "base/version.h"
 #include "daemon/admin.h"
 #include "daemon/config_watch.h"
 #include "daemon/notify.h"
 #include "daemon/process_metrics.h"
-#include "base/version.h"
 
 #define AD_LOG_MODULE "daemon"
 #include "base/log.h"
-
-_Static_assert((int)AD_SETTINGS_LOG_DEBUG == (int)AD_LOG_DEBUG &&
-                   (int)AD_SETTINGS_LOG_ERROR == (int)AD_LOG_ERROR &&
-                   (int)AD_SETTINGS_LOG_JSON == (int)AD_LOG_JSON,
-               "config and logger enums must list levels and formats in the same order");
 
 enum state { STATE_RUNNING, STATE_STOPPING };
 
@@ -62,9 +57,8 @@ static void apply_log_settings(struct ad_daemon *d)
 {
     const struct ad_settings_daemon *s = &ad_config_settings(d->config)->daemon;
     /* The settings enums list levels and formats in the logger's order. */
-    ad_log_set_level(d->opts.log_level_set ? d->opts.log_level : (enum ad_log_level)s->log_level);
-    ad_log_set_format(d->opts.log_format_set ? d->opts.log_format
-                                             : (enum ad_log_format)s->log_format);
+    ad_log_set_level(d->opts.log_level_set ? d->opts.log_level : s->log_level);
+    ad_log_set_format(d->opts.log_format_set ? d->opts.log_format : s->log_format);
 }
 
 static void collect_key(const char *key, void *arg)

@@ -1,11 +1,13 @@
 /* anomalyd: the command line and the composition of the daemon's components. */
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/version.h"
 #include "config/config.h"
 #include "daemon/cli.h"
 #include "daemon/daemon.h"
@@ -13,7 +15,6 @@
 #include "detect/replay.h"
 #include "gpu/device.h"
 #include "gpu/scorer.h"
-#include "base/version.h"
 
 #define AD_LOG_MODULE "main"
 #include "base/log.h"
@@ -92,9 +93,8 @@ static int check_config(const char *path, struct ad_config *cfg, struct ad_diag 
 static int replay(const struct ad_cli *cli, const struct ad_config *cfg)
 {
     const struct ad_settings_daemon *s = &ad_config_settings(cfg)->daemon;
-    /* The settings enums list levels and formats in the logger's order. */
-    ad_log_set_level(cli->log_level_set ? cli->log_level : (enum ad_log_level)s->log_level);
-    ad_log_set_format(cli->log_format_set ? cli->log_format : (enum ad_log_format)s->log_format);
+    ad_log_set_level(cli->log_level_set ? cli->log_level : s->log_level);
+    ad_log_set_format(cli->log_format_set ? cli->log_format : s->log_format);
     struct ad_replay_options opts = {
         .config = cfg,
         .inputs = cli->inputs,
@@ -104,7 +104,23 @@ static int replay(const struct ad_cli *cli, const struct ad_config *cfg)
         .model_dir = cli->model_dir,
         .out = stdout,
     };
-    return (int)ad_replay_run(&opts);
+    if (cli->scores && strcmp(cli->scores, "-") == 0) {
+        opts.scores = stdout;
+    } else if (cli->scores) {
+        opts.scores = fopen(cli->scores, "w");
+        if (!opts.scores) {
+            AD_ERROR_KV("cannot open the scores file", AD_KV_STR("path", cli->scores),
+                        AD_KV_STR("error", strerror(errno)));
+            return AD_EXIT_USAGE;
+        }
+    }
+    int status = (int)ad_replay_run(&opts);
+    if (opts.scores && opts.scores != stdout && fclose(opts.scores) != 0 && status == 0) {
+        AD_ERROR_KV("cannot write the scores file", AD_KV_STR("path", cli->scores),
+                    AD_KV_STR("error", strerror(errno)));
+        status = AD_EXIT_FAILURE;
+    }
+    return status;
 }
 
 int main(int argc, char **argv)

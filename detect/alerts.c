@@ -708,3 +708,34 @@ void ad_alerts_status(const struct ad_alerts *a, json_t *out)
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         json_object_set_new(out, fields[i].name, json_integer((json_int_t)fields[i].value));
 }
+
+char *ad_alerts_window_json(const struct ad_alerts *a, const struct ad_alert_window *w,
+                            bool warming_up, size_t *len)
+{
+    json_t *doc = json_object(), *shares = json_object();
+    char *entity = entity_string(a, w->key, w->key_len), *out = NULL;
+    bool ok = doc && shares && entity && put(doc, "detector", text0(a->detector)) &&
+              put(doc, "entity", text0(entity)) &&
+              put(doc, "labels", labels_object(a, w->key, w->key_len)) &&
+              put(doc, "window_start", timestamp(w->start_ms)) &&
+              put(doc, "window_end", timestamp(w->end_ms)) &&
+              put(doc, "window_end_ms", json_integer((json_int_t)w->end_ms)) &&
+              put(doc, "score", number(float_digits(w->score))) &&
+              put(doc, "likelihood", number(w->likelihood)) &&
+              put(doc, "score_threshold", number(w->score_threshold)) &&
+              put(doc, "likelihood_threshold", number(w->likelihood_threshold)) &&
+              put(doc, "anomalous", json_boolean(w->anomalous)) &&
+              put(doc, "warming_up", json_boolean(warming_up)) &&
+              put(doc, "model", text0(w->model)) &&
+              put(doc, "model_version", text0(w->model_version));
+    for (size_t f = 0; ok && w->shares && f < a->features.len; f++)
+        ok = put(shares, a->features.items[f], number(round(w->shares[f] * 1e4) / 1e4));
+    if (ok && json_object_set(doc, "shares", shares) == 0)
+        out = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    if (out)
+        *len = strlen(out);
+    json_decref(shares);
+    json_decref(doc);
+    free(entity);
+    return out;
+}

@@ -101,6 +101,15 @@ int ad_alerts_expire(struct ad_alerts *a, int64_t oldest_end_ms, int64_t now_ms,
 
 void ad_alert_free(struct ad_alert *alert);
 
+/*
+ * A scored window as one line of compact JSON (no newline), in the alert document's terms
+ * (docs/replay.md, "Scores"): detector, entity, labels, the window's span, score, likelihood,
+ * thresholds, anomalous, warming_up, model, and every feature's share. Returns a string the
+ * caller frees, with its length in *len; NULL when out of memory.
+ */
+char *ad_alerts_window_json(const struct ad_alerts *a, const struct ad_alert_window *w,
+                            bool warming_up, size_t *len);
+
 void ad_alerts_counts(const struct ad_alerts *a, struct ad_alerts_counts *out);
 /* Adds the counts to out (an object): tracked, pending, firing, flapping, ... */
 void ad_alerts_status(const struct ad_alerts *a, json_t *out);

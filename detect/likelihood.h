@@ -20,10 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/settings.h"
 #include "gpu/model.h"
 
-/* Windows in the short average, in the long history, and the weight of the prior in windows. */
-#define AD_LIKELIHOOD_SHORT 6
+/* Windows in the long history, and the weight of the prior in windows (the short average:
+ * AD_LIKELIHOOD_SHORT in config/settings.h, which the config's defaults use too). */
 #define AD_LIKELIHOOD_LONG  1000
 #define AD_LIKELIHOOD_PRIOR 32
 

@@ -26,9 +26,9 @@ point: docs/delivery.md).
 
 #include <event2/event.h>
 
+#include "base/component.h"
 #include "base/metrics.h"
 #include "config/config.h"
-#include "base/component.h"
 #include "gpu/scorer.h"
 
 struct ad_pipeline;

@@ -415,6 +415,15 @@ static size_t publish(void *arg, const struct ad_alert *alert, uint64_t seq)
     return 0; /* nothing to acknowledge */
 }
 
+static void scored(void *arg, const char *json, size_t len)
+{
+    struct detector *det = arg;
+    struct replay *r = det->owner;
+    if (!r->write_errno &&
+        (fwrite(json, 1, len, r->opts->scores) != len || putc('\n', r->opts->scores) == EOF))
+        r->write_errno = errno ? errno : EIO;
+}
+
 /* Waits for every batch submitted: the next event must not be read before the windows that
  * closed ahead of it have made their alerts, so that they run in the daemon's order. */
 static void drain(struct replay *r)
@@ -760,7 +769,8 @@ static int build(struct replay *r)
         ad_routing_window_spec(&r->settings, det->index, (size_t)r->settings.scoring.max_batch,
                                &spec, aggs, fills);
         det->store = ad_window_store_new(&spec, r->metrics, on_batch, det, err, sizeof err);
-        struct ad_serving_outlet outlet = {.publish = publish, .arg = det};
+        struct ad_serving_outlet outlet = {
+            .publish = publish, .scored = r->opts->scores ? scored : NULL, .arg = det};
         if (det->store)
             det->serving = ad_serving_new(&r->settings, det->index, r->scorer, &outlet, r->metrics,
                                           det, err, sizeof err);
@@ -913,10 +923,10 @@ enum ad_replay_status ad_replay_run(const struct ad_replay_options *opts)
     if (read_all)
         close_all(&r);
     summarize(&r, ad_clock_mono_seconds() - started);
-    if (fflush(opts->out) != 0 && !r.write_errno)
+    if ((fflush(opts->out) != 0 || (opts->scores && fflush(opts->scores) != 0)) && !r.write_errno)
         r.write_errno = errno;
     if (r.write_errno) {
-        AD_ERROR_KV("cannot write the alerts", AD_KV_STR("error", strerror(r.write_errno)));
+        AD_ERROR_KV("cannot write the output", AD_KV_STR("error", strerror(r.write_errno)));
         goto out;
     }
     if (!read_all)

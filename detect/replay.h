@@ -27,6 +27,7 @@ struct ad_replay_options {
     const char *source;    /* JSON lines: the Kafka source; NULL: the config's first */
     const char *model_dir; /* a model version's folder; NULL: each detector's CURRENT */
     FILE *out;             /* the alerts */
+    FILE *scores;          /* every scored window, one JSON object per line; NULL: none */
 };
 
 /* The process exit statuses of cli.h, by design. */

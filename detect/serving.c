@@ -460,26 +460,21 @@ static void export_window(struct ad_serving *v, const struct ad_score_job *job, 
     fprintf(f, "}\n");
 }
 
-/* A window whose oldest step holds no data belongs to an entity seen for less than a window
- * (or back after a gap as long): the model predicts it from fill values it was not trained on,
- * so its score says little, and it is not alerted on (docs/alerts.md, "Warm-up"). */
+/* A window that reaches back before the entity's first data holds fill values in place of a
+ * history the model was never shown that way, so its score says little, and it is not alerted
+ * on (docs/alerts.md, "Warm-up"). A gap later in the entity's history is not a warm-up. */
 static bool warming_up(const struct ad_window_batch *b, size_t w)
 {
-    const uint8_t *first = b->mask + w * b->window_len * b->n_features;
-    for (size_t f = 0; f < b->n_features; f++)
-        if (first[f])
-            return false;
-    return true;
+    return b->history && b->history[w] < b->window_len;
 }
 
-/* Feeds one scored window to the alert state machine, and publishes what it says. */
-static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t w, double score,
-                    double likelihood, double threshold, bool anomalous)
+/* One scored window as the alert state machine and the scores outlet take it. */
+static struct ad_alert_window window_of(struct ad_serving *v, const struct ad_score_job *job,
+                                        size_t w, double score, double likelihood, double threshold,
+                                        bool anomalous)
 {
     const struct ad_settings_detector *d = v->settings;
     const struct ad_window_batch *b = job->batch;
-    if (warming_up(b, w))
-        return;
     struct ad_alert_window in = {
         .end_ms = b->bucket_start + b->step,
         .start_ms = b->bucket_start + b->step - d->window,
@@ -494,14 +489,20 @@ static void observe(struct ad_serving *v, const struct ad_score_job *job, size_t
         .now_ms = notify_time(v),
     };
     in.key = ad_window_batch_key(b, w, &in.key_len);
-    bool notified_before = ad_replay_marks_covers(v->replayed, in.key, in.key_len, in.end_ms);
+    return in;
+}
+
+/* Feeds one scored window to the alert state machine, and publishes what it says. */
+static void observe(struct ad_serving *v, const struct ad_alert_window *in)
+{
+    bool notified_before = ad_replay_marks_covers(v->replayed, in->key, in->key_len, in->end_ms);
     struct ad_alert *alert = NULL;
-    if (ad_alerts_observe(v->alerts, &in, &alert) <= 0)
+    if (ad_alerts_observe(v->alerts, in, &alert) <= 0)
         return;
     if (notified_before) {
         v->notified_before++;
         ad_counter_inc(v->replayed_total);
-        AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", d->name),
+        AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", v->settings->name),
                     AD_KV_STR("state", alert->state), AD_KV_STR("entity", alert->entity),
                     AD_KV_STR("id", alert->id));
         ad_alert_free(alert);
@@ -551,7 +552,18 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
                 v->anomalous++;
                 ad_counter_inc(v->anomalous_total);
             }
-            observe(v, job, w, score, likelihood, threshold, anomalous);
+            struct ad_alert_window in =
+                window_of(v, job, w, score, likelihood, threshold, anomalous);
+            bool warming = warming_up(b, w);
+            if (v->outlet.scored) {
+                size_t json_len;
+                char *json = ad_alerts_window_json(v->alerts, &in, warming, &json_len);
+                if (json)
+                    v->outlet.scored(v->outlet.arg, json, json_len);
+                free(json);
+            }
+            if (!warming)
+                observe(v, &in);
             max_score = score > max_score ? score : max_score;
         }
         if (v->export)

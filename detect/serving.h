@@ -34,6 +34,9 @@ struct ad_serving_outlet {
     /* Hands an alert on (borrowed for the call). Returns how many acknowledgements to wait
      * for: ad_serving_ack(v, seq) once per sink that has it safe; 0 when there are no sinks. */
     size_t (*publish)(void *arg, const struct ad_alert *alert, uint64_t seq);
+    /* Each scored window, in order, as ad_alerts_window_json writes it (borrowed for the
+     * call); NULL: not wanted, and no document is made. */
+    void (*scored)(void *arg, const char *json, size_t len);
     void *arg;
 };
 

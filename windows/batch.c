@@ -22,6 +22,7 @@ static void batch_destroy(struct ad_window_batch *b)
     free(b->mask);
     free(b->keys);
     free(b->key_offsets);
+    free(b->history);
     free(b);
 }
 

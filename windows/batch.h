@@ -28,6 +28,10 @@ struct ad_window_batch {
     uint8_t *mask;       /* B*T*F: 1 where the bucket had data for the feature, else 0 */
     char *keys;          /* every key, back to back */
     size_t *key_offsets; /* B + 1 offsets into keys */
+    /* B: buckets from the entity's first data to the newest step, both included (saturating),
+     * so that a window is known to reach before the entity's history (history < T) whatever
+     * gaps came after it. NULL (a batch made elsewhere): every window has a full history. */
+    uint32_t *history;
     bool last_of_bucket; /* the last batch handed on for this bucket */
     /* When the store began closing the bucket (ad_clock_mono_seconds), the same for every
      * batch of it: where the delivery latency of the bucket's alerts starts. 0: unknown. */

@@ -58,7 +58,7 @@ struct entity {
     uint16_t open_count;
     bool own_busy; /* the entity's own block holds an open bucket */
     bool alive;
-    uint32_t unused;
+    int64_t first_data; /* oldest closed bucket with an observation: where its history starts */
     /* followed by the entity's own block */
 };
 
@@ -563,6 +563,8 @@ static void materialize(struct ad_window_store *s, uint32_t id, uint32_t *link)
         }
     }
     e->ring_bucket = bucket;
+    if (e->last_closed_data == NO_BUCKET)
+        e->first_data = bucket;
     e->last_closed_data = bucket;
     if (bucket > s->max_closed_data)
         s->max_closed_data = bucket;
@@ -592,10 +594,11 @@ static struct ad_window_batch *batch_new(struct ad_window_store *s, int64_t buck
         b->values = malloc(cells * sizeof(float));
         b->mask = malloc(cells);
         b->key_offsets = malloc((n + 1) * sizeof(size_t));
+        b->history = malloc(n * sizeof(uint32_t));
         b->keys = malloc(64);
         b->capacity = n;
         b->keys_capacity = 64;
-        if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->keys) {
+        if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->history || !b->keys) {
             ad_window_batch_free(b);
             return NULL;
         }
@@ -623,6 +626,8 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
         return -1;
     memcpy(b->keys + used, key_of(e), e->key_len);
     b->key_offsets[i + 1] = used + e->key_len;
+    int64_t history = bucket - e->first_data + 1;
+    b->history[i] = history > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)history;
 
     /* The window is buckets bucket-T+1 .. bucket, oldest first: the ring from the slot after
      * the newest, wrapping around. */

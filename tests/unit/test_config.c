@@ -173,8 +173,8 @@ static void test_defaults(void **state)
     (void)state;
     struct ad_config *cfg = load_ok("daemon: {}\n");
     const struct ad_settings *s = ad_config_settings(cfg);
-    assert_int_equal(s->daemon.log_level, AD_SETTINGS_LOG_INFO);
-    assert_int_equal(s->daemon.log_format, AD_SETTINGS_LOG_LOGFMT);
+    assert_int_equal(s->daemon.log_level, AD_LOG_INFO);
+    assert_int_equal(s->daemon.log_format, AD_LOG_LOGFMT);
     assert_string_equal(s->daemon.admin_listen, "127.0.0.1:9476");
     assert_int_equal(s->daemon.shutdown_timeout, 30000);
     assert_string_equal(s->kafka.group_id, "anomalyd");
@@ -245,8 +245,8 @@ static void test_full_pipeline_decodes(void **state)
     struct ad_config *cfg = load_ok(full_pipeline);
     const struct ad_settings *s = ad_config_settings(cfg);
 
-    assert_int_equal(s->daemon.log_level, AD_SETTINGS_LOG_DEBUG);
-    assert_int_equal(s->daemon.log_format, AD_SETTINGS_LOG_JSON);
+    assert_int_equal(s->daemon.log_level, AD_LOG_DEBUG);
+    assert_int_equal(s->daemon.log_format, AD_LOG_JSON);
     assert_string_equal(s->daemon.admin_listen, "[::1]:0");
     assert_int_equal(s->daemon.shutdown_timeout, 90000);
 

@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "gpu/device.h"
 #include "base/version.h"
+#include "gpu/device.h"
 
 static void test_probe_is_consistent(void **state)
 {
