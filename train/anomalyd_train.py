@@ -48,6 +48,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 VERSION_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 FILL_POLICIES = ("zero", "carry", "nan")
+# How several rows of one entity and bucket combine, as the daemon aggregates a feature's
+# observations in a bucket (docs/windows.md): count, count_if and sum add up, mean averages,
+# min and max keep the extreme, last (and a Prometheus query) keeps the latest row.
+AGGREGATIONS = ("sum", "mean", "min", "max", "last")
 
 
 class InputError(Exception):
@@ -194,6 +198,61 @@ def parse_fill(spec, features):
     return np.array([p == "carry" for p in policies]), np.array([p == "nan" for p in policies])
 
 
+def parse_aggregate(spec, features):
+    """--aggregate ("last,app.requests=sum": a default, then per-feature ones) as one
+    aggregation name per feature."""
+    default, per_feature = "last", {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, agg = item.rpartition("=")
+        if agg not in AGGREGATIONS:
+            raise InputError("--aggregate: %r is not one of %s" % (agg, ", ".join(AGGREGATIONS)))
+        if not name:
+            default = agg
+        elif name not in features:
+            raise InputError("--aggregate: %r is not a feature" % name)
+        else:
+            per_feature[name] = agg
+    return [per_feature.get(f, default) for f in features]
+
+
+class _Bucket:
+    """The rows of one entity and bucket so far, combined per feature as they come."""
+
+    __slots__ = ("line", "time", "values", "counts")
+
+    def __init__(self, line, F):
+        self.line, self.time = line, None
+        self.values = [None] * F
+        self.counts = [0] * F
+
+    def add(self, time_ms, cells, aggs):
+        later = self.time is None or time_ms >= self.time
+        for f, v in enumerate(cells):
+            if v is None:
+                continue
+            old, agg = self.values[f], aggs[f]
+            if old is None:
+                self.values[f] = v
+            elif agg in ("sum", "mean"):
+                self.values[f] = old + v
+            elif agg == "min":
+                self.values[f] = min(old, v)
+            elif agg == "max":
+                self.values[f] = max(old, v)
+            elif later:
+                self.values[f] = v
+            self.counts[f] += 1
+        if later:
+            self.time = time_ms
+
+    def finish(self, aggs):
+        cells = [None if v is None else (v / self.counts[f] if aggs[f] == "mean" else v)
+                 for f, v in enumerate(self.values)]
+        return (self.line,
+                np.array([0.0 if v is None else v for v in cells], np.float32),
+                np.array([v is not None for v in cells]))
+
+
 def _csv_value(text, where, feature):
     """A feature cell: None when empty (no data), else a number that float32 holds."""
     if not text:
@@ -207,12 +266,14 @@ def _csv_value(text, where, feature):
     return value
 
 
-def read_csv(path, layout, fill_spec):
-    """Builds windows from a CSV of one row per (entity, bucket): time_ms, label columns and
-    feature columns (docs/training.md, "Input: CSV"). Each entity's rows are laid on the step
-    grid as the daemon lays events: a missing bucket or an empty cell has mask 0 and is
-    filled per --fill, buckets before the entity's first row are zeros with mask 0, and every
-    row gives the window of T buckets that ends with it."""
+def read_csv(path, layout, fill_spec, aggregate_spec="last"):
+    """Builds windows from a CSV of rows of time_ms, label columns and feature columns
+    (docs/training.md, "Input: CSV"), in any order. Several rows of one entity and bucket are
+    combined per --aggregate, as the daemon combines a bucket's observations. Each entity's
+    buckets are laid on the step grid as the daemon lays them: a missing bucket or an empty
+    cell has mask 0 and is filled per --fill, buckets before the entity's first row are zeros
+    with mask 0, and every bucket with a row gives the window of T buckets that ends with
+    it."""
     entities = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -234,6 +295,7 @@ def read_csv(path, layout, fill_spec):
             layout.check("%s:1" % path, features=features)
             time_col = header.index("time_ms")
             feature_cols = [header.index(c) for c in features]
+            aggs = parse_aggregate(aggregate_spec, features)
             label_cols = [i for i, c in enumerate(header) if c != "time_ms" and c not in features]
             for row in reader:
                 where = "%s:%d" % (path, reader.line_num)
@@ -243,19 +305,17 @@ def read_csv(path, layout, fill_spec):
                     raise InputError("%s: %d fields, but the header has %d"
                                      % (where, len(row), len(header)))
                 try:
-                    bucket = int(row[time_col]) // layout.step_ms
+                    time_ms = int(row[time_col])
+                    bucket = time_ms // layout.step_ms
                 except ValueError:
                     raise InputError("%s: time_ms %r is not an integer"
                                      % (where, row[time_col])) from None
                 cells = [_csv_value(row[c].strip(), where, name)
                          for c, name in zip(feature_cols, features)]
                 rows = entities.setdefault(tuple(row[i] for i in label_cols), {})
-                if bucket in rows:
-                    raise InputError("%s: a second row for the entity's bucket of line %d"
-                                     % (where, rows[bucket][0]))
-                rows[bucket] = (reader.line_num,
-                                np.array([0.0 if v is None else v for v in cells], np.float32),
-                                np.array([v is not None for v in cells]))
+                if bucket not in rows:
+                    rows[bucket] = _Bucket(reader.line_num, len(features))
+                rows[bucket].add(time_ms, cells, aggs)
         except UnicodeDecodeError as e:
             raise InputError("%s:%d: not valid UTF-8: %s" % (path, reader.line_num + 1, e)) \
                 from None
@@ -263,7 +323,8 @@ def read_csv(path, layout, fill_spec):
             raise InputError("%s:%d: %s" % (path, reader.line_num, e)) from None
     fill = parse_fill(fill_spec, features)
     for key in sorted(entities):
-        yield from _entity_windows(entities[key], layout.window, layout.step_ms, fill)
+        rows = {b: acc.finish(aggs) for b, acc in entities[key].items()}
+        yield from _entity_windows(rows, layout.window, layout.step_ms, fill)
 
 
 def _entity_windows(rows, T, step, fill):
@@ -307,7 +368,7 @@ def load_windows(args, layout):
     """Reads the input; orders the windows by their newest bucket (then input order). With
     --max-windows only the newest N are kept, holding no more than N in memory."""
     if args.csv:
-        source = read_csv(args.csv, layout, args.fill)
+        source = read_csv(args.csv, layout, args.fill, args.aggregate)
     else:
         source = iter_export(args.windows, args.detector, layout)
     keyed = ((w.bucket_ms, seq, w) for seq, w in enumerate(source))
@@ -524,6 +585,11 @@ def parse_args(argv):
     p.add_argument("--fill", default="carry",
                    help="CSV: how empty cells are filled: POLICY[,FEATURE=POLICY...] "
                         "with zero, carry or nan (default carry)")
+    p.add_argument("--aggregate", default="last",
+                   help="CSV: how several rows of one entity and bucket combine, as the "
+                        "detector aggregates a feature: AGG[,FEATURE=AGG...] with sum, mean, "
+                        "min, max or last (default last; sum for count, count_if and sum "
+                        "features)")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size (1-1024)")
     p.add_argument("--layers", type=int, default=1, help="LSTM layers (1-4)")
     p.add_argument("--epochs", type=int, default=20)

@@ -288,6 +288,33 @@ class Trainer(unittest.TestCase):
         self.assertEqual(manifest["training"]["windows"], 80 - 3)
         self.assertEqual(len(manifest["golden"]["input"]), 5)
 
+    def test_csv_rows_in_one_bucket_and_out_of_order(self):
+        # Several rows of one entity and bucket combine as the detector aggregates the
+        # feature (sum for counts, last for gauges), whatever order they come in, as the
+        # replay combines them; before, a second row was refused.
+        import anomalyd_train
+        rows = [(b, t, 2.0 + b, 0.1 * b + t / 10000.0)
+                for b in range(12) for t in (100, 2500, 4900)]
+        random.Random(4).shuffle(rows)
+        lines = ["time_ms,service,app.requests,node.cpu"]
+        lines += ["%d,a,%g,%g" % (1795323600000 + b * 5000 + t, r, c) for b, t, r, c in rows]
+        csv_path = self.path("rows-in-one-bucket.csv")
+        self.write(csv_path, lines)
+        layout = anomalyd_train.Layout(None, 4, 5000)
+        windows = list(anomalyd_train.read_csv(csv_path, layout, "carry",
+                                               "last,app.requests=sum"))
+        self.assertEqual(len(windows), 12)
+        newest = windows[-1]
+        self.assertAlmostEqual(float(newest.values[-1][0]), 3 * (2.0 + 11), places=4)
+        self.assertAlmostEqual(float(newest.values[-1][1]), 0.1 * 11 + 0.49, places=4)
+        self.assertTrue(newest.mask[-1].all())
+        # mean averages the rows; an unknown aggregation is a usage error.
+        windows = list(anomalyd_train.read_csv(csv_path, layout, "carry", "mean"))
+        self.assertAlmostEqual(float(windows[-1].values[-1][0]), 2.0 + 11, places=4)
+        result = run_trainer("--csv", csv_path, "--window", "4", "--step-ms", "5000",
+                             "--aggregate", "median", "--model", "m", "--dry-run")
+        self.assertRefused(result, 2, "--aggregate: 'median' is not one of")
+
     def test_failed_run_leaves_the_store_as_it_was(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr)
         store = self.path("failing-store")
