@@ -887,6 +887,13 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     }
     if (!d->model)
         d->model = strdup(d->name);
+    child_path(p, path, "entity_idle_timeout");
+    if (!ad_schema_present(ctx, p)) {
+        const int64_t hour = 3600 * 1000;
+        d->entity_idle_timeout = 4 * d->window > hour ? 4 * d->window : hour;
+        if (d->entity_idle_timeout > MS(30 * 86400.0))
+            d->entity_idle_timeout = MS(30 * 86400.0);
+    }
     child_path(p, path, "rebuild_history");
     if (!ad_schema_present(ctx, p)) {
         /* The window of the first new bucket, and the run of windows the alert state machine
@@ -958,10 +965,12 @@ static const struct ad_schema_field detector_fields[] = {
     {.name = "entity_idle_timeout",
      .kind = AD_SCHEMA_DURATION,
      .offset = DET(entity_idle_timeout),
-     .def = "1h",
      .min = MS(1),
      .max = MS(30 * 86400.0),
-     .doc = "An entity without data this long is evicted."},
+     .doc = "An entity without data this long is evicted, and its scoring history is forgotten "
+            "after twice as long. Default: the larger of 1h and 4 windows, so that a sparse "
+            "series (hourly data, say) keeps its history across short gaps; raise it above "
+            "the longest silence an entity may have without losing its history."},
     {.name = "rebuild_history",
      .kind = AD_SCHEMA_DURATION,
      .offset = DET(rebuild_history),

@@ -328,6 +328,36 @@ static void test_full_pipeline_decodes(void **state)
     ad_config_unref(cfg);
 }
 
+/* entity_idle_timeout scales with the window unless set: sparse series keep their history. */
+static void test_entity_idle_timeout_default(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *step, *window, *set;
+        int64_t expect;
+    } cases[] = {
+        {"10s", "5m", NULL, 3600 * 1000},             /* second-scale traffic: 1h */
+        {"1m", "1h", NULL, 4 * 3600 * 1000},          /* 4 windows */
+        {"1h", "16h", NULL, 64LL * 3600 * 1000},      /* hourly data: gaps of days survive */
+        {"1h", "16h", "30m", 30 * 60 * 1000},         /* set: as set */
+        {"1d", "12w", NULL, 30LL * 24 * 3600 * 1000}, /* the bound */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof yaml,
+                 "model_store: {path: /tmp}\nsources:\n  - name: m\n    prometheus: {url: "
+                 "\"http://p:9090\", queries: {v: "
+                 "up}}\ndetectors:\n  - name: d\n    keys: [instance]\n    features: [m.v]\n"
+                 "    step: %s\n    window: %s\n%s%s%s",
+                 cases[i].step, cases[i].window, cases[i].set ? "    entity_idle_timeout: " : "",
+                 cases[i].set ? cases[i].set : "", cases[i].set ? "\n" : "");
+        struct ad_config *cfg = load_ok(yaml);
+        assert_int_equal(ad_config_settings(cfg)->detectors[0].entity_idle_timeout,
+                         cases[i].expect);
+        ad_config_unref(cfg);
+    }
+}
+
 static void test_anchors_and_aliases(void **state)
 {
     (void)state;
@@ -528,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_every_error_has_a_position),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_pipeline_decodes),
+        cmocka_unit_test(test_entity_idle_timeout_default),
         cmocka_unit_test(test_anchors_and_aliases),
         cmocka_unit_test(test_relative_paths_follow_the_config_file),
         cmocka_unit_test(test_missing_file),

@@ -95,7 +95,8 @@ static void consume(void *arg, struct ad_window_batch *b)
             if (name[i] == '\0')
                 name[i] = '/';
         name[n] = '\0';
-        out_printf(o, "bucket=%llds entity=%s history=%u values=", (long long)(b->bucket_start / 1000),
+        out_printf(o,
+                   "bucket=%llds entity=%s history=%u values=", (long long)(b->bucket_start / 1000),
                    name, b->history[w]);
         for (size_t t = 0; t < b->window_len; t++) {
             out_printf(o, t ? " [" : "[");
