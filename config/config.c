@@ -28,8 +28,8 @@ static void config_free(struct ad_config *cfg)
     free(cfg);
 }
 
-struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_t len,
-                                        struct ad_diag *diag)
+static struct ad_config *load_buffer(const char *name, const char *buf, size_t len, bool replay,
+                                     struct ad_diag *diag)
 {
     struct ad_config *cfg = NULL;
     json_t *index = NULL, *root = NULL;
@@ -63,8 +63,12 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
         *(slash == base_dir ? slash + 1 : slash) = '\0';
     else if (base_dir)
         base_dir[0] = '\0';
-    struct ad_schema_ctx ctx = {
-        .file = name, .base_dir = base_dir, .index = index, .diag = diag, .root = &cfg->settings};
+    struct ad_schema_ctx ctx = {.file = name,
+                                .base_dir = base_dir,
+                                .index = index,
+                                .diag = diag,
+                                .root = &cfg->settings,
+                                .replay = replay};
     size_t errors = ad_schema_decode(&ctx, &ad_config_root_section, root, "", &cfg->settings);
     free(base_dir);
     if (errors > 0)
@@ -82,7 +86,13 @@ err:
     return NULL;
 }
 
-struct ad_config *ad_config_load_file(const char *path, struct ad_diag *diag)
+struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_t len,
+                                        struct ad_diag *diag)
+{
+    return load_buffer(name, buf, len, false, diag);
+}
+
+static struct ad_config *load_file(const char *path, bool replay, struct ad_diag *diag)
 {
     struct ad_config *cfg = NULL;
     char *buf = NULL;
@@ -103,11 +113,21 @@ struct ad_config *ad_config_load_file(const char *path, struct ad_diag *diag)
         ad_diag_add(diag, path, 0, 0, "cannot read: %s", strerror(errno));
         goto out;
     }
-    cfg = ad_config_load_buffer(path, buf, len, diag);
+    cfg = load_buffer(path, buf, len, replay, diag);
 out:
     free(buf);
     fclose(fp);
     return cfg;
+}
+
+struct ad_config *ad_config_load_file(const char *path, struct ad_diag *diag)
+{
+    return load_file(path, false, diag);
+}
+
+struct ad_config *ad_config_load_replay(const char *path, struct ad_diag *diag)
+{
+    return load_file(path, true, diag);
 }
 
 struct ad_config *ad_config_ref(struct ad_config *cfg)

@@ -34,6 +34,11 @@ struct ad_config *ad_config_load_file(const char *path, struct ad_diag *diag);
 /* Same from memory; name is used in messages. buf need not be NUL-terminated. */
 struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_t len,
                                         struct ad_diag *diag);
+/* As anomalyd replay reads a config: a detector's feature `src.name` whose source the file
+ * does not define is a column of the replay's CSV input (a source of type AD_SOURCE_FILE, a
+ * gauge: the latest row of a bucket, filled by carrying), so that a backtest needs no made-up
+ * Kafka or Prometheus section. Everything else is checked as for the daemon. */
+struct ad_config *ad_config_load_replay(const char *path, struct ad_diag *diag);
 
 /* Adds a reference; returns cfg. Thread-safe. */
 struct ad_config *ad_config_ref(struct ad_config *cfg);

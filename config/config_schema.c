@@ -1401,8 +1401,40 @@ static enum ad_fill_policy default_fill(const struct ad_settings_feature *f)
     }
 }
 
+/* For a replay, the file source named by ref's first len bytes, with ref's feature (added as
+ * needed): a gauge, aggregated as the latest row and filled by carrying, as a Prometheus
+ * sample is. Its index, or -1 when out of memory. */
+static ssize_t file_source(struct ad_settings *s, const char *ref, size_t len, const char *feature)
+{
+    ssize_t si = find_source(s, ref, len);
+    if (si < 0) {
+        struct ad_settings_source *grown = realloc(s->sources, (s->n_sources + 1) * sizeof *grown);
+        if (!grown)
+            return -1;
+        s->sources = grown;
+        si = (ssize_t)s->n_sources;
+        grown[si] = (struct ad_settings_source){.name = strndup(ref, len), .type = AD_SOURCE_FILE};
+        if (!grown[si].name)
+            return -1;
+        s->n_sources++;
+    }
+    struct ad_settings_source *src = &s->sources[si];
+    if (find_feature(src, feature) >= 0)
+        return si;
+    struct ad_settings_feature *f = realloc(src->features, (src->n_features + 1) * sizeof *f);
+    if (!f)
+        return -1;
+    src->features = f;
+    f[src->n_features] =
+        (struct ad_settings_feature){.name = strdup(feature), .kind = AD_FEATURE_LAST};
+    if (!f[src->n_features].name)
+        return -1;
+    src->n_features++;
+    return si;
+}
+
 /* A feature reference's features[] or a fill key, resolved; -1 with an error otherwise. */
-static int resolve_ref(struct ad_schema_ctx *ctx, const struct ad_settings *s, const char *path,
+static int resolve_ref(struct ad_schema_ctx *ctx, struct ad_settings *s, const char *path,
                        const char *ref, struct ad_feature_ref *out)
 {
     const char *dot = strchr(ref, '.');
@@ -1411,6 +1443,13 @@ static int resolve_ref(struct ad_schema_ctx *ctx, const struct ad_settings *s, c
         return -1;
     }
     ssize_t si = find_source(s, ref, (size_t)(dot - ref));
+    if ((si < 0 || s->sources[si].type == AD_SOURCE_FILE) && ctx->replay && dot[1]) {
+        si = file_source(s, ref, (size_t)(dot - ref), dot + 1);
+        if (si < 0) {
+            ad_schema_error(ctx, path, "out of memory");
+            return -1;
+        }
+    }
     if (si < 0) {
         ad_schema_error(ctx, path, "no source is named \"%.*s\"", (int)(dot - ref), ref);
         return -1;
@@ -1449,7 +1488,7 @@ static bool kafka_source_has_label(const struct ad_settings_kafka_source *k, con
     return false;
 }
 
-static void check_detector_refs(struct ad_schema_ctx *ctx, const struct ad_settings *s,
+static void check_detector_refs(struct ad_schema_ctx *ctx, struct ad_settings *s,
                                 struct ad_settings_detector *d, const char *dpath)
 {
     char p[PATH_BUF], fp[PATH_BUF];

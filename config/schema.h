@@ -67,6 +67,9 @@ struct ad_schema_ctx {
     void *root;    /* the top-level object being decoded, for checks that look across sections */
     size_t errors; /* errors added so far (the diag list may stop storing them) */
     size_t check_errors; /* of those, the ones check hooks added */
+    /* Loaded for anomalyd replay: a detector's feature may name a source the file does not
+     * define (its CSV input holds the feature). */
+    bool replay;
 };
 
 struct ad_schema_section {

@@ -143,7 +143,9 @@ struct ad_settings_prometheus_source {
     struct ad_settings_http http;
 };
 
-enum ad_source_type { AD_SOURCE_KAFKA, AD_SOURCE_PROMETHEUS };
+/* AD_SOURCE_FILE: a source no section defines, whose features only a replay's CSV input
+ * holds (ad_config_load_replay); the daemon never sees one. */
+enum ad_source_type { AD_SOURCE_KAFKA, AD_SOURCE_PROMETHEUS, AD_SOURCE_FILE };
 
 struct ad_settings_source {
     char *name;

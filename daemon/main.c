@@ -172,8 +172,11 @@ int main(int argc, char **argv)
         return AD_EXIT_FAILURE;
     }
     /* --check-config names the file as it was typed, as compilers do. */
-    struct ad_config *cfg = ad_config_load_file(
-        cli.action == AD_CLI_CHECK_CONFIG ? cli.config_path : config_path, diag);
+    struct ad_config *cfg =
+        cli.action == AD_CLI_REPLAY
+            ? ad_config_load_replay(config_path, diag)
+            : ad_config_load_file(cli.action == AD_CLI_CHECK_CONFIG ? cli.config_path : config_path,
+                                  diag);
     if (cli.action == AD_CLI_CHECK_CONFIG) {
         rc = check_config(cli.config_path, cfg, diag);
         goto out;

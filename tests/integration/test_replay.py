@@ -87,6 +87,26 @@ model_store: {{path: {store}}}
 """
 
 
+# The same detector for a CSV backtest: no source at all.
+BARE_CONFIG = """\
+detectors:
+  - name: api
+    keys: [instance]
+    features: [app.requests, app.errors]
+    fill: {{app.requests: zero, app.errors: zero}}
+    step: 10s
+    window: 80s
+    allowed_lateness: 0s
+    source_idle_timeout: 1h
+    entity_idle_timeout: 1h
+    alert: {{for: {for_}, resolve_for: {resolve_for}, repeat_interval: 0s, flap_threshold: 1}}
+scoring:
+  backend: cpu
+  max_batch: 4
+model_store: {{path: {store}}}
+"""
+
+
 def config_text(store, brokers="127.0.0.1:9"):
     return CONFIG.format(store=store, brokers=brokers, for_=FOR, resolve_for=RESOLVE_FOR)
 
@@ -320,6 +340,16 @@ class Replay(unittest.TestCase):
         self.assertEqual(csv_out, out)
         s = self.summary(records)
         self.assertEqual((s["events"], s["rejected"]), (len(self.counts), 0))
+
+        # A backtest config needs no made-up source: the CSV holds the features. (Such
+        # features are gauges, filled by carrying: the counts say zero here.)
+        bare = self.write("bare.yaml", BARE_CONFIG.format(
+            store=self.store, for_=FOR, resolve_for=RESOLVE_FOR))
+        self.assertEqual(self.ok("--input", path, config=bare)[0], out)
+        check = subprocess.run([ANOMALYD, "--check-config", "-c", bare], capture_output=True,
+                               text=True, timeout=30)
+        self.assertEqual(check.returncode, 2)  # the daemon still needs its sources
+        self.assertIn('no source is named "app"', check.stderr)
 
         # Bad rows are counted and lose nothing else.
         bad = body[:40] + ["1,api-1", "x,api-1,%d,3" % (T0_MS + 40 * STEP_MS),
