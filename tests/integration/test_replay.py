@@ -362,6 +362,31 @@ class Replay(unittest.TestCase):
         self.assertEqual((s["rejected"], s["rejected_malformed_csv"], s["rejected_wrong_type"],
                           s["rejected_time_invalid"]), (4, 2, 1, 1))
 
+    def test_scores(self):
+        # --scores writes every scored window as the detector judged it; the alerts are
+        # unchanged, and every firing alert's window is there, anomalous.
+        out, _ = self.ok("--input", self.clean)
+        path = os.path.join(self.dir, "scores.jsonl")
+        scored_out, records = self.ok("--input", self.clean, "--scores", path)
+        self.assertEqual(scored_out, out)
+        with open(path) as f:
+            windows = [json.loads(line) for line in f]
+        self.assertEqual(len(windows), self.summary(records)["scored"])
+        self.assertEqual(sum(w["anomalous"] for w in windows),
+                         self.summary(records)["anomalous"])
+        by_end = {(w["entity"], w["window_end"]): w for w in windows}
+        for alert in map(json.loads, out.decode().splitlines()):
+            w = by_end[(alert["entity"], alert["window_end"])]
+            self.assertAlmostEqual(w["score"], alert["score"], places=5)
+            self.assertEqual(w["anomalous"], alert["anomalous"])
+            self.assertFalse(w["warming_up"])
+        first = windows[0]
+        self.assertEqual(set(first["shares"]), set(FEATURES))
+        end = datetime.strptime(first["window_end"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        self.assertEqual(first["window_end_ms"],
+                         int(end.replace(tzinfo=timezone.utc).timestamp() * 1000))
+        self.assertTrue(any(w["warming_up"] for w in windows))
+
     def test_bad_lines_are_counted_and_lose_nothing(self):
         out, _ = self.ok("--input", self.clean)
         lines = list(self.events)

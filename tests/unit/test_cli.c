@@ -87,9 +87,10 @@ static void test_errors(void **state)
 static void test_replay(void **state)
 {
     (void)state;
-    struct ad_cli cli = PARSE("replay", "-c", "a.yaml", "--input", "x.jsonl", "-i", "-",
-                              "--input=y.jsonl", "--detector", "api", "--source", "app",
-                              "--model-dir", "/m/api/v2", "--log-format", "json");
+    struct ad_cli cli =
+        PARSE("replay", "-c", "a.yaml", "--input", "x.jsonl", "-i", "-", "--input=y.jsonl",
+              "--detector", "api", "--source", "app", "--model-dir", "/m/api/v2", "--scores",
+              "s.jsonl", "--log-format", "json");
     assert_int_equal(cli.action, AD_CLI_REPLAY);
     assert_true(cli.replay);
     assert_string_equal(cli.config_path, "a.yaml");
@@ -100,6 +101,7 @@ static void test_replay(void **state)
     assert_string_equal(cli.detector, "api");
     assert_string_equal(cli.source, "app");
     assert_string_equal(cli.model_dir, "/m/api/v2");
+    assert_string_equal(cli.scores, "s.jsonl");
     assert_true(cli.log_format_set);
 
     cli = PARSE("replay", "-i", "x.csv");
@@ -108,6 +110,7 @@ static void test_replay(void **state)
     assert_null(cli.detector);
     assert_null(cli.source);
     assert_null(cli.model_dir);
+    assert_null(cli.scores);
 
     cli = PARSE("replay", "--help");
     assert_int_equal(cli.action, AD_CLI_HELP);
@@ -127,6 +130,8 @@ static void test_replay(void **state)
         {PARSE("replay", "-i", "a", "--detector", "x", "--detector", "y"),
          "--detector may be given only once"},
         {PARSE("replay", "-i", "a", "--model-dir="), "--model-dir: the value is empty"},
+        {PARSE("replay", "-i", "a", "--scores", "x", "--scores", "y"),
+         "--scores may be given only once"},
         {PARSE("--input", "a"), "unknown option --input"},
     };
     assert_errors(cases, sizeof cases / sizeof cases[0]);
