@@ -28,6 +28,8 @@ struct ad_model {
     char *version;
     size_t features; /* F */
     size_t window;   /* T */
+    enum ad_time_input time_inputs[AD_MODEL_MAX_TIME_INPUTS];
+    size_t n_time_inputs;
     int64_t step_ms;
     float *mean, *std;
     struct ad_model_calibration calibration;
@@ -129,6 +131,34 @@ static bool valid_version(const char *s)
     return true;
 }
 
+/* architecture.time_inputs: absent, or a list of distinct periods, "day" and "week". */
+static int read_time_inputs(struct ad_model *m, json_t *list, const char *where, char *errstr,
+                            size_t errstr_size)
+{
+    static const char *const names[] = {[AD_TIME_DAY] = "day", [AD_TIME_WEEK] = "week"};
+    if (!list)
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > AD_MODEL_MAX_TIME_INPUTS)
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: time_inputs must list at most %d of \"day\" and \"week\"", where,
+                             AD_MODEL_MAX_TIME_INPUTS);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *name = json_string_value(json_array_get(list, i));
+        size_t k = 0;
+        while (k < sizeof names / sizeof *names && !(name && strcmp(name, names[k]) == 0))
+            k++;
+        for (size_t j = 0; k < sizeof names / sizeof *names && j < m->n_time_inputs; j++)
+            if (m->time_inputs[j] == (enum ad_time_input)k)
+                k = sizeof names / sizeof *names;
+        if (k == sizeof names / sizeof *names)
+            return ad_errstr_set(errstr, errstr_size,
+                                 "%s: time_inputs[%zu] must be \"day\" or \"week\", each once",
+                                 where, i);
+        m->time_inputs[m->n_time_inputs++] = (enum ad_time_input)k;
+    }
+    return 0;
+}
+
 struct manifest {
     size_t layers, hidden;
     char sha256[AD_SHA256_HEX_LEN + 1];
@@ -144,7 +174,8 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
         "architecture", "calibration", "weights_sha256", "golden",
         "training",     NULL};
     static const char *const norm_keys[] = {"mean", "std", NULL};
-    static const char *const arch_keys[] = {"type", "layers", "hidden", "predicts", NULL};
+    static const char *const arch_keys[] = {"type",     "layers",      "hidden",
+                                            "predicts", "time_inputs", NULL};
     static const char *const cal_keys[] = {"error_std", "score_mean", "score_std", "threshold",
                                            NULL};
     static const char *const golden_keys[] = {"input", "output", "tolerance", NULL};
@@ -228,6 +259,8 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
                              where, MAX_LAYERS, MAX_HIDDEN);
     mf->layers = (size_t)json_integer_value(layers);
     mf->hidden = (size_t)json_integer_value(hidden);
+    if (read_time_inputs(m, json_object_get(arch, "time_inputs"), where, errstr, errstr_size) < 0)
+        return -1;
 
     json_t *cal = json_object_get(doc, "calibration");
     snprintf(where, sizeof where, "%s: calibration", path);
@@ -287,7 +320,7 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
         goto out;
     }
     for (size_t l = 0; l < L; l++) {
-        size_t in = l == 0 ? F : H;
+        size_t in = l == 0 ? ad_model_inputs(m) : H;
         snprintf(specs[n].name, sizeof specs[n].name, "lstm.weight_ih_l%zu", l);
         specs[n].rows = 4 * H, specs[n++].cols = in;
         snprintf(specs[n].name, sizeof specs[n].name, "lstm.weight_hh_l%zu", l);
@@ -357,7 +390,7 @@ static int load_weights(struct ad_model *m, const struct manifest *mf, const uin
     struct ad_lstm_weights *w = &m->weights;
     w->id = atomic_fetch_add(&next_id, 1);
     w->layers = L;
-    w->inputs = F;
+    w->inputs = ad_model_inputs(m);
     w->hidden = H;
     w->outputs = F;
     for (size_t l = 0; l < L; l++) {
@@ -380,10 +413,10 @@ out:
 int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *errstr,
                     size_t errstr_size)
 {
-    size_t steps = m->window - 1, F = m->features;
+    size_t steps = m->window - 1, F = m->features, in = ad_model_inputs(m);
     float got[MAX_FEATURES];
     char why[256];
-    if (ad_lstm_forward(backend, &m->weights, m->golden_input, 1, steps, steps * F, got, why,
+    if (ad_lstm_forward(backend, &m->weights, m->golden_input, 1, steps, steps * in, got, why,
                         sizeof why) < 0)
         return ad_errstr_set(errstr, errstr_size,
                              "%s/manifest.json: cannot run the golden sample on the %s backend: %s",
@@ -407,7 +440,7 @@ int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, c
 static int check_golden(struct ad_model *m, json_t *golden, const char *path, char *errstr,
                         size_t errstr_size)
 {
-    size_t steps = m->window - 1, F = m->features;
+    size_t steps = m->window - 1, F = m->features, in = ad_model_inputs(m);
     json_t *input = json_object_get(golden, "input");
     struct ad_lstm_backend *cpu = NULL;
     char why[256];
@@ -416,7 +449,7 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
         m->golden_tolerance <= 0 || m->golden_tolerance >= 1)
         return ad_errstr_set(errstr, errstr_size,
                              "%s: golden.tolerance must be a number between 0 and 1", path);
-    m->golden_input = calloc(steps * F, sizeof *m->golden_input);
+    m->golden_input = calloc(steps * in, sizeof *m->golden_input);
     m->golden_output = calloc(F, sizeof *m->golden_output);
     if (!m->golden_input || !m->golden_output)
         return ad_errstr_set(errstr, errstr_size, "out of memory");
@@ -424,9 +457,10 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
         return ad_errstr_set(errstr, errstr_size,
                              "%s: golden.input must have window - 1 = %zu rows", path, steps);
     for (size_t t = 0; t < steps; t++)
-        if (floats(json_array_get(input, t), F, false, m->golden_input + t * F) < 0)
+        if (floats(json_array_get(input, t), in, false, m->golden_input + t * in) < 0)
             return ad_errstr_set(errstr, errstr_size,
-                                 "%s: golden.input[%zu] must list %zu finite numbers", path, t, F);
+                                 "%s: golden.input[%zu] must list %zu finite numbers", path, t,
+                                 in);
     if (floats(json_object_get(golden, "output"), F, false, m->golden_output) < 0)
         return ad_errstr_set(errstr, errstr_size, "%s: golden.output must list %zu finite numbers",
                              path, F);
@@ -621,6 +655,18 @@ size_t ad_model_features(const struct ad_model *m)
 size_t ad_model_window(const struct ad_model *m)
 {
     return m->window;
+}
+
+size_t ad_model_time_inputs(const struct ad_model *m, enum ad_time_input *out)
+{
+    for (size_t i = 0; out && i < m->n_time_inputs; i++)
+        out[i] = m->time_inputs[i];
+    return m->n_time_inputs;
+}
+
+size_t ad_model_inputs(const struct ad_model *m)
+{
+    return m->features + 2 * m->n_time_inputs;
 }
 
 const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m)

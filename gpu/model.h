@@ -65,6 +65,14 @@ const char *ad_model_version(const struct ad_model *m);
 const char *ad_model_dir(const struct ad_model *m);
 size_t ad_model_features(const struct ad_model *m);
 size_t ad_model_window(const struct ad_model *m);
+
+/* Periods whose phase at each step's bucket start is a network input, as sin and cos
+ * (docs/models.md, "Time inputs"): the manifest's architecture.time_inputs. */
+enum ad_time_input { AD_TIME_DAY, AD_TIME_WEEK };
+#define AD_MODEL_MAX_TIME_INPUTS 2
+size_t ad_model_time_inputs(const struct ad_model *m, enum ad_time_input *out);
+/* Network inputs per step: the features, then 2 per time input. */
+size_t ad_model_inputs(const struct ad_model *m);
 const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m);
 const float *ad_model_mean(const struct ad_model *m); /* F */
 const float *ad_model_std(const struct ad_model *m);  /* F */

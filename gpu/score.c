@@ -1,24 +1,57 @@
 #include "gpu/score.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "windows/window_store.h"
+
+/* The phase of a period at time ms, in [0, 1): UTC, so that every replica and a replay agree;
+ * a week starts on Monday 00:00 (the Unix epoch was a Thursday). */
+static double phase(int64_t ms, enum ad_time_input period)
+{
+    const double day = 86400000.0, week = 7 * day;
+    double t = (double)ms;
+    if (period == AD_TIME_WEEK)
+        return fmod(fmod(t + 3 * day, week) + week, week) / week;
+    return fmod(fmod(t, day) + day, day) / day;
+}
+
+void ad_score_time_inputs(const struct ad_model *m, int64_t bucket_ms, float *out)
+{
+    enum ad_time_input periods[AD_MODEL_MAX_TIME_INPUTS];
+    size_t n = ad_model_time_inputs(m, periods);
+    for (size_t k = 0; k < n; k++) {
+        double angle = 2 * M_PI * phase(bucket_ms, periods[k]);
+        out[2 * k] = (float)sin(angle);
+        out[2 * k + 1] = (float)cos(angle);
+    }
+}
 
 void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
                      size_t n, float *x)
 {
     size_t F = batch->n_features, T = batch->window_len, steps = T - 1;
+    size_t I = ad_model_inputs(m);
     const float *mean = ad_model_mean(m), *std = ad_model_std(m);
     float scale[AD_WINDOW_MAX_FEATURES];
     for (size_t f = 0; f < F; f++)
         scale[f] = 1.0f / std[f];
     for (size_t w = 0; w < n; w++) {
         const float *in = batch->values + (first + w) * T * F;
-        float *out = x + w * steps * F;
-        for (size_t i = 0; i < steps * F; i++) {
-            size_t f = i % F;
-            float v = (in[i] - mean[f]) * scale[f];
-            out[i] = isfinite(v) ? v : 0.0f;
+        float *out = x + w * steps * I;
+        for (size_t t = 0; t < steps; t++) {
+            for (size_t f = 0; f < F; f++) {
+                float v = (in[t * F + f] - mean[f]) * scale[f];
+                out[t * I + f] = isfinite(v) ? v : 0.0f;
+            }
+            if (I > F) {
+                /* The same for every window of the batch: the step's bucket start. */
+                int64_t start = batch->bucket_start - (int64_t)(T - 1 - t) * batch->step;
+                if (w == 0)
+                    ad_score_time_inputs(m, start, out + t * I + F);
+                else
+                    memcpy(out + t * I + F, x + t * I + F, (I - F) * sizeof *out);
+            }
         }
     }
 }

@@ -15,11 +15,17 @@
 
 /*
  * Writes the network's input for windows first .. first + n − 1 of batch into x (n × (T − 1) ×
- * F floats, the layout of ad_lstm_forward with x_stride (T − 1) × F): (value − mean) / std, and
- * 0 (the mean) where a value is missing or not finite (NaN from the `nan` fill policy).
+ * I floats, I = ad_model_inputs, the layout of ad_lstm_forward with x_stride (T − 1) × I):
+ * per step, (value − mean) / std for each feature, 0 (the mean) where a value is missing or not
+ * finite (NaN from the `nan` fill policy), then the model's time inputs of the step's bucket
+ * start (ad_score_time_inputs).
  */
 void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
                      size_t n, float *x);
+
+/* The model's time inputs at bucket_ms: sin and cos of each period's phase (UTC; a week
+ * starts on Monday), 2 floats per time input into out. */
+void ad_score_time_inputs(const struct ad_model *m, int64_t bucket_ms, float *out);
 
 /*
  * Scores windows first .. first + n − 1 from the network's predictions for them (n × F):

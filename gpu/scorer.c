@@ -191,7 +191,7 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
                       const struct ad_model *m, float *scores, float *shares, size_t *scored,
                       char *errstr, size_t errstr_size)
 {
-    size_t F = b->n_features, steps = b->window_len - 1;
+    size_t F = b->n_features, steps = b->window_len - 1, I = ad_model_inputs(m);
     char why[256];
 
     for (size_t w = 0; w < b->n_windows; w++)
@@ -202,10 +202,10 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
                  ad_model_version(m), ad_model_window(m), ad_model_features(m), b->window_len, F);
         return -1;
     }
-    size_t per_chunk = X_FLOATS / (steps * F);
+    size_t per_chunk = X_FLOATS / (steps * I);
     if (per_chunk > CHUNK_WINDOWS)
         per_chunk = CHUNK_WINDOWS;
-    if (grow(&s->x, &s->x_size, per_chunk * steps * F) < 0 ||
+    if (grow(&s->x, &s->x_size, per_chunk * steps * I) < 0 ||
         grow(&s->predictions, &s->predictions_size, per_chunk * F) < 0) {
         snprintf(errstr, errstr_size, "out of memory for the scorer's buffers");
         return -1;
@@ -215,7 +215,7 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
     for (size_t first = 0; first < b->n_windows; first += per_chunk) {
         size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
         ad_score_inputs(m, b, first, n, s->x);
-        while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * F,
+        while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * I,
                                s->predictions, why, sizeof why) < 0) {
             if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0) {
                 snprintf(errstr, errstr_size, "%s", why);

@@ -388,11 +388,12 @@ def load_windows(args, layout):
 
 class Network(nn.Module):
     """docs/models.md's network. The children are named lstm and head so that state_dict()
-    gives exactly the tensor names the daemon's loader looks for."""
+    gives exactly the tensor names the daemon's loader looks for. inputs is the features plus
+    two per time input; the head predicts the features."""
 
-    def __init__(self, features, hidden, layers):
+    def __init__(self, features, hidden, layers, inputs=None):
         super().__init__()
-        self.lstm = nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
+        self.lstm = nn.LSTM(inputs or features, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, features)
 
     def forward(self, x):
@@ -417,6 +418,33 @@ def normalization(values, observed):
             mean[f], std[f] = x.mean(), x.std()
     std = floored_std(std, np.maximum(1.0, np.abs(mean)))
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+TIME_PERIODS_MS = {"day": 86400000, "week": 7 * 86400000}
+# The Unix epoch was a Thursday: a week's phase starts on Monday 00:00 UTC.
+TIME_OFFSETS_MS = {"day": 0, "week": 3 * 86400000}
+
+
+def time_features(starts_ms, time_inputs):
+    """[..., 2K] float32: sin and cos of each period's phase at each bucket start (UTC), as the
+    daemon computes them (gpu/score.c)."""
+    cols = []
+    for name in time_inputs:
+        period = TIME_PERIODS_MS[name]
+        phase = np.mod(starts_ms + TIME_OFFSETS_MS[name], period) / float(period)
+        cols += [np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)]
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def with_time(x, bucket_ms, step_ms, time_inputs):
+    """Appends the time inputs of each input step (steps 0..T-2 of windows whose newest bucket
+    starts at bucket_ms) to the network inputs x [N][T-1][F]."""
+    if not time_inputs:
+        return x
+    steps = x.shape[1]
+    starts = (np.asarray(bucket_ms, dtype=np.int64)[:, None]
+              - (steps - np.arange(steps, dtype=np.int64))[None, :] * step_ms)
+    return torch.cat([x, torch.from_numpy(time_features(starts, time_inputs))], dim=2)
 
 
 def prepare(values, observed, mean, std):
@@ -590,6 +618,10 @@ def parse_args(argv):
                         "detector aggregates a feature: AGG[,FEATURE=AGG...] with sum, mean, "
                         "min, max or last (default last; sum for count, count_if and sum "
                         "features)")
+    p.add_argument("--time-inputs", default="day,week",
+                   help="periods whose phase at each step is a network input (sin and cos): "
+                        "day, week, both (the default) or none, so that a daily or weekly "
+                        "pattern is predicted rather than alerted on")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size (1-1024)")
     p.add_argument("--layers", type=int, default=1, help="LSTM layers (1-4)")
     p.add_argument("--epochs", type=int, default=20)
@@ -635,6 +667,12 @@ def parse_args(argv):
         args.features = [f.strip() for f in args.features.split(",")]
         if not all(args.features) or len(set(args.features)) != len(args.features):
             problems.append("--features must be distinct, non-empty names")
+    names = [t.strip() for t in args.time_inputs.split(",") if t.strip()]
+    if names == ["none"]:
+        names = []
+    if len(set(names)) != len(names) or not set(names) <= set(TIME_PERIODS_MS):
+        problems.append("--time-inputs must list day and/or week, each once, or none")
+    args.time_inputs = names
     if problems:
         p.error("; ".join(problems))
     return args
@@ -666,16 +704,19 @@ def build(args, now):
 
     mean, std = normalization(windows.values[:n_train], windows.observed[:n_train])
     x, y, m = prepare(windows.values[:n_train], windows.observed[:n_train], mean, std)
+    x = with_time(x, windows.bucket_ms[:n_train], layout.step_ms, args.time_inputs)
     keep = m.any(dim=1)
     if not bool(keep.any()):
         raise InputError("no training window has data at its newest step")
     val = prepare(windows.values[n_train:], windows.observed[n_train:], mean, std)
+    val = (with_time(val[0], windows.bucket_ms[n_train:], layout.step_ms, args.time_inputs),
+           val[1], val[2])
     if not bool(val[2].any()):
         raise InputError("no validation window has data at its newest step; use more windows "
                          "or a larger --validation")
 
     torch.manual_seed(args.seed)
-    net = Network(F, args.hidden, args.layers)
+    net = Network(F, args.hidden, args.layers, F + 2 * len(args.time_inputs))
     train_loss, val_loss = train(net, (x[keep], y[keep], m[keep]), val, args)
     net.eval()
     weights = state_tensors(net)
@@ -702,7 +743,7 @@ def build(args, now):
         "step_ms": layout.step_ms,
         "normalization": {"mean": _floats(mean), "std": _floats(std)},
         "architecture": {"type": "lstm", "layers": args.layers, "hidden": args.hidden,
-                         "predicts": "next"},
+                         "predicts": "next", "time_inputs": list(args.time_inputs)},
         "calibration": {"error_std": _floats(error_std), "score_mean": score_mean,
                         "score_std": score_std, "threshold": threshold},
         "weights_sha256": hashlib.sha256(blob).hexdigest(),

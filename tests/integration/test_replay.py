@@ -189,7 +189,8 @@ def expected_alerts(counts, model_dir):
             mask = [[1, 1] if (k, instance) in counts else [0, 0] for k in span]
             if not any(mask[-1]):
                 continue  # nothing new in the newest bucket: not scored
-            score = score_here(manifest, lstm, head, {"values": values, "mask": mask})
+            score = score_here(manifest, lstm, head, {"values": values, "mask": mask,
+                                                      "bucket_start_ms": T0_MS + b * STEP_MS})
             like = likelihood.update(instance, score)
             margins = [min(margins[0], abs(like - LIKELIHOOD_THRESHOLD)),
                        min(margins[1], abs(score - score_threshold) / score_threshold)]

@@ -107,7 +107,8 @@ def load_model(folder):
     tensors = {name: st.tensor(name) for name in st.entries}
     arch = manifest["architecture"]
     F = len(manifest["features"])
-    lstm = torch.nn.LSTM(F, arch["hidden"], arch["layers"], batch_first=True)
+    inputs = F + 2 * len(arch.get("time_inputs", []))
+    lstm = torch.nn.LSTM(inputs, arch["hidden"], arch["layers"], batch_first=True)
     head = torch.nn.Linear(arch["hidden"], F)
     state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
     lstm.load_state_dict({k[len("lstm."):]: v for k, v in state.items() if k.startswith("lstm.")})
@@ -115,16 +116,34 @@ def load_model(folder):
     return manifest, lstm, head
 
 
+def time_inputs_here(manifest, bucket_start_ms, steps):
+    """docs/models.md, "Time inputs": sin and cos of the phase of each period (UTC; a week
+    starts on Monday) at each input step's bucket start; [steps][2K]."""
+    out = []
+    for t in range(steps):
+        start = bucket_start_ms - (steps - t) * manifest["step_ms"]
+        row = []
+        for name in manifest["architecture"].get("time_inputs", []):
+            period, offset = {"day": (86400000, 0), "week": (7 * 86400000, 3 * 86400000)}[name]
+            angle = 2 * math.pi * ((start + offset) % period) / period
+            row += [math.sin(angle), math.cos(angle)]
+        out.append(row)
+    return np.array(out).reshape(steps, -1)
+
+
 def score_here(manifest, lstm, head, row):
-    """docs/models.md, "The score", in float64 around torch's float32 forward pass."""
+    """docs/models.md, "The score", in float64 around torch's float32 forward pass. row holds
+    the window's values, mask and newest bucket's start (bucket_start_ms)."""
     mean = np.array(manifest["normalization"]["mean"])
     std = np.array(manifest["normalization"]["std"])
     err_std = np.array(manifest["calibration"]["error_std"])
     values = np.array([[np.nan if v is None else v for v in step] for step in row["values"]])
     x = (values - mean) / std
     x = np.where(np.isfinite(x), x, 0.0)
+    inputs = np.concatenate(
+        [x[:-1], time_inputs_here(manifest, row["bucket_start_ms"], len(x) - 1)], axis=1)
     with torch.no_grad():
-        out, _ = lstm(torch.tensor(x[None, :-1, :], dtype=torch.float32))
+        out, _ = lstm(torch.tensor(inputs[None], dtype=torch.float32))
         predicted = head(out[:, -1, :]).double().numpy()[0]
     seen = np.array(row["mask"][-1]) == 1
     r = ((x[-1] - predicted) / err_std)[seen]

@@ -87,13 +87,29 @@ def run_trainer(*args, preexec_fn=None):
 class Network(torch.nn.Module):
     """Built from docs/models.md alone, not from the trainer, so that the two must agree."""
 
-    def __init__(self, features, hidden, layers):
+    def __init__(self, features, hidden, layers, inputs):
         super().__init__()
-        self.lstm = torch.nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
+        self.lstm = torch.nn.LSTM(inputs, hidden, num_layers=layers, batch_first=True)
         self.head = torch.nn.Linear(hidden, features)
 
     def forward(self, x):
         return self.head(self.lstm(x)[0][:, -1, :])
+
+
+def with_time(x, newest_ms, step_ms):
+    """docs/models.md, "Time inputs": each input step gets sin and cos of the phase of the day
+    and of the week (UTC, weeks from Monday) at its bucket start."""
+    steps = x.shape[1]
+    rows = []
+    for newest in newest_ms:
+        row = []
+        for t in range(steps):
+            start = newest - (steps - t) * step_ms
+            day = 2 * math.pi * (start % 86400000) / 86400000
+            week = 2 * math.pi * ((start + 3 * 86400000) % (7 * 86400000)) / (7 * 86400000)
+            row.append([math.sin(day), math.cos(day), math.sin(week), math.cos(week)])
+        rows.append(row)
+    return torch.cat([x, torch.tensor(rows, dtype=torch.float32)], dim=2)
 
 
 def numbers(value):
@@ -154,7 +170,8 @@ class Trainer(unittest.TestCase):
 
         # The weights: exactly the spec's tensors, F32, contiguous, covering the data.
         st = safetensors_io.parse(blob)
-        expected = {"lstm.weight_ih_l0": (4 * H, F), "lstm.weight_hh_l0": (4 * H, H),
+        # Inputs: the features, then sin and cos of the time of day and of the week.
+        expected = {"lstm.weight_ih_l0": (4 * H, F + 4), "lstm.weight_hh_l0": (4 * H, H),
                     "lstm.bias_ih_l0": (4 * H,), "lstm.bias_hh_l0": (4 * H,),
                     "head.weight": (F, H), "head.bias": (F,)}
         self.assertEqual({n: e.shape for n, e in st.entries.items()}, expected)
@@ -179,7 +196,8 @@ class Trainer(unittest.TestCase):
         self.assertTrue(all(s > 0 for s in norm["std"]))
         self.assertAlmostEqual(norm["mean"][0], 50, delta=3)
         self.assertEqual(manifest["architecture"],
-                         {"type": "lstm", "layers": 1, "hidden": H, "predicts": "next"})
+                         {"type": "lstm", "layers": 1, "hidden": H, "predicts": "next",
+                          "time_inputs": ["day", "week"]})
         cal = manifest["calibration"]
         self.assertEqual(set(cal), {"error_std", "score_mean", "score_std", "threshold"})
         self.assertEqual(len(cal["error_std"]), F)
@@ -188,7 +206,13 @@ class Trainer(unittest.TestCase):
         self.assertEqual(manifest["weights_sha256"], hashlib.sha256(blob).hexdigest())
         golden = manifest["golden"]
         self.assertEqual(set(golden), {"input", "output", "tolerance"})
-        self.assertEqual([len(row) for row in golden["input"]], [F] * (T - 1))
+        self.assertEqual([len(row) for row in golden["input"]], [F + 4] * (T - 1))
+        # The golden input's time columns are the phases of the input steps' bucket starts.
+        first = manifest["training"]["first_bucket_ms"]
+        for row in golden["input"]:
+            for k in (F, F + 2):
+                self.assertAlmostEqual(row[k] ** 2 + row[k + 1] ** 2, 1.0, places=5)
+        self.assertGreaterEqual(first, 0)
         self.assertEqual(len(golden["output"]), F)
         self.assertEqual(golden["tolerance"], 1e-4)
         training = manifest["training"]
@@ -199,7 +223,7 @@ class Trainer(unittest.TestCase):
             self.assertTrue(math.isfinite(n), n)
 
         # The weights in a module built from the spec reproduce the golden output.
-        net = Network(F, H, 1)
+        net = Network(F, H, 1, F + 4)
         net.load_state_dict({n: torch.from_numpy(st.tensor(n)) for n in st.entries},
                             strict=True)
         with torch.no_grad():
@@ -215,8 +239,10 @@ class Trainer(unittest.TestCase):
         observed = np.array([w["mask"] for w in held_out], dtype=bool) & np.isfinite(values)
         x = (values - np.float32(norm["mean"])) / np.float32(norm["std"])
         x = np.where(np.isfinite(x), x, np.float32(0))
+        inputs = with_time(torch.from_numpy(x[:, :-1]), [w["bucket_start_ms"] for w in held_out],
+                           STEP_MS)
         with torch.no_grad():
-            err = (net(torch.from_numpy(x[:, :-1])).numpy() - x[:, -1]).astype(np.float64)
+            err = (net(inputs).numpy() - x[:, -1]).astype(np.float64)
         seen = observed[:, -1]
         rms = np.sqrt((np.where(seen, err, 0) ** 2).sum(axis=0) / seen.sum(axis=0))
         np.testing.assert_allclose(cal["error_std"], rms, rtol=1e-4)
