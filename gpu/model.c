@@ -459,8 +459,7 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
     for (size_t t = 0; t < steps; t++)
         if (floats(json_array_get(input, t), in, false, m->golden_input + t * in) < 0)
             return ad_errstr_set(errstr, errstr_size,
-                                 "%s: golden.input[%zu] must list %zu finite numbers", path, t,
-                                 in);
+                                 "%s: golden.input[%zu] must list %zu finite numbers", path, t, in);
     if (floats(json_object_get(golden, "output"), F, false, m->golden_output) < 0)
         return ad_errstr_set(errstr, errstr_size, "%s: golden.output must list %zu finite numbers",
                              path, F);

@@ -28,9 +28,10 @@ struct ad_window_batch {
     uint8_t *mask;       /* B*T*F: 1 where the bucket had data for the feature, else 0 */
     char *keys;          /* every key, back to back */
     size_t *key_offsets; /* B + 1 offsets into keys */
-    /* B: buckets from the entity's first data to the newest step, both included (saturating),
-     * so that a window is known to reach before the entity's history (history < T) whatever
-     * gaps came after it. NULL (a batch made elsewhere): every window has a full history. */
+    /* B: buckets from the start of the entity's history to the newest step, both included
+     * (saturating). A history starts with the entity's first data, and again after a silence
+     * at least as long as the window; shorter gaps are part of it. A window with history < T
+     * reaches before it (a warm-up). NULL (a batch made elsewhere): full histories. */
     uint32_t *history;
     bool last_of_bucket; /* the last batch handed on for this bucket */
     /* When the store began closing the bucket (ad_clock_mono_seconds), the same for every

@@ -58,7 +58,8 @@ struct entity {
     uint16_t open_count;
     bool own_busy; /* the entity's own block holds an open bucket */
     bool alive;
-    int64_t first_data; /* oldest closed bucket with an observation: where its history starts */
+    int64_t first_data; /* where its history starts: its first data, or its first after a
+                           silence as long as the window */
     /* followed by the entity's own block */
 };
 
@@ -563,7 +564,9 @@ static void materialize(struct ad_window_store *s, uint32_t id, uint32_t *link)
         }
     }
     e->ring_bucket = bucket;
-    if (e->last_closed_data == NO_BUCKET)
+    /* A history starts with the first data, or again after a silence so long that the window
+     * ending here holds nothing observed before this bucket: nothing in it is history. */
+    if (e->last_closed_data == NO_BUCKET || e->last_closed_data < bucket - (int64_t)s->T + 1)
         e->first_data = bucket;
     e->last_closed_data = bucket;
     if (bucket > s->max_closed_data)

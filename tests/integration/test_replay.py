@@ -176,7 +176,14 @@ def expected_alerts(counts, model_dir):
     version = manifest["version"]
     buckets = sorted({b for b, _ in counts})
     state = {i: {"state": "inactive", "run": 0} for i in ENTITIES}
-    first = {i: min(k for k, e in counts if e == i) for i in ENTITIES if any(e == i for _, e in counts)}
+    # Where each entity's history starts at each bucket with data: its first data, or again
+    # after a silence of a window or more (docs/alerts.md, "Warm-up").
+    history_start, last_data = {}, {}
+    for b, instance in sorted(counts):
+        if instance not in last_data or last_data[instance] < b - T + 1:
+            history_start[instance] = b
+        last_data[instance] = b
+        history_start[(b, instance)] = history_start[instance]
     alerts, margins = [], [float("inf"), float("inf")]
     # Every bucket from the first to the newest closes (the last at the end of the input);
     # each entity with data within the window's span makes one window of it.
@@ -194,7 +201,7 @@ def expected_alerts(counts, model_dir):
             like = likelihood.update(instance, score)
             margins = [min(margins[0], abs(like - LIKELIHOOD_THRESHOLD)),
                        min(margins[1], abs(score - score_threshold) / score_threshold)]
-            if b - first[instance] + 1 < T:
+            if b - history_start[(b, instance)] + 1 < T:
                 continue  # warm-up, the start of the entity's history: not alerted on
             anomalous = like >= LIKELIHOOD_THRESHOLD or score >= score_threshold
             end_ms = T0_MS + (b + 1) * STEP_MS
