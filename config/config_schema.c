@@ -774,24 +774,25 @@ static const struct ad_schema_field alert_fields[] = {
     {.name = "for",
      .kind = AD_SCHEMA_INT,
      .offset = ALERT(for_windows),
-     .def = "3",
+     .def = "1",
      .min = 1,
      .max = 1000,
      .doc = "Consecutive windows over the threshold before a pending alert fires."},
     {.name = "resolve_for",
      .kind = AD_SCHEMA_INT,
      .offset = ALERT(resolve_for),
-     .def = "5",
+     .def = "100",
      .min = 1,
      .max = 1000,
      .doc = "Consecutive windows under the threshold before a firing alert resolves."},
     {.name = "repeat_interval",
      .kind = AD_SCHEMA_DURATION,
      .offset = ALERT(repeat_interval),
-     .def = "4h",
+     .def = "0s",
      .min = 0,
      .max = MS(30 * 86400.0),
-     .doc = "A firing alert is sent again this often; `0s` never repeats."},
+     .doc = "A firing alert is sent again this often; `0s` (the default) never repeats: "
+            "Alertmanager and the receivers of the sinks re-notify on their own schedule."},
     {.name = "flap_window",
      .kind = AD_SCHEMA_INT,
      .offset = ALERT(flap_window),
@@ -816,20 +817,29 @@ static const struct ad_schema_section alert_section = {
     .doc = "The alert state machine: pending, firing, resolved."};
 
 static const struct ad_schema_field threshold_fields[] = {
+    {.name = "surprise",
+     .kind = AD_SCHEMA_FLOAT,
+     .offset = DET(threshold_surprise),
+     .min = 0,
+     .max = 300,
+     .doc = "Surprise (−log10 of the chance of a window this unusual for its entity, "
+            "docs/scoring.md) at or over which a window counts as anomalous. Default 5: one "
+            "window in 100,000."},
     {.name = "likelihood",
      .kind = AD_SCHEMA_FLOAT,
      .offset = DET(threshold_likelihood),
-     .def = "0.9999",
      .min = 0,
      .max = 1,
-     .doc = "Anomaly likelihood over which a window counts as anomalous."},
+     .doc = "The same threshold as a likelihood, 1 − 10^−surprise (0.99999 is a surprise of 5); "
+            "give one of surprise and likelihood."},
     {.name = "score",
      .kind = AD_SCHEMA_FLOAT,
      .offset = DET(threshold_score),
      .min = 0,
      .max = 1e12,
-     .doc = "Raw score over which a window counts as anomalous regardless of likelihood. "
-            "Unset: the model's calibrated threshold."},
+     .doc = "Raw LSTM score at or over which a window counts as anomalous whatever its "
+            "surprise. Unset (the default): none, since a score only means something against "
+            "the entity's own history."},
 };
 
 static const struct ad_schema_section threshold_section = {
@@ -887,6 +897,19 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     }
     if (!d->model)
         d->model = strdup(d->name);
+    char surprise_path[PATH_BUF], likelihood_path[PATH_BUF];
+    child_path(p, path, "threshold");
+    child_path(surprise_path, p, "surprise");
+    child_path(likelihood_path, p, "likelihood");
+    bool has_surprise = ad_schema_present(ctx, surprise_path);
+    if (has_surprise && ad_schema_present(ctx, likelihood_path))
+        ad_schema_error_key(ctx, likelihood_path,
+                            "give the threshold once: as surprise or as likelihood");
+    else if (!has_surprise && ad_schema_present(ctx, likelihood_path))
+        d->threshold_surprise =
+            d->threshold_likelihood >= 1 ? 300 : -log10(1 - d->threshold_likelihood);
+    else if (!has_surprise)
+        d->threshold_surprise = AD_DEFAULT_SURPRISE;
     child_path(p, path, "entity_idle_timeout");
     if (!ad_schema_present(ctx, p)) {
         const int64_t hour = 3600 * 1000;
@@ -898,7 +921,7 @@ static void check_detector(struct ad_schema_ctx *ctx, const char *path, void *ob
     if (!ad_schema_present(ctx, p)) {
         /* The window of the first new bucket, and the run of windows the alert state machine
          * and the likelihood's short mean look back on. */
-        int64_t lookback = AD_LIKELIHOOD_SHORT;
+        int64_t lookback = AD_SURPRISE_SHORT;
         const int64_t runs[] = {d->alert.for_windows, d->alert.resolve_for, d->alert.flap_window};
         for (size_t i = 0; i < N(runs); i++)
             lookback = runs[i] > lookback ? runs[i] : lookback;

@@ -176,9 +176,11 @@ struct ad_feature_ref {
     enum ad_fill_policy fill;
 };
 
-/* Windows the anomaly likelihood's short mean looks back on (detect/likelihood): rebuilding a
- * detector's state after a restart replays at least that many (rebuild_history's default). */
-#define AD_LIKELIHOOD_SHORT 6
+/* Windows the surprise's short mean looks back on (detect/surprise): rebuilding a detector's
+ * state after a restart replays at least that many (rebuild_history's default). */
+#define AD_SURPRISE_SHORT 6
+/* The default threshold.surprise: one window in 100,000. */
+#define AD_DEFAULT_SURPRISE 5.0
 
 struct ad_settings_detector {
     char *name;
@@ -191,11 +193,12 @@ struct ad_settings_detector {
     int64_t source_idle_timeout;
     int64_t max_entities;
     int64_t entity_idle_timeout;
-    int64_t rebuild_history; /* ms of event time a restart reads again */
-    char *model;             /* the model's name in the store */
-    char *export_path;       /* NULL: windows are not exported */
-    double threshold_likelihood;
-    double threshold_score; /* NAN: the model's calibrated threshold */
+    int64_t rebuild_history;     /* ms of event time a restart reads again */
+    char *model;                 /* the model's name in the store */
+    char *export_path;           /* NULL: windows are not exported */
+    double threshold_surprise;   /* −log10 of a chance; the likelihood's, when that was given */
+    double threshold_likelihood; /* NAN when not given */
+    double threshold_score;      /* NAN: none */
     struct ad_settings_alert alert;
     struct ad_settings_shadow shadow;
     /* Derived while validating. */

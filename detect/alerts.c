@@ -457,9 +457,9 @@ static json_t *summary(const struct ad_alerts *a, const char *entity, const stru
         len = asprintf(&s, "%s: %s resolved, no windows since it went idle", a->detector, entity);
     else if (n->state == resolved_state)
         len = asprintf(&s, "%s: %s back to normal", a->detector, entity);
-    else if (isfinite(n->w->score) && isfinite(n->w->likelihood))
-        len = asprintf(&s, "%s: %s anomalous, score %.4g, likelihood %.6g", a->detector, entity,
-                       n->w->score, n->w->likelihood);
+    else if (isfinite(n->w->surprise) && n->w->stream)
+        len = asprintf(&s, "%s: %s anomalous, surprise %.3g (%s)", a->detector, entity,
+                       n->w->surprise, n->w->stream);
     else
         len = asprintf(&s, "%s: %s anomalous", a->detector, entity);
     if (len < 0)
@@ -476,6 +476,26 @@ static bool put(json_t *obj, const char *key, json_t *value)
 }
 
 /* A notification of entity e, whose key is key (len bytes). */
+/* A likelihood of docs/scoring.md's earlier versions, from a surprise: 1 − 10^−surprise. */
+static double likelihood_of(double surprise)
+{
+    return 1.0 - pow(10.0, -surprise);
+}
+
+/* The fields that say how a window was judged (all null for an expiry, w NULL). */
+static bool put_judgement(json_t *doc, const struct ad_alert_window *w)
+{
+    return put(doc, "score", w ? number(float_digits(w->score)) : json_null()) &&
+           put(doc, "seasonal_score", w ? number(float_digits(w->seasonal_score)) : json_null()) &&
+           put(doc, "surprise", w ? number(w->surprise) : json_null()) &&
+           put(doc, "stream", text0(w ? w->stream : NULL)) &&
+           put(doc, "likelihood", w ? number(likelihood_of(w->surprise)) : json_null()) &&
+           put(doc, "surprise_threshold", w ? number(w->surprise_threshold) : json_null()) &&
+           put(doc, "likelihood_threshold",
+               w ? number(likelihood_of(w->surprise_threshold)) : json_null()) &&
+           put(doc, "score_threshold", w ? number(w->score_threshold) : json_null());
+}
+
 static struct ad_alert *make_alert(const struct ad_alerts *a, const char *key, size_t len,
                                    const struct entity *e, const struct note *n)
 {
@@ -503,11 +523,7 @@ static struct ad_alert *make_alert(const struct ad_alerts *a, const char *key, s
     if (ok && n->state == resolved_state)
         ok = put(doc, "ends_at", timestamp(n->end_ms));
     ok = ok && put(doc, "window_start", timestamp(w ? w->start_ms : e->last_start)) &&
-         put(doc, "window_end", timestamp(w ? w->end_ms : e->last_end)) &&
-         put(doc, "score", w ? number(float_digits(w->score)) : json_null()) &&
-         put(doc, "likelihood", w ? number(w->likelihood) : json_null()) &&
-         put(doc, "score_threshold", w ? number(w->score_threshold) : json_null()) &&
-         put(doc, "likelihood_threshold", w ? number(w->likelihood_threshold) : json_null()) &&
+         put(doc, "window_end", timestamp(w ? w->end_ms : e->last_end)) && put_judgement(doc, w) &&
          put(doc, "anomalous", w ? json_boolean(w->anomalous) : json_null()) &&
          put(doc, "model", text0(w ? w->model : a->model)) &&
          put(doc, "model_version", text0(n->version)) &&
@@ -720,11 +736,7 @@ char *ad_alerts_window_json(const struct ad_alerts *a, const struct ad_alert_win
               put(doc, "window_start", timestamp(w->start_ms)) &&
               put(doc, "window_end", timestamp(w->end_ms)) &&
               put(doc, "window_end_ms", json_integer((json_int_t)w->end_ms)) &&
-              put(doc, "score", number(float_digits(w->score))) &&
-              put(doc, "likelihood", number(w->likelihood)) &&
-              put(doc, "score_threshold", number(w->score_threshold)) &&
-              put(doc, "likelihood_threshold", number(w->likelihood_threshold)) &&
-              put(doc, "anomalous", json_boolean(w->anomalous)) &&
+              put_judgement(doc, w) && put(doc, "anomalous", json_boolean(w->anomalous)) &&
               put(doc, "warming_up", json_boolean(warming_up)) &&
               put(doc, "model", text0(w->model)) &&
               put(doc, "model_version", text0(w->model_version));

@@ -35,9 +35,13 @@ struct ad_alert_window {
     const char *key; /* the entity's label values in key order, NUL-separated */
     size_t key_len;
     int64_t start_ms, end_ms; /* the window's span; end is its newest bucket's end */
-    double score, likelihood, score_threshold, likelihood_threshold;
+    double score;             /* the LSTM's (NaN: none) */
+    double surprise; /* how unusual for the entity, −log10 of a chance (NaN: not judged) */
+    double surprise_threshold, score_threshold; /* the thresholds (NaN: none) */
+    double seasonal_score;                      /* the seasonal baseline's (NaN: none) */
+    const char *stream;  /* the stream the surprise came from: "lstm" or "seasonal" (NULL) */
     bool anomalous;      /* as docs/scoring.md decides it */
-    const float *shares; /* one per feature (docs/models.md); NULL: none */
+    const float *shares; /* one per feature, of the stream the surprise came from; NULL: none */
     const char *model;   /* the model's name; NULL: unknown */
     const char *model_version;
     int64_t now_ms; /* wall clock, for notified_at only */

@@ -11,12 +11,13 @@
 #include "base/clock.h"
 #include "base/grow.h"
 #include "detect/alerts.h"
-#include "detect/likelihood.h"
+#include "detect/judge.h"
 #include "detect/replay_marks.h"
 #include "detect/swap.h"
 #include "gpu/model.h"
 #include "stream/log_rules.h"
 #include "windows/bucket.h"
+#include "windows/window_store.h"
 
 #define AD_LOG_MODULE "serving"
 #include "base/log.h"
@@ -44,7 +45,7 @@ struct ad_serving {
     struct ad_scorer *scorer;
     struct ad_metrics *metrics;
     struct ad_swap *swap; /* the serving model version, and the next one in shadow */
-    struct ad_likelihood *likelihood;
+    struct ad_judge *judge;
     struct ad_alerts *alerts;
     struct ad_replay_marks *replayed; /* NULL until replayed events mark an entity */
     struct ad_serving_outlet outlet;
@@ -161,14 +162,15 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->notified_at = INT64_MIN;
     if (outlet)
         v->outlet = *outlet;
-    /* An entity's likelihood outlives its windows by one idle timeout, so an entity that comes
+    /* An entity's judgement outlives its windows by one idle timeout, so an entity that comes
      * back soon keeps its history. */
     int64_t idle_buckets = 2 * (det->entity_idle_timeout / det->step + 1);
     v->swap = ad_swap_new(det, metrics);
-    v->likelihood = ad_likelihood_new(2 * (size_t)det->max_entities, idle_buckets);
+    v->judge =
+        ad_judge_new(det->features.len, det->step, 2 * (size_t)det->max_entities, idle_buckets);
     v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
                               2 * (size_t)det->max_entities);
-    if (!v->swap || !v->likelihood || !v->alerts) {
+    if (!v->swap || !v->judge || !v->alerts) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -187,7 +189,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
                                          "Windows scored.", "detector", name, NULL);
     v->anomalous_total =
         ad_metrics_counter(metrics, "anomalyd_windows_anomalous_total",
-                           "Scored windows over the detector's likelihood or score threshold.",
+                           "Windows whose surprise (or score) reached the detector's threshold.",
                            "detector", name, NULL);
     v->unscored_no_model_total =
         ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
@@ -213,7 +215,7 @@ void ad_serving_destroy(struct ad_serving *v)
     if (v->export)
         fclose(v->export);
     free(v->export_path);
-    ad_likelihood_destroy(v->likelihood);
+    ad_judge_destroy(v->judge);
     ad_alerts_destroy(v->alerts);
     ad_replay_marks_destroy(v->replayed);
     ad_swap_destroy(v->swap);
@@ -411,7 +413,7 @@ void ad_serving_ack(struct ad_serving *v, uint64_t seq)
 
 /* The window export (docs/windows.md): the window, and its score when it has one. */
 static void export_window(struct ad_serving *v, const struct ad_score_job *job, size_t w,
-                          double likelihood)
+                          const struct ad_verdict *verdict)
 {
     const struct ad_settings_detector *d = v->settings;
     const struct ad_window_batch *b = job->batch;
@@ -455,8 +457,10 @@ static void export_window(struct ad_serving *v, const struct ad_score_job *job, 
     fprintf(f, "]");
     float score = job->scores ? job->scores[w] : NAN;
     if (job->model && isfinite(score))
-        fprintf(f, ",\"model_version\":\"%s\",\"score\":%.9g,\"likelihood\":%.9g",
-                ad_model_version(job->model), (double)score, likelihood);
+        fprintf(f, ",\"model_version\":\"%s\",\"score\":%.9g", ad_model_version(job->model),
+                (double)score);
+    if (isfinite(verdict->surprise))
+        fprintf(f, ",\"surprise\":%.9g", verdict->surprise);
     fprintf(f, "}\n");
 }
 
@@ -468,24 +472,30 @@ static bool warming_up(const struct ad_window_batch *b, size_t w)
     return b->history && b->history[w] < b->window_len;
 }
 
-/* One scored window as the alert state machine and the scores outlet take it. */
+/* One judged window as the alert state machine and the scores outlet take it. */
 static struct ad_alert_window window_of(struct ad_serving *v, const struct ad_score_job *job,
-                                        size_t w, double score, double likelihood, double threshold,
-                                        bool anomalous)
+                                        size_t w, double score, const struct ad_verdict *verdict,
+                                        const float *seasonal_shares, bool anomalous)
 {
     const struct ad_settings_detector *d = v->settings;
     const struct ad_window_batch *b = job->batch;
+    bool lstm = verdict->decided == AD_JUDGE_LSTM || !isfinite(verdict->surprise);
     struct ad_alert_window in = {
         .end_ms = b->bucket_start + b->step,
         .start_ms = b->bucket_start + b->step - d->window,
         .score = score,
-        .likelihood = likelihood,
-        .score_threshold = threshold,
-        .likelihood_threshold = d->threshold_likelihood,
+        .surprise = verdict->surprise,
+        .surprise_threshold = d->threshold_surprise,
+        .score_threshold = d->threshold_score,
+        .seasonal_score = verdict->seasonal_score,
+        .stream = verdict->decided == AD_JUDGE_LSTM       ? "lstm"
+                  : verdict->decided == AD_JUDGE_SEASONAL ? "seasonal"
+                                                          : NULL,
         .anomalous = anomalous,
-        .shares = job->shares ? job->shares + w * b->n_features : NULL,
-        .model = ad_model_name(job->model),
-        .model_version = ad_model_version(job->model),
+        .shares = lstm ? (job->shares && isfinite(score) ? job->shares + w * b->n_features : NULL)
+                       : seasonal_shares,
+        .model = job->model ? ad_model_name(job->model) : NULL,
+        .model_version = job->model ? ad_model_version(job->model) : NULL,
         .now_ms = notify_time(v),
     };
     in.key = ad_window_batch_key(b, w, &in.key_len);
@@ -531,7 +541,9 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     int64_t bucket = ad_bucket_index(b->bucket_start, b->step);
     size_t no_data = 0;
     double max_score = -INFINITY;
-    double threshold = job->model ? ad_swap_score_threshold(v->swap, job->model) : NAN;
+    const struct ad_settings_detector *d = v->settings;
+    size_t T = b->window_len, F = b->n_features;
+    bool scored_ok = job->model && !job->error[0] && job->scores;
     v->finishing_bucket = b->bucket_start;
     v->finishing_closed_at = b->closed_at;
 
@@ -540,20 +552,28 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     else if (job->error[0] || !job->scores)
         ad_counter_add(v->unscored_failed_total, (double)b->n_windows);
     for (size_t w = 0; w < b->n_windows; w++) {
-        double score = job->scores && job->model ? job->scores[w] : NAN, likelihood = NAN;
-        if (job->model && !job->error[0] && isnan(score))
+        double score = scored_ok ? job->scores[w] : NAN;
+        if (scored_ok && isnan(score))
             no_data++;
-        if (isfinite(score)) {
+        const float *newest = b->values + (w * T + T - 1) * F;
+        const uint8_t *seen = b->mask + (w * T + T - 1) * F;
+        struct ad_verdict verdict = {.surprise = NAN, .seasonal_score = NAN};
+        float seasonal_shares[AD_WINDOW_MAX_FEATURES];
+        if (memchr(seen, 1, F)) {
             size_t len;
             const char *key = ad_window_batch_key(b, w, &len);
-            likelihood = ad_likelihood_update(v->likelihood, key, len, bucket, score, job->model);
-            bool anomalous = likelihood >= v->settings->threshold_likelihood || score >= threshold;
+            ad_judge_window(v->judge, key, len, bucket, b->bucket_start, newest, seen, score,
+                            scored_ok ? job->model : NULL, &verdict, seasonal_shares);
+        }
+        if (isfinite(score) || isfinite(verdict.surprise)) {
+            bool anomalous = verdict.surprise >= d->threshold_surprise ||
+                             (isfinite(score) && score >= d->threshold_score);
             if (anomalous) {
                 v->anomalous++;
                 ad_counter_inc(v->anomalous_total);
             }
             struct ad_alert_window in =
-                window_of(v, job, w, score, likelihood, threshold, anomalous);
+                window_of(v, job, w, score, &verdict, seasonal_shares, anomalous);
             bool warming = warming_up(b, w);
             if (v->outlet.scored) {
                 size_t json_len;
@@ -564,17 +584,18 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             }
             if (!warming)
                 observe(v, &in);
-            max_score = score > max_score ? score : max_score;
+            if (isfinite(score))
+                max_score = score > max_score ? score : max_score;
         }
         if (v->export)
-            export_window(v, job, w, likelihood);
+            export_window(v, job, w, &verdict);
     }
     if (v->export && b->last_of_bucket && fflush(v->export) != 0)
         AD_ERROR_KV("cannot write the window export", AD_KV_STR("path", v->export_path),
                     AD_KV_STR("error", strerror(errno)));
     if (b->last_of_bucket) {
         ad_replay_marks_expire(v->replayed, b->bucket_start + b->step);
-        ad_likelihood_expire(v->likelihood, bucket);
+        ad_judge_expire(v->judge, bucket);
         /* An entity gone quiet for its idle timeout resolves, as its windows stop. */
         ad_alerts_expire(v->alerts, b->bucket_start + b->step - v->settings->entity_idle_timeout,
                          notify_time(v), on_expired, v);
@@ -625,9 +646,9 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
     json_object_set_new(scoring, "windows_unscored", unscored);
     json_object_set_new(scoring, "in_flight", json_integer((json_int_t)ad_serving_in_flight(v)));
     json_object_set_new(scoring, "entities_tracked",
-                        json_integer((json_int_t)ad_likelihood_entities(v->likelihood)));
-    json_object_set_new(scoring, "likelihood_untracked",
-                        json_integer((json_int_t)ad_likelihood_untracked(v->likelihood)));
+                        json_integer((json_int_t)ad_judge_entities(v->judge)));
+    json_object_set_new(scoring, "entities_untracked",
+                        json_integer((json_int_t)ad_judge_untracked(v->judge)));
     if (v->last_bucket != INT64_MIN) {
         json_object_set_new(scoring, "last_bucket_start_ms",
                             json_integer((json_int_t)(v->last_bucket)));

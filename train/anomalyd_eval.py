@@ -393,19 +393,9 @@ def detector_mapping(step_ms, window_steps, span_ms, template):
 
 def replay_config(detector, store):
     """The replay's config: the detector and the model store, everything else the daemon's
-    defaults.
-
-    PLACEHOLDER SOURCE: builds of anomalyd before the replay took the features of undefined
-    sources from the CSV (docs/replay.md) require every `source.feature` a detector names to
-    belong to a defined source, even for a replay. For them, a Prometheus source that is never
-    contacted (a replay reads no source) defines `metric.value`. Delete the `sources` entry
-    below once no such build is in use; nothing else depends on it."""
-    return {
-        "sources": [{"name": SOURCE,
-                     "prometheus": {"url": "http://127.0.0.1:9", "queries": {"value": "x"}}}],
-        "detectors": [detector],
-        "model_store": {"path": store},
-    }
+    defaults. No source: a replay reads the features of sources the config does not define
+    from its CSV input (docs/replay.md)."""
+    return {"detectors": [detector], "model_store": {"path": store}}
 
 
 def write_yaml(path, doc):

@@ -84,9 +84,11 @@ static struct ad_alert_window window(const char *key, size_t len, int64_t end, b
                                     .start_ms = end - 10 * STEP,
                                     .end_ms = end,
                                     .score = anomalous ? 7.2 : 0.8,
-                                    .likelihood = anomalous ? 0.99995 : 0.5,
+                                    .surprise = anomalous ? 6.0 : 0.3,
+                                    .surprise_threshold = 5.0,
                                     .score_threshold = 4.0,
-                                    .likelihood_threshold = 0.9999,
+                                    .seasonal_score = 1.5,
+                                    .stream = "lstm",
                                     .anomalous = anomalous,
                                     .shares = shares,
                                     .model = "http-model",
@@ -482,9 +484,15 @@ static void test_document_fields(void **state)
     assert_string_equal(str(doc, "window_end"), "2026-11-22T05:01:00.000Z");
     assert_true(json_is_real(json_object_get(doc, "score")));
     assert_true(json_real_value(json_object_get(doc, "score")) == 7.2);
-    assert_true(json_real_value(json_object_get(doc, "likelihood")) == 0.99995);
+    assert_true(json_real_value(json_object_get(doc, "surprise")) == 6.0);
+    assert_true(json_real_value(json_object_get(doc, "surprise_threshold")) == 5.0);
+    /* The likelihood of earlier versions, 1 − 10^−surprise. */
+    assert_float_equal(json_real_value(json_object_get(doc, "likelihood")), 0.999999, 1e-12);
+    assert_float_equal(json_real_value(json_object_get(doc, "likelihood_threshold")), 0.99999,
+                       1e-12);
     assert_true(json_real_value(json_object_get(doc, "score_threshold")) == 4.0);
-    assert_true(json_real_value(json_object_get(doc, "likelihood_threshold")) == 0.9999);
+    assert_true(json_real_value(json_object_get(doc, "seasonal_score")) == 1.5);
+    assert_string_equal(str(doc, "stream"), "lstm");
     assert_true(json_is_true(json_object_get(doc, "anomalous")));
     assert_string_equal(str(doc, "model"), "http-model");
     assert_string_equal(str(doc, "model_version"), "v1");
@@ -502,12 +510,31 @@ static void test_document_fields(void **state)
         assert_true(json_real_value(json_object_get(item, "share")) == want_share[i]);
     }
     /* Every field is one of these. */
-    const char *known[] = {
-        "id",         "fingerprint", "detector",      "entity",          "labels",
-        "state",      "reason",      "flapping",      "starts_at",       "window_start",
-        "window_end", "score",       "likelihood",    "score_threshold", "likelihood_threshold",
-        "anomalous",  "model",       "model_version", "top_features",    "summary",
-        "notified_at"};
+    const char *known[] = {"id",
+                           "fingerprint",
+                           "detector",
+                           "entity",
+                           "labels",
+                           "state",
+                           "reason",
+                           "flapping",
+                           "starts_at",
+                           "window_start",
+                           "window_end",
+                           "score",
+                           "surprise",
+                           "stream",
+                           "seasonal_score",
+                           "likelihood",
+                           "surprise_threshold",
+                           "score_threshold",
+                           "likelihood_threshold",
+                           "anomalous",
+                           "model",
+                           "model_version",
+                           "top_features",
+                           "summary",
+                           "notified_at"};
     assert_int_equal(json_object_size(doc), sizeof known / sizeof known[0]);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         assert_non_null(json_object_get(doc, known[i]));
@@ -533,15 +560,16 @@ static void test_non_finite_numbers_are_null(void **state)
     static const float odd_shares[] = {NAN, 0.25f, INFINITY, -0.5f};
     struct ad_alert_window w = window(KEY1, T0, true, "v1");
     w.score = NAN;
-    w.likelihood = INFINITY;
+    w.surprise = INFINITY;
     w.score_threshold = -INFINITY;
     w.shares = odd_shares;
     assert_int_equal(observe(h, &w), 'F');
     json_t *doc = parse(last(h));
     assert_true(json_is_null(json_object_get(doc, "score")));
-    assert_true(json_is_null(json_object_get(doc, "likelihood")));
+    assert_true(json_is_null(json_object_get(doc, "surprise")));
+    assert_true(json_real_value(json_object_get(doc, "likelihood")) == 1.0);
     assert_true(json_is_null(json_object_get(doc, "score_threshold")));
-    assert_true(json_real_value(json_object_get(doc, "likelihood_threshold")) == 0.9999);
+    assert_true(json_real_value(json_object_get(doc, "surprise_threshold")) == 5.0);
     json_t *top = json_object_get(doc, "top_features");
     assert_int_equal(json_array_size(top), 1);
     assert_string_equal(str(json_array_get(top, 0), "feature"), "app.latency");

@@ -1,0 +1,63 @@
+#ifndef AD_JUDGE_H
+#define AD_JUDGE_H
+
+/*
+ * How unusual a window is for its entity (docs/scoring.md): two streams of scores per entity,
+ * each turned into a surprise against the entity's own history (detect/surprise.h):
+ *
+ *   - the LSTM's score of the window, when a model serves;
+ *   - the seasonal baseline's score of the newest bucket (detect/seasonal.h), always, from
+ *     the entity's second day on, with or without a model.
+ *
+ * The window's surprise is the larger of the two gated surprises, less log10(2) when both
+ * streams spoke (the chance that either of two tests fires is twice the chance of one).
+ * Replaces the anomaly likelihood of earlier versions, which saturated at 1.
+ *
+ * A table of entities, owned by one thread. An entity's state outlives model versions: a new
+ * version's scores are judged against what the entity's scores have been, which a retrained
+ * model of the same data keeps close.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpu/model.h"
+
+struct ad_judge;
+
+/* For windows of `features` features on a grid of step_ms; keeps at most max_entities and
+ * forgets one idle_buckets buckets after its last window. NULL when out of memory. */
+struct ad_judge *ad_judge_new(size_t features, int64_t step_ms, size_t max_entities,
+                              int64_t idle_buckets);
+void ad_judge_destroy(struct ad_judge *j); /* accepts NULL */
+
+enum ad_judge_stream { AD_JUDGE_NONE, AD_JUDGE_LSTM, AD_JUDGE_SEASONAL };
+
+struct ad_verdict {
+    double surprise;      /* the window's: what the threshold is compared with; NaN: none */
+    double lstm_surprise; /* each stream's before its gate; NaN: the stream had no score */
+    double seasonal_surprise;
+    double seasonal_score;        /* the baseline's score (NaN: no profile for the slot yet) */
+    enum ad_judge_stream decided; /* the stream whose surprise the window's is */
+};
+
+/*
+ * Judges the window of entity key (len bytes) whose newest bucket is `bucket` (its index) and
+ * starts at bucket_ms, with that bucket's values and mask (features entries each) and the
+ * LSTM's score (NaN: not scored) from model (NULL: none serves). seasonal_shares (features
+ * floats, may be NULL) gets each feature's share of the baseline's score. When the table is
+ * full the window is judged from priors alone and counted as untracked.
+ */
+void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bucket,
+                     int64_t bucket_ms, const float *values, const uint8_t *observed,
+                     double lstm_score, const struct ad_model *model, struct ad_verdict *out,
+                     float *seasonal_shares);
+
+/* Forgets entities whose last window is older than bucket − idle_buckets. */
+void ad_judge_expire(struct ad_judge *j, int64_t bucket);
+
+size_t ad_judge_entities(const struct ad_judge *j);
+/* Windows that found the table full. */
+uint64_t ad_judge_untracked(const struct ad_judge *j);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * How unusual a window is for its entity (docs/scoring.md): the surprise of one stream, its
+ * gate, the seasonal baseline, and the two streams together, against values worked out by
+ * hand.
+ */
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "detect/judge.h"
+#include "detect/seasonal.h"
+#include "detect/surprise.h"
+#include "gpu/model.h"
+#include "model_fixture.h"
+
+#define HOUR_MS 3600000LL
+#define DAY_MS  (24 * HOUR_MS)
+
+static void test_surprise_of_z(void **state)
+{
+    (void)state;
+    /* −log10 Q(z): Q(0) = 1/2, Q(1) = 0.158655, Q(5) = 2.866516e-7. */
+    assert_float_equal(ad_surprise_of_z(0), 0.301030, 1e-6);
+    assert_float_equal(ad_surprise_of_z(1), 0.799546, 1e-6);
+    assert_float_equal(ad_surprise_of_z(5), 6.542645, 1e-5);
+    /* Where Q underflows the asymptote takes over, and the two agree where they meet. */
+    assert_float_equal(ad_surprise_of_z(36.999) + 0.002 * 37 / M_LN10, ad_surprise_of_z(37.001),
+                       1e-3);
+    /* Far out it keeps ranking: no saturation at 1 as a likelihood has. */
+    assert_true(ad_surprise_of_z(60) > ad_surprise_of_z(50));
+    assert_true(isfinite(ad_surprise_of_z(1e6)) && ad_surprise_of_z(1e6) > 1e11);
+    assert_float_equal(ad_surprise_likelihood(5), 0.99999, 1e-12);
+}
+
+static void test_surprise_first_windows(void **state)
+{
+    (void)state;
+    struct ad_surprise s;
+    ad_surprise_init(&s, 1.0, 0.25);
+    double gated = -1;
+    /* First window: short = 1.25, z = (1.25 − 1) / 0.25 = 1. */
+    assert_float_equal(ad_surprise_update(&s, 1.25, &gated), 0.799546, 1e-6);
+    assert_float_equal(gated, 0.799546, 1e-6); /* no gate before 50 windows */
+    /* The long mean moved by 1/33 of the difference: 1 + 0.25/33; the variance to
+     * (1 − 1/33) · (0.0625 + 0.0625/33 · ... ): z of the next short mean follows. */
+    double w = 1.0 / 33, lm = 1 + w * 0.25, lv = (1 - w) * (0.0625 + w * 0.0625);
+    /* Second window, score 2: short = 1.25 + (2 − 1.25) / 2 = 1.625. */
+    double z = (1.625 - lm) / sqrt(lv);
+    assert_float_equal(ad_surprise_update(&s, 2.0, NULL), ad_surprise_of_z(z), 1e-9);
+    /* Below the usual: no surprise, never negative. */
+    struct ad_surprise low;
+    ad_surprise_init(&low, 1.0, 0.25);
+    assert_true(ad_surprise_update(&low, 0.0, &gated) < 0.001 && gated >= 0);
+}
+
+/* A stream whose scores are often far above its mean (heavy tails) keeps a high bar: a
+ * surprise that a quiet stream passes is gated to 0 in it. */
+static void test_surprise_gate(void **state)
+{
+    (void)state;
+    struct ad_surprise quiet, noisy;
+    ad_surprise_init(&quiet, 1.0, 0.25);
+    ad_surprise_init(&noisy, 1.0, 0.25);
+    unsigned seed = 11;
+    for (int i = 0; i < 3000; i++) {
+        double u = (double)rand_r(&seed) / RAND_MAX;
+        ad_surprise_update(&quiet, 1.0 + 0.1 * (u - 0.5), NULL);
+        /* One window in 20 six times the usual. */
+        ad_surprise_update(&noisy, i % 20 == 0 ? 6.0 : 1.0 + 0.1 * (u - 0.5), NULL);
+    }
+    double gated_quiet, gated_noisy;
+    double raw_quiet = ad_surprise_update(&quiet, 3.0, &gated_quiet);
+    double raw_noisy = ad_surprise_update(&noisy, 6.0, &gated_noisy);
+    assert_true(raw_quiet > 5);
+    assert_float_equal(gated_quiet, raw_quiet, 0);
+    assert_true(raw_noisy > 0.5);
+    assert_float_equal(gated_noisy, 0, 0);
+}
+
+static void test_seasonal(void **state)
+{
+    (void)state;
+    /* Hourly: 24 slots; 5-minute: 48, the most; a week's step: one. */
+    assert_int_equal(ad_seasonal_slots(HOUR_MS), 24);
+    assert_int_equal(ad_seasonal_slots(300000), AD_SEASONAL_SLOTS);
+    assert_int_equal(ad_seasonal_slots(7 * DAY_MS), 1);
+    size_t size = ad_seasonal_size(2, HOUR_MS);
+    void *mem = malloc(size);
+    ad_seasonal_init(mem, 2, HOUR_MS);
+    uint8_t both[2] = {1, 1}, first[2] = {1, 0};
+    float shares[2];
+    /* Day one: every slot takes its first value; nothing to compare with. */
+    for (int h = 0; h < 24; h++) {
+        float x[2] = {10.0f + (float)h, 5.0f};
+        assert_true(isnan(ad_seasonal_update(mem, 2, HOUR_MS, h * HOUR_MS, x, both, shares)));
+    }
+    /* Day two, 03:00: feature 0 is 13 + 4, feature 1 as before. Feature 0's first residual
+     * is its scale: z = 1; feature 1's is 0 with scale 0: z = 0. score = sqrt((1 + 0) / 2). */
+    float x[2] = {17.0f, 5.0f};
+    assert_float_equal(ad_seasonal_update(mem, 2, HOUR_MS, DAY_MS + 3 * HOUR_MS, x, both, shares),
+                       sqrt(0.5), 1e-6);
+    assert_float_equal(shares[0], 1.0, 1e-6);
+    assert_float_equal(shares[1], 0.0, 1e-6);
+    /* Day three, 03:00: the slot moved 0.3 of the way (13 → 14.2); feature 0 = 18.2 is a
+     * residual of 4 again against a scale still 4: z = 1. Feature 1 unobserved: left out. */
+    float y[2] = {18.2f, 0.0f};
+    assert_float_equal(
+        ad_seasonal_update(mem, 2, HOUR_MS, 2 * DAY_MS + 3 * HOUR_MS, y, first, NULL), 1.0, 1e-5);
+    /* A feature that never moved, then moves: far (50). */
+    float z[2] = {14.2f + 0.3f * 4.0f, 6.0f};
+    ad_seasonal_update(mem, 2, HOUR_MS, 3 * DAY_MS + 3 * HOUR_MS, z, both, shares);
+    assert_true(shares[1] > 0.99);
+    free(mem);
+}
+
+static const struct fixture_model spec = {
+    .layers = 1, .hidden = 8, .features = 2, .window = 4, .step_ms = 3600000, .seed = 5};
+
+static void test_judge_streams(void **state)
+{
+    (void)state;
+    char err[512];
+    char *dir = fixture_tempdir();
+    assert_int_equal(fixture_write(dir, &spec), 0);
+    struct ad_model *model = ad_model_load(dir, NULL, err, sizeof err);
+    assert_non_null(model);
+    const struct ad_model_calibration *c = ad_model_calibration(model);
+
+    struct ad_judge *j = ad_judge_new(2, HOUR_MS, 2, 10);
+    uint8_t seen[2] = {1, 1};
+    float x[2] = {1.0f, 2.0f};
+    struct ad_verdict v;
+    /* Without a model and before a day of profile: nothing to judge by. */
+    ad_judge_window(j, "a", 1, 0, 0, x, seen, NAN, NULL, &v, NULL);
+    assert_true(isnan(v.surprise) && v.decided == AD_JUDGE_NONE);
+    /* The LSTM alone: its surprise as it is (one stream, nothing taken off). */
+    double s = c->score_mean + c->score_std;
+    ad_judge_window(j, "b", 1, 0, 0, x, seen, s, model, &v, NULL);
+    assert_int_equal(v.decided, AD_JUDGE_LSTM);
+    assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
+    assert_float_equal(v.lstm_surprise, v.surprise, 0);
+    assert_true(isnan(v.seasonal_surprise));
+    /* A day later both streams speak: the larger, less log10(2). */
+    ad_judge_window(j, "b", 1, 24, DAY_MS, x, seen, s, model, &v, NULL);
+    assert_true(isfinite(v.lstm_surprise) && isfinite(v.seasonal_surprise));
+    assert_float_equal(v.surprise, fmax(fmax(v.lstm_surprise, v.seasonal_surprise) - log10(2), 0),
+                       1e-9);
+    /* The table holds two: a third entity is judged from priors and counted. */
+    ad_judge_window(j, "c", 1, 24, DAY_MS, x, seen, s, model, &v, NULL);
+    assert_int_equal(ad_judge_entities(j), 2);
+    assert_int_equal(ad_judge_untracked(j), 1);
+    assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
+    /* Entities idle for 10 buckets are forgotten: a at 0, b at 24. */
+    ad_judge_expire(j, 11);
+    assert_int_equal(ad_judge_entities(j), 1);
+    ad_judge_expire(j, 35);
+    assert_int_equal(ad_judge_entities(j), 0);
+    ad_judge_destroy(j);
+    ad_model_unref(model);
+    fixture_remove(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_surprise_of_z), cmocka_unit_test(test_surprise_first_windows),
+        cmocka_unit_test(test_surprise_gate), cmocka_unit_test(test_seasonal),
+        cmocka_unit_test(test_judge_streams),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
