@@ -40,7 +40,10 @@ STEP_S = 10
 T = 8
 ENTITIES = ["api-%d" % i for i in range(6)]
 INCIDENT = ("api-3", 85)  # entity and bucket (counted from t0) of the injected incident
-LIKELIHOOD_SHORT, LIKELIHOOD_LONG, LIKELIHOOD_PRIOR = 6, 1000, 32
+# docs/scoring.md's constants (detect/surprise.h, detect/seasonal.h).
+SURPRISE_SHORT, SURPRISE_PRIOR, SURPRISE_LONG, SURPRISE_FLOOR = 6, 32, 1000, 0.05
+GATE_BIN, GATE_BINS, GATE_Q, GATE_K, GATE_MIN, GATE_KEEP = 0.25, 64, 0.99, 1.5, 50, 2000
+SEASONAL_SLOTS, SEASONAL_ALPHA, SEASONAL_SCALE, SEASONAL_FAR = 48, 0.3, 1000, 50.0
 
 CONFIG = """\
 daemon:
@@ -150,27 +153,115 @@ def score_here(manifest, lstm, head, row):
     return math.sqrt(float(np.mean(r * r)))
 
 
-class Likelihood:
-    """docs/scoring.md, per entity."""
+def surprise_of_z(z):
+    """docs/scoring.md: -log10 of the standard normal upper tail."""
+    if z < 37.0:
+        return -math.log10(0.5 * math.erfc(z / math.sqrt(2.0)))
+    return (0.5 * z * z + math.log(z * math.sqrt(2 * math.pi))
+            - math.log(1 - 1 / z ** 2 + 3 / z ** 4)) / math.log(10)
 
-    def __init__(self, calibration):
-        self.cal = calibration
-        self.state = {}
 
-    def update(self, key, score):
-        n, short, mean, var = self.state.get(
-            key, (0, 0.0, self.cal["score_mean"], self.cal["score_std"] ** 2))
-        n += 1
-        short += (score - short) / min(n, LIKELIHOOD_SHORT)
-        floor = max(0.05 * self.cal["score_std"], 1e-6)
-        z = (short - mean) / max(math.sqrt(var), floor)
-        likelihood = 0.5 * math.erfc(-z / math.sqrt(2))
-        w = max(1.0 / (n + LIKELIHOOD_PRIOR), 1.0 / LIKELIHOOD_LONG)
-        d = short - mean
-        mean += w * d
-        var = (1 - w) * (var + w * d * d)
-        self.state[key] = (n, short, mean, var)
-        return likelihood
+class Surprise:
+    """docs/scoring.md, "From score to surprise": one stream of one entity. The gate's
+    histogram is kept in single precision, as the daemon keeps it."""
+
+    def __init__(self, mean, std):
+        self.n, self.seen, self.short = 0, 0, 0.0
+        self.mean, self.var = mean, std * std
+        self.floor = max(SURPRISE_FLOOR * std, 1e-6)
+        self.hist = np.zeros(GATE_BINS + 1, dtype=np.float32)
+        self.total = np.float32(0)
+
+    def bar(self):
+        need, above = (1.0 - GATE_Q) * float(self.total), 0.0
+        for b in range(GATE_BINS, -1, -1):
+            c = float(self.hist[b])
+            if c > 0 and above + c >= need:
+                return GATE_K * (b + 1 - (need - above) / c) * GATE_BIN
+            above += c
+        return 0.0
+
+    def update(self, score):
+        """Returns (surprise, gated surprise)."""
+        self.n += 1
+        self.short += (score - self.short) / min(self.n, SURPRISE_SHORT)
+        sd = math.sqrt(self.var)
+        z = (self.short - self.mean) / (sd if sd > self.floor else self.floor)
+        s = max(surprise_of_z(z), 0.0)
+        w = max(1.0 / (self.n + SURPRISE_PRIOR), 1.0 / SURPRISE_LONG)
+        d = self.short - self.mean
+        self.mean += w * d
+        self.var = (1 - w) * (self.var + w * d * d)
+        bar = self.bar() if self.seen >= GATE_MIN else 0.0
+        keep = np.float32(1.0) - np.float32(1.0) / np.float32(GATE_KEEP)
+        self.hist *= keep
+        self.total = self.total * keep + np.float32(1.0)
+        self.hist[min(int(math.floor(s / GATE_BIN)), GATE_BINS)] += np.float32(1.0)
+        self.seen += 1
+        return s, (s if s >= bar else 0.0)
+
+
+class Seasonal:
+    """docs/scoring.md, "The seasonal baseline": one entity, F features, single precision."""
+
+    def __init__(self, features, step_ms):
+        self.slots = max(1, min(SEASONAL_SLOTS, 86400000 // step_ms))
+        self.profile = np.full((features, self.slots), np.nan, dtype=np.float32)
+        self.scale = np.full(features, np.nan, dtype=np.float32)
+        self.seen = [0] * features
+
+    def update(self, bucket_ms, values, observed):
+        slot = (bucket_ms % 86400000) * self.slots // 86400000
+        total, scored = 0.0, 0
+        for f, (x, o) in enumerate(zip(values, observed)):
+            if not o or x is None or not math.isfinite(x):
+                continue
+            x = np.float32(x)
+            p = self.profile[f, slot]
+            if np.isnan(p):
+                self.profile[f, slot] = x
+                continue
+            r = abs(float(x) - float(p))
+            if np.isnan(self.scale[f]):
+                self.scale[f] = np.float32(r)
+            self.seen[f] += 1
+            sc = float(self.scale[f])
+            z = r / sc if sc > 0 else (0.0 if r == 0 else SEASONAL_FAR)
+            self.scale[f] = np.float32(sc + (r - sc) / min(self.seen[f], SEASONAL_SCALE))
+            self.profile[f, slot] = np.float32(float(p) + SEASONAL_ALPHA * (float(x) - float(p)))
+            total += z * z
+            scored += 1
+        return math.sqrt(total / scored) if scored else float("nan")
+
+
+class Judge:
+    """docs/scoring.md: each window's surprise for its entity, from the LSTM's score and the
+    seasonal baseline's."""
+
+    def __init__(self, features, step_ms):
+        self.features, self.step_ms, self.state = features, step_ms, {}
+
+    def window(self, key, bucket_ms, values, observed, score=None, calibration=None):
+        """Returns (surprise or None, the stream it came from)."""
+        e = self.state.setdefault(key, {"seasonal": Seasonal(self.features, self.step_ms),
+                                        "s_seasonal": Surprise(1.0, 1.0), "s_lstm": None})
+        seasonal = e["seasonal"].update(bucket_ms, values, observed)
+        g_seasonal = g_lstm = None
+        if math.isfinite(seasonal):
+            g_seasonal = e["s_seasonal"].update(seasonal)[1]
+        if score is not None:
+            if e["s_lstm"] is None:
+                e["s_lstm"] = Surprise(calibration["score_mean"], calibration["score_std"])
+            g_lstm = e["s_lstm"].update(score)[1]
+        if g_lstm is not None and not (g_seasonal is not None and g_seasonal > g_lstm):
+            out, stream = g_lstm, "lstm"
+        elif g_seasonal is not None:
+            out, stream = g_seasonal, "seasonal"
+        else:
+            return None, None
+        if g_lstm is not None and g_seasonal is not None:
+            out = max(out - math.log10(2.0), 0.0)
+        return out, stream
 
 
 class Scoring(unittest.TestCase):
@@ -241,20 +332,31 @@ class Scoring(unittest.TestCase):
                         self.assertNotIn("score", r, "a window without new data was scored")
 
                 manifest, lstm, head = load_model(os.path.join(store, "api", "v1"))
-                likelihood = Likelihood(manifest["calibration"])
                 for r in scored:
                     self.assertEqual(r["model_version"], "v1")
                     want = score_here(manifest, lstm, head, r)
                     self.assertLessEqual(abs(r["score"] - want), 1e-4 * max(1.0, want),
                                          (r["labels"], r["bucket_start_ms"], r["score"], want))
-                    want_l = likelihood.update(r["labels"]["instance"], r["score"])
-                    self.assertLessEqual(abs(r["likelihood"] - want_l), 1e-6,
-                                         (r["labels"], r["bucket_start_ms"]))
+                # Every window with new data is judged, before the model too (the seasonal
+                # baseline needs none): the surprises recomputed from the export's own rows.
+                judge = Judge(2, STEP_S * 1000)
+                for r in rows:
+                    if not any(r["mask"][-1]):
+                        continue
+                    want_s, _ = judge.window(r["labels"]["instance"], r["bucket_start_ms"],
+                                             r["values"][-1], r["mask"][-1], r.get("score"),
+                                             manifest["calibration"])
+                    if want_s is None:
+                        self.assertNotIn("surprise", r)
+                    else:
+                        self.assertLessEqual(abs(r["surprise"] - want_s),
+                                             1e-5 * max(1.0, want_s),
+                                             (r["labels"], r["bucket_start_ms"]))
 
                 top = max(scored, key=lambda r: r["score"])
                 self.assertEqual((top["labels"]["instance"],
                                   (top["bucket_start_ms"] - t0_ms) // (STEP_S * 1000)), INCIDENT)
-                self.assertGreater(top["likelihood"], 0.9999)
+                self.assertGreater(top["surprise"], 5)
                 self.assertGreaterEqual(
                     d.metric('anomalyd_windows_anomalous_total{detector="api"}'), 1)
                 self.assertEqual(d.metric('anomalyd_windows_scored_total{detector="api"}'),

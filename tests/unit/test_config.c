@@ -301,9 +301,11 @@ static void test_full_pipeline_decodes(void **state)
     assert_int_equal(d->window_len, 64);
     assert_string_equal(d->model, "checkout");
     assert_true(fabs(d->threshold_likelihood - 0.999) < 1e-12);
+    /* A likelihood of 0.999 is a surprise of 3. */
+    assert_true(fabs(d->threshold_surprise - 3.0) < 1e-9);
     assert_true(isnan(d->threshold_score));
     assert_int_equal(d->alert.for_windows, 2);
-    assert_int_equal(d->alert.resolve_for, 5);
+    assert_int_equal(d->alert.resolve_for, 100);
     assert_int_equal(d->alert.repeat_interval, 0);
     assert_int_equal(d->refs[0].source, 0);
     assert_int_equal(d->refs[0].feature, 0);
@@ -325,6 +327,27 @@ static void test_full_pipeline_decodes(void **state)
     assert_int_equal(s->scoring.backend, AD_BACKEND_CPU);
     assert_int_equal(s->scoring.cpu_threads, 2);
 
+    ad_config_unref(cfg);
+}
+
+/* The detection defaults (docs/scoring.md, docs/alerts.md). */
+static void test_detection_defaults(void **state)
+{
+    (void)state;
+    struct ad_config *cfg =
+        load_ok("model_store: {path: /tmp}\nsources:\n  - name: m\n    prometheus: {url: "
+                "\"http://p:9090\", queries: {v: up}}\ndetectors:\n  - name: d\n    keys: [i]\n"
+                "    features: [m.v]\n  - name: e\n    keys: [i]\n    features: [m.v]\n"
+                "    threshold: {likelihood: 0.99999}\n");
+    const struct ad_settings_detector *d = &ad_config_settings(cfg)->detectors[0];
+    assert_true(d->threshold_surprise == AD_DEFAULT_SURPRISE && AD_DEFAULT_SURPRISE == 5.0);
+    assert_true(isnan(d->threshold_likelihood));
+    assert_true(isnan(d->threshold_score)); /* no raw-score threshold unless set */
+    assert_int_equal(d->alert.for_windows, 1);
+    assert_int_equal(d->alert.resolve_for, 100);
+    assert_int_equal(d->alert.repeat_interval, 0);
+    /* The same threshold given as a likelihood. */
+    assert_true(fabs(ad_config_settings(cfg)->detectors[1].threshold_surprise - 5.0) < 1e-6);
     ad_config_unref(cfg);
 }
 
@@ -558,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_every_error_has_a_position),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_pipeline_decodes),
+        cmocka_unit_test(test_detection_defaults),
         cmocka_unit_test(test_entity_idle_timeout_default),
         cmocka_unit_test(test_anchors_and_aliases),
         cmocka_unit_test(test_relative_paths_follow_the_config_file),
