@@ -489,6 +489,7 @@ static bool put_judgement(json_t *doc, const struct ad_alert_window *w)
            put(doc, "seasonal_score", w ? number(float_digits(w->seasonal_score)) : json_null()) &&
            put(doc, "surprise", w ? number(w->surprise) : json_null()) &&
            put(doc, "stream", text0(w ? w->stream : NULL)) &&
+           put(doc, "recurring", w ? json_boolean(w->recurring) : json_null()) &&
            put(doc, "likelihood", w ? number(likelihood_of(w->surprise)) : json_null()) &&
            put(doc, "surprise_threshold", w ? number(w->surprise_threshold) : json_null()) &&
            put(doc, "likelihood_threshold",

@@ -40,6 +40,7 @@ struct ad_alert_window {
     double surprise_threshold, score_threshold; /* the thresholds (NaN: none) */
     double seasonal_score;                      /* the seasonal baseline's (NaN: none) */
     const char *stream;  /* the stream the surprise came from: "lstm" or "seasonal" (NULL) */
+    bool recurring;      /* its surprise was set to 0: it recurs at this time of day */
     bool anomalous;      /* as docs/scoring.md decides it */
     const float *shares; /* one per feature, of the stream the surprise came from; NULL: none */
     const char *model;   /* the model's name; NULL: unknown */

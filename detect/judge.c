@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "detect/entity_table.h"
+#include "detect/recurrence.h"
 #include "detect/seasonal.h"
 #include "detect/surprise.h"
 
@@ -13,6 +14,7 @@ struct entity {
     int64_t last_bucket;
     bool lstm_started; /* the LSTM stream has its prior */
     struct ad_surprise lstm, seasonal;
+    struct ad_recurrence recurrence;
     float baseline[]; /* the seasonal baseline's state */
 };
 
@@ -38,6 +40,7 @@ static void start(struct ad_judge *j, struct entity *e)
     e->lstm_started = false;
     /* Seasonal scores are distances in units of their usual size: mean and spread about 1. */
     ad_surprise_init(&e->seasonal, 1.0, 1.0);
+    ad_recurrence_init(&e->recurrence);
     ad_seasonal_init(e->baseline, j->features, j->step_ms);
 }
 
@@ -70,8 +73,8 @@ void ad_judge_destroy(struct ad_judge *j)
 
 void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bucket,
                      int64_t bucket_ms, const float *values, const uint8_t *observed,
-                     double lstm_score, const struct ad_model *model, struct ad_verdict *out,
-                     float *seasonal_shares)
+                     double lstm_score, const struct ad_model *model, double threshold,
+                     struct ad_verdict *out, float *seasonal_shares)
 {
     uint32_t id = ad_entity_table_find(j->table, key, len);
     struct entity *e;
@@ -113,6 +116,11 @@ void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bu
     }
     if (both)
         out->surprise = fmax(out->surprise - log10(2.0), 0);
+    if (out->surprise >= threshold &&
+        ad_recurrence_seen(&e->recurrence, j->step_ms, bucket_ms, out->surprise)) {
+        out->recurring = true;
+        out->surprise = 0;
+    }
 }
 
 void ad_judge_expire(struct ad_judge *j, int64_t bucket)

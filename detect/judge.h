@@ -18,6 +18,7 @@
  * model of the same data keeps close.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,19 +40,23 @@ struct ad_verdict {
     double seasonal_surprise;
     double seasonal_score;        /* the baseline's score (NaN: no profile for the slot yet) */
     enum ad_judge_stream decided; /* the stream whose surprise the window's is */
+    /* It reached the threshold at a time of day it often does (docs/scoring.md, "Recurring
+     * surprises"): no news, so its surprise is given as 0. */
+    bool recurring;
 };
 
 /*
  * Judges the window of entity key (len bytes) whose newest bucket is `bucket` (its index) and
  * starts at bucket_ms, with that bucket's values and mask (features entries each) and the
- * LSTM's score (NaN: not scored) from model (NULL: none serves). seasonal_shares (features
- * floats, may be NULL) gets each feature's share of the baseline's score. When the table is
- * full the window is judged from priors alone and counted as untracked.
+ * LSTM's score (NaN: not scored) from model (NULL: none serves). A surprise at or over
+ * threshold that recurs at this time of day is given as 0 (out->recurring). seasonal_shares
+ * (features floats, may be NULL) gets each feature's share of the baseline's score. When the
+ * table is full the window is judged from priors alone and counted as untracked.
  */
 void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bucket,
                      int64_t bucket_ms, const float *values, const uint8_t *observed,
-                     double lstm_score, const struct ad_model *model, struct ad_verdict *out,
-                     float *seasonal_shares);
+                     double lstm_score, const struct ad_model *model, double threshold,
+                     struct ad_verdict *out, float *seasonal_shares);
 
 /* Forgets entities whose last window is older than bucket − idle_buckets. */
 void ad_judge_expire(struct ad_judge *j, int64_t bucket);

@@ -491,6 +491,7 @@ static struct ad_alert_window window_of(struct ad_serving *v, const struct ad_sc
         .stream = verdict->decided == AD_JUDGE_LSTM       ? "lstm"
                   : verdict->decided == AD_JUDGE_SEASONAL ? "seasonal"
                                                           : NULL,
+        .recurring = verdict->recurring,
         .anomalous = anomalous,
         .shares = lstm ? (job->shares && isfinite(score) ? job->shares + w * b->n_features : NULL)
                        : seasonal_shares,
@@ -563,7 +564,8 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             size_t len;
             const char *key = ad_window_batch_key(b, w, &len);
             ad_judge_window(v->judge, key, len, bucket, b->bucket_start, newest, seen, score,
-                            scored_ok ? job->model : NULL, &verdict, seasonal_shares);
+                            scored_ok ? job->model : NULL, d->threshold_surprise, &verdict,
+                            seasonal_shares);
         }
         if (isfinite(score) || isfinite(verdict.surprise)) {
             bool anomalous = verdict.surprise >= d->threshold_surprise ||

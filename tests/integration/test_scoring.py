@@ -44,6 +44,7 @@ INCIDENT = ("api-3", 85)  # entity and bucket (counted from t0) of the injected 
 SURPRISE_SHORT, SURPRISE_PRIOR, SURPRISE_LONG, SURPRISE_FLOOR = 6, 32, 1000, 0.05
 GATE_BIN, GATE_BINS, GATE_Q, GATE_K, GATE_MIN, GATE_KEEP = 0.25, 64, 0.99, 1.5, 50, 2000
 SEASONAL_SLOTS, SEASONAL_ALPHA, SEASONAL_SCALE, SEASONAL_FAR = 48, 0.3, 1000, 50.0
+RECUR_DAYS, RECUR_NEED, RECUR_SHARE = 3, 2, 0.5
 
 CONFIG = """\
 daemon:
@@ -234,17 +235,39 @@ class Seasonal:
         return math.sqrt(total / scored) if scored else float("nan")
 
 
+class Recurrence:
+    """docs/scoring.md, "Recurring surprises": per slot of the day, the days with an anomalous
+    surprise and the largest of them (over the last RECUR_DAYS days)."""
+
+    def __init__(self, step_ms):
+        self.slots = max(1, min(SEASONAL_SLOTS, 86400000 // step_ms))
+        self.days = {}  # slot -> {day: surprise}
+
+    def seen(self, bucket_ms, surprise):
+        day, slot = bucket_ms // 86400000, (bucket_ms % 86400000) * self.slots // 86400000
+        near = [slot] if self.slots < 3 else [(slot + d) % self.slots for d in (-1, 0, 1)]
+        level = {s: max([v for d, v in self.days.get(s, {}).items() if d >= day - RECUR_DAYS]
+                        or [0.0]) for s in near}
+        before = {d for s in near if level[s] >= RECUR_SHARE * surprise
+                  for d in self.days.get(s, {}) if day - RECUR_DAYS <= d < day}
+        mine = self.days.setdefault(slot, {})
+        mine[day] = max(mine.get(day, 0.0), surprise)
+        return len(before) >= RECUR_NEED
+
+
 class Judge:
     """docs/scoring.md: each window's surprise for its entity, from the LSTM's score and the
     seasonal baseline's."""
 
-    def __init__(self, features, step_ms):
+    def __init__(self, features, step_ms, threshold=5.0):
         self.features, self.step_ms, self.state = features, step_ms, {}
+        self.threshold = threshold
 
     def window(self, key, bucket_ms, values, observed, score=None, calibration=None):
         """Returns (surprise or None, the stream it came from)."""
         e = self.state.setdefault(key, {"seasonal": Seasonal(self.features, self.step_ms),
-                                        "s_seasonal": Surprise(1.0, 1.0), "s_lstm": None})
+                                        "s_seasonal": Surprise(1.0, 1.0), "s_lstm": None,
+                                        "recurrence": Recurrence(self.step_ms)})
         seasonal = e["seasonal"].update(bucket_ms, values, observed)
         g_seasonal = g_lstm = None
         if math.isfinite(seasonal):
@@ -261,6 +284,8 @@ class Judge:
             return None, None
         if g_lstm is not None and g_seasonal is not None:
             out = max(out - math.log10(2.0), 0.0)
+        if out >= self.threshold and e["recurrence"].seen(bucket_ms, out):
+            out = 0.0
         return out, stream
 
 

@@ -525,6 +525,7 @@ static void test_document_fields(void **state)
                            "surprise",
                            "stream",
                            "seasonal_score",
+                           "recurring",
                            "likelihood",
                            "surprise_threshold",
                            "score_threshold",

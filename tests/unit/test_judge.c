@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "detect/judge.h"
+#include "detect/recurrence.h"
 #include "detect/seasonal.h"
 #include "detect/surprise.h"
 #include "gpu/model.h"
@@ -121,6 +122,27 @@ static void test_seasonal(void **state)
     free(mem);
 }
 
+/* A daily spike at about 03:10 (drifting) stops being news on its third day; an incident at
+ * another time, or four times as large, is still news; a week without it forgets it. */
+static void test_recurrence(void **state)
+{
+    (void)state;
+    const int64_t step = 300000, min = 60000;
+    struct ad_recurrence r;
+    ad_recurrence_init(&r);
+    int64_t at0310 = 3 * HOUR_MS + 10 * min;
+    assert_false(ad_recurrence_seen(&r, step, at0310, 20));                        /* day 0 */
+    assert_false(ad_recurrence_seen(&r, step, DAY_MS + at0310 + 15 * min, 22));    /* 1 day */
+    assert_true(ad_recurrence_seen(&r, step, 2 * DAY_MS + at0310 - 5 * min, 21));  /* 2 days */
+    assert_false(ad_recurrence_seen(&r, step, 2 * DAY_MS + 15 * HOUR_MS, 21));     /* other time */
+    assert_false(ad_recurrence_seen(&r, step, 2 * DAY_MS + at0310, 90));           /* far larger */
+    assert_true(ad_recurrence_seen(&r, step, 3 * DAY_MS + at0310 + 20 * min, 25)); /* 03:30 */
+    /* Two hours off is another time of day. */
+    assert_false(ad_recurrence_seen(&r, step, 4 * DAY_MS + at0310 + 2 * HOUR_MS, 25));
+    /* After a week without it, it is news again. */
+    assert_false(ad_recurrence_seen(&r, step, 11 * DAY_MS + at0310, 25));
+}
+
 static const struct fixture_model spec = {
     .layers = 1, .hidden = 8, .features = 2, .window = 4, .step_ms = 3600000, .seed = 5};
 
@@ -139,22 +161,22 @@ static void test_judge_streams(void **state)
     float x[2] = {1.0f, 2.0f};
     struct ad_verdict v;
     /* Without a model and before a day of profile: nothing to judge by. */
-    ad_judge_window(j, "a", 1, 0, 0, x, seen, NAN, NULL, &v, NULL);
+    ad_judge_window(j, "a", 1, 0, 0, x, seen, NAN, NULL, 5.0, &v, NULL);
     assert_true(isnan(v.surprise) && v.decided == AD_JUDGE_NONE);
     /* The LSTM alone: its surprise as it is (one stream, nothing taken off). */
     double s = c->score_mean + c->score_std;
-    ad_judge_window(j, "b", 1, 0, 0, x, seen, s, model, &v, NULL);
+    ad_judge_window(j, "b", 1, 0, 0, x, seen, s, model, 5.0, &v, NULL);
     assert_int_equal(v.decided, AD_JUDGE_LSTM);
     assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
     assert_float_equal(v.lstm_surprise, v.surprise, 0);
     assert_true(isnan(v.seasonal_surprise));
     /* A day later both streams speak: the larger, less log10(2). */
-    ad_judge_window(j, "b", 1, 24, DAY_MS, x, seen, s, model, &v, NULL);
+    ad_judge_window(j, "b", 1, 24, DAY_MS, x, seen, s, model, 5.0, &v, NULL);
     assert_true(isfinite(v.lstm_surprise) && isfinite(v.seasonal_surprise));
     assert_float_equal(v.surprise, fmax(fmax(v.lstm_surprise, v.seasonal_surprise) - log10(2), 0),
                        1e-9);
     /* The table holds two: a third entity is judged from priors and counted. */
-    ad_judge_window(j, "c", 1, 24, DAY_MS, x, seen, s, model, &v, NULL);
+    ad_judge_window(j, "c", 1, 24, DAY_MS, x, seen, s, model, 5.0, &v, NULL);
     assert_int_equal(ad_judge_entities(j), 2);
     assert_int_equal(ad_judge_untracked(j), 1);
     assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
@@ -174,7 +196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_surprise_of_z), cmocka_unit_test(test_surprise_first_windows),
         cmocka_unit_test(test_surprise_gate), cmocka_unit_test(test_seasonal),
-        cmocka_unit_test(test_judge_streams),
+        cmocka_unit_test(test_recurrence),    cmocka_unit_test(test_judge_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
