@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
+#include "base/number.h"
 #include "config/config.h"
 #include "config/expr.h"
 #include "config/jpath.h"
@@ -950,6 +951,24 @@ static const struct ad_schema_field detector_fields[] = {
      .offset = DET(fill),
      .doc = "Per feature, how a bucket without data is filled: `zero`, `carry` (the last "
             "value) or `nan`. Default: zero for count, count_if and sum; carry otherwise."},
+    {.name = "direction",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = DET(direction),
+     .doc = "Per feature, the change that matters: `up` (only above what was expected, e.g. "
+            "errors), `down` (only below, e.g. throughput) or `both` (the default)."},
+    {.name = "min_deviation",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = DET(min_deviation),
+     .doc = "Per feature, the smallest deviation from what was expected that counts: a number "
+            "in the feature's unit (`50`), a share of the expected value (`20%`), or both "
+            "(`50, 20%`: the larger). Smaller deviations count as none. Default: every "
+            "deviation counts."},
+    {.name = "streams",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = DET(streams),
+     .flags = AD_SCHEMA_COMMA_LIST,
+     .doc = "The score streams a window is judged by (docs/scoring.md): `lstm` (the model's "
+            "prediction error) and `seasonal` (the seasonal baseline). Default: both."},
     {.name = "step",
      .kind = AD_SCHEMA_DURATION,
      .offset = DET(step),
@@ -1511,6 +1530,92 @@ static bool kafka_source_has_label(const struct ad_settings_kafka_source *k, con
     return false;
 }
 
+/* The feature a per-feature map's key names, or -1 with an error at path. */
+static ssize_t feature_of(struct ad_schema_ctx *ctx, const struct ad_settings_detector *d,
+                          const char *path, const char *key)
+{
+    for (size_t f = 0; f < d->features.len; f++)
+        if (strcmp(d->features.items[f], key) == 0)
+            return (ssize_t)f;
+    ad_schema_error_key(ctx, path, "\"%s\" is not one of this detector's features", key);
+    return -1;
+}
+
+/* One min_deviation item: a number (absolute) or a percentage (relative). */
+static bool parse_deviation(const char *text, size_t len, struct ad_feature_control *c)
+{
+    bool relative = len > 0 && text[len - 1] == '%';
+    double v;
+    if (!ad_number_parse(text, relative ? len - 1 : len, &v) || !isfinite(v) || v < 0)
+        return false;
+    if (relative)
+        c->min_rel = v / 100.0;
+    else
+        c->min_abs = v;
+    return true;
+}
+
+/* direction, min_deviation and streams: what a detector judges (docs/scoring.md). */
+static void check_controls(struct ad_schema_ctx *ctx, struct ad_settings_detector *d,
+                           const char *dpath)
+{
+    char fp[PATH_BUF], p[PATH_BUF];
+    child_path(fp, dpath, "direction");
+    for (size_t i = 0; i < d->direction.len; i++) {
+        child_path(p, fp, d->direction.keys[i]);
+        ssize_t f = feature_of(ctx, d, p, d->direction.keys[i]);
+        const char *v = d->direction.values[i];
+        if (f < 0)
+            continue;
+        if (strcmp(v, "both") == 0)
+            d->refs[f].control.direction = AD_DIRECTION_BOTH;
+        else if (strcmp(v, "up") == 0)
+            d->refs[f].control.direction = AD_DIRECTION_UP;
+        else if (strcmp(v, "down") == 0)
+            d->refs[f].control.direction = AD_DIRECTION_DOWN;
+        else
+            ad_schema_error(ctx, p, "expected up, down or both; got \"%s\"", v);
+    }
+    child_path(fp, dpath, "min_deviation");
+    for (size_t i = 0; i < d->min_deviation.len; i++) {
+        child_path(p, fp, d->min_deviation.keys[i]);
+        ssize_t f = feature_of(ctx, d, p, d->min_deviation.keys[i]);
+        if (f < 0)
+            continue;
+        const char *v = d->min_deviation.values[i];
+        bool ok = *v != '\0';
+        for (const char *item = v; ok && *item;) {
+            while (*item == ' ')
+                item++;
+            size_t len = strcspn(item, ",");
+            size_t trimmed = len;
+            while (trimmed && item[trimmed - 1] == ' ')
+                trimmed--;
+            ok = parse_deviation(item, trimmed, &d->refs[f].control);
+            item += len + (item[len] == ',');
+        }
+        if (!ok)
+            ad_schema_error(ctx, p,
+                            "expected a number (\"50\"), a percentage (\"20%%\") or both "
+                            "(\"50, 20%%\"), not negative; got \"%s\"",
+                            v);
+    }
+    child_path(fp, dpath, "streams");
+    d->stream_lstm = d->stream_seasonal = d->streams.len == 0;
+    for (size_t i = 0; i < d->streams.len; i++) {
+        item_path(p, dpath, "streams", i);
+        bool *flag = strcmp(d->streams.items[i], "lstm") == 0       ? &d->stream_lstm
+                     : strcmp(d->streams.items[i], "seasonal") == 0 ? &d->stream_seasonal
+                                                                    : NULL;
+        if (!flag)
+            ad_schema_error(ctx, p, "expected lstm or seasonal; got \"%s\"", d->streams.items[i]);
+        else if (*flag)
+            ad_schema_error(ctx, p, "\"%s\" is listed twice", d->streams.items[i]);
+        else
+            *flag = true;
+    }
+}
+
 static void check_detector_refs(struct ad_schema_ctx *ctx, struct ad_settings *s,
                                 struct ad_settings_detector *d, const char *dpath)
 {
@@ -1588,6 +1693,7 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, struct ad_settings *s
         else
             d->refs[f].fill = (enum ad_fill_policy)policy;
     }
+    check_controls(ctx, d, dpath);
 }
 
 static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)

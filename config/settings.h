@@ -170,10 +170,22 @@ struct ad_settings_shadow {
     double max_disagreement; /* share of windows with different verdicts that refuses one */
 };
 
+/* Which way a feature's change matters (detectors[].direction). */
+enum ad_direction { AD_DIRECTION_BOTH, AD_DIRECTION_UP, AD_DIRECTION_DOWN };
+
+/* What a feature's deviation from what was expected must be to count (docs/scoring.md,
+ * "Direction and minimum deviation"): its direction, and at least max(min_abs, min_rel ×
+ * |expected|). All zero: every deviation counts. */
+struct ad_feature_control {
+    enum ad_direction direction;
+    double min_abs, min_rel;
+};
+
 struct ad_feature_ref {
     size_t source;  /* index into settings.sources */
     size_t feature; /* index into that source's features */
     enum ad_fill_policy fill;
+    struct ad_feature_control control;
 };
 
 /* Windows the surprise's short mean looks back on (detect/surprise): rebuilding a detector's
@@ -199,11 +211,15 @@ struct ad_settings_detector {
     double threshold_surprise;   /* −log10 of a chance; the likelihood's, when that was given */
     double threshold_likelihood; /* NAN when not given */
     double threshold_score;      /* NAN: none */
+    struct ad_strlist streams;   /* "lstm", "seasonal": the score streams judged */
+    struct ad_strmap direction;     /* "source.feature" -> up|down|both */
+    struct ad_strmap min_deviation; /* "source.feature" -> "N", "P%" or "N, P%" */
     struct ad_settings_alert alert;
     struct ad_settings_shadow shadow;
     /* Derived while validating. */
     struct ad_feature_ref *refs; /* features.len entries */
     size_t window_len;           /* T = window / step */
+    bool stream_lstm, stream_seasonal;
 };
 
 struct ad_settings_kafka_sink {

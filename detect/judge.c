@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "detect/entity_table.h"
 #include "detect/recurrence.h"
@@ -22,6 +23,8 @@ struct ad_judge {
     struct ad_entity_table *table;
     size_t features;
     int64_t step_ms, idle_buckets;
+    bool lstm, seasonal;
+    struct ad_feature_control *controls; /* NULL: none */
     uint64_t untracked;
     struct entity *scratch; /* an entity judged from priors alone, when the table is full */
 };
@@ -44,18 +47,24 @@ static void start(struct ad_judge *j, struct entity *e)
     ad_seasonal_init(e->baseline, j->features, j->step_ms);
 }
 
-struct ad_judge *ad_judge_new(size_t features, int64_t step_ms, size_t max_entities,
-                              int64_t idle_buckets)
+struct ad_judge *ad_judge_new(const struct ad_judge_options *o)
 {
     struct ad_judge *j = calloc(1, sizeof *j);
     if (!j)
         return NULL;
-    j->features = features;
-    j->step_ms = step_ms;
-    j->idle_buckets = idle_buckets;
-    j->table = ad_entity_table_new(entity_size(features, step_ms), max_entities);
-    j->scratch = malloc(entity_size(features, step_ms));
-    if (!j->table || !j->scratch) {
+    j->features = o->features;
+    j->step_ms = o->step_ms;
+    j->idle_buckets = o->idle_buckets;
+    j->lstm = o->lstm;
+    j->seasonal = o->seasonal;
+    j->table = ad_entity_table_new(entity_size(o->features, o->step_ms), o->max_entities);
+    j->scratch = malloc(entity_size(o->features, o->step_ms));
+    if (o->controls) {
+        j->controls = malloc((o->features ? o->features : 1) * sizeof *j->controls);
+        if (j->controls)
+            memcpy(j->controls, o->controls, o->features * sizeof *j->controls);
+    }
+    if (!j->table || !j->scratch || (o->controls && !j->controls)) {
         ad_judge_destroy(j);
         return NULL;
     }
@@ -68,6 +77,7 @@ void ad_judge_destroy(struct ad_judge *j)
         return;
     ad_entity_table_destroy(j->table);
     free(j->scratch);
+    free(j->controls);
     free(j);
 }
 
@@ -93,11 +103,11 @@ void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bu
     *out = (struct ad_verdict){
         .surprise = NAN, .lstm_surprise = NAN, .seasonal_surprise = NAN, .decided = AD_JUDGE_NONE};
     out->seasonal_score = ad_seasonal_update(e->baseline, j->features, j->step_ms, bucket_ms,
-                                             values, observed, seasonal_shares);
-    if (isfinite(out->seasonal_score))
+                                             values, observed, j->controls, seasonal_shares);
+    if (isfinite(out->seasonal_score) && j->seasonal)
         out->seasonal_surprise =
             ad_surprise_update(&e->seasonal, out->seasonal_score, &seasonal_gated);
-    if (model && isfinite(lstm_score)) {
+    if (model && isfinite(lstm_score) && j->lstm) {
         if (!e->lstm_started) {
             const struct ad_model_calibration *c = ad_model_calibration(model);
             ad_surprise_init(&e->lstm, c->score_mean, c->score_std);

@@ -26,10 +26,18 @@
 
 struct ad_judge;
 
-/* For windows of `features` features on a grid of step_ms; keeps at most max_entities and
- * forgets one idle_buckets buckets after its last window. NULL when out of memory. */
-struct ad_judge *ad_judge_new(size_t features, int64_t step_ms, size_t max_entities,
-                              int64_t idle_buckets);
+/* How a detector judges (its settings, copied). */
+struct ad_judge_options {
+    size_t features;
+    int64_t step_ms;
+    size_t max_entities;  /* kept at most */
+    int64_t idle_buckets; /* an entity is forgotten this many buckets after its last window */
+    bool lstm, seasonal;  /* the streams judged (detectors[].streams) */
+    const struct ad_feature_control *controls; /* features entries; NULL: every deviation */
+};
+
+/* NULL when out of memory. */
+struct ad_judge *ad_judge_new(const struct ad_judge_options *o);
 void ad_judge_destroy(struct ad_judge *j); /* accepts NULL */
 
 enum ad_judge_stream { AD_JUDGE_NONE, AD_JUDGE_LSTM, AD_JUDGE_SEASONAL };

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "gpu/score.h"
+
 #define DAY_MS 86400000LL
 
 /* Per feature: the scale, how many residuals it has seen, then the profile's slots (NaN: no
@@ -49,7 +51,8 @@ void ad_seasonal_init(void *mem, size_t features, int64_t step_ms)
 }
 
 double ad_seasonal_update(void *mem, size_t features, int64_t step_ms, int64_t bucket_ms,
-                          const float *values, const uint8_t *observed, float *shares)
+                          const float *values, const uint8_t *observed,
+                          const struct ad_feature_control *controls, float *shares)
 {
     size_t slots = ad_seasonal_slots(step_ms);
     int64_t of_day = ((bucket_ms % DAY_MS) + DAY_MS) % DAY_MS;
@@ -69,7 +72,7 @@ double ad_seasonal_update(void *mem, size_t features, int64_t step_ms, int64_t b
             *p = (float)x;
             continue;
         }
-        double r = fabs(x - *p);
+        double expected = *p, r = fabs(x - expected);
         if (isnan(ft->scale))
             ft->scale = (float)r;
         ft->seen++;
@@ -82,6 +85,8 @@ double ad_seasonal_update(void *mem, size_t features, int64_t step_ms, int64_t b
         *p += (float)(AD_SEASONAL_ALPHA * (x - *p));
         if (!isfinite(z))
             z = AD_SEASONAL_FAR;
+        if (controls && !ad_score_counts(&controls[f], x, expected))
+            z = 0; /* a deviation that does not matter */
         if (shares)
             shares[f] = (float)(z * z);
         sum += z * z;

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/settings.h"
+
 #define AD_SEASONAL_SLOTS 48   /* at most, per day: half-hour slots */
 #define AD_SEASONAL_ALPHA 0.3  /* a slot's weight for its newest value */
 #define AD_SEASONAL_SCALE 1000 /* residuals in the scale's memory, at most */
@@ -35,10 +37,12 @@ void ad_seasonal_init(void *mem, size_t features, int64_t step_ms);
 /*
  * Adds the values of the bucket starting at bucket_ms (values[f] where observed[f] and finite;
  * the rest are left out) and returns the bucket's score, NaN when no feature had a profile for
- * its slot yet (the first day). shares (features floats, may be NULL) gets each feature's share
- * of the squared score.
+ * its slot yet (the first day). controls (features entries, NULL: none) makes a feature's z 0
+ * when its deviation from its slot's value does not count (gpu/score.h, ad_score_counts).
+ * shares (features floats, may be NULL) gets each feature's share of the squared score.
  */
 double ad_seasonal_update(void *mem, size_t features, int64_t step_ms, int64_t bucket_ms,
-                          const float *values, const uint8_t *observed, float *shares);
+                          const float *values, const uint8_t *observed,
+                          const struct ad_feature_control *controls, float *shares);
 
 #endif

@@ -166,8 +166,17 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
      * back soon keeps its history. */
     int64_t idle_buckets = 2 * (det->entity_idle_timeout / det->step + 1);
     v->swap = ad_swap_new(det, metrics);
-    v->judge =
-        ad_judge_new(det->features.len, det->step, 2 * (size_t)det->max_entities, idle_buckets);
+    struct ad_feature_control controls[AD_WINDOW_MAX_FEATURES];
+    for (size_t f = 0; f < det->features.len && f < AD_WINDOW_MAX_FEATURES; f++)
+        controls[f] = det->refs[f].control;
+    struct ad_judge_options judging = {.features = det->features.len,
+                                       .step_ms = det->step,
+                                       .max_entities = 2 * (size_t)det->max_entities,
+                                       .idle_buckets = idle_buckets,
+                                       .lstm = det->stream_lstm,
+                                       .seasonal = det->stream_seasonal,
+                                       .controls = controls};
+    v->judge = ad_judge_new(&judging);
     v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
                               2 * (size_t)det->max_entities);
     if (!v->swap || !v->judge || !v->alerts) {
@@ -226,6 +235,18 @@ void ad_serving_destroy(struct ad_serving *v)
 
 /* ---- the flow ---- */
 
+/* The per-feature direction and minimum deviation, when the detector sets any. */
+static void set_controls(const struct ad_settings_detector *d, struct ad_score_job *job)
+{
+    job->has_controls = false;
+    for (size_t f = 0; f < d->features.len && f < AD_SCORE_MAX_FEATURES; f++) {
+        const struct ad_feature_control *c = &d->refs[f].control;
+        job->controls[f] = *c;
+        if (c->direction != AD_DIRECTION_BOTH || c->min_abs > 0 || c->min_rel > 0)
+            job->has_controls = true;
+    }
+}
+
 void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
 {
     struct ad_model *serving = ad_swap_serving(v->swap);
@@ -242,6 +263,7 @@ void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
     }
     if (m && candidate)
         job->shadow = ad_model_ref(candidate);
+    set_controls(v->settings, job);
     v->submitted++;
     /* Without a model the job may finish here, unless that would overtake jobs in flight. */
     if (v->scorer && (m || v->finished + 1 < v->submitted))

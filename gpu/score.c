@@ -56,8 +56,20 @@ void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *bat
     }
 }
 
+bool ad_score_counts(const struct ad_feature_control *control, double actual, double expected)
+{
+    if (!control)
+        return true;
+    double d = actual - expected;
+    if ((control->direction == AD_DIRECTION_UP && !(d > 0)) ||
+        (control->direction == AD_DIRECTION_DOWN && !(d < 0)))
+        return false;
+    return fabs(d) >= fmax(control->min_abs, control->min_rel * fabs(expected));
+}
+
 size_t ad_score_windows(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
-                        size_t n, const float *predictions, float *scores, float *shares)
+                        size_t n, const float *predictions,
+                        const struct ad_feature_control *controls, float *scores, float *shares)
 {
     size_t F = batch->n_features, T = batch->window_len, scored = 0;
     const float *mean = ad_model_mean(m), *std = ad_model_std(m);
@@ -75,6 +87,9 @@ size_t ad_score_windows(const struct ad_model *m, const struct ad_window_batch *
                 continue;
             double actual = ((double)newest[f] - mean[f]) / std[f];
             double r = (actual - predicted[f]) / error_std[f];
+            if (controls &&
+                !ad_score_counts(&controls[f], newest[f], predicted[f] * (double)std[f] + mean[f]))
+                r = 0; /* a deviation that does not matter: as if predicted */
             share[f] = (float)(r * r);
             sum += r * r;
             observed++;

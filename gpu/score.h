@@ -8,8 +8,10 @@
  * features observed in that step. Plain functions over arrays, used by the scorer thread.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "config/settings.h"
 #include "gpu/model.h"
 #include "windows/batch.h"
 
@@ -31,9 +33,15 @@ void ad_score_time_inputs(const struct ad_model *m, int64_t bucket_ms, float *ou
  * Scores windows first .. first + n − 1 from the network's predictions for them (n × F):
  * scores[i] is window first + i's score, or NaN when its newest step observed no feature;
  * shares[i × F + f] is feature f's part of its squared error (0 where unobserved; the shares
- * sum to 1, or are all 0 when the error is 0). Returns how many windows got a score.
+ * sum to 1, or are all 0 when the error is 0). controls (F entries, NULL: none) makes a
+ * feature's error 0 when its deviation from the prediction goes the way that does not matter
+ * or is smaller than its minimum (ad_score_counts). Returns how many windows got a score.
  */
 size_t ad_score_windows(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
-                        size_t n, const float *predictions, float *scores, float *shares);
+                        size_t n, const float *predictions,
+                        const struct ad_feature_control *controls, float *scores, float *shares);
+
+/* Whether a deviation of actual from expected counts under control (NULL: always). */
+bool ad_score_counts(const struct ad_feature_control *control, double actual, double expected);
 
 #endif

@@ -188,8 +188,9 @@ static int grow(float **buf, size_t *size, size_t floats)
 /* Scores batch b with model m into scores (NaN where not scored) and shares; adds the windows
  * scored to *scored. Returns 0, or -1 with err filled. */
 static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
-                      const struct ad_model *m, float *scores, float *shares, size_t *scored,
-                      char *errstr, size_t errstr_size)
+                      const struct ad_model *m, const struct ad_feature_control *controls,
+                      float *scores, float *shares, size_t *scored, char *errstr,
+                      size_t errstr_size)
 {
     size_t F = b->n_features, steps = b->window_len - 1, I = ad_model_inputs(m);
     char why[256];
@@ -222,8 +223,8 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
                 return -1;
             }
         }
-        *scored +=
-            ad_score_windows(m, b, first, n, s->predictions, scores + first, shares + first * F);
+        *scored += ad_score_windows(m, b, first, n, s->predictions, controls, scores + first,
+                                    shares + first * F);
     }
     return 0;
 }
@@ -239,7 +240,8 @@ static void score_shadow(struct ad_scorer *s, struct ad_score_job *job)
         free(job->shadow_scores);
         job->shadow_scores = NULL;
         snprintf(job->shadow_error, sizeof job->shadow_error, "out of memory for the results");
-    } else if (score_with(s, b, job->shadow, job->shadow_scores, shares, &scored, job->shadow_error,
+    } else if (score_with(s, b, job->shadow, job->has_controls ? job->controls : NULL,
+                          job->shadow_scores, shares, &scored, job->shadow_error,
                           sizeof job->shadow_error) < 0) {
         free(job->shadow_scores);
         job->shadow_scores = NULL;
@@ -261,8 +263,8 @@ static int score(struct ad_scorer *s, struct ad_score_job *job)
         job->scores[w] = NAN;
     if (!job->model)
         return 0;
-    if (score_with(s, b, job->model, job->scores, job->shares, &job->scored, job->error,
-                   sizeof job->error) < 0)
+    if (score_with(s, b, job->model, job->has_controls ? job->controls : NULL, job->scores,
+                   job->shares, &job->scored, job->error, sizeof job->error) < 0)
         return -1;
     if (job->shadow)
         score_shadow(s, job);

@@ -27,11 +27,17 @@
 
 struct ad_scorer;
 
+#define AD_SCORE_MAX_FEATURES 64 /* AD_WINDOW_MAX_FEATURES */
+
 /* A batch to score and, once handed back, its results. */
 struct ad_score_job {
     struct ad_window_batch *batch; /* owned */
     struct ad_model *model;        /* a reference; NULL: nothing to score with */
     void *owner;                   /* the submitter's, untouched */
+    /* Per feature, which deviations count (docs/scoring.md); set by the submitter when
+     * has_controls, copied so that a reload cannot free them under the scorer. */
+    bool has_controls;
+    struct ad_feature_control controls[AD_SCORE_MAX_FEATURES];
     /* Filled by the scorer. */
     float *scores;       /* n_windows; NaN where a window was not scored */
     float *shares;       /* n_windows × F: each feature's share of the squared error */

@@ -62,6 +62,10 @@ SOURCE_IDLE_TIMEOUT = "1d"               # the largest allowed; a replay does no
 # window, the keys or the features. Add rows here ("the LSTM alone", ...).
 VARIANTS = [
     ("anomalyd as shipped", {}),
+    # Each part alone (docs/scoring.md): the LSTM's stream, and the seasonal baseline's, which
+    # needs no model.
+    ("LSTM stream alone", {"streams": ["lstm"]}),
+    ("seasonal baseline alone", {"streams": ["seasonal"]}),
 ]
 
 # NAB's public scoreboard (standard, reward low FP, reward low FN), for reference. These are

@@ -338,7 +338,8 @@ static void test_detection_defaults(void **state)
         load_ok("model_store: {path: /tmp}\nsources:\n  - name: m\n    prometheus: {url: "
                 "\"http://p:9090\", queries: {v: up}}\ndetectors:\n  - name: d\n    keys: [i]\n"
                 "    features: [m.v]\n  - name: e\n    keys: [i]\n    features: [m.v]\n"
-                "    threshold: {likelihood: 0.99999}\n");
+                "    threshold: {likelihood: 0.99999}\n    direction: {m.v: down}\n"
+                "    min_deviation: {m.v: \"2.5, 10%\"}\n    streams: seasonal\n");
     const struct ad_settings_detector *d = &ad_config_settings(cfg)->detectors[0];
     assert_true(d->threshold_surprise == AD_DEFAULT_SURPRISE && AD_DEFAULT_SURPRISE == 5.0);
     assert_true(isnan(d->threshold_likelihood));
@@ -346,8 +347,16 @@ static void test_detection_defaults(void **state)
     assert_int_equal(d->alert.for_windows, 1);
     assert_int_equal(d->alert.resolve_for, 100);
     assert_int_equal(d->alert.repeat_interval, 0);
+    assert_true(d->stream_lstm && d->stream_seasonal);
+    assert_int_equal(d->refs[0].control.direction, AD_DIRECTION_BOTH);
+    assert_true(d->refs[0].control.min_abs == 0 && d->refs[0].control.min_rel == 0);
     /* The same threshold given as a likelihood. */
-    assert_true(fabs(ad_config_settings(cfg)->detectors[1].threshold_surprise - 5.0) < 1e-6);
+    const struct ad_settings_detector *e = &ad_config_settings(cfg)->detectors[1];
+    assert_true(fabs(e->threshold_surprise - 5.0) < 1e-6);
+    assert_int_equal(e->refs[0].control.direction, AD_DIRECTION_DOWN);
+    assert_true(e->refs[0].control.min_abs == 2.5 &&
+                fabs(e->refs[0].control.min_rel - 0.1) < 1e-12);
+    assert_true(!e->stream_lstm && e->stream_seasonal);
     ad_config_unref(cfg);
 }
 

@@ -19,6 +19,7 @@
 #include "detect/recurrence.h"
 #include "detect/seasonal.h"
 #include "detect/surprise.h"
+#include "gpu/score.h"
 #include "gpu/model.h"
 #include "model_fixture.h"
 
@@ -101,23 +102,25 @@ static void test_seasonal(void **state)
     /* Day one: every slot takes its first value; nothing to compare with. */
     for (int h = 0; h < 24; h++) {
         float x[2] = {10.0f + (float)h, 5.0f};
-        assert_true(isnan(ad_seasonal_update(mem, 2, HOUR_MS, h * HOUR_MS, x, both, shares)));
+        assert_true(isnan(ad_seasonal_update(mem, 2, HOUR_MS, h * HOUR_MS, x, both, NULL, shares)));
     }
     /* Day two, 03:00: feature 0 is 13 + 4, feature 1 as before. Feature 0's first residual
      * is its scale: z = 1; feature 1's is 0 with scale 0: z = 0. score = sqrt((1 + 0) / 2). */
     float x[2] = {17.0f, 5.0f};
-    assert_float_equal(ad_seasonal_update(mem, 2, HOUR_MS, DAY_MS + 3 * HOUR_MS, x, both, shares),
-                       sqrt(0.5), 1e-6);
+    assert_float_equal(
+        ad_seasonal_update(mem, 2, HOUR_MS, DAY_MS + 3 * HOUR_MS, x, both, NULL, shares), sqrt(0.5),
+        1e-6);
     assert_float_equal(shares[0], 1.0, 1e-6);
     assert_float_equal(shares[1], 0.0, 1e-6);
     /* Day three, 03:00: the slot moved 0.3 of the way (13 → 14.2); feature 0 = 18.2 is a
      * residual of 4 again against a scale still 4: z = 1. Feature 1 unobserved: left out. */
     float y[2] = {18.2f, 0.0f};
     assert_float_equal(
-        ad_seasonal_update(mem, 2, HOUR_MS, 2 * DAY_MS + 3 * HOUR_MS, y, first, NULL), 1.0, 1e-5);
+        ad_seasonal_update(mem, 2, HOUR_MS, 2 * DAY_MS + 3 * HOUR_MS, y, first, NULL, NULL), 1.0,
+        1e-5);
     /* A feature that never moved, then moves: far (50). */
     float z[2] = {14.2f + 0.3f * 4.0f, 6.0f};
-    ad_seasonal_update(mem, 2, HOUR_MS, 3 * DAY_MS + 3 * HOUR_MS, z, both, shares);
+    ad_seasonal_update(mem, 2, HOUR_MS, 3 * DAY_MS + 3 * HOUR_MS, z, both, NULL, shares);
     assert_true(shares[1] > 0.99);
     free(mem);
 }
@@ -143,6 +146,39 @@ static void test_recurrence(void **state)
     assert_false(ad_recurrence_seen(&r, step, 11 * DAY_MS + at0310, 25));
 }
 
+/* Direction and minimum deviation (docs/scoring.md): which deviations count. */
+static void test_controls(void **state)
+{
+    (void)state;
+    struct ad_feature_control up = {.direction = AD_DIRECTION_UP};
+    struct ad_feature_control down = {.direction = AD_DIRECTION_DOWN};
+    struct ad_feature_control big = {.min_abs = 50, .min_rel = 0.2};
+    assert_true(ad_score_counts(NULL, 1, 2));
+    assert_true(ad_score_counts(&up, 12, 10) && !ad_score_counts(&up, 8, 10));
+    assert_true(ad_score_counts(&down, 8, 10) && !ad_score_counts(&down, 12, 10));
+    assert_false(ad_score_counts(&up, 10, 10)); /* no change is no rise */
+    /* At least max(50, 20 % of 400 = 80). */
+    assert_false(ad_score_counts(&big, 470, 400));
+    assert_true(ad_score_counts(&big, 480, 400) && ad_score_counts(&big, 320, 400));
+    assert_true(ad_score_counts(&big, 150, 100)); /* there 50 is the larger */
+
+    /* In the seasonal baseline: a drop of a feature that only matters up scores 0. */
+    struct ad_feature_control controls[2] = {up, {0}};
+    void *mem = malloc(ad_seasonal_size(2, HOUR_MS));
+    ad_seasonal_init(mem, 2, HOUR_MS);
+    uint8_t both[2] = {1, 1};
+    float day1[2] = {10, 10}, day2[2] = {12, 10}, day3[2] = {5, 10};
+    float shares[2];
+    ad_seasonal_update(mem, 2, HOUR_MS, 0, day1, both, controls, shares);
+    /* A rise: z = 1 (the first residual is the scale). */
+    assert_float_equal(ad_seasonal_update(mem, 2, HOUR_MS, DAY_MS, day2, both, controls, shares),
+                       sqrt(0.5), 1e-6);
+    /* A fall of the same feature: it does not count, whatever its size. */
+    assert_float_equal(
+        ad_seasonal_update(mem, 2, HOUR_MS, 2 * DAY_MS, day3, both, controls, shares), 0, 0);
+    free(mem);
+}
+
 static const struct fixture_model spec = {
     .layers = 1, .hidden = 8, .features = 2, .window = 4, .step_ms = 3600000, .seed = 5};
 
@@ -156,7 +192,13 @@ static void test_judge_streams(void **state)
     assert_non_null(model);
     const struct ad_model_calibration *c = ad_model_calibration(model);
 
-    struct ad_judge *j = ad_judge_new(2, HOUR_MS, 2, 10);
+    struct ad_judge_options o = {.features = 2,
+                                 .step_ms = HOUR_MS,
+                                 .max_entities = 2,
+                                 .idle_buckets = 10,
+                                 .lstm = true,
+                                 .seasonal = true};
+    struct ad_judge *j = ad_judge_new(&o);
     uint8_t seen[2] = {1, 1};
     float x[2] = {1.0f, 2.0f};
     struct ad_verdict v;
@@ -196,7 +238,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_surprise_of_z), cmocka_unit_test(test_surprise_first_windows),
         cmocka_unit_test(test_surprise_gate), cmocka_unit_test(test_seasonal),
-        cmocka_unit_test(test_recurrence),    cmocka_unit_test(test_judge_streams),
+        cmocka_unit_test(test_recurrence),    cmocka_unit_test(test_controls),
+        cmocka_unit_test(test_judge_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

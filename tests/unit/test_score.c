@@ -84,7 +84,7 @@ static void test_scores_and_shares(void **state)
     /* Window 2: nothing observed in the newest step. */
     memset(b->mask + (8 + 3) * 3, 0, 3);
     float predictions[9] = {0}, scores[3], shares[9];
-    size_t scored = ad_score_windows(c->model, b, 0, 3, predictions, scores, shares);
+    size_t scored = ad_score_windows(c->model, b, 0, 3, predictions, NULL, scores, shares);
     assert_int_equal(scored, 2);
     assert_float_equal(scores[0], sqrt((4.0 + 0.0 + 16.0) / 3.0), 1e-6);
     assert_float_equal(shares[0], 0.2, 1e-6);
@@ -96,10 +96,22 @@ static void test_scores_and_shares(void **state)
     assert_true(isnan(scores[2]));
     /* The prediction counts: predicting the actual values gives 0. */
     float exact[3] = {1.0f, 0.0f, -2.0f};
-    scored = ad_score_windows(c->model, b, 0, 1, exact, scores, shares);
+    scored = ad_score_windows(c->model, b, 0, 1, exact, NULL, scores, shares);
     assert_int_equal(scored, 1);
     assert_float_equal(scores[0], 0.0, 1e-6);
     assert_float_equal(shares[0] + shares[1] + shares[2], 0.0, 1e-9);
+
+    /* Window 0 again, with feature 2 counting only when it rises (it fell: r = -4, dropped)
+     * and feature 0 only beyond 5 units of its own (it is 1 above the prediction of 0:
+     * dropped). What is left is feature 1's 0: a score of 0 over the three observed. */
+    struct ad_feature_control controls[3] = {{.min_abs = 5}, {0}, {.direction = AD_DIRECTION_UP}};
+    scored = ad_score_windows(c->model, b, 0, 1, predictions, controls, scores, shares);
+    assert_int_equal(scored, 1);
+    assert_float_equal(scores[0], 0.0, 1e-9);
+    /* Only the fall of feature 2 dropped: sqrt((4 + 0 + 0) / 3). */
+    controls[0].min_abs = 0;
+    ad_score_windows(c->model, b, 0, 1, predictions, controls, scores, shares);
+    assert_float_equal(scores[0], sqrt(4.0 / 3.0), 1e-6);
     ad_window_batch_free(b);
 }
 

@@ -84,7 +84,7 @@ static void expected_scores(const struct ad_model *m, const struct ad_window_bat
     ad_score_inputs(m, b, 0, n, x);
     assert_int_equal(
         ad_lstm_forward(cpu, ad_model_weights(m), x, n, steps, steps * F, y, err, sizeof err), 0);
-    ad_score_windows(m, b, 0, n, y, scores, shares);
+    ad_score_windows(m, b, 0, n, y, NULL, scores, shares);
     ad_lstm_backend_destroy(cpu);
     free(x);
     free(y);
