@@ -9,7 +9,9 @@
 #include <librdkafka/rdkafka.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
+#include "config/kafka_source_rules.h"
 #include "stream/kafka_conf.h"
 #include "stream/kafka_wake.h"
 
@@ -552,18 +554,13 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
                        AD_KV_INT("committed", commit->offset));
         }
     }
-    rd_kafka_error_t *error = NULL;
-    if (strcmp(rd_kafka_rebalance_protocol(s->rk), "COOPERATIVE") == 0)
-        error = rd_kafka_incremental_assign(s->rk, parts);
-    else
-        rd_kafka_assign(s->rk, parts);
-    if (s->paused) /* new partitions wait with the others */
-        rd_kafka_pause_partitions(s->rk, parts);
-    if (error) {
+    /* The eager protocol (docs/delivery.md, "Rebalances"): parts is the whole assignment. */
+    rd_kafka_resp_err_t err = rd_kafka_assign(s->rk, parts);
+    if (err)
         AD_ERROR_KV("cannot take the assigned partitions", AD_KV_STR("source", s->settings->name),
-                    AD_KV_STR("error", rd_kafka_error_string(error)));
-        rd_kafka_error_destroy(error);
-    }
+                    AD_KV_STR("error", rd_kafka_err2str(err)));
+    else if (s->paused) /* new partitions wait with the others */
+        rd_kafka_pause_partitions(s->rk, parts);
     AD_INFO_KV("partitions assigned", AD_KV_STR("source", s->settings->name),
                AD_KV_INT("partitions", parts->cnt), AD_KV_INT("replaying", replaying),
                AD_KV_INT("assigned_now", assigned_count(s)));
@@ -638,8 +635,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct ad_kafka_source *s = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
@@ -662,39 +657,38 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             finish_assign(s, NULL);
         return;
     }
+    /* The eager protocol revokes the whole assignment, including one still waiting for its
+     * lookup (never handed to librdkafka, so not in parts): that one is void now. */
+    rd_kafka_topic_partition_list_t *pending = s->assigning;
+    s->assigning = NULL;
     /* Commit what is safe first: these partitions may be read by another consumer next. */
     commit_offsets(s, parts);
-    for (int i = 0; i < parts->cnt; i++) {
-        ssize_t t = topic_index(s, parts->elems[i].topic);
-        if (t < 0)
-            continue;
-        ad_kafka_input input = AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition);
-        struct partition *ps = find_partition(s, input);
-        if (!ps)
+    const struct ad_strlist *topics = &s->settings->kafka.topics;
+    for (size_t i = 0; i < s->n_partitions; i++) {
+        struct partition *ps = &s->partitions[i];
+        const char *topic = topics->items[ps->topic];
+        if (!ps->assigned && !in_list(parts, topic, ps->partition) &&
+            !(pending && in_list(pending, topic, ps->partition)))
             continue;
         ad_counter_inc(s->revoked_total);
         if (s->handler.on_revoke)
-            s->handler.on_revoke(s->handler.arg, input);
+            s->handler.on_revoke(s->handler.arg, ps->input);
         /* The record stays: its holds still guard the buckets its events fed, and should the
          * partition come back, what was read need not be read again. */
         ps->assigned = false;
         ps->replay_end = -1;
         ps->ahead = false; /* alignment starts over if it comes back */
     }
-    if (cooperative)
-        error = rd_kafka_incremental_unassign(rk, parts);
-    else
-        rd_kafka_assign(rk, NULL);
-    if (error) {
+    if (pending)
+        rd_kafka_topic_partition_list_destroy(pending);
+    rd_kafka_resp_err_t unassigned = rd_kafka_assign(rk, NULL);
+    if (unassigned)
         AD_ERROR_KV("rebalance failed", AD_KV_STR("source", s->settings->name),
-                    AD_KV_STR("error", rd_kafka_error_string(error)));
-        rd_kafka_error_destroy(error);
-    }
+                    AD_KV_STR("error", rd_kafka_err2str(unassigned)));
     ad_gauge_set(s->partitions_gauge, (double)assigned_count(s));
     update_ahead_gauge(s);
     AD_INFO_KV("partitions revoked", AD_KV_STR("source", s->settings->name),
-               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)),
-               AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));
+               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)));
 }
 
 static void on_dead_letter(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -1075,11 +1069,23 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     conf = ad_kafka_conf_new(opts->kafka, opts->kafka->group_id, NULL, errstr, errstr_size);
     if (!conf)
         goto err;
-    /* A group without commits reads the topic from its start, so windows are rebuilt from
+    /* The eager assignors only: librdkafka 2.0.2's cooperative-sticky one aborts the process
+     * when a consumer closes before its first assignment (kafka_source_rules.h). The loader
+     * refuses it with the key's position; this catches settings that did not come through it.
+     * A group without commits reads the topic from its start, so windows are rebuilt from
      * history (events older than max_past are rejected); operators of very long topics may
      * set auto.offset.reset: latest. */
+    for (size_t i = 0; i < opts->kafka->properties.len; i++) {
+        const char *conflict = ad_kafka_source_conflict(opts->kafka->properties.keys[i],
+                                                        opts->kafka->properties.values[i].value);
+        if (conflict) {
+            ad_errstr_set(errstr, errstr_size, "kafka.properties.%s: %s",
+                          opts->kafka->properties.keys[i], conflict);
+            goto err;
+        }
+    }
     if ((!user_set(opts->kafka, "partition.assignment.strategy") &&
-         ad_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+         ad_kafka_conf_set(conf, "partition.assignment.strategy", AD_KAFKA_SOURCE_ASSIGNORS, errstr,
                            errstr_size) < 0) ||
         (!user_set(opts->kafka, "auto.offset.reset") &&
          ad_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||

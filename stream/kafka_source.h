@@ -8,8 +8,9 @@
  * Waking up: librdkafka writes to a non-blocking pipe when the consumer queue goes from empty
  * to non-empty (rd_kafka_queue_io_event_enable); the loop then polls with a budget (messages
  * and time per wake-up) and comes back for the rest after other events have run. A slow
- * safety timer polls too. Rebalances (cooperative-sticky by default), librdkafka's logs (routed
- * into the daemon's logger) and errors are served by the same polls, on the loop thread.
+ * safety timer polls too. Rebalances (eager: range,roundrobin; see kafka_source_rules.h),
+ * librdkafka's logs (routed into the daemon's logger) and errors are served by the same polls, on
+ * the loop thread.
  *
  * Every message goes through the source's extraction rules (log_rules.h). Accepted events go to
  * the handler; filtered ones are counted; rejected ones are counted in
