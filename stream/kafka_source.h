@@ -134,8 +134,10 @@ void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input i
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);
 
-/* Assignment, per partition its next offset to commit, held buckets and replay, and the counts
- * of events by result. */
+/* Assignment, per partition its next offset to commit, held buckets and replay, its state
+ * (reading, offset_reset, offset_out_of_range, looking_up_commit, revoked), offset resets and
+ * last error, and the counts of events by result. Offsets out of range are also counted in
+ * anomalyd_kafka_offset_resets_total{source} and logged once per partition per 10 s. */
 void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out);
 
 #endif
