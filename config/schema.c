@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/file.h"
 #include "base/units.h"
 #include "config/settings.h"
 #include "config/yaml_tree.h"
@@ -408,41 +409,30 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
 
 static char *read_secret_file(struct ad_schema_ctx *ctx, const char *path, const char *file)
 {
-    char *buf = NULL;
+    char why[256];
     size_t len = 0;
-    FILE *fp = fopen(file, "rb");
+    /* Without blocking, and only a regular file: a FIFO there must not stall a reload. */
+    char *buf = ad_file_read(file, SECRET_FILE_MAX, &len, NULL, why, sizeof why);
 
-    if (!fp) {
-        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, strerror(errno));
+    if (!buf && errno == EFBIG) {
+        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file, SECRET_FILE_MAX);
         return NULL;
     }
-    buf = malloc(SECRET_FILE_MAX + 1);
-    if (!buf)
-        goto out;
-    len = fread(buf, 1, SECRET_FILE_MAX + 1, fp);
-    if (ferror(fp)) {
-        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, strerror(errno));
-        goto fail;
-    }
-    if (len > SECRET_FILE_MAX) {
-        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file, SECRET_FILE_MAX);
-        goto fail;
+    if (!buf) {
+        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, why);
+        return NULL;
     }
     /* Files written by editors and `echo` end in a newline that is not part of the secret. */
+    size_t size = len;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     if (memchr(buf, '\0', len)) {
         ad_schema_error(ctx, path, "secret file %s holds a NUL byte", file);
-        goto fail;
+        memset(buf, 0, size);
+        free(buf);
+        return NULL;
     }
     buf[len] = '\0';
-    goto out;
-fail:
-    memset(buf, 0, SECRET_FILE_MAX + 1);
-    free(buf);
-    buf = NULL;
-out:
-    fclose(fp);
     return buf;
 }
 

@@ -5,7 +5,7 @@ incident and some bad lines. The alerts must be exactly the ones recomputed here
 events alone: windows laid out as docs/windows.md says, scored with torch, surprises as
 docs/scoring.md says, the state machine of docs/alerts.md, ids from their SHA-256. Replaying
 again must write the same bytes; so must a CSV of the same buckets, standard input, and the
-model named with --model-dir. Bad lines are counted in the summary by reason and logged once
+model named with --model-dir, or a named pipe. Bad lines are counted in the summary by reason and logged once
 per reason with their file and line, and lose no good line. Usage errors exit 2, a missing
 model 1.
 
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 from datetime import datetime, timezone
 
@@ -333,6 +334,23 @@ class Replay(unittest.TestCase):
         second = self.write("second.jsonl", "\n".join(self.events[half:]))  # no last newline
         self.assertEqual(self.ok("--input", first, "--input", second)[0], out)
 
+    def test_named_pipe(self):
+        """A named pipe is a legitimate input: the replay waits for its writer and reads it
+        as it reads a file."""
+        out, _ = self.ok("--input", self.clean)
+        fifo = os.path.join(self.dir, "events.fifo")
+        os.mkfifo(fifo)
+        self.addCleanup(os.unlink, fifo)
+
+        def feed():
+            with open(fifo, "w") as f, open(self.clean) as src:
+                f.write(src.read())
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        self.assertEqual(self.ok("--input", fifo)[0], out)
+        writer.join(timeout=30)
+
     def test_csv_of_the_same_buckets(self):
         out, _ = self.ok("--input", self.clean)
         rows = csv_for(self.counts)
@@ -493,6 +511,13 @@ class Replay(unittest.TestCase):
                       why)
         rc, why = status("--input", self.clean, "--input", header_only)
         self.assertEqual(rc, 2)
+        # A folder or a device is refused before anything is read, saying what it is.
+        rc, why = status("--input", self.dir)
+        self.assertEqual(rc, 2)
+        self.assertIn(self.dir + ": is a directory, not a regular file", why)
+        rc, why = status("--input", self.clean, "--input", "/dev/zero")
+        self.assertEqual(rc, 2)
+        self.assertIn("/dev/zero: is a character device, not a regular file", why)
         r = subprocess.run([ANOMALYD, "replay", "-c", self.config], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 2)
