@@ -456,6 +456,37 @@ class Replay(unittest.TestCase):
         self.assertEqual(logged["too_large"]["line"], line_of[50])
         self.assertEqual(logged["late"]["line"], line_of[late_at])
 
+    def test_a_topic_dump_as_the_docs_sort_it(self):
+        """docs/replay.md's command, run as written, on a topic of four partitions: the dump
+        replays as the events themselves, with nothing late; unsorted, most would be."""
+        for tool in ("kcat", "jq"):
+            if not shutil.which(tool):
+                self.skipTest(tool + " is not installed")
+        with open(os.path.join(SOURCE, "docs", "replay.md")) as f:
+            doc = f.read()
+        section = doc[doc.index("### A topic dump"):]
+        start = section.index("```sh\n") + 6
+        command = section[start:section.index("\n```", start)]
+        out, _ = self.ok("--input", self.clean)
+        dump = os.path.join(self.dir, "dump.jsonl")
+        with KafkaMock("logs:4") as kafka:
+            kafka.produce("logs", [(json.loads(line)["instance"], line)
+                                   for line in self.events])
+            shell = command.replace("BROKERS", kafka.bootstrap).replace("TOPIC", "logs")
+            shell = shell.replace("> logs.jsonl", "> " + dump)
+            subprocess.run(["bash", "-o", "pipefail", "-c", shell], check=True, timeout=60)
+            raw = os.path.join(self.dir, "raw.jsonl")
+            with open(raw, "w") as f:
+                f.write(kafka.consume("logs", len(self.events)))
+        with open(dump) as f:
+            self.assertEqual(sorted(f.read().splitlines()), sorted(
+                json.dumps(json.loads(line), separators=(",", ":")) for line in self.events))
+        sorted_out, records = self.ok("--input", dump)
+        self.assertEqual(self.summary(records)["late"], 0)
+        self.assertEqual(sorted_out, out)
+        _, records = self.ok("--input", raw)
+        self.assertGreater(self.summary(records)["late"], len(self.events) // 10)
+
     def test_the_daemon_makes_the_same_alerts(self):
         """The same events through the daemon, from a one-partition topic: the same alerts,
         field for field, but for notified_at (the daemon's wall clock)."""
