@@ -448,7 +448,7 @@ static void on_batch(void *arg, struct ad_window_batch *batch)
 {
     struct detector *det = arg;
     struct replay *r = det->owner;
-    det->windows += batch->n_windows;
+    det->windows += batch->n_windows + batch->skipped_no_data;
     /* A bucket closes in the daemon when its watermark passes the bucket's end plus the
      * lateness: the event time at which the alerts could first be made. */
     ad_serving_set_notified_at(det->serving,
