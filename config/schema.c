@@ -1,5 +1,6 @@
 #include "config/schema.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -328,6 +329,38 @@ static bool decode_text(struct ad_schema_ctx *ctx, const struct ad_schema_field 
     return false;
 }
 
+/* Whether text is an integer literal as YAML's core schema reads one. */
+static bool integer_literal(const char *text)
+{
+    const char *p = text + (*text == '-' || *text == '+');
+    int base = p[0] == '0' && (p[1] == 'x' || p[1] == 'o') ? (p[1] == 'x' ? 16 : 8) : 10;
+    p += base == 10 ? 0 : 2;
+    if (!*p)
+        return false;
+    for (; *p; p++)
+        if (!(base == 16 ? isxdigit((unsigned char)*p)
+                         : *p >= '0' && *p <= (base == 8 ? '7' : '9')))
+            return false;
+    return true;
+}
+
+/* An integer literal too large for 64 bits (the YAML reader keeps it as the nearest double)
+ * where an integer is wanted: reported with the key's path and bounds. */
+static bool integer_out_of_range(struct ad_schema_ctx *ctx, const struct ad_schema_field *f,
+                                 json_t *v, const char *path)
+{
+    struct ad_yaml_pos pos;
+    if (!json_is_real(v) || ad_yaml_position(ctx->index, path, &pos) < 0 || !pos.raw ||
+        !integer_literal(pos.raw))
+        return false;
+    if (has_bounds(f))
+        ad_schema_error(ctx, path, "integer %s is out of range: must be between %.17g and %.17g",
+                        pos.raw, f->min, f->max);
+    else
+        ad_schema_error(ctx, path, "integer %s is out of range (more than 64 bits)", pos.raw);
+    return true;
+}
+
 static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_field *f, json_t *v,
                           const char *path, void *dst)
 {
@@ -353,6 +386,8 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
         *(bool *)dst = json_is_true(v);
         return true;
     case AD_SCHEMA_INT:
+        if (integer_out_of_range(ctx, f, v, path))
+            return false;
         if (!json_is_integer(v)) {
             ad_schema_error(ctx, path, "expected an integer, got %s", json_type_name(v));
             return false;
@@ -378,6 +413,8 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
         }
         return decode_text(ctx, f, path, json_string_value(v), dst);
     case AD_SCHEMA_SIZE:
+        if (integer_out_of_range(ctx, f, v, path))
+            return false;
         if (json_is_integer(v)) {
             if (json_integer_value(v) < 0) {
                 ad_schema_error(ctx, path, "must not be negative");
