@@ -212,7 +212,7 @@ struct ad_settings_detector {
     double threshold_likelihood; /* NAN when not given */
     double threshold_score;      /* NAN: none */
     struct ad_strlist streams;   /* "lstm", "seasonal": the score streams judged */
-    struct ad_strmap direction;     /* "source.feature" -> up|down|both */
+    struct ad_strmap direction;  /* "source.feature" -> up|down|both */
     struct ad_strmap min_deviation; /* "source.feature" -> "N", "P%" or "N, P%" */
     struct ad_settings_alert alert;
     struct ad_settings_shadow shadow;
