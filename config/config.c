@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/sha256.h"
 #include "config/config_schema.h"
 #include "config/schema.h"
@@ -94,29 +95,19 @@ struct ad_config *ad_config_load_buffer(const char *name, const char *buf, size_
 
 static struct ad_config *load_file(const char *path, bool replay, struct ad_diag *diag)
 {
-    struct ad_config *cfg = NULL;
-    char *buf = NULL;
+    char why[256];
     size_t len = 0;
-    FILE *fp = fopen(path, "rb");
-
-    if (!fp) {
-        ad_diag_add(diag, path, 0, 0, "cannot open: %s", strerror(errno));
+    /* Without blocking, and only a regular file: a FIFO in its place must not stall the loop
+     * (a reload, the config watch) or --check-config. */
+    char *buf = ad_file_read(path, AD_CONFIG_MAX_BYTES, &len, NULL, why, sizeof why);
+    if (!buf && errno == EFBIG)
+        ad_diag_add(diag, path, 0, 0, "the file is larger than %d bytes", AD_CONFIG_MAX_BYTES);
+    else if (!buf)
+        ad_diag_add(diag, path, 0, 0, "cannot open: %s", why);
+    if (!buf)
         return NULL;
-    }
-    buf = malloc(AD_CONFIG_MAX_BYTES + 1);
-    if (!buf) {
-        ad_diag_add(diag, path, 0, 0, "out of memory");
-        goto out;
-    }
-    len = fread(buf, 1, AD_CONFIG_MAX_BYTES + 1, fp);
-    if (ferror(fp)) {
-        ad_diag_add(diag, path, 0, 0, "cannot read: %s", strerror(errno));
-        goto out;
-    }
-    cfg = load_buffer(path, buf, len, replay, diag);
-out:
+    struct ad_config *cfg = load_buffer(path, buf, len, replay, diag);
     free(buf);
-    fclose(fp);
     return cfg;
 }
 

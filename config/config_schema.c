@@ -15,6 +15,7 @@
 #include "config/expr.h"
 #include "config/jpath.h"
 #include "config/kafka_sink_rules.h"
+#include "config/kafka_source_rules.h"
 #include "config/settings.h"
 #include "config/yaml_tree.h"
 
@@ -317,6 +318,16 @@ static void check_kafka(struct ad_schema_ctx *ctx, const char *path, void *obj)
     }
     child_path(p, path, "properties");
     check_kafka_properties(ctx, p, &k->properties);
+    /* The consumer's own rules; the shared properties are the only ones it takes. */
+    for (size_t i = 0; i < k->properties.len; i++) {
+        const char *why =
+            ad_kafka_source_conflict(k->properties.keys[i], k->properties.values[i].value);
+        char key_path[PATH_BUF];
+        if (!why)
+            continue;
+        child_path(key_path, p, k->properties.keys[i]);
+        ad_schema_error(ctx, key_path, "\"%s\" is refused: %s", k->properties.keys[i], why);
+    }
 }
 
 static const struct ad_schema_field kafka_fields[] = {
@@ -341,7 +352,10 @@ static const struct ad_schema_field kafka_fields[] = {
      .kind = AD_SCHEMA_SECRET_MAP,
      .offset = KAFKA(properties),
      .doc = "librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`, "
-            "`ssl.*`, `fetch.*`...); values may be secrets. Checked against librdkafka on load."},
+            "`ssl.*`, `fetch.*`...); values may be secrets. Checked against librdkafka on load. "
+            "`partition.assignment.strategy` may name only the eager `range` and `roundrobin` "
+            "(the default is `range,roundrobin`): librdkafka 2.0.2's `cooperative-sticky` "
+            "aborts the process when a consumer stops before its first assignment."},
 };
 
 static const struct ad_schema_section kafka_section = {

@@ -1,5 +1,6 @@
 #include "config/schema.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/file.h"
 #include "base/units.h"
 #include "config/settings.h"
 #include "config/yaml_tree.h"
@@ -327,6 +329,38 @@ static bool decode_text(struct ad_schema_ctx *ctx, const struct ad_schema_field 
     return false;
 }
 
+/* Whether text is an integer literal as YAML's core schema reads one. */
+static bool integer_literal(const char *text)
+{
+    const char *p = text + (*text == '-' || *text == '+');
+    int base = p[0] == '0' && (p[1] == 'x' || p[1] == 'o') ? (p[1] == 'x' ? 16 : 8) : 10;
+    p += base == 10 ? 0 : 2;
+    if (!*p)
+        return false;
+    for (; *p; p++)
+        if (!(base == 16 ? isxdigit((unsigned char)*p)
+                         : *p >= '0' && *p <= (base == 8 ? '7' : '9')))
+            return false;
+    return true;
+}
+
+/* An integer literal too large for 64 bits (the YAML reader keeps it as the nearest double)
+ * where an integer is wanted: reported with the key's path and bounds. */
+static bool integer_out_of_range(struct ad_schema_ctx *ctx, const struct ad_schema_field *f,
+                                 json_t *v, const char *path)
+{
+    struct ad_yaml_pos pos;
+    if (!json_is_real(v) || ad_yaml_position(ctx->index, path, &pos) < 0 || !pos.raw ||
+        !integer_literal(pos.raw))
+        return false;
+    if (has_bounds(f))
+        ad_schema_error(ctx, path, "integer %s is out of range: must be between %.17g and %.17g",
+                        pos.raw, f->min, f->max);
+    else
+        ad_schema_error(ctx, path, "integer %s is out of range (more than 64 bits)", pos.raw);
+    return true;
+}
+
 static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_field *f, json_t *v,
                           const char *path, void *dst)
 {
@@ -352,6 +386,8 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
         *(bool *)dst = json_is_true(v);
         return true;
     case AD_SCHEMA_INT:
+        if (integer_out_of_range(ctx, f, v, path))
+            return false;
         if (!json_is_integer(v)) {
             ad_schema_error(ctx, path, "expected an integer, got %s", json_type_name(v));
             return false;
@@ -377,6 +413,8 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
         }
         return decode_text(ctx, f, path, json_string_value(v), dst);
     case AD_SCHEMA_SIZE:
+        if (integer_out_of_range(ctx, f, v, path))
+            return false;
         if (json_is_integer(v)) {
             if (json_integer_value(v) < 0) {
                 ad_schema_error(ctx, path, "must not be negative");
@@ -408,41 +446,30 @@ static bool decode_scalar(struct ad_schema_ctx *ctx, const struct ad_schema_fiel
 
 static char *read_secret_file(struct ad_schema_ctx *ctx, const char *path, const char *file)
 {
-    char *buf = NULL;
+    char why[256];
     size_t len = 0;
-    FILE *fp = fopen(file, "rb");
+    /* Without blocking, and only a regular file: a FIFO there must not stall a reload. */
+    char *buf = ad_file_read(file, SECRET_FILE_MAX, &len, NULL, why, sizeof why);
 
-    if (!fp) {
-        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, strerror(errno));
+    if (!buf && errno == EFBIG) {
+        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file, SECRET_FILE_MAX);
         return NULL;
     }
-    buf = malloc(SECRET_FILE_MAX + 1);
-    if (!buf)
-        goto out;
-    len = fread(buf, 1, SECRET_FILE_MAX + 1, fp);
-    if (ferror(fp)) {
-        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, strerror(errno));
-        goto fail;
-    }
-    if (len > SECRET_FILE_MAX) {
-        ad_schema_error(ctx, path, "secret file %s is larger than %d bytes", file, SECRET_FILE_MAX);
-        goto fail;
+    if (!buf) {
+        ad_schema_error(ctx, path, "cannot read secret file %s: %s", file, why);
+        return NULL;
     }
     /* Files written by editors and `echo` end in a newline that is not part of the secret. */
+    size_t size = len;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     if (memchr(buf, '\0', len)) {
         ad_schema_error(ctx, path, "secret file %s holds a NUL byte", file);
-        goto fail;
+        memset(buf, 0, size);
+        free(buf);
+        return NULL;
     }
     buf[len] = '\0';
-    goto out;
-fail:
-    memset(buf, 0, SECRET_FILE_MAX + 1);
-    free(buf);
-    buf = NULL;
-out:
-    fclose(fp);
     return buf;
 }
 

@@ -114,6 +114,19 @@ static bool matches_any(const char *s, const char *const *options)
     return false;
 }
 
+/* The nearest double of an integer literal parse_int found too large (digits after the sign
+ * and base prefix, in base). */
+static double approximate(const char *s)
+{
+    const char *p = s + (*s == '-' || *s == '+');
+    int base = p[0] == '0' && (p[1] == 'x' || p[1] == 'o') ? (p[1] == 'x' ? 16 : 8) : 10;
+    double v = 0;
+    for (p += base == 10 ? 0 : 2; *p; p++)
+        v = v * base +
+            (isdigit((unsigned char)*p) ? *p - '0' : tolower((unsigned char)*p) - 'a' + 10);
+    return *s == '-' ? -v : v;
+}
+
 static bool parse_int(const char *s, json_int_t *out, bool *overflow)
 {
     const char *p = s;
@@ -148,7 +161,7 @@ static bool parse_int(const char *s, json_int_t *out, bool *overflow)
 }
 
 /* YAML 1.2 core schema resolution of a plain scalar. */
-static json_t *resolve_plain(struct reader *r, yaml_node_t *node, const char *text)
+static json_t *resolve_plain(const char *text)
 {
     static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
     static const char *const trues[] = {"true", "True", "TRUE", NULL};
@@ -164,10 +177,11 @@ static json_t *resolve_plain(struct reader *r, yaml_node_t *node, const char *te
     if (matches_any(text, falses))
         return json_false();
     if (parse_int(text, &i, &overflow)) {
-        if (overflow) {
-            error_at(r, node->start_mark, "integer %s is out of range", text);
-            return NULL;
-        }
+        /* Too large for 64 bits: kept as the nearest double, not refused here, so that the
+         * decoder names the key where it wants an integer and goes on checking the rest
+         * (its text stays in the index, for a key that takes a float or a string). */
+        if (overflow)
+            return json_real(approximate(text));
         return json_integer(i);
     }
     /* .inf and .nan stay strings: jansson holds finite numbers only, and no setting takes
@@ -198,7 +212,7 @@ static json_t *convert_scalar(struct reader *r, yaml_node_t *node, const char *p
     else if (style == YAML_LITERAL_SCALAR_STYLE || style == YAML_FOLDED_SCALAR_STYLE)
         ad_style = AD_YAML_BLOCK;
 
-    v = ad_style == AD_YAML_PLAIN ? resolve_plain(r, node, text) : json_stringn(text, len);
+    v = ad_style == AD_YAML_PLAIN ? resolve_plain(text) : json_stringn(text, len);
     if (!v) {
         if (!r->failed)
             error_at(r, node->start_mark, "value is not valid UTF-8");

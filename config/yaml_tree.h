@@ -9,7 +9,9 @@
  *     daemon.admin.listen    sources[0].kafka.topics[1]    labels["app.kubernetes.io/name"]
  * (jansson shares one object for every true, false and null, so a node's address cannot
  * identify it). Plain scalars resolve as YAML 1.2's core schema says: null, true/false,
- * integers (decimal, 0o octal, 0x hex), finite floats, else strings; quoted and block scalars
+ * integers (decimal, 0o octal, 0x hex; one too large for 64 bits becomes the nearest double,
+ * and the decoder refuses it where it wants an integer), finite floats, else strings; quoted and
+ * block scalars
  * are always strings. Anchors and aliases work; merge keys ("<<") and duplicate keys are
  * errors. Nesting deeper than AD_YAML_MAX_DEPTH or more than AD_YAML_MAX_NODES nodes (alias
  * expansion included) is refused, so a hostile file cannot exhaust memory.

@@ -1,16 +1,22 @@
 #include "daemon/admin.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "base/clock.h"
+#include "base/grow.h"
 #include "config/config.h"
 
 #define AD_LOG_MODULE "admin"
@@ -19,16 +25,38 @@
 /* An admin endpoint has no use for big requests; refusing them early bounds memory. */
 #define MAX_HEADERS_SIZE 16384
 #define MAX_BODY_SIZE    4096
-#define REQUEST_TIMEOUT  10
+/* What one request may take, the wait for it included: evhttp's own timeout bounds each read
+ * and write only, so a client that trickles a byte every few seconds, or a keep-alive
+ * connection that sends a header now and then, would hold a connection for ever. */
+#define REQUEST_TIMEOUT_MS 10000
+#define SWEEP_MS           1000
+
+/* An accepted connection, known by its descriptor and the socket's inode (a descriptor
+ * closed by evhttp and reused is told apart without touching evhttp's objects). */
+struct conn {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    int64_t since; /* monotonic ms: when the wait for its current request began */
+};
 
 struct ad_admin {
     struct evhttp *http;
+    struct event_base *base;
+    /* Bufferevents made for new connections, whose descriptors evhttp sets once bevcb has
+     * returned; each holds a reference until it is registered. */
+    struct bufferevent **accepted;
+    size_t n_accepted, cap_accepted;
+    struct event *register_ev, *sweep;
+    struct conn *conns;
+    size_t n_conns, cap_conns;
     struct ad_metrics *metrics;
     char address[300];
     bool ready;
     char not_ready_reason[128];
     ad_admin_status_fn status_fn;
     void *status_arg;
+    int64_t timeout_ms;
 };
 
 enum route { ROUTE_INDEX, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_STATUS, ROUTE_OTHER };
@@ -122,9 +150,94 @@ static void serve_status(struct ad_admin *admin, struct evhttp_request *req)
     evbuffer_free(body);
 }
 
+/* ---- connections: TCP_NODELAY and a bound on each request ---- */
+
+static struct conn *find_conn(struct ad_admin *admin, int fd)
+{
+    for (size_t i = 0; i < admin->n_conns; i++)
+        if (admin->conns[i].fd == fd)
+            return &admin->conns[i];
+    return NULL;
+}
+
+/* evhttp asks for a bufferevent per accepted connection, before it sets the descriptor:
+ * the connection is registered right after, still in this pass of the loop. */
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    struct ad_admin *admin = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev && ad_grow(&admin->accepted, &admin->cap_accepted, admin->n_accepted + 1,
+                       sizeof *admin->accepted) == 0) {
+        bufferevent_incref(bev); /* evhttp may free it before it is registered */
+        admin->accepted[admin->n_accepted++] = bev;
+        event_active(admin->register_ev, EV_TIMEOUT, 0);
+    }
+    return bev;
+}
+
+static void register_accepted(evutil_socket_t unused, short what, void *arg)
+{
+    struct ad_admin *admin = arg;
+    int64_t now = ad_clock_mono_ms();
+    (void)unused;
+    (void)what;
+    for (size_t i = 0; i < admin->n_accepted; i++) {
+        struct bufferevent *bev = admin->accepted[i];
+        int fd = (int)bufferevent_getfd(bev);
+        struct stat st;
+        int one = 1;
+        /* Small answers on a keep-alive connection must not wait for Nagle's algorithm
+         * and the client's delayed acknowledgement (about 40 ms each). */
+        if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+            AD_DEBUG_KV("cannot set TCP_NODELAY", AD_KV_STR("error", strerror(errno)));
+        if (fd >= 0 && fstat(fd, &st) == 0 && !find_conn(admin, fd) &&
+            ad_grow(&admin->conns, &admin->cap_conns, admin->n_conns + 1, sizeof *admin->conns) ==
+                0)
+            admin->conns[admin->n_conns++] = (struct conn){fd, st.st_dev, st.st_ino, now};
+        bufferevent_decref(bev);
+    }
+    admin->n_accepted = 0;
+}
+
+/* Forgets connections evhttp has closed and shuts down those whose request took longer
+ * than the bound; evhttp then sees the end of the stream and frees them itself. */
+static void sweep(evutil_socket_t unused, short what, void *arg)
+{
+    struct ad_admin *admin = arg;
+    int64_t now = ad_clock_mono_ms();
+    (void)unused;
+    (void)what;
+    for (size_t i = 0; i < admin->n_conns;) {
+        struct conn *c = &admin->conns[i];
+        struct stat st;
+        bool gone = fstat(c->fd, &st) < 0 || st.st_dev != c->dev || st.st_ino != c->ino;
+        if (!gone && now - c->since >= admin->timeout_ms) {
+            AD_DEBUG_KV("an admin connection took too long for a request; closed",
+                        AD_KV_INT("ms", now - c->since));
+            shutdown(c->fd, SHUT_RDWR);
+            gone = true;
+        }
+        if (gone)
+            *c = admin->conns[--admin->n_conns];
+        else
+            i++;
+    }
+}
+
+/* A request has arrived whole: the bound starts over for the next one. */
+static void request_done(struct ad_admin *admin, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct conn *c = bev ? find_conn(admin, (int)bufferevent_getfd(bev)) : NULL;
+    if (c)
+        c->since = ad_clock_mono_ms();
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct ad_admin *admin = arg;
+    request_done(admin, req);
     /* Routes on the request target as sent, without its query: evhttp's parsed URI would
      * read "//metrics" as a host name with an empty path. */
     const char *target = evhttp_request_get_uri(req);
@@ -210,6 +323,8 @@ struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
         return NULL;
     }
     admin->metrics = metrics;
+    admin->base = base;
+    admin->timeout_ms = REQUEST_TIMEOUT_MS;
     snprintf(admin->not_ready_reason, sizeof admin->not_ready_reason, "starting");
     if (ad_config_split_address(listen, host, sizeof host, &port) < 0) {
         snprintf(errstr, errstr_size, "bad listen address \"%s\": expected host:port", listen);
@@ -227,8 +342,17 @@ struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
                                                 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_max_headers_size(admin->http, MAX_HEADERS_SIZE);
     evhttp_set_max_body_size(admin->http, MAX_BODY_SIZE);
-    evhttp_set_timeout(admin->http, REQUEST_TIMEOUT);
+    struct timeval each = {REQUEST_TIMEOUT_MS / 1000, (REQUEST_TIMEOUT_MS % 1000) * 1000};
+    evhttp_set_timeout_tv(admin->http, &each); /* each read and write */
     evhttp_set_gencb(admin->http, handle, admin);
+    evhttp_set_bevcb(admin->http, make_bev, admin);
+    struct timeval every = {SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000};
+    admin->register_ev = event_new(base, -1, 0, register_accepted, admin);
+    admin->sweep = event_new(base, -1, EV_PERSIST, sweep, admin);
+    if (!admin->register_ev || !admin->sweep || event_add(admin->sweep, &every) < 0) {
+        snprintf(errstr, errstr_size, "cannot add the admin endpoint's timers to the loop");
+        goto err;
+    }
 
     struct evhttp_bound_socket *bound =
         evhttp_bind_socket_with_handle(admin->http, *host ? host : "0.0.0.0", (ev_uint16_t)port);
@@ -252,6 +376,14 @@ void ad_admin_destroy(struct ad_admin *admin)
         return;
     if (admin->http)
         evhttp_free(admin->http);
+    for (size_t i = 0; i < admin->n_accepted; i++)
+        bufferevent_decref(admin->accepted[i]);
+    if (admin->register_ev)
+        event_free(admin->register_ev);
+    if (admin->sweep)
+        event_free(admin->sweep);
+    free(admin->accepted);
+    free(admin->conns);
     free(admin);
 }
 

@@ -10,6 +10,8 @@
  *   /         a short index
  * Only GET and HEAD; other methods get 405, unknown paths 404, malformed requests 400 (from
  * evhttp). Requests are counted in anomalyd_admin_requests_total{handler,code}.
+ * Connections have TCP_NODELAY, and each may take 10 s for a request, the wait for it
+ * included, however slowly it trickles in; then it is closed.
  */
 
 #include <stdbool.h>

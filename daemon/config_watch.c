@@ -1,7 +1,6 @@
 #include "daemon/config_watch.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/fs_events.h"
 #include "base/sha256.h"
 #include "config/config.h"
@@ -57,36 +57,23 @@ static char *folder_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-/* The file's sha256 in hex, reading at most one byte more than the loader accepts (a larger
- * file is refused by the reload anyway). Returns 0, or -1 when it cannot be read. */
+/* The file's sha256 in hex. A file that cannot be loaded for what it is (not a regular file,
+ * larger than the loader accepts) gets the digest of that reason instead, so that the reload
+ * that reports it (and counts it as failed) runs once, not at every event. Returns 0, or -1
+ * with errno when it cannot be read now (gone for a moment while an editor replaces it). */
 static int hash_file(const char *path, char hex[AD_SHA256_HEX_LEN + 1])
 {
-    struct ad_sha256 ctx;
-    uint8_t buf[16384], digest[32];
-    size_t total = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char why[256];
+    size_t len = 0;
+    /* Without blocking: a FIFO in the file's place must not stall the loop. */
+    char *text = ad_file_read(path, AD_CONFIG_MAX_BYTES, &len, NULL, why, sizeof why);
+    if (!text && errno != EINVAL && errno != EFBIG)
         return -1;
-    ad_sha256_init(&ctx);
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int saved = errno;
-            close(fd);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0 || total > AD_CONFIG_MAX_BYTES)
-            break;
-        ad_sha256_update(&ctx, buf, (size_t)n);
-        total += (size_t)n;
-    }
-    close(fd);
-    ad_sha256_final(&ctx, digest);
-    for (size_t i = 0; i < sizeof digest; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    if (text)
+        ad_sha256_hex(text, len, hex);
+    else
+        ad_sha256_hex(why, strlen(why), hex);
+    free(text);
     return 0;
 }
 

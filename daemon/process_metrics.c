@@ -1,10 +1,10 @@
 #define AD_LOG_MODULE "metrics"
 #include "daemon/process_metrics.h"
 
+#include "base/file.h"
 #include "base/log.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,52 +21,38 @@ enum {
     STAT_RSS = 24,
 };
 
-/* Reads a small /proc file into buf. Returns its length, or -1. */
-static ssize_t read_proc(const char *path, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t len = 0;
-    while (len + 1 < size) {
-        ssize_t n = read(fd, buf + len, size - 1 - len);
-        if (n < 0) {
-            close(fd);
-            return -1;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    buf[len] = '\0';
-    return (ssize_t)len;
-}
-
 /* One numeric field of /proc/self/stat, or NaN. Fields start after the last ')', because
  * the command name (field 2) may itself contain spaces and parentheses. */
 static double stat_field(int field)
 {
-    char buf[4096]; /* a stat line is about 300 to 1100 bytes */
-    if (read_proc("/proc/self/stat", buf, sizeof buf) < 0)
+    char why[128];
+    size_t len;
+    /* A stat line is about 300 to 1100 bytes. */
+    char *buf = ad_file_read("/proc/self/stat", 4096, &len, NULL, why, sizeof why);
+    if (!buf)
         return NAN;
     char *p = strrchr(buf, ')');
-    if (!p)
+    if (!p) {
+        free(buf);
         return NAN;
+    }
     p++;
+    double value = NAN;
     for (int i = 3; i <= field; i++) {
         while (*p == ' ')
             p++;
         if (!*p)
-            return NAN;
+            break;
         if (i == field) {
             char *end;
             unsigned long long v = strtoull(p, &end, 10);
-            return end == p ? NAN : (double)v;
+            value = end == p ? NAN : (double)v;
+            break;
         }
         p += strcspn(p, " ");
     }
-    return NAN;
+    free(buf);
+    return value;
 }
 
 static double clock_ticks(void)
@@ -129,21 +115,15 @@ static double read_max_fds(void *arg)
 static double read_start_time(void *arg)
 {
     (void)arg;
-    FILE *f = fopen("/proc/stat", "re");
-    if (!f)
+    char why[128];
+    size_t len;
+    /* The interrupt line before btime can be tens of kilobytes long. */
+    char *text = ad_file_read("/proc/stat", 4u << 20, &len, NULL, why, sizeof why);
+    if (!text)
         return NAN;
-    /* getline: the interrupt line before btime can be tens of kilobytes long. */
-    char *line = NULL;
-    size_t cap = 0;
-    double btime = NAN;
-    while (getline(&line, &cap, f) >= 0) {
-        if (strncmp(line, "btime ", 6) == 0) {
-            btime = strtod(line + 6, NULL);
-            break;
-        }
-    }
-    free(line);
-    fclose(f);
+    const char *line = strncmp(text, "btime ", 6) == 0 ? text : strstr(text, "\nbtime ");
+    double btime = line ? strtod(line + (line == text ? 6 : 7), NULL) : NAN;
+    free(text);
     return btime + stat_field(STAT_STARTTIME) / clock_ticks();
 }
 

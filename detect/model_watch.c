@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/fs_events.h"
 #include "base/units.h"
 #include "stream/http_fetch.h"
@@ -537,49 +538,29 @@ static void describe_missing(const struct entry *e, char *out, size_t size)
 static void check_folder(struct entry *e, bool forced)
 {
     struct ad_model_watch *w = e->w;
-    char path[4200], text[CURRENT_MAX_BYTES + 1], version[VERSION_SIZE], why[4400];
+    char path[4200], version[VERSION_SIZE], why[4400];
     struct stat st;
     size_t len = 0;
 
     snprintf(path, sizeof path, "%s/%s/CURRENT", w->path, e->name);
-    /* O_NONBLOCK: a FIFO put there must not stall the loop. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
+    /* Without blocking, and only a regular file: a FIFO put there must not stall the loop. */
+    char *text = ad_file_read(path, CURRENT_MAX_BYTES, &len, &st, why, sizeof why);
+    if (!text) {
         if (errno == ENOENT || errno == ENOTDIR) {
             describe_missing(e, why, sizeof why);
             note_missing(e, why);
             count_check(e, CHECK_MISSING);
         } else {
-            note_error(e, REASON_READ, "%s: %s", path, strerror(errno));
+            note_error(e, errno == EINVAL || errno == EFBIG ? REASON_BAD_CURRENT : REASON_READ,
+                       "%s: %s", path, why);
             count_check(e, CHECK_ERROR);
         }
         return;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        note_error(e, REASON_BAD_CURRENT, "%s: not a regular file", path);
-        count_check(e, CHECK_ERROR);
-        return;
-    }
-    for (ssize_t n; len < sizeof text - 1; len += (size_t)n) {
-        n = read(fd, text + len, sizeof text - 1 - len);
-        if (n < 0 && errno == EINTR)
-            n = 0;
-        else if (n <= 0) {
-            if (n < 0) {
-                int saved = errno;
-                close(fd);
-                note_error(e, REASON_READ, "%s: %s", path, strerror(saved));
-                count_check(e, CHECK_ERROR);
-                return;
-            }
-            break;
-        }
-    }
-    close(fd);
-    if (len == sizeof text - 1 || parse_current(text, len, version, why, sizeof why) < 0) {
-        note_error(e, REASON_BAD_CURRENT, "%s: %s", path,
-                   len == sizeof text - 1 ? "larger than 4 KiB" : why);
+    int parsed = parse_current(text, len, version, why, sizeof why);
+    free(text);
+    if (parsed < 0) {
+        note_error(e, REASON_BAD_CURRENT, "%s: %s", path, why);
         count_check(e, CHECK_ERROR);
         return;
     }

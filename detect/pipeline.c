@@ -29,11 +29,21 @@
 /* How often the grids move to their watermarks. */
 #define TICK_MS 200
 
+struct parked_watermark {
+    ad_kafka_input input;
+    int64_t watermark;
+};
+
 struct source_rt {
     struct pipeline *owner;
     /* Kafka partitions paused for running too far ahead (watermark alignment). */
     ad_kafka_input *ahead;
     size_t n_ahead, cap_ahead;
+    /* The watermarks of Kafka partitions revoked from this consumer, kept should they come
+     * back: an eager rebalance revokes every partition, and the source then reads on where it
+     * left them, so their watermarks hold too (a new input would wait for its first event). */
+    struct parked_watermark *parked;
+    size_t n_parked, cap_parked;
     const struct ad_settings_source *settings;
     struct ad_kafka_source *kafka;
     struct ad_prom_source *prom;
@@ -214,12 +224,31 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
 static void on_assign(void *arg, ad_kafka_input input)
 {
     struct source_rt *src = arg;
-    ad_watermark_add_input(src->watermark, input, true, ad_clock_wall_ms());
+    int64_t now = ad_clock_wall_ms();
+    ad_watermark_add_input(src->watermark, input, true, now);
+    for (size_t i = 0; i < src->n_parked; i++) {
+        if (src->parked[i].input == input) {
+            ad_watermark_update(src->watermark, input, src->parked[i].watermark, now);
+            src->parked[i] = src->parked[--src->n_parked];
+            break;
+        }
+    }
 }
 
 static void on_revoke(void *arg, ad_kafka_input input)
 {
     struct source_rt *src = arg;
+    int64_t watermark = ad_watermark_input(src->watermark, input);
+    size_t at = 0;
+    while (at < src->n_parked && src->parked[at].input != input)
+        at++;
+    if (watermark != AD_WATERMARK_NONE &&
+        (at < src->n_parked ||
+         ad_grow(&src->parked, &src->cap_parked, src->n_parked + 1, sizeof *src->parked) == 0)) {
+        if (at == src->n_parked)
+            src->n_parked++;
+        src->parked[at] = (struct parked_watermark){input, watermark};
+    }
     ad_watermark_remove_input(src->watermark, input);
     /* The source has ended its pause with the assignment. */
     for (size_t i = 0; i < src->n_ahead; i++) {
@@ -582,6 +611,7 @@ static void pipeline_free(struct pipeline *p)
         ad_watermark_destroy(p->sources[i].watermark);
         free(p->sources[i].routes);
         free(p->sources[i].ahead);
+        free(p->sources[i].parked);
     }
     for (size_t i = 0; i < p->n_detectors; i++) {
         ad_grid_destroy(p->detectors[i].grid);

@@ -1,7 +1,6 @@
 #include "detect/replay.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -11,6 +10,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "detect/routing.h"
@@ -369,9 +369,12 @@ static int open_inputs(struct replay *r, char *errstr, size_t errstr_size)
             stdin_used = true;
             in->fd = STDIN_FILENO;
         } else {
-            in->fd = open(in->path, O_RDONLY | O_CLOEXEC);
+            /* A regular file, or a named pipe (/dev/stdin, <(...)), which waits for its
+             * writer as a shell's < does; directories and devices are refused at once. */
+            char why[256];
+            in->fd = ad_file_open(in->path, AD_FILE_FIFO_OK, NULL, why, sizeof why);
             if (in->fd < 0) {
-                snprintf(errstr, errstr_size, "%s: %s", in->path, strerror(errno));
+                snprintf(errstr, errstr_size, "%s: %s", in->path, why);
                 return -1;
             }
         }
@@ -445,7 +448,7 @@ static void on_batch(void *arg, struct ad_window_batch *batch)
 {
     struct detector *det = arg;
     struct replay *r = det->owner;
-    det->windows += batch->n_windows;
+    det->windows += batch->n_windows + batch->skipped_no_data;
     /* A bucket closes in the daemon when its watermark passes the bucket's end plus the
      * lateness: the event time at which the alerts could first be made. */
     ad_serving_set_notified_at(det->serving,

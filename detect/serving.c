@@ -193,7 +193,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
         }
     }
     const char *name = det->name;
-    static const char unscored_help[] = "Windows handed on without a score, by reason.";
+    static const char unscored_help[] = "Windows closed without a score, by reason.";
     v->scored_total = ad_metrics_counter(metrics, "anomalyd_windows_scored_total",
                                          "Windows scored.", "detector", name, NULL);
     v->anomalous_total =
@@ -265,8 +265,9 @@ void ad_serving_submit(struct ad_serving *v, struct ad_window_batch *batch)
         job->shadow = ad_model_ref(candidate);
     set_controls(v->settings, job);
     v->submitted++;
-    /* Without a model the job may finish here, unless that would overtake jobs in flight. */
-    if (v->scorer && (m || v->finished + 1 < v->submitted))
+    /* Without a model, or without a window to score, the job may finish here, unless that
+     * would overtake jobs in flight. */
+    if (v->scorer && ((m && batch->n_windows) || v->finished + 1 < v->submitted))
         ad_scorer_submit(v->scorer, job);
     else
         ad_serving_finish(v, job);
@@ -570,10 +571,15 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     v->finishing_bucket = b->bucket_start;
     v->finishing_closed_at = b->closed_at;
 
+    /* The windows the store left out (no data in their newest bucket) count as they would
+     * have had they been scored: no score, for the batch's reason. */
+    size_t all = b->n_windows + b->skipped_no_data;
     if (!job->model)
-        ad_counter_add(v->unscored_no_model_total, (double)b->n_windows);
-    else if (job->error[0] || !job->scores)
-        ad_counter_add(v->unscored_failed_total, (double)b->n_windows);
+        ad_counter_add(v->unscored_no_model_total, (double)all);
+    else if (job->error[0] || (!job->scores && b->n_windows))
+        ad_counter_add(v->unscored_failed_total, (double)all);
+    else
+        no_data = b->skipped_no_data;
     for (size_t w = 0; w < b->n_windows; w++) {
         double score = scored_ok ? job->scores[w] : NAN;
         if (scored_ok && isnan(score))
@@ -635,9 +641,9 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
     ad_counter_add(v->unscored_no_data_total, (double)no_data);
     v->unscored_no_data += no_data;
     if (!job->model)
-        v->unscored_no_model += b->n_windows;
+        v->unscored_no_model += all;
     else if (job->error[0])
-        v->unscored_failed += b->n_windows;
+        v->unscored_failed += all;
     if (b->bucket_start != v->last_bucket) {
         v->last_bucket = b->bucket_start;
         v->last_max_score = max_score;

@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "base/errstr.h"
+#include "base/file.h"
 #include "base/sha256.h"
 #include "gpu/safetensors.h"
 
@@ -46,40 +46,15 @@ static atomic_uint_fast64_t next_id = 1;
 
 /* ---- files ---- */
 
+/* A file of the version: without blocking, only a regular one (base/file.h). */
 static uint8_t *read_file(const char *path, size_t limit, size_t *len, char *errstr,
                           size_t errstr_size)
 {
-    FILE *fp = fopen(path, "rb");
-    uint8_t *buf = NULL;
-    struct stat st;
-    if (!fp) {
-        ad_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fileno(fp), &st) < 0 || !S_ISREG(st.st_mode)) {
-        ad_errstr_set(errstr, errstr_size, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)st.st_size > limit) {
-        ad_errstr_set(errstr, errstr_size, "%s: %lld bytes, more than the %zu allowed", path,
-                      (long long)st.st_size, limit);
-        goto out;
-    }
-    buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-    if (!buf) {
-        ad_errstr_set(errstr, errstr_size, "%s: out of memory", path);
-        goto out;
-    }
-    *len = fread(buf, 1, (size_t)st.st_size, fp);
-    if (ferror(fp) || *len != (size_t)st.st_size) {
-        ad_errstr_set(errstr, errstr_size, "%s: short read (the file changed while it was read?)",
-                      path);
-        free(buf);
-        buf = NULL;
-    }
-out:
-    fclose(fp);
-    return buf;
+    char why[256];
+    char *buf = ad_file_read(path, limit, len, NULL, why, sizeof why);
+    if (!buf)
+        ad_errstr_set(errstr, errstr_size, "%s: %s", path, why);
+    return (uint8_t *)buf;
 }
 
 /* ---- the manifest ---- */
@@ -590,15 +565,19 @@ struct ad_model *ad_model_load_current(const char *store, const char *name,
 {
     char path[4096], version[256] = "", dir[4096];
     snprintf(path, sizeof path, "%s/%s/CURRENT", store, name);
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        ad_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
+    char why[256];
+    size_t len = 0;
+    /* The model store's watcher reads CURRENT with the same 4 KiB bound. */
+    char *text = ad_file_read(path, 4096, &len, NULL, why, sizeof why);
+    if (!text) {
+        ad_errstr_set(errstr, errstr_size, "%s: %s", path, why);
         return NULL;
     }
-    if (!fgets(version, sizeof version, fp))
-        version[0] = '\0';
-    fclose(fp);
-    version[strcspn(version, "\r\n")] = '\0';
+    size_t first = strcspn(text, "\r\n"); /* the first line names the version */
+    if (first < sizeof version)
+        memcpy(version, text, first);
+    version[first < sizeof version ? first : 0] = '\0';
+    free(text);
     if (!valid_version(version)) {
         ad_errstr_set(errstr, errstr_size, "%s: \"%s\" is not a version name", path, version);
         return NULL;

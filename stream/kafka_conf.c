@@ -62,7 +62,7 @@ err:
     return NULL;
 }
 
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void ad_kafka_conf_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug. */
     enum ad_log_level ours = level <= 3   ? AD_LOG_ERROR
@@ -77,6 +77,6 @@ int ad_kafka_conf_log_to_loop(rd_kafka_conf_t *conf, char *errstr, size_t errstr
 {
     if (ad_kafka_conf_set(conf, "log.queue", "true", errstr, errstr_size) < 0)
         return -1;
-    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_log_cb(conf, ad_kafka_conf_log);
     return 0;
 }

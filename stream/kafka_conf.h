@@ -36,4 +36,8 @@ int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
  */
 int ad_kafka_conf_log_to_loop(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
 
+/* Writes one librdkafka log line into the daemon's log as ad_kafka_conf_log_to_loop's callback
+ * does: for a client that sets a log callback of its own to look at some lines first. */
+void ad_kafka_conf_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
 #endif

@@ -9,7 +9,9 @@
 #include <librdkafka/rdkafka.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
+#include "config/kafka_source_rules.h"
 #include "stream/kafka_conf.h"
 #include "stream/kafka_wake.h"
 
@@ -53,6 +55,14 @@ struct partition {
     size_t n_history, cap_history;
     int64_t committed;    /* the offset of the last commit sent, -1: none */
     char *committed_meta; /* and its metadata */
+    /* Offsets out of range (docs/windows.md, "Offsets out of range"): how often, whether the
+     * partition stopped on one (auto.offset.reset=error) or was reset and has read nothing
+     * since (a partition behind retention resets again and again), and the last report. */
+    uint64_t offset_resets;
+    bool reset_unread, stopped_out_of_range;
+    int64_t last_error_at; /* wall clock, ms; 0: none */
+    char last_error[256];
+    struct ad_log_ratelimit reset_log;
 };
 
 struct dead_letter {
@@ -65,6 +75,7 @@ struct ad_kafka_source {
     struct event_base *base;
     const struct ad_settings_source *settings;
     const char *group_id;
+    const char *reset_policy; /* auto.offset.reset as the consumer has it */
     size_t n_detectors;
     struct ad_kafka_source_detector *detectors; /* NULL: no rebuild points */
     int64_t *released_through;                  /* per detector: bucket index, INT64_MIN */
@@ -100,14 +111,14 @@ struct ad_kafka_source {
 
     struct {
         uint64_t accepted, filtered, rejected, errors, dead_letters, dead_letters_failed;
-        uint64_t replayed;
+        uint64_t replayed, offset_resets;
     } counts;
     struct ad_counter *accepted_total, *filtered_total, *rejected_total;
     struct ad_counter *rejected_by_reason[AD_REJECT_COUNT];
     struct ad_counter *errors_total, *commits_ok, *commits_failed;
     struct ad_counter *dead_letters_ok, *dead_letters_failed;
     struct ad_counter *assigned_total, *revoked_total;
-    struct ad_counter *replayed_total, *lookups_failed, *ahead_total;
+    struct ad_counter *replayed_total, *lookups_failed, *ahead_total, *offset_resets_total;
     struct ad_gauge *partitions_gauge, *paused_gauge, *ahead_gauge;
 };
 
@@ -234,7 +245,8 @@ static struct partition *add_partition(struct ad_kafka_source *s, size_t topic, 
                              .last_processed = -1,
                              .floor = -1,
                              .replay_end = -1,
-                             .committed = -1};
+                             .committed = -1,
+                             .reset_log = {.interval_ms = LOG_INTERVAL_MS}};
     return ps;
 }
 
@@ -477,6 +489,89 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+/* ---- offsets out of range ---- */
+
+/* librdkafka asked for an offset the broker no longer (or not yet) has: a partition behind
+ * retention, a commit past the end. It resets the offset per auto.offset.reset, or with
+ * "error" stops fetching the partition (stopped) until it is assigned again. ps is NULL when
+ * the partition is not known here. */
+static void note_reset(struct ad_kafka_source *s, struct partition *ps, const char *topic,
+                       int32_t partition, int64_t offset, const char *why, bool stopped)
+{
+    uint64_t held = 0;
+    s->counts.offset_resets++;
+    ad_counter_inc(s->offset_resets_total);
+    if (ps) {
+        ps->offset_resets++;
+        ps->reset_unread = !stopped;
+        ps->stopped_out_of_range = stopped;
+        ps->last_error_at = ad_clock_wall_ms();
+        snprintf(ps->last_error, sizeof ps->last_error, "%s", why);
+    }
+    /* One line per partition per interval: a partition behind retention resets every
+     * second or so, and librdkafka's own line for each is left out (on_client_log). */
+    struct ad_log_ratelimit *rl = ps ? &ps->reset_log : &s->error_log;
+    if (!ad_log_ratelimit_allow(rl, ad_clock_mono_ms(), &held))
+        return;
+    if (stopped)
+        AD_ERROR_KV("offset out of range: the partition stopped (auto.offset.reset is error) "
+                    "until it is assigned again",
+                    AD_KV_STR("source", s->settings->name), AD_KV_STR("topic", topic),
+                    AD_KV_INT("partition", partition), AD_KV_INT("offset", offset),
+                    AD_KV_INT("resets", ps ? ps->offset_resets : 0), AD_KV_STR("reason", why),
+                    AD_KV_INT("suppressed", held));
+    else
+        AD_WARN_KV("offset out of range: the partition's offset was reset; what lay between "
+                   "was not read",
+                   AD_KV_STR("source", s->settings->name), AD_KV_STR("topic", topic),
+                   AD_KV_INT("partition", partition), AD_KV_INT("offset", offset),
+                   AD_KV_STR("auto_offset_reset", s->reset_policy),
+                   AD_KV_INT("resets", ps ? ps->offset_resets : 0), AD_KV_STR("reason", why),
+                   AD_KV_INT("suppressed", held));
+}
+
+/* librdkafka 2.0.2 reports a reset it made after an error only as a log line (facility
+ * OFFSET): "[thrd:main]: TOPIC [P]: offset reset (at offset N, broker B) to ...: REASON".
+ * Returns whether buf was one, and notes it. */
+static bool offset_reset_line(struct ad_kafka_source *s, const char *buf)
+{
+    static const char marker[] = "]: offset reset (at ";
+    const char *mark = strstr(buf, marker);
+    if (!mark)
+        return false;
+    const char *open = mark;
+    while (open > buf && open[-1] != '[')
+        open--;
+    if (open == buf || open - 1 == buf || open[-2] != ' ')
+        return false;
+    const char *topic_end = open - 2, *topic_start = topic_end;
+    while (topic_start > buf && topic_start[-1] != ' ')
+        topic_start--;
+    char topic[256];
+    size_t len = (size_t)(topic_end - topic_start);
+    if (len == 0 || len >= sizeof topic)
+        return false;
+    memcpy(topic, topic_start, len);
+    topic[len] = '\0';
+    char *end;
+    long p = strtol(open, &end, 10);
+    if (end != mark || p < 0 || p > INT32_MAX)
+        return false;
+    const char *at = mark + sizeof marker - 1;
+    int64_t offset = strncmp(at, "offset ", 7) == 0 ? strtoll(at + 7, NULL, 10) : -1;
+    note_reset(s, partition_of(s, topic, (int32_t)p), topic, (int32_t)p, offset, mark + 3, false);
+    return true;
+}
+
+/* The consumer's log lines, on the loop thread like the daemon's own (log.queue). */
+static void on_client_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    struct ad_kafka_source *s = rd_kafka_opaque(rk);
+    if (s && level <= 4 && strcmp(fac, "OFFSET") == 0 && offset_reset_line(s, buf))
+        return;
+    ad_kafka_conf_log(rk, level, fac, buf);
+}
+
 /* ---- assignments and their rebuild points ---- */
 
 /* Reads a commit's metadata into ps; false when it is not ours or not for a replay. */
@@ -521,6 +616,8 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
         if (!ps)
             continue;
         ps->assigned = true;
+        ps->stopped_out_of_range = false; /* fetching starts over */
+        ps->reset_unread = false;
         bool known = commit && !commit->err && commit->offset >= 0;
         if (ps->last_processed >= 0) {
             /* Back after a revocation (a rebalance, a lost session): what it read before is in
@@ -552,18 +649,13 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
                        AD_KV_INT("committed", commit->offset));
         }
     }
-    rd_kafka_error_t *error = NULL;
-    if (strcmp(rd_kafka_rebalance_protocol(s->rk), "COOPERATIVE") == 0)
-        error = rd_kafka_incremental_assign(s->rk, parts);
-    else
-        rd_kafka_assign(s->rk, parts);
-    if (s->paused) /* new partitions wait with the others */
-        rd_kafka_pause_partitions(s->rk, parts);
-    if (error) {
+    /* The eager protocol (docs/delivery.md, "Rebalances"): parts is the whole assignment. */
+    rd_kafka_resp_err_t err = rd_kafka_assign(s->rk, parts);
+    if (err)
         AD_ERROR_KV("cannot take the assigned partitions", AD_KV_STR("source", s->settings->name),
-                    AD_KV_STR("error", rd_kafka_error_string(error)));
-        rd_kafka_error_destroy(error);
-    }
+                    AD_KV_STR("error", rd_kafka_err2str(err)));
+    else if (s->paused) /* new partitions wait with the others */
+        rd_kafka_pause_partitions(s->rk, parts);
     AD_INFO_KV("partitions assigned", AD_KV_STR("source", s->settings->name),
                AD_KV_INT("partitions", parts->cnt), AD_KV_INT("replaying", replaying),
                AD_KV_INT("assigned_now", assigned_count(s)));
@@ -638,8 +730,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct ad_kafka_source *s = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
@@ -662,39 +752,38 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             finish_assign(s, NULL);
         return;
     }
+    /* The eager protocol revokes the whole assignment, including one still waiting for its
+     * lookup (never handed to librdkafka, so not in parts): that one is void now. */
+    rd_kafka_topic_partition_list_t *pending = s->assigning;
+    s->assigning = NULL;
     /* Commit what is safe first: these partitions may be read by another consumer next. */
     commit_offsets(s, parts);
-    for (int i = 0; i < parts->cnt; i++) {
-        ssize_t t = topic_index(s, parts->elems[i].topic);
-        if (t < 0)
-            continue;
-        ad_kafka_input input = AD_KAFKA_INPUT((int32_t)t, parts->elems[i].partition);
-        struct partition *ps = find_partition(s, input);
-        if (!ps)
+    const struct ad_strlist *topics = &s->settings->kafka.topics;
+    for (size_t i = 0; i < s->n_partitions; i++) {
+        struct partition *ps = &s->partitions[i];
+        const char *topic = topics->items[ps->topic];
+        if (!ps->assigned && !in_list(parts, topic, ps->partition) &&
+            !(pending && in_list(pending, topic, ps->partition)))
             continue;
         ad_counter_inc(s->revoked_total);
         if (s->handler.on_revoke)
-            s->handler.on_revoke(s->handler.arg, input);
+            s->handler.on_revoke(s->handler.arg, ps->input);
         /* The record stays: its holds still guard the buckets its events fed, and should the
          * partition come back, what was read need not be read again. */
         ps->assigned = false;
         ps->replay_end = -1;
         ps->ahead = false; /* alignment starts over if it comes back */
     }
-    if (cooperative)
-        error = rd_kafka_incremental_unassign(rk, parts);
-    else
-        rd_kafka_assign(rk, NULL);
-    if (error) {
+    if (pending)
+        rd_kafka_topic_partition_list_destroy(pending);
+    rd_kafka_resp_err_t unassigned = rd_kafka_assign(rk, NULL);
+    if (unassigned)
         AD_ERROR_KV("rebalance failed", AD_KV_STR("source", s->settings->name),
-                    AD_KV_STR("error", rd_kafka_error_string(error)));
-        rd_kafka_error_destroy(error);
-    }
+                    AD_KV_STR("error", rd_kafka_err2str(unassigned)));
     ad_gauge_set(s->partitions_gauge, (double)assigned_count(s));
     update_ahead_gauge(s);
     AD_INFO_KV("partitions revoked", AD_KV_STR("source", s->settings->name),
-               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)),
-               AD_KV_STR("protocol", cooperative ? "cooperative" : "eager"));
+               AD_KV_INT("partitions", parts->cnt), AD_KV_INT("assigned_now", assigned_count(s)));
 }
 
 static void on_dead_letter(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -789,6 +878,15 @@ static void replay(struct ad_kafka_source *s, rd_kafka_message_t *m, struct part
 
 static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
 {
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        /* auto.offset.reset=error: librdkafka has stopped fetching the partition. */
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+        s->counts.errors++;
+        ad_counter_inc(s->errors_total);
+        note_reset(s, partition_of(s, topic, m->partition), topic, m->partition, m->offset,
+                   rd_kafka_message_errstr(m), true);
+        return;
+    }
     if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             on_error(s->rk, m->err, rd_kafka_message_errstr(m), s);
@@ -799,6 +897,7 @@ static void process(struct ad_kafka_source *s, rd_kafka_message_t *m)
         t < 0 ? NULL : find_partition(s, AD_KAFKA_INPUT((int32_t)t, m->partition));
     if (!ps || !ps->assigned)
         return; /* from a partition revoked meanwhile */
+    ps->reset_unread = false;
 
     if (m->offset < ps->replay_end) {
         replay(s, m, ps);
@@ -1003,6 +1102,11 @@ static void register_metrics(struct ad_kafka_source *s, struct ad_metrics *m)
         m, "anomalyd_kafka_partitions_ahead",
         "Partitions paused now for running too far ahead of the others.", "source", name, NULL);
     ad_gauge_set(s->ahead_gauge, 0);
+    s->offset_resets_total = ad_metrics_counter(
+        m, "anomalyd_kafka_offset_resets_total",
+        "Times a partition's offset was out of range (behind retention, past the end) and was "
+        "reset per auto.offset.reset, or stopped the partition with auto.offset.reset=error.",
+        "source", name, NULL);
     s->lookups_failed = ad_metrics_counter(
         m, "anomalyd_kafka_rebuild_lookups_failed_total",
         "Assignments that started without their rebuild points (the lookup failed).", "source",
@@ -1047,6 +1151,11 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     s->base = opts->base;
     s->settings = opts->settings;
     s->group_id = opts->kafka->group_id;
+    s->reset_policy = "earliest";
+    for (size_t i = 0; i < opts->kafka->properties.len; i++)
+        if (strcmp(opts->kafka->properties.keys[i], "auto.offset.reset") == 0 &&
+            opts->kafka->properties.values[i].value)
+            s->reset_policy = opts->kafka->properties.values[i].value;
     s->n_detectors = opts->n_detectors;
     s->released_through = malloc((s->n_detectors ? s->n_detectors : 1) * sizeof(int64_t));
     if (!s->released_through)
@@ -1075,11 +1184,23 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     conf = ad_kafka_conf_new(opts->kafka, opts->kafka->group_id, NULL, errstr, errstr_size);
     if (!conf)
         goto err;
-    /* A group without commits reads the topic from its start, so windows are rebuilt from
+    /* The eager assignors only: librdkafka 2.0.2's cooperative-sticky one aborts the process
+     * when a consumer closes before its first assignment (kafka_source_rules.h). The loader
+     * refuses it with the key's position; this catches settings that did not come through it.
+     * A group without commits reads the topic from its start, so windows are rebuilt from
      * history (events older than max_past are rejected); operators of very long topics may
      * set auto.offset.reset: latest. */
+    for (size_t i = 0; i < opts->kafka->properties.len; i++) {
+        const char *conflict = ad_kafka_source_conflict(opts->kafka->properties.keys[i],
+                                                        opts->kafka->properties.values[i].value);
+        if (conflict) {
+            ad_errstr_set(errstr, errstr_size, "kafka.properties.%s: %s",
+                          opts->kafka->properties.keys[i], conflict);
+            goto err;
+        }
+    }
     if ((!user_set(opts->kafka, "partition.assignment.strategy") &&
-         ad_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+         ad_kafka_conf_set(conf, "partition.assignment.strategy", AD_KAFKA_SOURCE_ASSIGNORS, errstr,
                            errstr_size) < 0) ||
         (!user_set(opts->kafka, "auto.offset.reset") &&
          ad_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0) ||
@@ -1097,6 +1218,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         s->commit_interval_ms = atoll(interval);
     s->next_commit = ad_clock_mono_ms() + s->commit_interval_ms;
     rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_client_log);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
     rd_kafka_conf_set_opaque(conf, s);
@@ -1198,6 +1320,21 @@ void ad_kafka_source_destroy(struct ad_kafka_source *s)
     free(s);
 }
 
+/* What a partition is doing, for /status. */
+static const char *partition_state(const struct ad_kafka_source *s, const struct partition *ps)
+{
+    if (!ps->assigned)
+        return s->assigning && in_list(s->assigning, s->settings->kafka.topics.items[ps->topic],
+                                       ps->partition)
+                   ? "looking_up_commit"
+                   : "revoked";
+    if (ps->stopped_out_of_range)
+        return "offset_out_of_range"; /* stopped until assigned again */
+    if (ps->reset_unread)
+        return "offset_reset"; /* nothing read since: behind retention, likely */
+    return "reading";
+}
+
 void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
 {
     json_t *parts = json_array();
@@ -1210,6 +1347,16 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
                       "assigned", ps->assigned, "last_processed", (json_int_t)ps->last_processed,
                       "committable", (json_int_t)commit, "rebuild_from",
                       (json_int_t)replay_offset(ps, commit), "held_buckets", (int)ps->n_holds);
+        if (part) {
+            json_object_set_new(part, "state", json_string(partition_state(s, ps)));
+            json_object_set_new(part, "offset_resets", json_integer((json_int_t)ps->offset_resets));
+        }
+        if (part && ps->last_error_at) {
+            char at[40];
+            ad_clock_format(ps->last_error_at, at, sizeof at);
+            json_object_set_new(part, "last_error",
+                                json_pack("{s:s, s:s}", "message", ps->last_error, "at", at));
+        }
         if (part && ps->ahead)
             json_object_set_new(part, "paused_ahead", json_true());
         if (part && ps->replay_end >= 0)
@@ -1222,6 +1369,7 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
     json_object_set_new(out, "rejected", json_integer((json_int_t)s->counts.rejected));
     json_object_set_new(out, "replayed", json_integer((json_int_t)s->counts.replayed));
     json_object_set_new(out, "client_errors", json_integer((json_int_t)s->counts.errors));
+    json_object_set_new(out, "offset_resets", json_integer((json_int_t)s->counts.offset_resets));
     if (s->dlq) {
         json_object_set_new(out, "dead_letters", json_integer((json_int_t)s->counts.dead_letters));
         json_object_set_new(out, "dead_letters_failed",

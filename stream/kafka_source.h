@@ -8,8 +8,9 @@
  * Waking up: librdkafka writes to a non-blocking pipe when the consumer queue goes from empty
  * to non-empty (rd_kafka_queue_io_event_enable); the loop then polls with a budget (messages
  * and time per wake-up) and comes back for the rest after other events have run. A slow
- * safety timer polls too. Rebalances (cooperative-sticky by default), librdkafka's logs (routed
- * into the daemon's logger) and errors are served by the same polls, on the loop thread.
+ * safety timer polls too. Rebalances (eager: range,roundrobin; see kafka_source_rules.h),
+ * librdkafka's logs (routed into the daemon's logger) and errors are served by the same polls, on
+ * the loop thread.
  *
  * Every message goes through the source's extraction rules (log_rules.h). Accepted events go to
  * the handler; filtered ones are counted; rejected ones are counted in
@@ -133,8 +134,10 @@ void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input i
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);
 
-/* Assignment, per partition its next offset to commit, held buckets and replay, and the counts
- * of events by result. */
+/* Assignment, per partition its next offset to commit, held buckets and replay, its state
+ * (reading, offset_reset, offset_out_of_range, looking_up_commit, revoked), offset resets and
+ * last error, and the counts of events by result. Offsets out of range are also counted in
+ * anomalyd_kafka_offset_resets_total{source} and logged once per partition per 10 s. */
 void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out);
 
 #endif

@@ -34,6 +34,11 @@ struct ad_window_batch {
      * reaches before it (a warm-up). NULL (a batch made elsewhere): full histories. */
     uint32_t *history;
     bool last_of_bucket; /* the last batch handed on for this bucket */
+    /* On the last batch of a bucket: the bucket's windows left out because their newest
+     * bucket had no data (a window is scored on its newest step, so there was nothing to
+     * score), to be counted as unscored like the windows of the batch; 0 on the others. A
+     * last batch may hold no window but these. */
+    size_t skipped_no_data;
     /* When the store began closing the bucket (ad_clock_mono_seconds), the same for every
      * batch of it: where the delivery latency of the bucket's alerts starts. 0: unknown. */
     double closed_at;

@@ -614,6 +614,7 @@ static struct ad_window_batch *batch_new(struct ad_window_store *s, int64_t buck
     b->window_len = s->T;
     b->n_features = s->F;
     b->last_of_bucket = false;
+    b->skipped_no_data = 0;
     b->key_offsets[0] = 0;
     return b;
 }
@@ -651,21 +652,27 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
     return 0;
 }
 
-static void hand_on(struct ad_window_store *s, struct batch_builder *bb, bool last)
+/* Hands on the batch being built; the last of a bucket carries the count of the windows left
+ * out (skipped), and is handed on for them alone if it holds no window. */
+static void hand_on(struct ad_window_store *s, struct batch_builder *bb, bool last, int64_t bucket,
+                    size_t skipped)
 {
     struct ad_window_batch *b = bb->batch;
     bb->batch = NULL;
+    if (!b && last && skipped)
+        b = batch_new(s, bucket, 1);
     if (!b)
         return;
-    if (b->n_windows == 0) {
+    if (b->n_windows == 0 && !(last && skipped)) {
         ad_window_batch_free(b);
         return;
     }
     b->last_of_bucket = last;
+    b->skipped_no_data = last ? skipped : 0;
     b->closed_at = bb->closed_at;
     bb->handed_on++;
-    s->counts.windows += b->n_windows;
-    ad_counter_add(s->windows_total, (double)b->n_windows);
+    s->counts.windows += b->n_windows + b->skipped_no_data;
+    ad_counter_add(s->windows_total, (double)(b->n_windows + b->skipped_no_data));
     s->consumer(s->consumer_arg, b);
 }
 
@@ -676,6 +683,7 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
     struct batch_builder bb = {NULL, ad_clock_mono_seconds(), 0};
     int64_t window_start = bucket - (int64_t)s->T + 1;
     int64_t idle_before = bucket - s->idle_buckets;
+    size_t skipped = 0;
 
     for (uint32_t id = 1; id <= s->hwm; id++) {
         struct entity *e = entity_at(s, id);
@@ -684,8 +692,18 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
         uint32_t *oldest = oldest_link(s, e);
         if (oldest && block_at(s, e, *oldest)->bucket == bucket)
             materialize(s, id, oldest);
-        if (e->last_closed_data != NO_BUCKET && e->last_closed_data >= window_start) {
+        if (e->last_closed_data != NO_BUCKET && e->last_closed_data >= window_start &&
+            e->last_closed_data < bucket) {
+            /* No data in its newest bucket: the window would be scored on nothing. After a
+             * flood of entities seen once, these are most windows of T buckets; they are
+             * counted, not assembled (the ring is filled when data comes). */
+            skipped++;
+        } else if (e->last_closed_data != NO_BUCKET && e->last_closed_data >= window_start) {
             fill_through(s, id, bucket);
+            /* A full batch goes once another window comes, so that the last one handed on
+             * for the bucket is always the one marked last. */
+            if (bb.batch && bb.batch->n_windows == s->max_batch)
+                hand_on(s, &bb, false, bucket, 0);
             if (!bb.batch) /* at most every live entity has a window */
                 bb.batch = batch_new(s, bucket, s->live < s->max_batch ? s->live : s->max_batch);
             if (!bb.batch || batch_append(s, &bb, id, bucket) < 0) {
@@ -693,15 +711,13 @@ static void close_bucket(struct ad_window_store *s, int64_t bucket)
                             AD_KV_STR("detector", s->detector));
                 continue;
             }
-            if (bb.batch->n_windows == s->max_batch)
-                hand_on(s, &bb, false);
         } else if (e->open_head == 0 && (e->last_data == NO_BUCKET || e->last_data < idle_before)) {
             evict(s, id);
             s->counts.evicted_idle++;
             ad_counter_inc(s->evicted_idle_total);
         }
     }
-    hand_on(s, &bb, true);
+    hand_on(s, &bb, true, bucket, skipped);
     /* The next bucket needs as many, and while the scorer is behind, the next buckets close
      * before these come back: keep what is out now when it comes back. */
     if (bb.handed_on) {
@@ -780,8 +796,10 @@ static void register_metrics(struct ad_window_store *s, struct ad_metrics *m)
     s->evicted_limit_total =
         ad_metrics_counter(m, "anomalyd_window_entity_evictions_total", evicted_help, "detector", d,
                            "reason", "limit", NULL);
-    s->windows_total = ad_metrics_counter(m, "anomalyd_windows_closed_total",
-                                          "Windows handed on for scoring.", "detector", d, NULL);
+    s->windows_total = ad_metrics_counter(
+        m, "anomalyd_windows_closed_total",
+        "Windows closed: handed on for scoring, or left out with no data in their newest bucket.",
+        "detector", d, NULL);
     s->buckets_total = ad_metrics_counter(m, "anomalyd_window_buckets_closed_total",
                                           "Buckets closed.", "detector", d, NULL);
     s->entities_gauge = ad_metrics_gauge(m, "anomalyd_window_entities",

@@ -12,8 +12,9 @@
  * when the watermark reaches its end plus the allowed lateness; then every entity gets the
  * bucket's values in its ring (a bucket without data for a feature is filled per the feature's
  * policy: zero, carry the previous value, or NaN, with mask 0), and every entity that had data
- * within the window [b - T + 1, b] is handed on as one window. Observations for a closed bucket
- * are late: dropped and counted.
+ * within the window [b - T + 1, b] has one window: handed on when the entity had data in b, else
+ * only counted (a window is scored on its newest step; batch.h's skipped_no_data). Observations
+ * for a closed bucket are late: dropped and counted.
  *
  * Entities are created on first sight and evicted when they have had no data for the idle
  * timeout (in event time, so a replay gives the same result), or, when the store holds

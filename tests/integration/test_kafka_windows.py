@@ -111,7 +111,9 @@ def expected_windows(events, t0_ms):
                 ring[b] = ([c["n"], c["err"], last_mean, last_max], [1, 1, 1, 1])
             else:  # count-like features fill with zero, mean and max carry
                 ring[b] = ([0, 0, last_mean, last_max], [0, 0, 0, 0])
-            if b >= start and any((key, x) in cells for x in range(b - T + 1, b + 1)):
+            # A window is handed on when its newest bucket has data (one without has nothing
+            # to score: it is counted as unscored, not exported).
+            if b >= start and (key, b) in cells:
                 windows[(key, b)] = [ring[x] for x in range(b - T + 1, b + 1)]
     return windows
 

@@ -5,7 +5,7 @@ incident and some bad lines. The alerts must be exactly the ones recomputed here
 events alone: windows laid out as docs/windows.md says, scored with torch, surprises as
 docs/scoring.md says, the state machine of docs/alerts.md, ids from their SHA-256. Replaying
 again must write the same bytes; so must a CSV of the same buckets, standard input, and the
-model named with --model-dir. Bad lines are counted in the summary by reason and logged once
+model named with --model-dir, or a named pipe. Bad lines are counted in the summary by reason and logged once
 per reason with their file and line, and lose no good line. Usage errors exit 2, a missing
 model 1.
 
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 from datetime import datetime, timezone
 
@@ -333,6 +334,23 @@ class Replay(unittest.TestCase):
         second = self.write("second.jsonl", "\n".join(self.events[half:]))  # no last newline
         self.assertEqual(self.ok("--input", first, "--input", second)[0], out)
 
+    def test_named_pipe(self):
+        """A named pipe is a legitimate input: the replay waits for its writer and reads it
+        as it reads a file."""
+        out, _ = self.ok("--input", self.clean)
+        fifo = os.path.join(self.dir, "events.fifo")
+        os.mkfifo(fifo)
+        self.addCleanup(os.unlink, fifo)
+
+        def feed():
+            with open(fifo, "w") as f, open(self.clean) as src:
+                f.write(src.read())
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        self.assertEqual(self.ok("--input", fifo)[0], out)
+        writer.join(timeout=30)
+
     def test_csv_of_the_same_buckets(self):
         out, _ = self.ok("--input", self.clean)
         rows = csv_for(self.counts)
@@ -438,6 +456,37 @@ class Replay(unittest.TestCase):
         self.assertEqual(logged["too_large"]["line"], line_of[50])
         self.assertEqual(logged["late"]["line"], line_of[late_at])
 
+    def test_a_topic_dump_as_the_docs_sort_it(self):
+        """docs/replay.md's command, run as written, on a topic of four partitions: the dump
+        replays as the events themselves, with nothing late; unsorted, most would be."""
+        for tool in ("kcat", "jq"):
+            if not shutil.which(tool):
+                self.skipTest(tool + " is not installed")
+        with open(os.path.join(SOURCE, "docs", "replay.md")) as f:
+            doc = f.read()
+        section = doc[doc.index("### A topic dump"):]
+        start = section.index("```sh\n") + 6
+        command = section[start:section.index("\n```", start)]
+        out, _ = self.ok("--input", self.clean)
+        dump = os.path.join(self.dir, "dump.jsonl")
+        with KafkaMock("logs:4") as kafka:
+            kafka.produce("logs", [(json.loads(line)["instance"], line)
+                                   for line in self.events])
+            shell = command.replace("BROKERS", kafka.bootstrap).replace("TOPIC", "logs")
+            shell = shell.replace("> logs.jsonl", "> " + dump)
+            subprocess.run(["bash", "-o", "pipefail", "-c", shell], check=True, timeout=60)
+            raw = os.path.join(self.dir, "raw.jsonl")
+            with open(raw, "w") as f:
+                f.write(kafka.consume("logs", len(self.events)))
+        with open(dump) as f:
+            self.assertEqual(sorted(f.read().splitlines()), sorted(
+                json.dumps(json.loads(line), separators=(",", ":")) for line in self.events))
+        sorted_out, records = self.ok("--input", dump)
+        self.assertEqual(self.summary(records)["late"], 0)
+        self.assertEqual(sorted_out, out)
+        _, records = self.ok("--input", raw)
+        self.assertGreater(self.summary(records)["late"], len(self.events) // 10)
+
     def test_the_daemon_makes_the_same_alerts(self):
         """The same events through the daemon, from a one-partition topic: the same alerts,
         field for field, but for notified_at (the daemon's wall clock)."""
@@ -493,6 +542,13 @@ class Replay(unittest.TestCase):
                       why)
         rc, why = status("--input", self.clean, "--input", header_only)
         self.assertEqual(rc, 2)
+        # A folder or a device is refused before anything is read, saying what it is.
+        rc, why = status("--input", self.dir)
+        self.assertEqual(rc, 2)
+        self.assertIn(self.dir + ": is a directory, not a regular file", why)
+        rc, why = status("--input", self.clean, "--input", "/dev/zero")
+        self.assertEqual(rc, 2)
+        self.assertIn("/dev/zero: is a character device, not a regular file", why)
         r = subprocess.run([ANOMALYD, "replay", "-c", self.config], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 2)

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -107,6 +108,8 @@ static void usage(FILE *out)
             "  topic-create NAME PARTITIONS [RF]\n"
             "  partition-leader TOPIC PARTITION ID   (moves the partition's leadership)\n"
             "  coordinator group|transaction KEY ID  (moves a group's coordinator)\n"
+            "  request-delay ID API_KEY MS [COUNT]   (answers the next COUNT requests late)\n"
+            "  request-delays-left ID API_KEY        (answers 'ok N': delays not yet used)\n"
             "  quit\n"
             "EOF on stdin only closes the control channel; the cluster keeps running.\n",
             MAX_BROKERS);
@@ -326,16 +329,16 @@ static void run_command(rd_kafka_mock_cluster_t *mcluster, int brokers, char *li
                         struct control *ctl)
 {
     char *save = NULL;
-    char *argv[5];
+    char *argv[6];
     int argc = 0;
     char *tok;
 
-    for (tok = strtok_r(line, " \t\r", &save); tok != NULL && argc < 5;
+    for (tok = strtok_r(line, " \t\r", &save); tok != NULL && argc < 6;
          tok = strtok_r(NULL, " \t\r", &save))
         argv[argc++] = tok;
     if (argc == 0)
         return; /* Blank lines are ignored, not answered. */
-    if (argc == 5) {
+    if (argc == 6) {
         reply("error: too many arguments");
         return;
     }
@@ -403,6 +406,43 @@ static void run_command(rd_kafka_mock_cluster_t *mcluster, int brokers, char *li
             return;
         }
         reply("ok");
+    } else if (strcmp(argv[0], "request-delay") == 0) {
+        /* A request answered late but without error, e.g. SyncGroup (14), so that a test can act
+         * while a client waits for it. One stack entry per request. */
+        int id, api, ms, count = 1;
+        if (argc < 4 || argc > 5 || parse_int(argv[1], 1, brokers, &id) != 0 ||
+            parse_int(argv[2], 0, INT16_MAX, &api) != 0 ||
+            parse_int(argv[3], 0, 3600 * 1000, &ms) != 0 ||
+            (argc == 5 && parse_int(argv[4], 1, 1000, &count) != 0)) {
+            reply("error: usage: request-delay ID(1..%d) API_KEY MS [COUNT(1..1000)]", brokers);
+            return;
+        }
+        for (int i = 0; i < count; i++) {
+            rd_kafka_resp_err_t err = rd_kafka_mock_broker_push_request_error_rtts(
+                mcluster, id, (int16_t)api, 1, RD_KAFKA_RESP_ERR_NO_ERROR, ms);
+            if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                reply("error: request-delay: %s", rd_kafka_err2str(err));
+                return;
+            }
+        }
+        reply("ok");
+    } else if (strcmp(argv[0], "request-delays-left") == 0) {
+        /* How many of those delays are still waiting for their request: 0 once the last
+         * delayed request has arrived (its answer may still be on its way). */
+        int id, api;
+        size_t left = 0;
+        if (argc != 3 || parse_int(argv[1], 1, brokers, &id) != 0 ||
+            parse_int(argv[2], 0, INT16_MAX, &api) != 0) {
+            reply("error: usage: request-delays-left ID(1..%d) API_KEY", brokers);
+            return;
+        }
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_broker_error_stack_cnt(mcluster, id, (int16_t)api, &left);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            reply("error: request-delays-left: %s", rd_kafka_err2str(err));
+            return;
+        }
+        reply("ok %zu", left);
     } else if (strcmp(argv[0], "quit") == 0) {
         if (argc != 1) {
             reply("error: usage: quit");

@@ -4,10 +4,15 @@
  */
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +302,134 @@ static void test_bad_requests_get_4xx(void **state)
     assert_int_equal(request(f, "GET", "/healthz")->code, 200);
 }
 
+/* A connected socket to the admin endpoint. */
+static int connect_admin(struct fixture *f)
+{
+    const char *address = ad_admin_address(f->admin), *colon = strrchr(address, ':');
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Whether the server has closed fd: an end of stream (or a reset) is waiting there. */
+static bool closed_by_server(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char buf[512];
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* The server side of the client socket fd: the descriptor of this process whose peer is
+ * fd's own address. */
+static int server_side(int fd)
+{
+    struct sockaddr_in mine, peer;
+    socklen_t len = sizeof mine;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&mine, &len), 0);
+    for (int other = 3; other < 4096; other++) {
+        len = sizeof peer;
+        if (other != fd && getpeername(other, (struct sockaddr *)&peer, &len) == 0 &&
+            peer.sin_family == AF_INET && peer.sin_port == mine.sin_port &&
+            peer.sin_addr.s_addr == mine.sin_addr.s_addr)
+            return other;
+    }
+    return -1;
+}
+
+/* Keep-alive answers go out at once: Nagle's algorithm is off on every accepted connection
+ * (else a small answer waits for the client's delayed acknowledgement, about 40 ms). */
+static void test_tcp_nodelay(void **state)
+{
+    struct fixture *f = *state;
+    int fd = connect_admin(f);
+    static const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char reply[256];
+    for (int i = 0; i < 2; i++) { /* two requests on one connection */
+        assert_int_equal(send(fd, get, sizeof get - 1, MSG_NOSIGNAL), (ssize_t)(sizeof get - 1));
+        ssize_t n = recv(fd, reply, sizeof reply - 1, 0);
+        assert_true(n > 12);
+        assert_int_equal(atoi(reply + 9), 200);
+    }
+    int server = server_side(fd);
+    assert_true(server >= 0);
+    int nodelay = 0;
+    socklen_t len = sizeof nodelay;
+    assert_int_equal(getsockopt(server, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+    assert_int_equal(nodelay, 1);
+    close(fd);
+}
+
+struct trickle {
+    int fd;
+    atomic_bool stop;
+};
+
+/* A client that sends a request's headers a few bytes at a time and never ends it. */
+static void *trickle_main(void *arg)
+{
+    struct trickle *t = arg;
+    static const char start[] = "GET /metrics HTTP/1.1\r\n";
+    send(t->fd, start, sizeof start - 1, MSG_NOSIGNAL);
+    while (!atomic_load(&t->stop) && send(t->fd, "X-A: b\r\n", 8, MSG_NOSIGNAL) == 8)
+        usleep(200 * 1000);
+    return NULL;
+}
+
+/* Idle connections, one that stopped in the middle of a request and one that trickles its
+ * headers: each is closed once its request took longer than the 10 s the docs promise, and
+ * the server answers on. */
+static void test_idle_and_slow_connections_are_closed(void **state)
+{
+    struct fixture *f = *state;
+    enum { IDLE = 50 };
+    int idle[IDLE];
+    for (int i = 0; i < IDLE; i++)
+        idle[i] = connect_admin(f);
+    int partial = connect_admin(f);
+    static const char half[] = "GET /metrics HTTP/1.1\r\nHost:";
+    assert_int_equal(send(partial, half, sizeof half - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof half - 1));
+    struct trickle t = {.fd = connect_admin(f)};
+    pthread_t thread;
+    pthread_create(&thread, NULL, trickle_main, &t);
+
+    bool all = false, trickler = false;
+    for (int tries = 0; tries < 300 && !all; tries++) { /* up to 30 s */
+        usleep(100 * 1000);
+        all = trickler = trickler || closed_by_server(t.fd);
+        for (int i = 0; i < IDLE; i++) {
+            if (idle[i] >= 0 && closed_by_server(idle[i])) {
+                close(idle[i]);
+                idle[i] = -1;
+            }
+            all = all && idle[i] < 0;
+        }
+        if (partial >= 0 && closed_by_server(partial)) {
+            close(partial);
+            partial = -1;
+        }
+        all = all && partial < 0;
+    }
+    atomic_store(&t.stop, true);
+    pthread_join(thread, NULL);
+    close(t.fd);
+    for (int i = 0; i < IDLE; i++)
+        if (idle[i] >= 0)
+            close(idle[i]);
+    if (partial >= 0)
+        close(partial);
+    assert_true(trickler);
+    assert_true(all);
+    assert_int_equal(request(f, "GET", "/healthz")->code, 200);
+}
+
 struct bind_case {
     struct event_base *base;
     const char *listen;
@@ -339,6 +472,8 @@ int main(void)
         cmocka_unit_test(test_methods_and_paths),
         cmocka_unit_test(test_bad_requests_get_4xx),
         cmocka_unit_test(test_bind_errors),
+        cmocka_unit_test(test_tcp_nodelay),
+        cmocka_unit_test(test_idle_and_slow_connections_are_closed),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();

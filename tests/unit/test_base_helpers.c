@@ -1,19 +1,26 @@
 /*
  * The ground floor's one-job helpers: UTF-8 validation, decimal syntax before strtod, arrays
- * that double, and the constructors' error text.
+ * that double, the constructors' error text, and reading a file without blocking.
  */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "base/errstr.h"
+#include "base/file.h"
 #include "base/grow.h"
 #include "base/number.h"
 #include "base/utf8.h"
@@ -107,13 +114,94 @@ static void test_errstr(void **state)
     assert_int_equal(ad_errstr_set(NULL, 0, "nothing is written"), -1);
 }
 
+static void *write_fifo(void *arg)
+{
+    int fd = open(arg, O_WRONLY | O_CLOEXEC); /* waits for the reader */
+    if (fd >= 0) {
+        if (write(fd, "a,b\n", 4) != 4)
+            abort();
+        close(fd);
+    }
+    return NULL;
+}
+
+/* Regular files are read whole within their limit; FIFOs, folders and devices are refused at
+ * once, saying what they are (the alarm turns a blocked open into a failure); a FIFO is read
+ * when the caller takes one. */
+static void test_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/anomalyd-file-XXXXXX", path[256], fifo[256], err[256];
+    size_t len = 99;
+    struct stat st;
+    assert_non_null(mkdtemp(dir));
+    alarm(30);
+    snprintf(path, sizeof path, "%s/text", dir);
+    FILE *fp = fopen(path, "w");
+    for (int i = 0; i < 3000; i++)
+        fputs("0123456789", fp);
+    fclose(fp);
+    char *text = ad_file_read(path, 30000, &len, &st, err, sizeof err);
+    assert_non_null(text);
+    assert_int_equal(len, 30000);
+    assert_int_equal(st.st_size, 30000);
+    assert_int_equal(text[len], '\0');
+    assert_memory_equal(text + 29990, "0123456789", 10);
+    free(text);
+    assert_null(ad_file_read(path, 29999, &len, NULL, err, sizeof err));
+    assert_int_equal(errno, EFBIG);
+    assert_string_equal(err, "30000 bytes, more than the 29999 allowed");
+
+    /* /proc shows a size of 0: the content decides, growing the buffer as it goes. */
+    text = ad_file_read("/proc/self/status", 1 << 20, &len, NULL, err, sizeof err);
+    assert_non_null(text);
+    assert_true(len > 0 && strncmp(text, "Name:", 5) == 0);
+    free(text);
+    assert_null(ad_file_read("/proc/self/status", 16, &len, NULL, err, sizeof err));
+    assert_int_equal(errno, EFBIG);
+    assert_string_equal(err, "more than the 16 bytes allowed");
+
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_null(ad_file_read(fifo, 100, &len, NULL, err, sizeof err));
+    assert_int_equal(errno, EINVAL);
+    assert_string_equal(err, "is a FIFO, not a regular file");
+    assert_int_equal(ad_file_open(dir, 0, NULL, err, sizeof err), -1);
+    assert_string_equal(err, "is a directory, not a regular file");
+    assert_int_equal(ad_file_open("/dev/zero", 0, NULL, err, sizeof err), -1);
+    assert_string_equal(err, "is a character device, not a regular file");
+    snprintf(path, sizeof path, "%s/missing", dir);
+    assert_int_equal(ad_file_open(path, 0, NULL, err, sizeof err), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_string_equal(err, strerror(ENOENT));
+
+    /* A caller that may wait (a replay) takes the FIFO: the open waits for the writer. */
+    pthread_t writer;
+    assert_int_equal(pthread_create(&writer, NULL, write_fifo, fifo), 0);
+    int fd = ad_file_open(fifo, AD_FILE_FIFO_OK, &st, err, sizeof err);
+    assert_true(fd >= 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    char got[8] = {0};
+    size_t n = 0;
+    for (ssize_t r; n < 4 && (r = read(fd, got + n, sizeof got - 1 - n)) > 0;)
+        n += (size_t)r;
+    assert_string_equal(got, "a,b\n");
+    close(fd);
+    pthread_join(writer, NULL);
+    assert_int_equal(ad_file_open(dir, AD_FILE_FIFO_OK, NULL, err, sizeof err), -1);
+    alarm(0);
+
+    unlink(fifo);
+    snprintf(path, sizeof path, "%s/text", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_number),
-        cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_errstr),
+        cmocka_unit_test(test_utf8),   cmocka_unit_test(test_number), cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_errstr), cmocka_unit_test(test_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -456,6 +457,66 @@ static void test_missing_file(void **state)
     ad_diag_destroy(diag);
 }
 
+/* A FIFO, a folder or a device where the config or a secret file should be: refused at once
+ * with what it is (a FIFO would block open(2) until a writer came; the alarm makes that a
+ * failure), and the rest of the file is still checked. */
+static void test_special_files(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/anomalyd-test-XXXXXX";
+    char path[512], fifo[512], want[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(30);
+
+    struct ad_diag *diag = ad_diag_new();
+    assert_null(ad_config_load_file(fifo, diag));
+    assert_int_equal(ad_diag_count(diag), 1);
+    snprintf(want, sizeof want, "%s: cannot open: is a FIFO, not a regular file", fifo);
+    assert_string_equal(ad_diag_message(diag, 0), want);
+    ad_diag_destroy(diag);
+
+    diag = ad_diag_new();
+    assert_null(ad_config_load_file(dir, diag));
+    snprintf(want, sizeof want, "%s: cannot open: is a directory, not a regular file", dir);
+    assert_string_equal(ad_diag_message(diag, 0), want);
+    ad_diag_destroy(diag);
+
+    diag = ad_diag_new();
+    assert_null(ad_config_load_file("/dev/zero", diag)); /* would be read for ever */
+    assert_string_equal(ad_diag_message(diag, 0),
+                        "/dev/zero: cannot open: is a character device, not a regular file");
+    ad_diag_destroy(diag);
+
+    snprintf(path, sizeof path, "%s/anomalyd.yaml", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("kafka:\n  properties:\n    sasl.password: {file: /dev/zero}\n"
+          "model_store:\n  url: https://store/models\n  bearer_token: {file: fifo}\n"
+          "  bogus: 1\n",
+          fp);
+    fclose(fp);
+    diag = ad_diag_new();
+    assert_null(ad_config_load_file(path, diag));
+    char *text = render_errors(diag);
+    snprintf(
+        want, sizeof want,
+        "3:27: kafka.properties[\"sasl.password\"].file: cannot read secret file /dev/zero: is a "
+        "character device, not a regular file\n"
+        "6:24: model_store.bearer_token.file: cannot read secret file %s/fifo: is a FIFO, not a "
+        "regular file\n"
+        "7:3: model_store.bogus: unknown key \"bogus\" in model_store\n",
+        dir);
+    assert_string_equal(text, want);
+    free(text);
+    ad_diag_destroy(diag);
+
+    alarm(0);
+    unlink(path);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 static void test_oversized_file(void **state)
 {
     (void)state;
@@ -595,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_anchors_and_aliases),
         cmocka_unit_test(test_relative_paths_follow_the_config_file),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_special_files),
         cmocka_unit_test(test_oversized_file),
         cmocka_unit_test(test_sha256_is_of_the_bytes),
         cmocka_unit_test(test_restart_changes),

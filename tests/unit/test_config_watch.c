@@ -221,6 +221,29 @@ static void test_missing_file_waits(void **state)
     expect_changes(f, 1);
 }
 
+/* The file replaced by a FIFO, a folder: the watch never blocks on it (a FIFO would block an
+ * open(2) until a writer came; the alarm makes that a failure) and reports it once, so that
+ * the reload it starts says what is wrong and counts as failed; a good file is seen again. */
+static void test_special_files(void **state)
+{
+    struct fixture *f = *state;
+    write_file(f->path, "daemon: {}\n");
+    start_watch(f, NULL);
+    alarm(30);
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(mkfifo(f->path, 0644), 0);
+    expect_changes(f, 1);
+    assert_int_equal(utimes(f->path, NULL), 0); /* the same FIFO again: nothing new */
+    expect_changes(f, 1);
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(mkdir(f->path, 0755), 0);
+    expect_changes(f, 2);
+    assert_int_equal(rmdir(f->path), 0);
+    write_file(f->path, "daemon: {shutdown_timeout: 1s}\n");
+    expect_changes(f, 3);
+    alarm(0);
+}
+
 static void test_seen_digest_and_mark_seen(void **state)
 {
     struct fixture *f = *state;
@@ -284,6 +307,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_editor_rename_and_in_place_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_debounced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_special_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seen_digest_and_mark_seen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlink_into_another_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_folder_fails, setup, teardown),

@@ -156,6 +156,38 @@ static void test_load_current(void **state)
     assert_non_null(strstr(c->err, "is not a version name"));
 }
 
+/* FIFOs, folders and devices in a version's place are refused at once with what they are: a
+ * FIFO would block open(2) until a writer came (the alarm makes that a failure). */
+static void test_special_files(void **state)
+{
+    struct ctx *c = *state;
+    char path[4300], store[4200];
+    alarm(30);
+    snprintf(path, sizeof path, "%s/manifest.json", c->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0644), 0);
+    assert_refused(c, NULL, "/manifest.json: is a FIFO, not a regular file", NULL);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    assert_refused(c, NULL, "/manifest.json: is a directory, not a regular file", NULL);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(fixture_write(c->dir, &base), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", c->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(symlink("/dev/zero", path), 0);
+    assert_refused(c, NULL, "/model.safetensors: is a character device, not a regular file", NULL);
+
+    snprintf(store, sizeof store, "%s/store", c->dir);
+    snprintf(path, sizeof path, "%s/fixture", store);
+    assert_int_equal(mkdir(store, 0755), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/fixture/CURRENT", store);
+    assert_int_equal(mkfifo(path, 0644), 0);
+    assert_null(ad_model_load_current(store, "fixture", NULL, c->err, sizeof c->err));
+    assert_non_null(strstr(c->err, "/fixture/CURRENT: is a FIFO, not a regular file"));
+    alarm(0);
+}
+
 static void test_truncated(void **state)
 {
     struct ctx *c = *state;
@@ -309,6 +341,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_precision_dtypes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_current, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_special_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nan_weight, setup, teardown),

@@ -532,6 +532,86 @@ static void test_destroy_while_loading(void **state)
     assert_true(c->rec.models <= 1);
 }
 
+/* Replaces one file of <store>/<model>/<version> with what make(path) puts there. */
+static void replace_file(struct ctx *c, const char *version, const char *file,
+                         void (*make)(const char *path))
+{
+    char *dir = write_version(c, "m", version, NULL);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    assert_int_equal(unlink(path), 0);
+    make(path);
+    free(dir);
+}
+
+static void make_fifo(const char *path)
+{
+    assert_int_equal(mkfifo(path, 0644), 0);
+}
+
+static void make_folder(const char *path)
+{
+    make_dir(path);
+}
+
+static void make_device(const char *path)
+{
+    assert_int_equal(symlink("/dev/zero", path), 0); /* would be read for ever */
+}
+
+/* FIFOs, folders and devices where the store's files should be: each is refused at once
+ * with what it is, the thread that loads versions is never blocked (a later good version is
+ * served) and a stop does not wait. The alarm turns a blocked open into a failure. */
+static void test_special_files_are_refused(void **state)
+{
+    struct ctx *c = *state;
+    char path[4300];
+    alarm(60);
+    snprintf(path, sizeof path, "%s/m", c->store);
+    make_dir(path);
+    snprintf(path, sizeof path, "%s/m/CURRENT", c->store);
+    make_fifo(path);
+    start(c, true);
+    WAIT_FOR(c, errors(c, "bad_current") >= 1);
+    json_t *s = status(c);
+    const char *last = json_string_value(
+        json_object_get(json_object_get(json_object_get(s, "models"), "m"), "error"));
+    if (!last || !strstr(last, "/m/CURRENT: is a FIFO, not a regular file"))
+        fail_msg("status: %s", last ? last : "(no error)");
+    json_decref(s);
+    assert_int_equal(unlink(path), 0);
+
+    replace_file(c, "v1", "manifest.json", make_fifo);
+    write_current(c, "m", "v1");
+    WAIT_FOR(c, c->rec.refused == 1);
+    assert_non_null(strstr(c->rec.errors[0], "/m/v1/manifest.json: is a FIFO, not a regular file"));
+
+    replace_file(c, "v2", "model.safetensors", make_folder);
+    write_current(c, "m", "v2");
+    WAIT_FOR(c, c->rec.refused == 2);
+    assert_non_null(
+        strstr(c->rec.errors[1], "/m/v2/model.safetensors: is a directory, not a regular file"));
+
+    replace_file(c, "v3", "model.safetensors", make_device);
+    write_current(c, "m", "v3");
+    WAIT_FOR(c, c->rec.refused == 3);
+    assert_non_null(strstr(c->rec.errors[2],
+                           "/m/v3/model.safetensors: is a character device, not a regular file"));
+
+    publish(c, "m", "v4");
+    WAIT_FOR(c, c->rec.models == 1);
+    assert_string_equal(c->rec.versions[0], "v4");
+    assert_true(metric(c, "anomalyd_model_versions_refused_total{model=\"m\"}") == 3);
+
+    /* A FIFO manifest again, and a stop while the watcher looks at it. */
+    replace_file(c, "v5", "manifest.json", make_fifo);
+    write_current(c, "m", "v5");
+    WAIT_FOR(c, checks(c, "new_version") >= 5);
+    ad_model_watch_destroy(c->w);
+    c->w = NULL;
+    alarm(0);
+}
+
 /* ---- HTTP store ---- */
 
 static void test_http_versions_etag_404_and_outage(void **state)
@@ -629,6 +709,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_store_errors_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_while_loading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_special_files_are_refused, setup, teardown),
     };
     const struct CMUnitTest http[] = {
         cmocka_unit_test_setup_teardown(test_http_versions_etag_404_and_outage, setup_http,

@@ -83,8 +83,11 @@ static void print_number(struct output *o, float v)
 static void consume(void *arg, struct ad_window_batch *b)
 {
     struct output *o = arg;
-    out_printf(o, "batch bucket=%llds windows=%zu%s\n", (long long)(b->bucket_start / 1000),
+    out_printf(o, "batch bucket=%llds windows=%zu%s", (long long)(b->bucket_start / 1000),
                b->n_windows, b->last_of_bucket ? " last" : "");
+    if (b->skipped_no_data)
+        out_printf(o, " skipped_no_data=%zu", b->skipped_no_data);
+    out_printf(o, "\n");
     for (size_t w = 0; w < b->n_windows; w++) {
         size_t len;
         const char *key = ad_window_batch_key(b, w, &len);
