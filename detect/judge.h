@@ -47,23 +47,38 @@ struct ad_verdict {
     double lstm_surprise; /* each stream's before its gate; NaN: the stream had no score */
     double seasonal_surprise;
     double seasonal_score;        /* the baseline's score (NaN: no profile for the slot yet) */
+    double lstm_score;            /* the LSTM's, less features back from a gap (NaN: none) */
+    size_t gap_features;          /* features left out of it: back from an unusual gap */
     enum ad_judge_stream decided; /* the stream whose surprise the window's is */
     /* It reached the threshold at a time of day it often does (docs/scoring.md, "Recurring
      * surprises"): no news, so its surprise is given as 0. */
     bool recurring;
 };
 
+/* One window as the judge takes it (all borrowed for the call). */
+struct ad_judge_input {
+    const char *key; /* the entity's key, len bytes */
+    size_t len;
+    int64_t bucket, bucket_ms; /* the newest bucket: its index and start */
+    const float *values;       /* the newest bucket's values, features entries */
+    const uint8_t *observed;   /* which of them the bucket observed */
+    const uint8_t *steps_mask; /* the window's masks, steps × features, oldest first */
+    size_t steps;              /* T */
+    double lstm_score;         /* NaN: not scored */
+    /* Features entries (NULL: none); those left out become 0, the rest their share of what
+     * is left. */
+    float *lstm_shares;
+    const struct ad_model *model; /* that scored it; NULL: none serves */
+};
+
 /*
- * Judges the window of entity key (len bytes) whose newest bucket is `bucket` (its index) and
- * starts at bucket_ms, with that bucket's values and mask (features entries each) and the
- * LSTM's score (NaN: not scored) from model (NULL: none serves). A surprise at or over
+ * Judges one window: the seasonal baseline's score of its newest bucket, and the LSTM's score
+ * less the features back from an unusual gap (docs/scoring.md, "Gaps"). A surprise at or over
  * threshold that recurs at this time of day is given as 0 (out->recurring). seasonal_shares
  * (features floats, may be NULL) gets each feature's share of the baseline's score. When the
  * table is full the window is judged from priors alone and counted as untracked.
  */
-void ad_judge_window(struct ad_judge *j, const char *key, size_t len, int64_t bucket,
-                     int64_t bucket_ms, const float *values, const uint8_t *observed,
-                     double lstm_score, const struct ad_model *model, double threshold,
+void ad_judge_window(struct ad_judge *j, const struct ad_judge_input *in, double threshold,
                      struct ad_verdict *out, float *seasonal_shares);
 
 /* Forgets entities whose last window is older than bucket − idle_buckets. */

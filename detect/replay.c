@@ -789,7 +789,7 @@ static int build(struct replay *r)
 /* ---- the run ---- */
 
 struct totals {
-    unsigned long long windows, scored, anomalous, no_data, failed, firing, resolved;
+    unsigned long long windows, scored, anomalous, no_data, no_history, failed, firing, resolved;
     unsigned long long dropped[N_DROPS];
 };
 
@@ -808,6 +808,7 @@ static void add_totals(const struct detector *det, struct totals *t)
     t->scored += count_at(scoring, "windows_scored");
     t->anomalous += count_at(scoring, "windows_anomalous");
     t->no_data += count_at(unscored, "no_data");
+    t->no_history += count_at(unscored, "no_history");
     t->failed += count_at(unscored, "failed");
     t->firing += det->firing;
     t->resolved += det->resolved;
@@ -828,6 +829,7 @@ static size_t totals_fields(const struct totals *t, struct ad_log_field *f, size
     f[n++] = (struct ad_log_field)AD_KV_INT("scored", t->scored);
     f[n++] = (struct ad_log_field)AD_KV_INT("anomalous", t->anomalous);
     f[n++] = (struct ad_log_field)AD_KV_INT("unscored_no_data", t->no_data);
+    f[n++] = (struct ad_log_field)AD_KV_INT("unscored_no_history", t->no_history);
     f[n++] = (struct ad_log_field)AD_KV_INT("unscored_failed", t->failed);
     f[n++] = (struct ad_log_field)AD_KV_INT("alerts", t->firing + t->resolved);
     f[n++] = (struct ad_log_field)AD_KV_INT("alerts_firing", t->firing);

@@ -67,8 +67,10 @@ struct ad_serving {
     int64_t notified_at; /* INT64_MIN: the wall clock */
 
     unsigned long long scored, anomalous, unscored_no_model, unscored_no_data, unscored_failed;
+    unsigned long long unscored_no_history;
     struct ad_counter *scored_total, *anomalous_total;
     struct ad_counter *unscored_no_model_total, *unscored_no_data_total, *unscored_failed_total;
+    struct ad_counter *unscored_no_history_total;
     struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
     struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
     unsigned long long notified_before;
@@ -206,6 +208,9 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->unscored_no_data_total =
         ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
                            name, "reason", "no_data", NULL);
+    v->unscored_no_history_total =
+        ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
+                           name, "reason", "no_history", NULL);
     v->unscored_failed_total =
         ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
                            name, "reason", "failed", NULL);
@@ -580,21 +585,34 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
         ad_counter_add(v->unscored_failed_total, (double)all);
     else
         no_data = b->skipped_no_data;
+    size_t no_history = 0;
     for (size_t w = 0; w < b->n_windows; w++) {
         double score = scored_ok ? job->scores[w] : NAN;
-        if (scored_ok && isnan(score))
-            no_data++;
         const float *newest = b->values + (w * T + T - 1) * F;
         const uint8_t *seen = b->mask + (w * T + T - 1) * F;
-        struct ad_verdict verdict = {.surprise = NAN, .seasonal_score = NAN};
+        struct ad_verdict verdict = {.surprise = NAN, .seasonal_score = NAN, .lstm_score = score};
         float seasonal_shares[AD_WINDOW_MAX_FEATURES];
         if (memchr(seen, 1, F)) {
-            size_t len;
-            const char *key = ad_window_batch_key(b, w, &len);
-            ad_judge_window(v->judge, key, len, bucket, b->bucket_start, newest, seen, score,
-                            scored_ok ? job->model : NULL, d->threshold_surprise, &verdict,
-                            seasonal_shares);
+            struct ad_judge_input in = {
+                .bucket = bucket,
+                .bucket_ms = b->bucket_start,
+                .values = newest,
+                .observed = seen,
+                .steps_mask = b->mask + w * T * F,
+                .steps = T,
+                .lstm_score = score,
+                .lstm_shares = scored_ok ? job->shares + w * F : NULL,
+                .model = scored_ok ? job->model : NULL,
+            };
+            in.key = ad_window_batch_key(b, w, &in.len);
+            ad_judge_window(v->judge, &in, d->threshold_surprise, &verdict, seasonal_shares);
         }
+        /* The score judged: the LSTM's, less the features back from a gap (docs/scoring.md). */
+        if (scored_ok && isnan(score))
+            no_data++;
+        else if (scored_ok && isnan(verdict.lstm_score))
+            no_history++;
+        score = verdict.lstm_score;
         if (isfinite(score) || isfinite(verdict.surprise)) {
             bool anomalous = verdict.surprise >= d->threshold_surprise ||
                              (isfinite(score) && score >= d->threshold_score);
@@ -635,11 +653,13 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
         ad_swap_compare(v->swap, job->shadow, job->scores, job->shadow_scores, b->n_windows,
                         job->shadow_scores ? NULL : job->shadow_error);
 
-    size_t scored = job->model && !job->error[0] ? job->scored : 0;
+    size_t scored = job->model && !job->error[0] ? job->scored - no_history : 0;
     v->scored += scored;
     ad_counter_add(v->scored_total, (double)scored);
     ad_counter_add(v->unscored_no_data_total, (double)no_data);
     v->unscored_no_data += no_data;
+    ad_counter_add(v->unscored_no_history_total, (double)no_history);
+    v->unscored_no_history += no_history;
     if (!job->model)
         v->unscored_no_model += all;
     else if (job->error[0])
@@ -672,6 +692,7 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
     json_t *unscored = json_object();
     json_object_set_new(unscored, "no_model", json_integer((json_int_t)v->unscored_no_model));
     json_object_set_new(unscored, "no_data", json_integer((json_int_t)v->unscored_no_data));
+    json_object_set_new(unscored, "no_history", json_integer((json_int_t)v->unscored_no_history));
     json_object_set_new(unscored, "failed", json_integer((json_int_t)v->unscored_failed));
     json_object_set_new(scoring, "windows_unscored", unscored);
     json_object_set_new(scoring, "in_flight", json_integer((json_int_t)ad_serving_in_flight(v)));

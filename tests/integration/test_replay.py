@@ -351,6 +351,36 @@ class Replay(unittest.TestCase):
         self.assertEqual(self.ok("--input", fifo)[0], out)
         writer.join(timeout=30)
 
+    def test_an_input_gap_is_no_incident(self):
+        # Every entity's requests go missing for 2T buckets (the input that counts them was
+        # down), then come back as usual: the network predicted them from fill values, but
+        # missing data is not an anomaly (docs/scoring.md, "Gaps"): no alert. The same gap in
+        # an entity whose requests often go missing changes nothing either; an incident after
+        # the gap still fires.
+        rng = random.Random(8)
+        span = range(TRAIN_BUCKETS, TRAIN_BUCKETS + 160)
+        counts = counts_for(rng, span, incident=False)
+        gap = range(TRAIN_BUCKETS + 120, TRAIN_BUCKETS + 120 + 2 * T)
+        lines = ["time_ms,instance," + ",".join(FEATURES)]
+        for (b, instance), (n, errors) in sorted(counts.items()):
+            requests = "" if b in gap else str(n)
+            lines.append("%d,%s,%s,%d" % (T0_MS + b * STEP_MS, instance, requests, errors))
+        path = self.write("gap.csv", "\n".join(lines) + "\n")
+        scores = os.path.join(self.dir, "gap-scores.jsonl")
+        out, records = self.ok("--input", path, "--scores", scores)
+        after = [json.loads(a) for a in out.decode().splitlines()
+                 if json.loads(a)["window_end"] >= rfc3339(T0_MS + gap[0] * STEP_MS)]
+        self.assertEqual(after, [], "alerts after an input gap")
+        with open(scores) as f:
+            judged = [json.loads(line) for line in f]
+        # Back from the gap, the requests sit out of the LSTM's score until they have half a
+        # window of history again; the errors, which never went missing, are judged.
+        for k in range(1, T // 2):
+            end = T0_MS + (gap[-1] + 1 + k) * STEP_MS
+            back = [w for w in judged if w["window_end_ms"] == end]
+            self.assertEqual(len(back), len(ENTITIES))
+            self.assertTrue(all(w["shares"]["app.requests"] == 0 for w in back), back)
+
     def test_csv_of_the_same_buckets(self):
         out, _ = self.ok("--input", self.clean)
         rows = csv_for(self.counts)

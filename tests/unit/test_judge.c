@@ -182,6 +182,31 @@ static void test_controls(void **state)
 static const struct fixture_model spec = {
     .layers = 1, .hidden = 8, .features = 2, .window = 4, .step_ms = 3600000, .seed = 5};
 
+/* A window of 4 steps of 2 features: every step observed, or the step before the newest not
+ * (gap) for both features. */
+static void judge(struct ad_judge *j, const char *key, int64_t bucket, int64_t bucket_ms,
+                  const float *x, const uint8_t *seen, double score, const struct ad_model *m,
+                  bool gap, struct ad_verdict *v)
+{
+    uint8_t steps[4 * 2];
+    memset(steps, 1, sizeof steps);
+    if (gap)
+        steps[2 * 2] = steps[2 * 2 + 1] = 0;
+    float shares[2] = {0.75f, 0.25f};
+    struct ad_judge_input in = {.key = key,
+                                .len = strlen(key),
+                                .bucket = bucket,
+                                .bucket_ms = bucket_ms,
+                                .values = x,
+                                .observed = seen,
+                                .steps_mask = steps,
+                                .steps = 4,
+                                .lstm_score = score,
+                                .lstm_shares = shares,
+                                .model = m};
+    ad_judge_window(j, &in, 5.0, v, NULL);
+}
+
 static void test_judge_streams(void **state)
 {
     (void)state;
@@ -203,22 +228,22 @@ static void test_judge_streams(void **state)
     float x[2] = {1.0f, 2.0f};
     struct ad_verdict v;
     /* Without a model and before a day of profile: nothing to judge by. */
-    ad_judge_window(j, "a", 1, 0, 0, x, seen, NAN, NULL, 5.0, &v, NULL);
+    judge(j, "a", 0, 0, x, seen, NAN, NULL, false, &v);
     assert_true(isnan(v.surprise) && v.decided == AD_JUDGE_NONE);
     /* The LSTM alone: its surprise as it is (one stream, nothing taken off). */
     double s = c->score_mean + c->score_std;
-    ad_judge_window(j, "b", 1, 0, 0, x, seen, s, model, 5.0, &v, NULL);
+    judge(j, "b", 0, 0, x, seen, s, model, false, &v);
     assert_int_equal(v.decided, AD_JUDGE_LSTM);
     assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
     assert_float_equal(v.lstm_surprise, v.surprise, 0);
     assert_true(isnan(v.seasonal_surprise));
     /* A day later both streams speak: the larger, less log10(2). */
-    ad_judge_window(j, "b", 1, 24, DAY_MS, x, seen, s, model, 5.0, &v, NULL);
+    judge(j, "b", 24, DAY_MS, x, seen, s, model, false, &v);
     assert_true(isfinite(v.lstm_surprise) && isfinite(v.seasonal_surprise));
     assert_float_equal(v.surprise, fmax(fmax(v.lstm_surprise, v.seasonal_surprise) - log10(2), 0),
                        1e-9);
     /* The table holds two: a third entity is judged from priors and counted. */
-    ad_judge_window(j, "c", 1, 24, DAY_MS, x, seen, s, model, 5.0, &v, NULL);
+    judge(j, "c", 24, DAY_MS, x, seen, s, model, false, &v);
     assert_int_equal(ad_judge_entities(j), 2);
     assert_int_equal(ad_judge_untracked(j), 1);
     assert_float_equal(v.surprise, ad_surprise_of_z(1.0), 1e-9);
@@ -227,6 +252,45 @@ static void test_judge_streams(void **state)
     assert_int_equal(ad_judge_entities(j), 1);
     ad_judge_expire(j, 35);
     assert_int_equal(ad_judge_entities(j), 0);
+    ad_judge_destroy(j);
+
+    /* Gaps (docs/scoring.md): a feature usually there and back from a gap sits out of the
+     * LSTM's score; an entity whose data often has gaps keeps it. Shares 0.75 and 0.25 of a
+     * score of 2 over 2 features: r² = 6 and 2. */
+    o.max_entities = 10;
+    j = ad_judge_new(&o);
+    for (int i = 0; i < 100; i++) {
+        judge(j, "regular", i, i * HOUR_MS, x, seen, 2.0, model, false, &v);
+        judge(j, "irregular", i, i * HOUR_MS, x, seen, 2.0, model, i % 3 == 0, &v);
+    }
+    assert_float_equal(v.lstm_score, 2.0, 1e-12);
+    assert_int_equal(v.gap_features, 0);
+    judge(j, "regular", 100, 100 * HOUR_MS, x, seen, 2.0, model, true, &v);
+    assert_true(isnan(v.lstm_score) && v.gap_features == 2);
+    assert_true(isnan(v.lstm_surprise)); /* judged by the seasonal baseline alone */
+    judge(j, "irregular", 100, 100 * HOUR_MS, x, seen, 2.0, model, true, &v);
+    assert_float_equal(v.lstm_score, 2.0, 1e-12);
+    /* Only the second feature back from a gap: sqrt(6 / 1) is what is left. */
+    uint8_t steps[4 * 2];
+    memset(steps, 1, sizeof steps);
+    steps[2 * 2 + 1] = 0;
+    float shares[2] = {0.75f, 0.25f};
+    struct ad_judge_input in = {.key = "regular",
+                                .len = 7,
+                                .bucket = 101,
+                                .bucket_ms = 101 * HOUR_MS,
+                                .values = x,
+                                .observed = seen,
+                                .steps_mask = steps,
+                                .steps = 4,
+                                .lstm_score = 2.0,
+                                .lstm_shares = shares,
+                                .model = model};
+    ad_judge_window(j, &in, 5.0, &v, NULL);
+    assert_int_equal(v.gap_features, 1);
+    assert_float_equal(v.lstm_score, sqrt(6.0), 1e-6);
+    assert_float_equal(shares[0], 1.0, 1e-6); /* what is left is all feature 0's */
+    assert_float_equal(shares[1], 0.0, 0);
     ad_judge_destroy(j);
     ad_model_unref(model);
     fixture_remove(dir);
