@@ -13,6 +13,7 @@
 #include "daemon/daemon.h"
 #include "detect/pipeline.h"
 #include "detect/replay.h"
+#include "detect/swap.h"
 #include "gpu/device.h"
 #include "gpu/scorer.h"
 
@@ -82,6 +83,12 @@ static int check_config(const char *path, struct ad_config *cfg, struct ad_diag 
         return AD_EXIT_USAGE;
     }
     const struct ad_settings *s = ad_config_settings(cfg);
+    char why[1024];
+    if (ad_swap_check_store(s, why, sizeof why) < 0) {
+        fprintf(stderr, "%s: %s\n%s: the config is invalid for the model store\n", path, why, path);
+        ad_config_unref(cfg);
+        return AD_EXIT_USAGE;
+    }
     printf("%s: OK (%zu source%s, %zu detector%s; sha256 %s)\n", path, s->n_sources,
            s->n_sources == 1 ? "" : "s", s->n_detectors, s->n_detectors == 1 ? "" : "s",
            ad_config_sha256(cfg));

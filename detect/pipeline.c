@@ -14,6 +14,7 @@
 #include "detect/outbox.h"
 #include "detect/routing.h"
 #include "detect/serving.h"
+#include "detect/swap.h"
 #include "gpu/scorer.h"
 #include "stream/kafka_source.h"
 #include "stream/prom_source.h"
@@ -886,6 +887,10 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
             ad_model_watch_check(h->watch);
         return 0;
     }
+    /* On a reload, a detector whose new shape no longer fits the model it serves would stop
+     * scoring: refused. (At start it runs without a model, and says so.) */
+    if (h->current && ad_swap_check_store(s, errstr, errstr_size) < 0)
+        return -1;
     struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
     if (!fresh)
         return -1;

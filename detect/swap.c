@@ -8,6 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/errstr.h"
+#include "base/file.h"
+
 #define AD_LOG_MODULE "serving"
 #include "base/log.h"
 
@@ -315,4 +318,61 @@ void ad_swap_status(const struct ad_swap *sw, json_t *model)
                       "max_score_difference", sh->max_difference));
     if (sw->last_shadow)
         json_object_set(model, "last_shadow_run", sw->last_shadow);
+}
+
+/* ---- configs against the store ---- */
+
+/* The published manifest of detector d, parsed (a reference the caller drops), or NULL. */
+static json_t *published_manifest(const char *store, const struct ad_settings_detector *d)
+{
+    char path[4096], why[256], *current, *version;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s/CURRENT", store, d->model);
+    if (!(current = ad_file_read(path, 4096, &len, NULL, why, sizeof why)))
+        return NULL;
+    version = strtok(current, " \t\r\n");
+    json_t *doc = NULL;
+    if (version) {
+        snprintf(path, sizeof path, "%s/%s/%s/manifest.json", store, d->model, version);
+        char *text = ad_file_read(path, 16 << 20, &len, NULL, why, sizeof why);
+        doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+        free(text);
+    }
+    free(current);
+    return doc;
+}
+
+int ad_swap_check_store(const struct ad_settings *s, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; s->model_store.path && i < s->n_detectors; i++) {
+        const struct ad_settings_detector *d = &s->detectors[i];
+        json_t *doc = published_manifest(s->model_store.path, d);
+        if (!doc)
+            continue;
+        json_t *features = json_object_get(doc, "features");
+        json_int_t window = json_integer_value(json_object_get(doc, "window"));
+        json_int_t step = json_integer_value(json_object_get(doc, "step_ms"));
+        bool same = json_is_array(features) && json_array_size(features) == d->features.len;
+        for (size_t f = 0; same && f < d->features.len; f++)
+            same =
+                json_is_string(json_array_get(features, f)) &&
+                strcmp(json_string_value(json_array_get(features, f)), d->features.items[f]) == 0;
+        int rc = 0;
+        if (!same || window != (json_int_t)d->window_len || step != d->step)
+            rc = ad_errstr_set(
+                errstr, errstr_size,
+                "detector %s: the version its model store serves (%s/%s: %lld steps of %lld ms, "
+                "%zu features) does not fit %zu steps of %lld ms of %s; publish a model for the "
+                "new shape first, or keep the detector's window, step and features",
+                d->name, d->model,
+                json_string_value(json_object_get(doc, "version"))
+                    ? json_string_value(json_object_get(doc, "version"))
+                    : "?",
+                (long long)window, (long long)step, json_array_size(features), d->window_len,
+                (long long)d->step, same ? "the same features" : "these features");
+        json_decref(doc);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }

@@ -53,6 +53,16 @@ double ad_swap_score_threshold(const struct ad_swap *sw, const struct ad_model *
 void ad_swap_compare(struct ad_swap *sw, const struct ad_model *candidate, const float *serving,
                      const float *shadow, size_t n, const char *error);
 
+/*
+ * Whether the version each detector of s would serve (what CURRENT names in a folder store)
+ * fits the detector's features, window and step, read from its manifest alone. A config that
+ * changes a detector's window under its model would otherwise load and leave the detector
+ * without a model: SIGHUP and --check-config refuse it instead (docs/model-store.md). A store
+ * that is a URL, a detector without a published version, or a manifest that does not parse
+ * (the watcher reports those) pass. Returns 0, or -1 with errstr naming the detector.
+ */
+int ad_swap_check_store(const struct ad_settings *s, char *errstr, size_t errstr_size);
+
 /* The serving version, why there is none or the last refusal, and the shadow runs. */
 void ad_swap_status(const struct ad_swap *sw, json_t *model);
 
