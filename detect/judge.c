@@ -10,7 +10,7 @@
 #include "detect/seasonal.h"
 #include "detect/surprise.h"
 
-/* Each entity: its streams, then its seasonal baseline (ad_seasonal_size bytes). */
+/* What the judge remembers of one entity (about 1 KiB at one feature and 5-minute steps). */
 struct entity {
     int64_t last_bucket;
     bool lstm_started; /* the LSTM stream has its prior */
@@ -37,7 +37,6 @@ struct ad_judge {
     struct entity *scratch; /* an entity judged from priors alone, when the table is full */
 };
 
-/* Rounded up so that the next record in the table keeps its doubles aligned. */
 static float *rates_of(struct entity *e)
 {
     return e->tail;
@@ -48,6 +47,7 @@ static void *baseline_of(const struct ad_judge *j, struct entity *e)
     return e->tail + j->features;
 }
 
+/* Rounded up so that the next record in the table keeps its doubles aligned. */
 static size_t entity_size(size_t features, int64_t step_ms)
 {
     size_t size =

@@ -179,40 +179,33 @@ def iter_export(paths, detector, layout):
                 yield _parse_window(obj, where, layout)
 
 
-def parse_fill(spec, features):
-    """--fill ("carry,app.requests=zero": a default policy, then per-feature ones) as two
-    boolean arrays over the features: those that carry and those that fill NaN (the rest
-    fill zero)."""
-    default, per_feature = "carry", {}
+def per_feature(option, spec, features, choices, default):
+    """A per-feature option ("carry,app.requests=zero": a default, then per-feature values) as
+    one value per feature, each one of choices."""
+    per_feature = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, policy = item.rpartition("=")
-        if policy not in FILL_POLICIES:
-            raise InputError("--fill: %r is not one of %s" % (policy, ", ".join(FILL_POLICIES)))
+        name, _, value = item.rpartition("=")
+        if value not in choices:
+            raise InputError("%s: %r is not one of %s" % (option, value, ", ".join(choices)))
         if not name:
-            default = policy
+            default = value
         elif name not in features:
-            raise InputError("--fill: %r is not a feature" % name)
+            raise InputError("%s: %r is not a feature" % (option, name))
         else:
-            per_feature[name] = policy
-    policies = [per_feature.get(f, default) for f in features]
+            per_feature[name] = value
+    return [per_feature.get(f, default) for f in features]
+
+
+def parse_fill(spec, features):
+    """--fill as two boolean arrays over the features: those that carry and those that fill
+    NaN (the rest fill zero)."""
+    policies = per_feature("--fill", spec, features, FILL_POLICIES, "carry")
     return np.array([p == "carry" for p in policies]), np.array([p == "nan" for p in policies])
 
 
 def parse_aggregate(spec, features):
-    """--aggregate ("last,app.requests=sum": a default, then per-feature ones) as one
-    aggregation name per feature."""
-    default, per_feature = "last", {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, agg = item.rpartition("=")
-        if agg not in AGGREGATIONS:
-            raise InputError("--aggregate: %r is not one of %s" % (agg, ", ".join(AGGREGATIONS)))
-        if not name:
-            default = agg
-        elif name not in features:
-            raise InputError("--aggregate: %r is not a feature" % name)
-        else:
-            per_feature[name] = agg
-    return [per_feature.get(f, default) for f in features]
+    """--aggregate as one aggregation name per feature."""
+    return per_feature("--aggregate", spec, features, AGGREGATIONS, "last")
 
 
 class _Bucket:

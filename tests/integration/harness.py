@@ -247,6 +247,24 @@ class KafkaMock:
         self.close()
 
 
+def publish_model(store, staging, model, version, steps, step_ms, features, special=None):
+    """Publishes a valid version with random weights (tests/tools/model-write) as the trainer
+    does: written in staging (so that nothing sees it half made), moved into the store, then
+    CURRENT names it. special (file name, "fifo" or "dir") replaces one of its files."""
+    subprocess.run([os.path.join(TOOLS, "model-write"), staging, model, version, str(steps),
+                    str(step_ms), *features], check=True, capture_output=True, timeout=60)
+    if special:
+        path = os.path.join(staging, model, version, special[0])
+        os.unlink(path)
+        (os.mkfifo if special[1] == "fifo" else os.mkdir)(path)
+    os.makedirs(os.path.join(store, model), exist_ok=True)
+    os.rename(os.path.join(staging, model, version), os.path.join(store, model, version))
+    tmp = os.path.join(store, model, ".CURRENT.tmp")
+    with open(tmp, "w") as f:
+        f.write(version + "\n")
+    os.replace(tmp, os.path.join(store, model, "CURRENT"))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

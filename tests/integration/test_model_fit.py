@@ -16,7 +16,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ANOMALYD, TOOLS, Daemon, wait_for  # noqa: E402
+from harness import ANOMALYD, Daemon, publish_model, wait_for  # noqa: E402
 
 CONFIG = """\
 daemon:
@@ -45,15 +45,8 @@ class ModelFit(unittest.TestCase):
         self.store = os.path.join(self.dir, "models")
 
     def publish(self, version, steps):
-        staging = os.path.join(self.dir, "staging")
-        subprocess.run([os.path.join(TOOLS, "model-write"), staging, "api", version, str(steps),
-                        "10000", "node.cpu"], check=True, capture_output=True, timeout=60)
-        os.makedirs(os.path.join(self.store, "api"), exist_ok=True)
-        os.rename(os.path.join(staging, "api", version), os.path.join(self.store, "api", version))
-        tmp = os.path.join(self.store, "api", ".CURRENT.tmp")
-        with open(tmp, "w") as f:
-            f.write(version + "\n")
-        os.replace(tmp, os.path.join(self.store, "api", "CURRENT"))
+        publish_model(self.store, os.path.join(self.dir, "staging"), "api", version, steps, 10000,
+                      ["node.cpu"])
 
     def check(self, text):
         path = os.path.join(self.dir, "check.yaml")

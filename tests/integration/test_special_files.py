@@ -22,7 +22,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ANOMALYD, TOOLS, Daemon, wait_for  # noqa: E402
+from harness import ANOMALYD, Daemon, publish_model, wait_for  # noqa: E402
 
 # A detector needs a source: a Prometheus that nobody answers is enough for the model store.
 CONFIG = """\
@@ -56,23 +56,8 @@ class SpecialFiles(unittest.TestCase):
         self.publish("v1")
 
     def publish(self, version, special=None):
-        """Writes a valid version with model-write (in a folder of its own, so that nothing
-        sees it half made); special (file name, "fifo" or "dir") replaces one of its files.
-        Then the version moves into the store and CURRENT names it, as the trainer does."""
-        staging = os.path.join(self.dir, "staging")
-        subprocess.run([os.path.join(TOOLS, "model-write"), staging, "api", version, "8",
-                        "10000", "node.cpu"], check=True, capture_output=True, timeout=60)
-        if special:
-            path = os.path.join(staging, "api", version, special[0])
-            os.unlink(path)
-            (os.mkfifo if special[1] == "fifo" else os.mkdir)(path)
-        os.makedirs(os.path.join(self.store, "api"), exist_ok=True)
-        os.rename(os.path.join(staging, "api", version),
-                  os.path.join(self.store, "api", version))
-        tmp = os.path.join(self.store, "api", ".CURRENT.tmp")
-        with open(tmp, "w") as f:
-            f.write(version + "\n")
-        os.replace(tmp, os.path.join(self.store, "api", "CURRENT"))
+        publish_model(self.store, os.path.join(self.dir, "staging"), "api", version, 8, 10000,
+                      ["node.cpu"], special)
 
     def serving(self, d):
         info = [k for k, v in d.metrics().items() if k.startswith("anomalyd_model_info") and v]
