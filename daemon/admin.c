@@ -16,6 +16,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "config/config.h"
 
@@ -319,7 +320,7 @@ struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
     int port;
 
     if (!admin) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     admin->metrics = metrics;
@@ -327,12 +328,12 @@ struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
     admin->timeout_ms = REQUEST_TIMEOUT_MS;
     snprintf(admin->not_ready_reason, sizeof admin->not_ready_reason, "starting");
     if (ad_config_split_address(listen, host, sizeof host, &port) < 0) {
-        snprintf(errstr, errstr_size, "bad listen address \"%s\": expected host:port", listen);
+        ad_errstr_set(errstr, errstr_size, "bad listen address \"%s\": expected host:port", listen);
         goto err;
     }
     admin->http = evhttp_new(base);
     if (!admin->http) {
-        snprintf(errstr, errstr_size, "cannot create the HTTP server");
+        ad_errstr_set(errstr, errstr_size, "cannot create the HTTP server");
         goto err;
     }
     /* Every method reaches handle() so that it can answer 405 rather than evhttp's 501. */
@@ -350,15 +351,15 @@ struct ad_admin *ad_admin_new(struct event_base *base, const char *listen,
     admin->register_ev = event_new(base, -1, 0, register_accepted, admin);
     admin->sweep = event_new(base, -1, EV_PERSIST, sweep, admin);
     if (!admin->register_ev || !admin->sweep || event_add(admin->sweep, &every) < 0) {
-        snprintf(errstr, errstr_size, "cannot add the admin endpoint's timers to the loop");
+        ad_errstr_set(errstr, errstr_size, "cannot add the admin endpoint's timers to the loop");
         goto err;
     }
 
     struct evhttp_bound_socket *bound =
         evhttp_bind_socket_with_handle(admin->http, *host ? host : "0.0.0.0", (ev_uint16_t)port);
     if (!bound) {
-        snprintf(errstr, errstr_size, "cannot listen on %s: %s", listen,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        ad_errstr_set(errstr, errstr_size, "cannot listen on %s: %s", listen,
+                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         goto err;
     }
     describe_bound(admin, bound);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/file.h"
 #include "base/fs_events.h"
 #include "base/sha256.h"
@@ -207,7 +208,7 @@ struct ad_config_watch *ad_config_watch_new(struct event_base *base, const char 
 {
     struct ad_config_watch *w = calloc(1, sizeof *w);
     if (!w) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     w->base = base;
@@ -219,7 +220,7 @@ struct ad_config_watch *ad_config_watch_new(struct event_base *base, const char 
     w->path = strdup(path);
     w->folders[0].path = folder_of(path);
     if (!w->path || !w->folders[0].path) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     if (seen_sha256 && strlen(seen_sha256) == AD_SHA256_HEX_LEN) {
@@ -231,19 +232,20 @@ struct ad_config_watch *ad_config_watch_new(struct event_base *base, const char 
 
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0) {
-        snprintf(errstr, errstr_size, "inotify: %s", strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "inotify: %s", strerror(errno));
         goto err;
     }
     w->folders[0].wd = inotify_add_watch(w->fd, w->folders[0].path, FOLDER_EVENTS);
     if (w->folders[0].wd < 0) {
-        snprintf(errstr, errstr_size, "cannot watch %s: %s", w->folders[0].path, strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "cannot watch %s: %s", w->folders[0].path,
+                      strerror(errno));
         goto err;
     }
     follow_link(w);
     w->inotify_ev = event_new(base, w->fd, EV_READ | EV_PERSIST, on_inotify, w);
     w->timer = evtimer_new(base, on_quiet, w);
     if (!w->inotify_ev || !w->timer || event_add(w->inotify_ev, NULL) < 0) {
-        snprintf(errstr, errstr_size, "cannot add the inotify event to the loop");
+        ad_errstr_set(errstr, errstr_size, "cannot add the inotify event to the loop");
         goto err;
     }
     return w;

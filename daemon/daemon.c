@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/units.h"
 #include "base/version.h"
 #include "daemon/admin.h"
@@ -397,7 +398,7 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
 
     if (!d) {
         ad_config_unref(config);
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     d->config = config;
@@ -411,17 +412,17 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
     d->base = event_base_new();
     d->metrics = ad_metrics_new();
     if (!d->base || !d->metrics || !d->pending_restart || !d->last_reload_errors) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     if (register_metrics(d) < 0) {
-        snprintf(errstr, errstr_size, "cannot register metrics");
+        ad_errstr_set(errstr, errstr_size, "cannot register metrics");
         goto err;
     }
     d->admin = ad_admin_new(d->base, ad_config_settings(config)->daemon.admin_listen, d->metrics,
                             err, sizeof err);
     if (!d->admin) {
-        snprintf(errstr, errstr_size, "admin endpoint: %s", err);
+        ad_errstr_set(errstr, errstr_size, "admin endpoint: %s", err);
         goto err;
     }
     ad_admin_set_status_fn(d->admin, build_status, d);
@@ -434,7 +435,7 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
     if (!d->sighup || !d->sigterm || !d->sigint || !d->watchdog_timer || !d->shutdown_timer ||
         evsignal_add(d->sighup, NULL) < 0 || evsignal_add(d->sigterm, NULL) < 0 ||
         evsignal_add(d->sigint, NULL) < 0) {
-        snprintf(errstr, errstr_size, "cannot set up signal handling");
+        ad_errstr_set(errstr, errstr_size, "cannot set up signal handling");
         goto err;
     }
     sync_watch(d);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/file.h"
 #include "base/fs_events.h"
 #include "base/units.h"
@@ -266,14 +267,14 @@ static int parse_current(const char *text, size_t len, char *version, char *errs
     while (n > a && isspace((unsigned char)text[n - 1]))
         n--;
     if (n == a) {
-        snprintf(errstr, errstr_size, "it is empty");
+        ad_errstr_set(errstr, errstr_size, "it is empty");
         return -1;
     }
     if (n - a >= VERSION_SIZE || !valid_name(text + a, n - a)) {
-        snprintf(errstr, errstr_size,
-                 "its first line is not a version name (letters, digits, '.', '_', '-', at "
-                 "most %d)",
-                 VERSION_SIZE - 1);
+        ad_errstr_set(errstr, errstr_size,
+                      "its first line is not a version name (letters, digits, '.', '_', '-', at "
+                      "most %d)",
+                      VERSION_SIZE - 1);
         return -1;
     }
     memcpy(version, text + a, n - a);
@@ -290,7 +291,7 @@ static bool file_missing(const char *dir, const char *file, char *errstr, size_t
     snprintf(path, sizeof path, "%s/%s", dir, file);
     if (stat(path, &st) == 0 || errno != ENOENT)
         return false;
-    snprintf(errstr, errstr_size, "%s: %s", path, strerror(ENOENT));
+    ad_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(ENOENT));
     return true;
 }
 
@@ -1048,7 +1049,8 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
     struct ad_model_watch *w = NULL;
 
     if (!o->base || !s || (!s->path && !s->url)) {
-        snprintf(errstr, errstr_size, "the model watcher needs a loop and a store (path or url)");
+        ad_errstr_set(errstr, errstr_size,
+                      "the model watcher needs a loop and a store (path or url)");
         return NULL;
     }
     w = calloc(1, sizeof *w);
@@ -1063,7 +1065,7 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
     w->announce_log.interval_ms = 60000;
     if (pthread_mutex_init(&w->mu, NULL) != 0 || pthread_cond_init(&w->cv, NULL) != 0) {
         free(w);
-        snprintf(errstr, errstr_size, "cannot create a mutex");
+        ad_errstr_set(errstr, errstr_size, "cannot create a mutex");
         return NULL;
     }
     if (s->path) {
@@ -1100,8 +1102,9 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
         e->w = w;
         e->wd = -1;
         if (!name || !valid_name(name, strlen(name)) || find_entry(w, name, strlen(name))) {
-            snprintf(errstr, errstr_size, "model \"%s\": %s", name ? name : "(null)",
-                     name && valid_name(name, strlen(name)) ? "listed twice" : "not a model name");
+            ad_errstr_set(errstr, errstr_size, "model \"%s\": %s", name ? name : "(null)",
+                          name && valid_name(name, strlen(name)) ? "listed twice"
+                                                                 : "not a model name");
             goto fail;
         }
         w->n_entries++;
@@ -1114,7 +1117,7 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
 
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-        snprintf(errstr, errstr_size, "cannot create a pipe: %s", strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "cannot create a pipe: %s", strerror(errno));
         goto fail;
     }
     w->pipe_r = fds[0];
@@ -1126,7 +1129,7 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
         goto oom;
     struct timeval tv = {.tv_sec = w->poll_ms / 1000, .tv_usec = (w->poll_ms % 1000) * 1000};
     if (event_add(w->done_ev, NULL) < 0 || event_add(w->poll_timer, &tv) < 0) {
-        snprintf(errstr, errstr_size, "cannot add the watcher's events to the loop");
+        ad_errstr_set(errstr, errstr_size, "cannot add the watcher's events to the loop");
         goto fail;
     }
     if (w->path && !o->no_inotify) {
@@ -1141,7 +1144,8 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
     }
     int rc = pthread_create(&w->thread, NULL, worker_main, w);
     if (rc != 0) {
-        snprintf(errstr, errstr_size, "cannot start the model loading thread: %s", strerror(rc));
+        ad_errstr_set(errstr, errstr_size, "cannot start the model loading thread: %s",
+                      strerror(rc));
         goto fail;
     }
     w->thread_started = true;
@@ -1154,7 +1158,7 @@ struct ad_model_watch *ad_model_watch_new_with(const struct ad_model_watch_optio
     return w;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 fail:
     ad_model_watch_destroy(w);
     return NULL;

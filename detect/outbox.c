@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/errstr.h"
 #include "stream/kafka_sink.h"
 #include "stream/redis_sink.h"
 #include "stream/sink.h"
@@ -34,7 +35,7 @@ struct ad_outbox *ad_outbox_new(struct event_base *base, const struct ad_setting
 {
     struct ad_outbox *o = calloc(1, sizeof *o);
     if (!o) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     o->ack = ack;

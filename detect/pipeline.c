@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "detect/model_watch.h"
 #include "detect/outbox.h"
@@ -462,7 +463,7 @@ static int build_routes(struct pipeline *p, const struct ad_settings *s, char *e
         struct source_rt *src = &p->sources[si];
         src->routes = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *src->routes);
         if (!src->routes) {
-            snprintf(errstr, errstr_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
         src->n_routes = ad_routing_build(s, si, src->routes);
@@ -489,7 +490,7 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
             return -1;
         det->grid = ad_grid_new(det->store, d->source_idle_timeout);
         if (!det->grid) {
-            snprintf(errstr, errstr_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
         struct ad_serving_outlet outlet = {.publish = publish_alert, .arg = det};
@@ -530,7 +531,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
         src->settings = &s->sources[si];
         src->watermark = ad_watermark_new(ad_clock_wall_ms());
         if (!src->watermark) {
-            snprintf(errstr, errstr_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
         static const char refused_help[] = "Series or values a source could not use.";
@@ -559,7 +560,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
         for (size_t r = 0; r < src->n_routes; r++)
             if (ad_grid_add_source(p->detectors[src->routes[r].detector].grid, src->settings->name,
                                    src->watermark) < 0) {
-                snprintf(errstr, errstr_size, "detector uses too many sources");
+                ad_errstr_set(errstr, errstr_size, "detector uses too many sources");
                 return -1;
             }
         int64_t span;
@@ -633,7 +634,7 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
     const struct ad_settings *s = ad_config_settings(config);
     struct pipeline *p = calloc(1, sizeof *p);
     if (!p) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     p->holder = holder;
@@ -644,7 +645,7 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
     p->detectors = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->detectors);
     p->rebuild = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *p->rebuild);
     if (!p->sources || !p->detectors || !p->rebuild) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     for (size_t d = 0; d < s->n_detectors; d++) {
@@ -662,7 +663,7 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
     p->tick = event_new(holder->base, -1, EV_PERSIST, on_tick, p);
     struct timeval tv = {0, TICK_MS * 1000};
     if (!p->tick || event_add(p->tick, &tv) < 0) {
-        snprintf(errstr, errstr_size, "cannot register the tick");
+        ad_errstr_set(errstr, errstr_size, "cannot register the tick");
         goto err;
     }
     AD_INFO_KV("pipeline built", AD_KV_INT("sources", s->n_sources),
@@ -813,7 +814,7 @@ static int watch(struct ad_pipeline *h, const struct ad_settings *s, char *errst
     size_t n = 0;
     int rc = -1;
     if (!models || !expect) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     for (size_t d = 0; d < s->n_detectors; d++) {
@@ -982,7 +983,7 @@ struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *
 {
     struct ad_pipeline *h = calloc(1, sizeof *h);
     if (!h) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     h->base = base;
@@ -992,7 +993,7 @@ struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *
     if (scorer) {
         h->results = event_new(base, ad_scorer_fd(scorer), EV_READ | EV_PERSIST, on_results, h);
         if (!h->results || event_add(h->results, NULL) < 0) {
-            snprintf(errstr, errstr_size, "cannot watch the scorer");
+            ad_errstr_set(errstr, errstr_size, "cannot watch the scorer");
             goto fail;
         }
     }

@@ -10,8 +10,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "base/file.h"
 #include "base/clock.h"
+#include "base/errstr.h"
+#include "base/file.h"
 #include "base/metrics.h"
 #include "detect/routing.h"
 #include "detect/serving.h"
@@ -133,26 +134,27 @@ static int choose_for_logs(struct replay *r, char *errstr, size_t errstr_size)
             si = (ssize_t)i;
     if (si < 0) {
         if (want)
-            snprintf(errstr, errstr_size, "--source %s: the config has no source of that name",
-                     want);
+            ad_errstr_set(errstr, errstr_size, "--source %s: the config has no source of that name",
+                          want);
         else
-            snprintf(errstr, errstr_size,
-                     "JSON lines are read as a Kafka source reads them, and the "
-                     "config has no Kafka source");
+            ad_errstr_set(errstr, errstr_size,
+                          "JSON lines are read as a Kafka source reads them, and the "
+                          "config has no Kafka source");
         return -1;
     }
     const struct ad_settings_source *src = &s->sources[si];
     if (src->type != AD_SOURCE_KAFKA) {
-        snprintf(errstr, errstr_size,
-                 "--source %s is a Prometheus source: replay its series from a CSV file",
-                 src->name);
+        ad_errstr_set(errstr, errstr_size,
+                      "--source %s is a Prometheus source: replay its series from a CSV file",
+                      src->name);
         return -1;
     }
     if (src->kafka.time.format == AD_TIME_KAFKA) {
-        snprintf(errstr, errstr_size,
-                 "source %s takes event times from Kafka message timestamps, which a line of a "
-                 "file does not have",
-                 src->name);
+        ad_errstr_set(
+            errstr, errstr_size,
+            "source %s takes event times from Kafka message timestamps, which a line of a "
+            "file does not have",
+            src->name);
         return -1;
     }
     r->source = *src;
@@ -162,7 +164,7 @@ static int choose_for_logs(struct replay *r, char *errstr, size_t errstr_size)
     struct ad_route *routes = calloc(s->n_detectors ? s->n_detectors : 1, sizeof *routes);
     int rc = -1;
     if (!routes) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     size_t n = ad_routing_build(s, (size_t)si, routes);
@@ -172,10 +174,11 @@ static int choose_for_logs(struct replay *r, char *errstr, size_t errstr_size)
             add_detector(r, routes[i].detector, &routes[i]);
     if (r->n_detectors == 0) {
         if (r->opts->detector)
-            snprintf(errstr, errstr_size, "detector %s takes no feature from source %s",
-                     r->opts->detector, src->name);
+            ad_errstr_set(errstr, errstr_size, "detector %s takes no feature from source %s",
+                          r->opts->detector, src->name);
         else
-            snprintf(errstr, errstr_size, "no detector takes a feature from source %s", src->name);
+            ad_errstr_set(errstr, errstr_size, "no detector takes a feature from source %s",
+                          src->name);
         goto out;
     }
     rc = 0;
@@ -189,16 +192,16 @@ static int choose_for_rows(struct replay *r, char *errstr, size_t errstr_size)
 {
     const struct ad_settings *s = &r->settings;
     if (r->opts->source) {
-        snprintf(errstr, errstr_size,
-                 "--source names the Kafka source of JSON lines; a CSV file "
-                 "holds a detector's features");
+        ad_errstr_set(errstr, errstr_size,
+                      "--source names the Kafka source of JSON lines; a CSV file "
+                      "holds a detector's features");
         return -1;
     }
     if (!r->opts->detector && s->n_detectors != 1) {
-        snprintf(errstr, errstr_size,
-                 "the config has %zu detectors: name the one the CSV file is for with "
-                 "--detector",
-                 s->n_detectors);
+        ad_errstr_set(errstr, errstr_size,
+                      "the config has %zu detectors: name the one the CSV file is for with "
+                      "--detector",
+                      s->n_detectors);
         return -1;
     }
     add_detector(r, r->opts->detector ? (size_t)find_detector(s, r->opts->detector) : 0, NULL);
@@ -214,7 +217,7 @@ static int choose(struct replay *r, char *errstr, size_t errstr_size)
     r->detector_settings = calloc(cs->n_detectors ? cs->n_detectors : 1, sizeof *cs->detectors);
     r->detectors = calloc(cs->n_detectors ? cs->n_detectors : 1, sizeof *r->detectors);
     if (!r->detector_settings || !r->detectors) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     for (size_t d = 0; d < cs->n_detectors; d++) {
@@ -227,16 +230,16 @@ static int choose(struct replay *r, char *errstr, size_t errstr_size)
         r->settings.model_store.path = NULL;
 
     if (o->detector && find_detector(cs, o->detector) < 0) {
-        snprintf(errstr, errstr_size, "--detector %s: the config has no detector of that name",
-                 o->detector);
+        ad_errstr_set(errstr, errstr_size, "--detector %s: the config has no detector of that name",
+                      o->detector);
         return -1;
     }
     bool csv = is_csv(o->inputs[0]);
     for (size_t i = 1; i < o->n_inputs; i++) {
         if (is_csv(o->inputs[i]) != csv) {
-            snprintf(errstr, errstr_size,
-                     "%s and %s: the inputs of one replay are all CSV or all JSON lines",
-                     o->inputs[0], o->inputs[i]);
+            ad_errstr_set(errstr, errstr_size,
+                          "%s and %s: the inputs of one replay are all CSV or all JSON lines",
+                          o->inputs[0], o->inputs[i]);
             return -1;
         }
     }
@@ -244,16 +247,16 @@ static int choose(struct replay *r, char *errstr, size_t errstr_size)
         0)
         return -1;
     if (o->model_dir && r->n_detectors > 1) {
-        snprintf(errstr, errstr_size,
-                 "--model-dir is one model version, and source %s feeds %zu detectors: name "
-                 "one with --detector",
-                 r->source.name, r->n_detectors);
+        ad_errstr_set(errstr, errstr_size,
+                      "--model-dir is one model version, and source %s feeds %zu detectors: name "
+                      "one with --detector",
+                      r->source.name, r->n_detectors);
         return -1;
     }
     if (!o->model_dir && !cs->model_store.path) {
-        snprintf(errstr, errstr_size,
-                 "the model store is not a folder: give the version to replay "
-                 "with --model-dir");
+        ad_errstr_set(errstr, errstr_size,
+                      "the model store is not a folder: give the version to replay "
+                      "with --model-dir");
         return -1;
     }
     return 0;
@@ -275,13 +278,13 @@ static int place_column(struct input *in, const struct ad_settings_detector *d, 
         if (strcmp(name, d->features.items[f]) == 0)
             role = 1 + d->keys.len + f;
     if (role == SIZE_MAX) {
-        snprintf(errstr, errstr_size,
-                 "%s: column \"%s\" is not " CSV_TIME ", a key or a feature of detector %s",
-                 in->path, name, d->name);
+        ad_errstr_set(errstr, errstr_size,
+                      "%s: column \"%s\" is not " CSV_TIME ", a key or a feature of detector %s",
+                      in->path, name, d->name);
         return -1;
     }
     if (seen[role]) {
-        snprintf(errstr, errstr_size, "%s: column \"%s\" appears twice", in->path, name);
+        ad_errstr_set(errstr, errstr_size, "%s: column \"%s\" appears twice", in->path, name);
         return -1;
     }
     seen[role] = true;
@@ -304,10 +307,10 @@ static int read_header(struct replay *r, struct input *in, char *errstr, size_t 
 
     enum ad_line_result got = ad_line_reader_next(in->lines, &line, &len);
     if (got != AD_LINE_OK) {
-        snprintf(errstr, errstr_size, "%s: %s", in->path,
-                 got == AD_LINE_END     ? "empty: a CSV file starts with its header"
-                 : got == AD_LINE_ERROR ? strerror(errno)
-                                        : "the header line is too long");
+        ad_errstr_set(errstr, errstr_size, "%s: %s", in->path,
+                      got == AD_LINE_END     ? "empty: a CSV file starts with its header"
+                      : got == AD_LINE_ERROR ? strerror(errno)
+                                             : "the header line is too long");
         return -1;
     }
     /* A UTF-8 byte order mark, as spreadsheets write it, is not part of the first name. */
@@ -317,8 +320,8 @@ static int read_header(struct replay *r, struct input *in, char *errstr, size_t 
     }
     ssize_t n = ad_csv_split(line, len, r->csv_buf, fields, lens, CSV_MAX_COLUMNS);
     if (n < 0 || (size_t)n > CSV_MAX_COLUMNS) {
-        snprintf(errstr, errstr_size, "%s:1: %s", in->path,
-                 n < 0 ? "a quoted column name does not end" : "too many columns");
+        ad_errstr_set(errstr, errstr_size, "%s:1: %s", in->path,
+                      n < 0 ? "a quoted column name does not end" : "too many columns");
         return -1;
     }
     in->n_columns = (size_t)n;
@@ -334,10 +337,10 @@ static int read_header(struct replay *r, struct input *in, char *errstr, size_t 
         const char *missing = role == 0             ? CSV_TIME
                               : role <= d->keys.len ? d->keys.items[role - 1]
                                                     : d->features.items[role - 1 - d->keys.len];
-        snprintf(errstr, errstr_size,
-                 "%s:1: no column \"%s\": the header names " CSV_TIME
-                 ", every key and every feature of detector %s",
-                 in->path, missing, d->name);
+        ad_errstr_set(errstr, errstr_size,
+                      "%s:1: no column \"%s\": the header names " CSV_TIME
+                      ", every key and every feature of detector %s",
+                      in->path, missing, d->name);
         return -1;
     }
     return 0;
@@ -352,7 +355,7 @@ static int open_inputs(struct replay *r, char *errstr, size_t errstr_size)
     r->inputs = calloc(o->n_inputs, sizeof *r->inputs);
     r->csv_buf = malloc(CSV_MAX_LINE + 1);
     if (!r->inputs || !r->csv_buf) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < o->n_inputs; i++)
@@ -363,7 +366,8 @@ static int open_inputs(struct replay *r, char *errstr, size_t errstr_size)
         in->csv = is_csv(in->path);
         if (strcmp(in->path, "-") == 0) {
             if (stdin_used) {
-                snprintf(errstr, errstr_size, "--input -: standard input can be read only once");
+                ad_errstr_set(errstr, errstr_size,
+                              "--input -: standard input can be read only once");
                 return -1;
             }
             stdin_used = true;
@@ -374,7 +378,7 @@ static int open_inputs(struct replay *r, char *errstr, size_t errstr_size)
             char why[256];
             in->fd = ad_file_open(in->path, AD_FILE_FIFO_OK, NULL, why, sizeof why);
             if (in->fd < 0) {
-                snprintf(errstr, errstr_size, "%s: %s", in->path, why);
+                ad_errstr_set(errstr, errstr_size, "%s: %s", in->path, why);
                 return -1;
             }
         }
@@ -382,7 +386,7 @@ static int open_inputs(struct replay *r, char *errstr, size_t errstr_size)
             continue; /* its reader is made when it is read: it may need a large buffer */
         in->lines = ad_line_reader_new(in->fd, CSV_MAX_LINE);
         if (!in->lines) {
-            snprintf(errstr, errstr_size, "out of memory");
+            ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
         if (read_header(r, in, errstr, errstr_size) < 0)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "detect/alerts.h"
 #include "detect/judge.h"
@@ -152,7 +153,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     const struct ad_settings_detector *det = &s->detectors[d];
     struct ad_serving *v = calloc(1, sizeof *v);
     if (!v) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     v->settings = det;
@@ -182,15 +183,15 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
                               2 * (size_t)det->max_entities);
     if (!v->swap || !v->judge || !v->alerts) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto fail;
     }
     if (det->export_path) {
         v->export_path = strdup(det->export_path);
         v->export = fopen(det->export_path, "a");
         if (!v->export || !v->export_path) {
-            snprintf(errstr, errstr_size, "detector %s: cannot open %s: %s", det->name,
-                     det->export_path, strerror(errno));
+            ad_errstr_set(errstr, errstr_size, "detector %s: cannot open %s: %s", det->name,
+                          det->export_path, strerror(errno));
             goto fail;
         }
     }

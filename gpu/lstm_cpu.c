@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 
+#include "base/errstr.h"
 #include "gpu/lstm_backend.h"
 
 /* OpenBLAS' own controls; cblas.h of the reference BLAS does not declare them. */
@@ -222,7 +223,7 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
 {
     struct cpu *cpu = impl;
     if (steps == 0 || x_stride < steps * w->inputs) {
-        snprintf(errstr, errstr_size, "bad shape: %zu steps, stride %zu", steps, x_stride);
+        ad_errstr_set(errstr, errstr_size, "bad shape: %zu steps, stride %zu", steps, x_stride);
         return -1;
     }
     struct job job = {
@@ -244,7 +245,7 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     if (atomic_load(&job.failed)) {
-        snprintf(errstr, errstr_size, "out of memory for the CPU backend's workspace");
+        ad_errstr_set(errstr, errstr_size, "out of memory for the CPU backend's workspace");
         return -1;
     }
     return 0;
@@ -268,7 +269,7 @@ struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_
     if (!b || !cpu) {
         free(b);
         free(cpu);
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     if (threads <= 0) {

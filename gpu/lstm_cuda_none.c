@@ -1,6 +1,7 @@
 /* ad_lstm_backend_cuda_new and the CUDA backend's knobs for builds without CUDA. */
 
 #include "gpu/lstm.h"
+#include "base/errstr.h"
 #include "gpu/lstm_cuda.h"
 
 #include <stdio.h>
@@ -9,7 +10,7 @@ struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *errstr, size_
 {
     (void)device;
     if (errstr != NULL && errstr_size > 0)
-        snprintf(errstr, errstr_size, "built without CUDA (ANOMALYD_CUDA=OFF or no nvcc)");
+        ad_errstr_set(errstr, errstr_size, "built without CUDA (ANOMALYD_CUDA=OFF or no nvcc)");
     return NULL;
 }
 

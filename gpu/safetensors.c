@@ -6,6 +6,8 @@
 
 #include <jansson.h>
 
+#include "base/errstr.h"
+
 /* A header larger than this is not a model header: refuse before allocating for it. */
 #define MAX_HEADER (16u * 1024 * 1024)
 
@@ -44,41 +46,41 @@ static int parse_tensor(const char *name, json_t *entry, size_t data_len, struct
 
     t->name = strdup(name);
     if (!t->name) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     if (!json_is_object(entry)) {
-        snprintf(errstr, errstr_size, "tensor %s: expected an object", name);
+        ad_errstr_set(errstr, errstr_size, "tensor %s: expected an object", name);
         return -1;
     }
     json_object_foreach (entry, key, v) {
         if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets")) {
-            snprintf(errstr, errstr_size, "tensor %s: unknown key \"%s\"", name, key);
+            ad_errstr_set(errstr, errstr_size, "tensor %s: unknown key \"%s\"", name, key);
             return -1;
         }
     }
     json_t *dtype = json_object_get(entry, "dtype");
     if (!json_is_string(dtype) || parse_dtype(json_string_value(dtype), &t->dtype) < 0) {
-        snprintf(errstr, errstr_size, "tensor %s: dtype must be F32, F16 or BF16, not %s", name,
-                 json_is_string(dtype) ? json_string_value(dtype) : "missing");
+        ad_errstr_set(errstr, errstr_size, "tensor %s: dtype must be F32, F16 or BF16, not %s",
+                      name, json_is_string(dtype) ? json_string_value(dtype) : "missing");
         return -1;
     }
     json_t *shape = json_object_get(entry, "shape");
     if (!json_is_array(shape) || json_array_size(shape) > AD_TENSOR_MAX_RANK) {
-        snprintf(errstr, errstr_size, "tensor %s: shape must be a list of at most %d sizes", name,
-                 AD_TENSOR_MAX_RANK);
+        ad_errstr_set(errstr, errstr_size, "tensor %s: shape must be a list of at most %d sizes",
+                      name, AD_TENSOR_MAX_RANK);
         return -1;
     }
     t->rank = json_array_size(shape);
     t->elements = 1;
     for (size_t i = 0; i < t->rank; i++) {
         if (get_size(json_array_get(shape, i), &t->shape[i]) < 0) {
-            snprintf(errstr, errstr_size, "tensor %s: shape[%zu] is not a size", name, i);
+            ad_errstr_set(errstr, errstr_size, "tensor %s: shape[%zu] is not a size", name, i);
             return -1;
         }
         /* Overflow would let a tiny data range pass for a huge tensor. */
         if (t->shape[i] && t->elements > SIZE_MAX / 8 / t->shape[i]) {
-            snprintf(errstr, errstr_size, "tensor %s: shape too large", name);
+            ad_errstr_set(errstr, errstr_size, "tensor %s: shape too large", name);
             return -1;
         }
         t->elements *= t->shape[i];
@@ -87,19 +89,19 @@ static int parse_tensor(const char *name, json_t *entry, size_t data_len, struct
     if (!json_is_array(offsets) || json_array_size(offsets) != 2 ||
         get_size(json_array_get(offsets, 0), &t->begin) < 0 ||
         get_size(json_array_get(offsets, 1), &t->end) < 0 || t->begin > t->end) {
-        snprintf(errstr, errstr_size,
-                 "tensor %s: data_offsets must be [begin, end] with begin <= end", name);
+        ad_errstr_set(errstr, errstr_size,
+                      "tensor %s: data_offsets must be [begin, end] with begin <= end", name);
         return -1;
     }
     if (t->end > data_len) {
-        snprintf(errstr, errstr_size,
-                 "tensor %s: data_offsets end at %zu, past the %zu bytes of data", name, t->end,
-                 data_len);
+        ad_errstr_set(errstr, errstr_size,
+                      "tensor %s: data_offsets end at %zu, past the %zu bytes of data", name,
+                      t->end, data_len);
         return -1;
     }
     if (t->end - t->begin != t->elements * dtype_size(t->dtype)) {
-        snprintf(errstr, errstr_size, "tensor %s: %zu bytes of data for %zu %s values", name,
-                 t->end - t->begin, t->elements, json_string_value(dtype));
+        ad_errstr_set(errstr, errstr_size, "tensor %s: %zu bytes of data for %zu %s values", name,
+                      t->end - t->begin, t->elements, json_string_value(dtype));
         return -1;
     }
     return 0;
@@ -118,7 +120,7 @@ static int check_overlaps(struct ad_safetensors *st, char *errstr, size_t errstr
     const struct ad_tensor **order = malloc((st->n_tensors + 1) * sizeof *order);
     int rc = 0;
     if (!order) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < st->n_tensors; i++)
@@ -126,8 +128,8 @@ static int check_overlaps(struct ad_safetensors *st, char *errstr, size_t errstr
     qsort(order, st->n_tensors, sizeof *order, by_begin);
     for (size_t i = 1; i < st->n_tensors; i++) {
         if (order[i]->begin < order[i - 1]->end) {
-            snprintf(errstr, errstr_size, "tensors %s and %s overlap", order[i - 1]->name,
-                     order[i]->name);
+            ad_errstr_set(errstr, errstr_size, "tensors %s and %s overlap", order[i - 1]->name,
+                          order[i]->name);
             rc = -1;
             break;
         }
@@ -147,30 +149,30 @@ int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *
 
     memset(out, 0, sizeof *out);
     if (len < 8) {
-        snprintf(errstr, errstr_size, "truncated: %zu bytes, less than the 8-byte header length",
-                 len);
+        ad_errstr_set(errstr, errstr_size,
+                      "truncated: %zu bytes, less than the 8-byte header length", len);
         return -1;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = n << 8 | buf[i];
     if (n > MAX_HEADER || n > len - 8) {
-        snprintf(errstr, errstr_size,
-                 "the header claims %llu bytes; the file has %zu after the length",
-                 (unsigned long long)n, len - 8);
+        ad_errstr_set(errstr, errstr_size,
+                      "the header claims %llu bytes; the file has %zu after the length",
+                      (unsigned long long)n, len - 8);
         return -1;
     }
     header = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(header)) {
-        snprintf(errstr, errstr_size, "the header is not a JSON object: %s",
-                 header ? "another JSON value" : jerr.text);
+        ad_errstr_set(errstr, errstr_size, "the header is not a JSON object: %s",
+                      header ? "another JSON value" : jerr.text);
         goto out;
     }
     out->data = buf + 8 + n;
     out->data_len = len - 8 - (size_t)n;
     out->tensors = calloc(json_object_size(header) + 1, sizeof *out->tensors);
     if (!out->tensors) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto out;
     }
     json_object_foreach (header, name, entry) {
@@ -178,12 +180,12 @@ int ad_safetensors_parse(const uint8_t *buf, size_t len, struct ad_safetensors *
             const char *k;
             json_t *v;
             if (!json_is_object(entry)) {
-                snprintf(errstr, errstr_size, "__metadata__ must be an object of strings");
+                ad_errstr_set(errstr, errstr_size, "__metadata__ must be an object of strings");
                 goto out;
             }
             json_object_foreach (entry, k, v) {
                 if (!json_is_string(v)) {
-                    snprintf(errstr, errstr_size, "__metadata__.%s must be a string", k);
+                    ad_errstr_set(errstr, errstr_size, "__metadata__.%s must be a string", k);
                     goto out;
                 }
             }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "config/config.h"
 #include "gpu/lstm.h"
 #include "gpu/score.h"
@@ -111,8 +112,8 @@ static int open_backend(struct ad_scorer *s, char *errstr, size_t errstr_size)
     if (set->backend != AD_BACKEND_CPU) {
         s->backend = ad_lstm_backend_cuda_new((int)set->device, why, sizeof why);
         if (!s->backend && set->backend == AD_BACKEND_CUDA) {
-            snprintf(errstr, errstr_size, "scoring.backend is cuda, but CUDA is not usable: %s",
-                     why);
+            ad_errstr_set(errstr, errstr_size,
+                          "scoring.backend is cuda, but CUDA is not usable: %s", why);
             return -1;
         }
         if (!s->backend)
@@ -198,9 +199,10 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
     for (size_t w = 0; w < b->n_windows; w++)
         scores[w] = NAN;
     if (ad_model_window(m) != b->window_len || ad_model_features(m) != F || steps == 0) {
-        snprintf(errstr, errstr_size,
-                 "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu", ad_model_name(m),
-                 ad_model_version(m), ad_model_window(m), ad_model_features(m), b->window_len, F);
+        ad_errstr_set(errstr, errstr_size,
+                      "model %s/%s is for windows of %zu×%zu, the batch has %zu×%zu",
+                      ad_model_name(m), ad_model_version(m), ad_model_window(m),
+                      ad_model_features(m), b->window_len, F);
         return -1;
     }
     size_t per_chunk = X_FLOATS / (steps * I);
@@ -208,7 +210,7 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
         per_chunk = CHUNK_WINDOWS;
     if (grow(&s->x, &s->x_size, per_chunk * steps * I) < 0 ||
         grow(&s->predictions, &s->predictions_size, per_chunk * F) < 0) {
-        snprintf(errstr, errstr_size, "out of memory for the scorer's buffers");
+        ad_errstr_set(errstr, errstr_size, "out of memory for the scorer's buffers");
         return -1;
     }
     if (verify(s, m, errstr, errstr_size) < 0)
@@ -219,7 +221,7 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
         while (ad_lstm_forward(s->backend, ad_model_weights(m), s->x, n, steps, steps * I,
                                s->predictions, why, sizeof why) < 0) {
             if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0) {
-                snprintf(errstr, errstr_size, "%s", why);
+                ad_errstr_set(errstr, errstr_size, "%s", why);
                 return -1;
             }
         }
@@ -358,8 +360,8 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     struct ad_scorer *s = calloc(1, sizeof *s);
     int fds[2] = {-1, -1};
     if (!s || pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-        snprintf(errstr, errstr_size, "cannot create the scorer: %s",
-                 s ? strerror(errno) : "no memory");
+        ad_errstr_set(errstr, errstr_size, "cannot create the scorer: %s",
+                      s ? strerror(errno) : "no memory");
         free(s);
         return NULL;
     }
@@ -375,7 +377,7 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     pthread_cond_init(&s->wake, NULL);
     int rc = pthread_create(&s->thread, NULL, run, s);
     if (rc != 0) {
-        snprintf(errstr, errstr_size, "cannot start the scorer thread: %s", strerror(rc));
+        ad_errstr_set(errstr, errstr_size, "cannot start the scorer thread: %s", strerror(rc));
         goto fail_thread;
     }
     pthread_mutex_lock(&s->lock);
@@ -383,7 +385,7 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
         pthread_cond_wait(&s->wake, &s->lock);
     bool failed = s->start_error[0] != '\0';
     if (failed)
-        snprintf(errstr, errstr_size, "%s", s->start_error);
+        ad_errstr_set(errstr, errstr_size, "%s", s->start_error);
     pthread_mutex_unlock(&s->lock);
     if (failed) {
         pthread_join(s->thread, NULL);

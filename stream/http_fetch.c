@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "base/version.h"
 
@@ -109,7 +110,7 @@ static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http 
 {
     if (h->bearer_token.value) {
         if (has_line_break(h->bearer_token.value)) {
-            snprintf(errstr, errstr_size, "bearer_token holds a line break");
+            ad_errstr_set(errstr, errstr_size, "bearer_token holds a line break");
             return -1;
         }
         if (append_header(&f->headers, "Authorization: Bearer %s%s", h->bearer_token.value, "") < 0)
@@ -118,8 +119,8 @@ static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http 
     for (size_t i = 0; i < h->headers.len; i++) {
         const char *name = h->headers.keys[i], *value = h->headers.values[i].value;
         if (!*name || strpbrk(name, ":\r\n \t") || has_line_break(value)) {
-            snprintf(errstr, errstr_size, "header \"%s\": bad name or a line break in the value",
-                     name);
+            ad_errstr_set(errstr, errstr_size,
+                          "header \"%s\": bad name or a line break in the value", name);
             return -1;
         }
         /* "Name;" is curl's way to send a header with an empty value ("Name:" removes it). */
@@ -129,7 +130,7 @@ static int build_headers(struct ad_http_fetch *f, const struct ad_settings_http 
     }
     return 0;
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
     return -1;
 }
 
@@ -344,15 +345,15 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     bool ok;
 
     if (!req->url || !cb) {
-        snprintf(errstr, errstr_size, "a request needs a URL and a callback");
+        ad_errstr_set(errstr, errstr_size, "a request needs a URL and a callback");
         return NULL;
     }
     if (has_line_break(req->if_none_match)) {
-        snprintf(errstr, errstr_size, "the ETag holds a line break");
+        ad_errstr_set(errstr, errstr_size, "the ETag holds a line break");
         return NULL;
     }
     if (has_line_break(req->accept)) {
-        snprintf(errstr, errstr_size, "the Accept value holds a line break");
+        ad_errstr_set(errstr, errstr_size, "the Accept value holds a line break");
         return NULL;
     }
     t = calloc(1, sizeof *t);
@@ -369,7 +370,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     if (!t->easy)
         goto oom;
     if (configure(t, req) < 0) {
-        snprintf(errstr, errstr_size, "libcurl refused the request for %s", req->url);
+        ad_errstr_set(errstr, errstr_size, "libcurl refused the request for %s", req->url);
         goto fail;
     }
     clock_gettime(CLOCK_MONOTONIC, &t->started);
@@ -386,7 +387,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
     return t;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 fail:
     if (t)
         free_transfer(t);
@@ -520,7 +521,7 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
     struct ad_http_fetch *f = NULL;
 
     if (!base || !http) {
-        snprintf(errstr, errstr_size, "an HTTP client needs a loop and settings");
+        ad_errstr_set(errstr, errstr_size, "an HTTP client needs a loop and settings");
         return NULL;
     }
     f = calloc(1, sizeof *f);
@@ -530,7 +531,7 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
     f->timeout_ms = http->timeout;
     f->insecure = http->tls.insecure_skip_verify;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(errstr, errstr_size, "cannot initialise libcurl");
+        ad_errstr_set(errstr, errstr_size, "cannot initialise libcurl");
         goto fail;
     }
     f->curl_initialised = true;
@@ -552,13 +553,13 @@ struct ad_http_fetch *ad_http_fetch_new(struct event_base *base,
         curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f) != CURLM_OK ||
         curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
         curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f) != CURLM_OK) {
-        snprintf(errstr, errstr_size, "cannot set up the libcurl multi handle");
+        ad_errstr_set(errstr, errstr_size, "cannot set up the libcurl multi handle");
         goto fail;
     }
     return f;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 fail:
     ad_http_fetch_destroy(f);
     return NULL;

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "base/errstr.h"
 #include "stream/json_extract_engine.h"
 
 struct ad_extractor {
@@ -106,13 +107,13 @@ struct ad_extractor *ad_extractor_new(enum ad_extract_engine engine, const struc
             goto oom;
         break;
     default:
-        snprintf(errstr, errstr_size, "unknown JSON engine %d", (int)engine);
+        ad_errstr_set(errstr, errstr_size, "unknown JSON engine %d", (int)engine);
         goto err;
     }
     return x;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 err:
     ad_extractor_destroy(x);
     return NULL;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/errstr.h"
 #include "base/log.h"
 
 int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
@@ -13,7 +14,7 @@ int ad_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     char why[512];
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) == RD_KAFKA_CONF_OK)
         return 0;
-    snprintf(errstr, errstr_size, "%s: %s", name, why);
+    ad_errstr_set(errstr, errstr_size, "%s: %s", name, why);
     return -1;
 }
 
@@ -36,14 +37,15 @@ rd_kafka_conf_t *ad_kafka_conf_new(const struct ad_settings_kafka *kafka, const 
     size_t used = 0;
 
     if (!conf) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     for (size_t i = 0; i < kafka->brokers.len; i++) {
         int n = snprintf(brokers + used, sizeof brokers - used, "%s%s", i ? "," : "",
                          kafka->brokers.items[i]);
         if (n < 0 || (size_t)n >= sizeof brokers - used) {
-            snprintf(errstr, errstr_size, "kafka.brokers is longer than %zu bytes", sizeof brokers);
+            ad_errstr_set(errstr, errstr_size, "kafka.brokers is longer than %zu bytes",
+                          sizeof brokers);
             goto err;
         }
         used += (size_t)n;

@@ -8,6 +8,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "config/kafka_sink_rules.h"
 #include "stream/kafka_conf.h"
@@ -498,8 +499,8 @@ static int check_properties(const struct ad_kafka_sink *s, rd_kafka_conf_t *conf
             const char *name = maps[m]->keys[i];
             const char *why = ad_kafka_sink_conflict(conf, name);
             if (why) {
-                snprintf(errstr, errstr_size, "%s.%s: %s; remove it", property_origin(s, name),
-                         name, why);
+                ad_errstr_set(errstr, errstr_size, "%s.%s: %s; remove it", property_origin(s, name),
+                              name, why);
                 return -1;
             }
         }
@@ -544,7 +545,7 @@ static int create_producer(struct ad_kafka_sink *s, bool check, char *errstr, si
     rd_kafka_conf_set_opaque(conf, s);
     s->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (!s->rk) {
-        snprintf(errstr, errstr_size, "Kafka sink producer: %s", why);
+        ad_errstr_set(errstr, errstr_size, "Kafka sink producer: %s", why);
         goto err; /* rd_kafka_new destroyed conf only on success */
     }
     conf = NULL;
@@ -553,8 +554,8 @@ static int create_producer(struct ad_kafka_sink *s, bool check, char *errstr, si
     s->rkt = rd_kafka_topic_new(s->rk, s->settings->topic, NULL);
     s->queue = rd_kafka_queue_get_main(s->rk);
     if (!s->rkt || !s->queue) {
-        snprintf(errstr, errstr_size, "Kafka sink producer: %s",
-                 rd_kafka_err2str(rd_kafka_last_error()));
+        ad_errstr_set(errstr, errstr_size, "Kafka sink producer: %s",
+                      rd_kafka_err2str(rd_kafka_last_error()));
         teardown_producer(s);
         rd_kafka_destroy(s->rk);
         s->rk = NULL;
@@ -649,7 +650,7 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
 {
     struct ad_kafka_sink *s = calloc(1, sizeof *s);
     if (!s) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     s->base = base;
@@ -664,7 +665,7 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
     register_metrics(s, metrics);
 
     if (!settings->topic || !*settings->topic) {
-        snprintf(errstr, errstr_size, "sinks.kafka.topic is required");
+        ad_errstr_set(errstr, errstr_size, "sinks.kafka.topic is required");
         goto err;
     }
     s->wake = ad_kafka_wake_new(base, on_wake, s, errstr, errstr_size);
@@ -677,7 +678,7 @@ struct ad_kafka_sink *ad_kafka_sink_new(struct event_base *base,
     struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
     if (!s->safety_timer || !s->retry_timer || !s->stop_timer || !s->done_event ||
         event_add(s->safety_timer, &safety) < 0) {
-        snprintf(errstr, errstr_size, "cannot register loop events");
+        ad_errstr_set(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
     if (create_producer(s, true, errstr, errstr_size) < 0)

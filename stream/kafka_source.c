@@ -1129,7 +1129,7 @@ static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_setting
     char why[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (!rk) {
-        snprintf(errstr, errstr_size, "dead-letter producer: %s", why);
+        ad_errstr_set(errstr, errstr_size, "dead-letter producer: %s", why);
         return NULL;
     }
     rd_kafka_set_log_queue(rk, NULL);
@@ -1145,7 +1145,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     char why[512];
 
     if (!s) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     s->base = opts->base;
@@ -1224,7 +1224,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     rd_kafka_conf_set_opaque(conf, s);
     s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!s->rk) {
-        snprintf(errstr, errstr_size, "Kafka consumer: %s", why);
+        ad_errstr_set(errstr, errstr_size, "Kafka consumer: %s", why);
         goto err; /* rd_kafka_new destroyed conf only on success */
     }
     conf = NULL;
@@ -1240,14 +1240,14 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     ad_kafka_wake_watch(s->wake, s->queue);
     s->lookups = rd_kafka_queue_new(s->rk);
     if (!s->lookups) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     ad_kafka_wake_watch(s->wake, s->lookups);
     s->safety_timer = event_new(s->base, -1, EV_PERSIST, on_safety, s);
     struct timeval safety = {SAFETY_INTERVAL_MS / 1000, (SAFETY_INTERVAL_MS % 1000) * 1000};
     if (!s->safety_timer || event_add(s->safety_timer, &safety) < 0) {
-        snprintf(errstr, errstr_size, "cannot register loop events");
+        ad_errstr_set(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
 
@@ -1270,7 +1270,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     rd_kafka_resp_err_t err = rd_kafka_subscribe(s->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err) {
-        snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+        ad_errstr_set(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
         goto err;
     }
     AD_INFO_KV("Kafka source subscribed", AD_KV_STR("source", s->settings->name),
@@ -1281,7 +1281,7 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
     return s;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 err:
     if (conf)
         rd_kafka_conf_destroy(conf);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/errstr.h"
+
 struct ad_kafka_wake {
     int fds[2]; /* read end, write end */
     struct event *read_event, *again_event;
@@ -42,14 +44,14 @@ struct ad_kafka_wake *ad_kafka_wake_new(struct event_base *base, ad_kafka_wake_f
 {
     struct ad_kafka_wake *w = calloc(1, sizeof *w);
     if (!w) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     w->fds[0] = w->fds[1] = -1;
     w->poll = poll;
     w->arg = arg;
     if (pipe(w->fds) < 0) {
-        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+        ad_errstr_set(errstr, errstr_size, "pipe: %s", strerror(errno));
         goto err;
     }
     /* librdkafka must never block on a full pipe, and drain() stops when it is empty. */
@@ -60,7 +62,7 @@ struct ad_kafka_wake *ad_kafka_wake_new(struct event_base *base, ad_kafka_wake_f
     w->read_event = event_new(base, w->fds[0], EV_READ | EV_PERSIST, on_read, w);
     w->again_event = event_new(base, -1, 0, on_again, w);
     if (!w->read_event || !w->again_event || event_add(w->read_event, NULL) < 0) {
-        snprintf(errstr, errstr_size, "cannot register loop events");
+        ad_errstr_set(errstr, errstr_size, "cannot register loop events");
         goto err;
     }
     return w;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/errstr.h"
 #include "base/number.h"
 #include "stream/event_time.h"
 
@@ -82,14 +83,14 @@ static int add_path(struct ad_log_rules *r, const char *text, char *errstr, size
     if (paths)
         r->paths = paths;
     if (!texts || !paths || !(r->path_texts[r->n_paths] = strdup(text))) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return -1;
     }
     const char *why;
     size_t offset;
     if (ad_jpath_parse(text, &r->paths[r->n_paths], &why, &offset) < 0) {
         /* The config was validated; this is a bug, not bad input. */
-        snprintf(errstr, errstr_size, "bad JSON path \"%s\": %s", text, why);
+        ad_errstr_set(errstr, errstr_size, "bad JSON path \"%s\": %s", text, why);
         free(r->path_texts[r->n_paths]);
         return -1;
     }
@@ -117,15 +118,15 @@ struct ad_log_rules *ad_log_rules_new(const struct ad_settings_source *source,
     struct ad_log_rules *r = calloc(1, sizeof *r);
 
     if (!r) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     if (source->type != AD_SOURCE_KAFKA || source->n_features > AD_LOG_MAX_FEATURES ||
         k->labels.len + k->static_labels.len > AD_LOG_MAX_LABELS) {
-        snprintf(errstr, errstr_size,
-                 "source %s: not a Kafka source within %d labels and %d "
-                 "features",
-                 source->name, AD_LOG_MAX_LABELS, AD_LOG_MAX_FEATURES);
+        ad_errstr_set(errstr, errstr_size,
+                      "source %s: not a Kafka source within %d labels and %d "
+                      "features",
+                      source->name, AD_LOG_MAX_LABELS, AD_LOG_MAX_FEATURES);
         goto err;
     }
     r->time_format = k->time.format;
@@ -149,7 +150,7 @@ struct ad_log_rules *ad_log_rules_new(const struct ad_settings_source *source,
     r->filters = calloc(k->n_filters ? k->n_filters : 1, sizeof *r->filters);
     r->features = calloc(source->n_features ? source->n_features : 1, sizeof *r->features);
     if (!r->filters || !r->features) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     for (size_t i = 0; i < k->n_filters; i++, r->n_filters++)
@@ -169,7 +170,7 @@ struct ad_log_rules *ad_log_rules_new(const struct ad_settings_source *source,
 
     r->values = calloc(r->n_paths ? r->n_paths : 1, sizeof *r->values);
     if (!r->values) {
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
         goto err;
     }
     r->extractor = ad_extractor_new(engine, r->paths, r->n_paths, (size_t)k->max_message_bytes,

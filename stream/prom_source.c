@@ -1,6 +1,7 @@
 #include "stream/prom_source.h"
 
 #include "base/clock.h"
+#include "base/errstr.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -299,10 +300,10 @@ static int check_grid(const struct ad_prom_matrix *m, int64_t start, int64_t end
         for (size_t j = 0; j < m->series[i].n_samples; j++) {
             int64_t t = m->series[i].times_ms[j];
             if (t <= start || t > end || align_down(t, step) != t) {
-                snprintf(errstr, errstr_size,
-                         "result[%zu]: sample time %" PRId64 " ms is not a step of the range "
-                         "asked for",
-                         i, t);
+                ad_errstr_set(errstr, errstr_size,
+                              "result[%zu]: sample time %" PRId64 " ms is not a step of the range "
+                              "asked for",
+                              i, t);
                 return -1;
             }
         }
@@ -458,9 +459,9 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
     if (!opts->base || !set || set->type != AD_SOURCE_PROMETHEUS || !set->prometheus.url ||
         opts->step_ms <= 0 || opts->backfill_ms < 0 || opts->min_backoff_ms < 0 ||
         opts->max_backoff_ms < 0 || set->prometheus.queries.len == 0) {
-        snprintf(errstr, errstr_size,
-                 "a Prometheus source needs a loop, a prometheus source with queries, a "
-                 "positive step and no negative durations");
+        ad_errstr_set(errstr, errstr_size,
+                      "a Prometheus source needs a loop, a prometheus source with queries, a "
+                      "positive step and no negative durations");
         return NULL;
     }
     s = calloc(1, sizeof *s);
@@ -525,7 +526,7 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
     return s;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 err:
     ad_prom_source_destroy(s);
     return NULL;

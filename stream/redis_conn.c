@@ -16,6 +16,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/units.h"
 
 #define AD_LOG_MODULE "redis"
@@ -604,9 +605,9 @@ struct ad_redis_conn *ad_redis_conn_new(const struct ad_redis_conn_options *opts
         (!s->socket_path && (s->port <= 0 || s->port > 65535)) || s->db < 0 ||
         s->connect_timeout <= 0 || opts->min_backoff_ms < 0 || opts->max_backoff_ms < 0 ||
         opts->reply_timeout_ms < 0) {
-        snprintf(errstr, errstr_size,
-                 "a Redis connection needs a loop, a host and port or a socket path, a "
-                 "positive connect timeout and no negative durations");
+        ad_errstr_set(errstr, errstr_size,
+                      "a Redis connection needs a loop, a host and port or a socket path, a "
+                      "positive connect timeout and no negative durations");
         return NULL;
     }
     c = calloc(1, sizeof *c);
@@ -654,7 +655,7 @@ struct ad_redis_conn *ad_redis_conn_new(const struct ad_redis_conn_options *opts
     return c;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
     ad_redis_conn_destroy(c);
     return NULL;
 }

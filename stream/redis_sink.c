@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "stream/redis_conn.h"
 
 #define AD_LOG_MODULE "redis"
@@ -461,9 +462,9 @@ struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
 
     if (!base || !settings || !settings->stream || !settings->hash || !settings->channel ||
         settings->stream_maxlen <= 0 || settings->queue_limit <= 0) {
-        snprintf(errstr, errstr_size,
-                 "the Redis sink needs a loop, a stream, a hash, a channel, a positive "
-                 "stream_maxlen and queue_limit");
+        ad_errstr_set(errstr, errstr_size,
+                      "the Redis sink needs a loop, a stream, a hash, a channel, a positive "
+                      "stream_maxlen and queue_limit");
         return NULL;
     }
     s = calloc(1, sizeof *s);
@@ -500,7 +501,7 @@ struct ad_redis_sink *ad_redis_sink_new(struct event_base *base,
     return s;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 err:
     ad_redis_sink_destroy(s);
     return NULL;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/errstr.h"
 #include "stream/redis_conn.h"
 
 #define AD_LOG_MODULE "redis"
@@ -66,7 +67,7 @@ struct ad_redis_sub *ad_redis_sub_new(struct event_base *base,
     struct ad_redis_sub *s = NULL;
 
     if (!channel || !*channel || !handler) {
-        snprintf(errstr, errstr_size, "a Redis subscription needs a channel and a handler");
+        ad_errstr_set(errstr, errstr_size, "a Redis subscription needs a channel and a handler");
         return NULL;
     }
     s = calloc(1, sizeof *s);
@@ -92,7 +93,7 @@ struct ad_redis_sub *ad_redis_sub_new(struct event_base *base,
     return s;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory");
+    ad_errstr_set(errstr, errstr_size, "out of memory");
 err:
     ad_redis_sub_destroy(s);
     return NULL;

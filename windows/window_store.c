@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/errstr.h"
 #include "base/grow.h"
 #include "windows/bucket.h"
 #include "windows/entity_index.h"
@@ -825,7 +826,7 @@ struct ad_window_store *ad_window_store_new(const struct ad_window_spec *spec,
     if (spec->step <= 0 || spec->window_len == 0 || spec->n_features == 0 ||
         spec->n_features > AD_WINDOW_MAX_FEATURES || spec->max_entities == 0 ||
         spec->max_entities >= UINT32_MAX || spec->max_batch == 0 || !consumer) {
-        snprintf(errstr, errstr_size, "invalid window spec for detector %s", spec->detector);
+        ad_errstr_set(errstr, errstr_size, "invalid window spec for detector %s", spec->detector);
         return NULL;
     }
     s = calloc(1, sizeof *s);
@@ -872,7 +873,8 @@ struct ad_window_store *ad_window_store_new(const struct ad_window_spec *spec,
     return s;
 
 oom:
-    snprintf(errstr, errstr_size, "out of memory creating the window store of %s", spec->detector);
+    ad_errstr_set(errstr, errstr_size, "out of memory creating the window store of %s",
+                  spec->detector);
     ad_window_store_destroy(s);
     return NULL;
 }
