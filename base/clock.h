@@ -18,4 +18,8 @@ double ad_clock_mono_seconds(void);
  * milliseconds. Times before 1970 work too. */
 void ad_clock_format(int64_t ms, char *buf, size_t size);
 
+/* Reads an RFC 3339 time ("2026-11-22T05:01:02Z", "...02.5+01:00") into Unix ms (a leap
+ * second reads as :59). Returns 0, or -1 when text is not one. */
+int ad_clock_parse(const char *text, int64_t *ms);
+
 #endif

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <regex.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,11 @@
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
+#include "base/clock.h"
+#include "base/cron.h"
 #include "base/number.h"
+#include "base/template.h"
+#include "base/tz.h"
 #include "config/config.h"
 #include "config/expr.h"
 #include "config/jpath.h"
@@ -199,6 +204,12 @@ static const struct ad_schema_field daemon_admin_fields[] = {
      .doc = "Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`): "
             "`host:port`, `[v6]:port`, or `:port` for every interface. Port 0 picks a free "
             "port and logs it."},
+    {.name = "token",
+     .kind = AD_SCHEMA_SECRET,
+     .offset = DAEMON(admin_token),
+     .doc = "Bearer token (a secret) that requests which change something (`POST "
+            "/alerts/<id>/feedback`) must send as `Authorization: Bearer <token>`. Without it "
+            "they are taken from loopback peers only (docs/feedback.md)."},
 };
 
 static const struct ad_schema_section daemon_admin_section = {.name = "admin",
@@ -1281,6 +1292,129 @@ static const struct ad_schema_section redis_sink_section = {
     .free_derived = free_redis_sink,
     .doc = "Alerts to Redis: a stream, a per-entity state hash and a pub/sub channel."};
 
+#define AMSINK(m) offsetof(struct ad_settings_alertmanager_sink, m)
+
+/* Alertmanager 0.25 refuses a whole request when one label name is not a Prometheus one. */
+static bool valid_label_name(const char *s)
+{
+    if (!*s || isdigit((unsigned char)*s))
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_')
+            return false;
+    return true;
+}
+
+/* The placeholders of sinks.alertmanager.generator_url (docs/alertmanager.md). */
+static const char *const generator_names[] = {
+    "detector",        "entity",        "id", "fingerprint", "state", "starts_at_ms", "ends_at_ms",
+    "window_start_ms", "window_end_ms", NULL};
+
+static void check_alertmanager_sink(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    const struct ad_settings_alertmanager_sink *a = obj;
+    char p[PATH_BUF], q[PATH_BUF];
+    for (size_t i = 0; i < a->urls.len; i++) {
+        item_path(p, path, "urls", i);
+        check_url(ctx, p, a->urls.items[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(a->urls.items[i], a->urls.items[j]) == 0)
+                ad_schema_error(ctx, p, "the same Alertmanager as urls[%zu]", j);
+    }
+    if (a->urls.len > 16) {
+        child_path(p, path, "urls");
+        ad_schema_error(ctx, p, "at most 16 Alertmanagers");
+    }
+    child_path(q, path, "labels");
+    for (size_t i = 0; i < a->labels.len; i++) {
+        child_path(p, q, a->labels.keys[i]);
+        if (!valid_label_name(a->labels.keys[i]))
+            ad_schema_error_key(ctx, p, "\"%s\" is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                                a->labels.keys[i]);
+        else if (strcmp(a->labels.keys[i], "alertname") == 0 ||
+                 strcmp(a->labels.keys[i], "severity") == 0)
+            ad_schema_error_key(ctx, p, "%s is set by anomalyd (the detector, or severity)",
+                                a->labels.keys[i]);
+    }
+    if (a->generator_url) {
+        size_t offset = 0;
+        char err[160];
+        child_path(p, path, "generator_url");
+        struct ad_template *t = ad_template_parse(a->generator_url, &offset, err, sizeof err);
+        if (!t) {
+            ad_schema_error_offset(ctx, p, offset, "%s", err);
+            return;
+        }
+        const char *const *names;
+        size_t n = ad_template_names(t, &names);
+        for (size_t i = 0; i < n; i++) {
+            bool known = strncmp(names[i], "labels.", 7) == 0 && names[i][7];
+            for (size_t k = 0; !known && generator_names[k]; k++)
+                known = strcmp(names[i], generator_names[k]) == 0;
+            if (!known)
+                ad_schema_error(ctx, p,
+                                "unknown placeholder {{%s}}: use detector, entity, id, "
+                                "fingerprint, state, starts_at_ms, ends_at_ms, window_start_ms, "
+                                "window_end_ms or labels.<key>",
+                                names[i]);
+        }
+        ad_template_free(t);
+    }
+}
+
+static const struct ad_schema_field alertmanager_sink_fields[] = {
+    {.name = "urls",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = AMSINK(urls),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY | AD_SCHEMA_COMMA_LIST,
+     .doc = "Base URLs of the Alertmanagers (`http://am-0:9093`); every one gets every alert, "
+            "as Prometheus sends to each member of an HA cluster."},
+    {.name = "severity",
+     .kind = AD_SCHEMA_STRING,
+     .offset = AMSINK(severity),
+     .def = "warning",
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "The `severity` label of every alert."},
+    {.name = "labels",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = AMSINK(labels),
+     .doc = "Static labels added to every alert (e.g. `team: sre`); the entity's labels win "
+            "over one of the same name."},
+    {.name = "generator_url",
+     .kind = AD_SCHEMA_STRING,
+     .offset = AMSINK(generator_url),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "The alert's `generatorURL`, a template: `{{detector}}`, `{{entity}}`, `{{id}}`, "
+            "`{{fingerprint}}`, `{{state}}`, `{{starts_at_ms}}`, `{{ends_at_ms}}`, "
+            "`{{window_start_ms}}`, `{{window_end_ms}}` and `{{labels.<key>}}` are replaced, "
+            "percent-encoded (docs/alertmanager.md)."},
+    {.name = "resend_interval",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = AMSINK(resend_interval),
+     .def = "1m",
+     .min = MS(1),
+     .max = MS(86400),
+     .doc = "A firing alert is sent again this often, with `endsAt` four intervals ahead, so "
+            "that Alertmanager resolves it by itself if anomalyd stops sending."},
+    {.name = "queue_limit",
+     .kind = AD_SCHEMA_INT,
+     .offset = AMSINK(queue_limit),
+     .def = "10000",
+     .min = 1,
+     .max = 10000000,
+     .doc = "Alerts not yet accepted by every Alertmanager, at most; at the limit the Kafka "
+            "sources pause until the queue drains."},
+    {.name = NULL, .kind = AD_SCHEMA_SECTION, .offset = AMSINK(http), .section = &http_section},
+};
+
+static const struct ad_schema_section alertmanager_sink_section = {
+    .name = "alertmanager",
+    .fields = alertmanager_sink_fields,
+    .n_fields = N(alertmanager_sink_fields),
+    .check = check_alertmanager_sink,
+    .doc = "Alerts to Alertmanager's API (`POST /api/v2/alerts`), with the HTTP keys below "
+           "(`timeout`, `bearer_token`, `basic_auth`, `tls`, `headers`)."};
+
 #define SINKS(m) offsetof(struct ad_settings_sinks, m)
 
 static const struct ad_schema_field sinks_fields[] = {
@@ -1294,6 +1428,11 @@ static const struct ad_schema_field sinks_fields[] = {
      .offset = SINKS(redis),
      .section = &redis_sink_section,
      .doc = "Redis sink."},
+    {.name = "alertmanager",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = SINKS(alertmanager),
+     .section = &alertmanager_sink_section,
+     .doc = "Alertmanager sink."},
 };
 
 static const struct ad_schema_section sinks_section = {
@@ -1401,6 +1540,15 @@ static const struct ad_schema_field scoring_fields[] = {
      .flags = AD_SCHEMA_RESTART,
      .doc = "Threads of the CPU backend, which split each batch between them (each running "
             "single-threaded BLAS); 0 means one per core."},
+    {.name = "entity_metrics_limit",
+     .kind = AD_SCHEMA_INT,
+     .offset = SCORING(entity_metrics_limit),
+     .def = "10000",
+     .min = 0,
+     .max = 10000000,
+     .doc = "Entities per detector whose latest score, surprise and anomalous flag are series "
+            "on `/metrics/entities` (docs/entity-metrics.md); the rest are counted in "
+            "`anomalyd_entity_metrics_left_out_total`. 0 turns the series off."},
 };
 
 static const struct ad_schema_section scoring_section = {.name = "scoring",
@@ -1408,6 +1556,199 @@ static const struct ad_schema_section scoring_section = {.name = "scoring",
                                                          .n_fields = N(scoring_fields),
                                                          .doc =
                                                              "The scorer thread and its backend."};
+
+/* ---- maintenance ---- */
+
+#define MAINT(m) offsetof(struct ad_settings_maintenance, m)
+
+/* How far ahead a schedule must fire at least once: one that never does is a mistake. */
+#define SCHEDULE_HORIZON_MS (5 * 366 * 86400000LL)
+
+static void check_maintenance(struct ad_schema_ctx *ctx, const char *path, void *obj)
+{
+    struct ad_settings_maintenance *m = obj;
+    char p[PATH_BUF], q[PATH_BUF], err[256];
+    m->start_ms = m->end_ms = INT64_MIN;
+    check_name(ctx, path, m->name);
+    bool absolute = m->start || m->end, recurring = m->schedule || m->duration;
+    if (absolute == recurring) {
+        ad_schema_error(ctx, path, "give start and end, or schedule and duration");
+        return;
+    }
+    const char *const keys[] = {"start", "end"};
+    char *const texts[] = {m->start, m->end};
+    int64_t *const out[] = {&m->start_ms, &m->end_ms};
+    for (int i = 0; absolute && i < 2; i++) {
+        child_path(p, path, keys[i]);
+        if (!texts[i])
+            ad_schema_error_key(ctx, path, "needs %s too", keys[i]);
+        else if (ad_clock_parse(texts[i], out[i]) < 0)
+            ad_schema_error(ctx, p, "expected an RFC 3339 time (2026-11-22T02:00:00Z), got \"%s\"",
+                            texts[i]);
+    }
+    if (absolute && m->start_ms != INT64_MIN && m->end_ms != INT64_MIN &&
+        m->end_ms <= m->start_ms) {
+        child_path(p, path, "end");
+        ad_schema_error(ctx, p, "ends before it starts");
+    }
+    child_path(q, path, "timezone");
+    struct ad_tz *tz = ad_tz_load(m->timezone, err, sizeof err);
+    if (!tz)
+        ad_schema_error(ctx, q, "%s", err);
+    if (recurring) {
+        struct ad_cron cron;
+        size_t offset = 0;
+        child_path(p, path, m->schedule ? "duration" : "schedule");
+        if (!m->schedule || !m->duration) {
+            ad_schema_error_key(ctx, path, "a schedule needs %s too",
+                                m->schedule ? "duration" : "schedule");
+        } else {
+            child_path(p, path, "schedule");
+            if (ad_cron_parse(m->schedule, &cron, &offset, err, sizeof err) < 0)
+                ad_schema_error_offset(ctx, p, offset, "%s", err);
+            else if (tz && ad_cron_next(&cron, tz, ad_clock_wall_ms(),
+                                        ad_clock_wall_ms() + SCHEDULE_HORIZON_MS) == INT64_MAX)
+                ad_schema_error(ctx, p, "\"%s\" never fires", m->schedule);
+        }
+    } else if (ad_schema_present(ctx, q)) {
+        ad_schema_error_key(ctx, q,
+                            "a time zone goes with a schedule (start and end carry "
+                            "their own offsets)");
+    }
+    ad_tz_free(tz);
+    child_path(q, path, "match_re");
+    for (size_t i = 0; i < m->match_re.len; i++) {
+        regex_t re;
+        char anchored[1100];
+        child_path(p, q, m->match_re.keys[i]);
+        snprintf(anchored, sizeof anchored, "^(%s)$", m->match_re.values[i]);
+        int rc = regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0 || strlen(m->match_re.values[i]) > 1000) {
+            regerror(rc, &re, err, sizeof err);
+            ad_schema_error(ctx, p, "bad regular expression: %s", rc ? err : "too long");
+        }
+        if (rc == 0)
+            regfree(&re);
+    }
+}
+
+static const struct ad_schema_field maintenance_fields[] = {
+    {.name = "name",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(name),
+     .flags = AD_SCHEMA_REQUIRED | AD_SCHEMA_NONEMPTY,
+     .doc = "Unique name, shown in `/status` and the log."},
+    {.name = "comment",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(comment),
+     .doc = "Free text shown in `/status` (a ticket, who planned it)."},
+    {.name = "detectors",
+     .kind = AD_SCHEMA_STRING_LIST,
+     .offset = MAINT(detectors),
+     .flags = AD_SCHEMA_COMMA_LIST,
+     .doc = "The detectors it applies to. Default: every detector."},
+    {.name = "match",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = MAINT(match),
+     .doc = "Entity labels and the exact values they must have (`{service: checkout}`). A "
+            "label a detector's `keys` do not hold matches none of its entities."},
+    {.name = "match_re",
+     .kind = AD_SCHEMA_STRING_MAP,
+     .offset = MAINT(match_re),
+     .doc = "Entity labels and regular expressions (POSIX extended, anchored at both ends, as "
+            "Alertmanager anchors them) their values must match. With neither `match` nor "
+            "`match_re`, every entity of the detectors matches."},
+    {.name = "start",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(start),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "An absolute window: its start, RFC 3339 (`2026-11-22T02:00:00+01:00`)."},
+    {.name = "end",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(end),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Its end (excluded), RFC 3339."},
+    {.name = "schedule",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(schedule),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "A recurring window: when it starts, five cron fields (`0 2 * * sat`) or a macro "
+            "(`@daily`), on the wall clock of `timezone`."},
+    {.name = "duration",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = MAINT(duration),
+     .min = MS(1),
+     .max = MS(31 * 86400.0),
+     .doc = "How long each recurrence lasts, in elapsed time (a window across a clock change "
+            "lasts as long as the others)."},
+    {.name = "timezone",
+     .kind = AD_SCHEMA_STRING,
+     .offset = MAINT(timezone),
+     .def = "UTC",
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "IANA time zone of `schedule` (`Europe/Berlin`), read from the system's zone files."},
+};
+
+static const struct ad_schema_section maintenance_section = {
+    .name = "maintenance",
+    .size = sizeof(struct ad_settings_maintenance),
+    .fields = maintenance_fields,
+    .n_fields = N(maintenance_fields),
+    .check = check_maintenance,
+    .doc = "A maintenance window: while it is active, nothing is notified for the entities it "
+           "matches, and their windows enter no history (docs/maintenance.md). Applied live on "
+           "reload."};
+
+/* ---- feedback ---- */
+
+#define FEEDBACK(m) offsetof(struct ad_settings_feedback, m)
+
+static const struct ad_schema_field feedback_fields[] = {
+    {.name = "path",
+     .kind = AD_SCHEMA_STRING,
+     .offset = FEEDBACK(path),
+     .flags = AD_SCHEMA_NONEMPTY | AD_SCHEMA_PATH,
+     .doc = "Folder the marks are kept in, `<path>/<model>/feedback.jsonl`. Default: "
+            "`model_store.path` (beside the model's versions, where the trainer finds them)."},
+    {.name = "redis_channel",
+     .kind = AD_SCHEMA_STRING,
+     .offset = FEEDBACK(redis_channel),
+     .flags = AD_SCHEMA_NONEMPTY,
+     .doc = "Redis channel (on `sinks.redis`) on which marks may also be published as JSON "
+            "(docs/feedback.md)."},
+    {.name = "history",
+     .kind = AD_SCHEMA_DURATION,
+     .offset = FEEDBACK(history),
+     .def = "6h",
+     .min = 0,
+     .max = MS(7 * 86400.0),
+     .doc = "How long after an alert's first window its windows can still be taken out of the "
+            "entity's history by a false-positive mark: the entity's state from before the "
+            "alert and its windows since are held that long (a few hundred bytes per window). "
+            "0s holds nothing: marks are then only kept."},
+    {.name = "max_held",
+     .kind = AD_SCHEMA_INT,
+     .offset = FEEDBACK(max_held),
+     .def = "1000",
+     .min = 0,
+     .max = 1000000,
+     .doc = "Entities per detector whose history is held at once; an alert of an entity "
+            "past it cannot be taken back (counted)."},
+    {.name = "recent_alerts",
+     .kind = AD_SCHEMA_INT,
+     .offset = FEEDBACK(recent_alerts),
+     .def = "10000",
+     .min = 1,
+     .max = 10000000,
+     .doc = "Notifications per detector remembered by id, which a mark can name; older ids "
+            "are refused with 404 unless marked before."},
+};
+
+static const struct ad_schema_section feedback_section = {
+    .name = "feedback",
+    .fields = feedback_fields,
+    .n_fields = N(feedback_fields),
+    .doc = "Operators' verdicts on alerts: false or true positives (docs/feedback.md)."};
 
 /* ---- cross-section checks ---- */
 
@@ -1710,6 +2051,44 @@ static void check_detector_refs(struct ad_schema_ctx *ctx, struct ad_settings *s
     check_controls(ctx, d, dpath);
 }
 
+/* A maintenance window's detectors exist, and each label it matches is a key of one of them. */
+static void check_maintenance_refs(struct ad_schema_ctx *ctx, const struct ad_settings *s,
+                                   const struct ad_settings_maintenance *m, const char *path)
+{
+    char p[PATH_BUF], q[PATH_BUF];
+    for (size_t i = 0; i < m->detectors.len; i++) {
+        bool found = false;
+        for (size_t d = 0; d < s->n_detectors && !found; d++)
+            found = strcmp(s->detectors[d].name, m->detectors.items[i]) == 0;
+        if (!found && !ctx->replay) {
+            item_path(p, path, "detectors", i);
+            ad_schema_error(ctx, p, "no detector is named \"%s\"", m->detectors.items[i]);
+        }
+    }
+    const struct ad_strmap *maps[] = {&m->match, &m->match_re};
+    const char *names[] = {"match", "match_re"};
+    for (size_t k = 0; k < 2; k++) {
+        child_path(q, path, names[k]);
+        for (size_t i = 0; i < maps[k]->len; i++) {
+            bool found = false;
+            for (size_t d = 0; d < s->n_detectors && !found; d++) {
+                const struct ad_settings_detector *det = &s->detectors[d];
+                bool applies = m->detectors.len == 0;
+                for (size_t j = 0; j < m->detectors.len && !applies; j++)
+                    applies = strcmp(m->detectors.items[j], det->name) == 0;
+                for (size_t j = 0; applies && j < det->keys.len && !found; j++)
+                    found = strcmp(det->keys.items[j], maps[k]->keys[i]) == 0;
+            }
+            if (!found && s->n_detectors) {
+                child_path(p, q, maps[k]->keys[i]);
+                ad_schema_error_key(ctx, p,
+                                    "\"%s\" is a key of none of the detectors it applies to",
+                                    maps[k]->keys[i]);
+            }
+        }
+    }
+}
+
 static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
 {
     struct ad_settings *s = obj;
@@ -1740,6 +2119,15 @@ static void check_root(struct ad_schema_ctx *ctx, const char *path, void *obj)
     if (s->model_store.redis_channel && !s->sinks.redis.url)
         ad_schema_error(ctx, "model_store.redis_channel",
                         "announcements arrive over sinks.redis, which is not configured");
+    if (s->feedback.redis_channel && !s->sinks.redis.url)
+        ad_schema_error(ctx, "feedback.redis_channel",
+                        "marks arrive over sinks.redis, which is not configured");
+    unique_names(ctx, "maintenance", s->maintenance, s->n_maintenance, sizeof *s->maintenance,
+                 offsetof(struct ad_settings_maintenance, name));
+    for (size_t i = 0; i < s->n_maintenance; i++) {
+        ad_yaml_path_index(p, sizeof p, "maintenance", i);
+        check_maintenance_refs(ctx, s, &s->maintenance[i], p);
+    }
 }
 
 /* ---- the root ---- */
@@ -1784,6 +2172,17 @@ static const struct ad_schema_field root_fields[] = {
      .offset = ROOT(scoring),
      .section = &scoring_section,
      .doc = "Scoring."},
+    {.name = "maintenance",
+     .kind = AD_SCHEMA_SECTION_LIST,
+     .offset = ROOT(maintenance),
+     .count_offset = ROOT(n_maintenance),
+     .section = &maintenance_section,
+     .doc = "Maintenance windows."},
+    {.name = "feedback",
+     .kind = AD_SCHEMA_SECTION,
+     .offset = ROOT(feedback),
+     .section = &feedback_section,
+     .doc = "Feedback on alerts."},
 };
 
 const struct ad_schema_section ad_config_root_section = {

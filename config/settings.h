@@ -42,6 +42,9 @@ struct ad_settings_daemon {
     enum ad_log_level log_level; /* decoded by name, in the logger's order */
     enum ad_log_format log_format;
     char *admin_listen; /* host:port, [v6]:port */
+    /* Required by the admin endpoint's requests that change something (POST); without it
+     * they are taken from loopback peers only. */
+    struct ad_secret admin_token;
     int64_t shutdown_timeout;
     bool watch_config;
 };
@@ -244,9 +247,44 @@ struct ad_settings_redis_sink {
     int db;
 };
 
+struct ad_settings_alertmanager_sink {
+    struct ad_strlist urls; /* empty: no Alertmanager sink; each gets every alert */
+    char *severity;
+    struct ad_strmap labels; /* static labels on every alert */
+    char *generator_url;     /* a template (base/template.h); NULL: none */
+    int64_t resend_interval; /* firing alerts are sent again this often */
+    int64_t queue_limit;     /* alerts not yet acknowledged, at most, before back-pressure */
+    struct ad_settings_http http;
+};
+
 struct ad_settings_sinks {
     struct ad_settings_kafka_sink kafka;
     struct ad_settings_redis_sink redis;
+    struct ad_settings_alertmanager_sink alertmanager;
+};
+
+/* A maintenance window (docs/maintenance.md): entities it matches notify nothing and their
+ * windows enter no history while it is active. Either start/end or schedule/duration. */
+struct ad_settings_maintenance {
+    char *name;
+    char *comment;
+    struct ad_strlist detectors; /* empty: every detector */
+    struct ad_strmap match;      /* label -> exact value */
+    struct ad_strmap match_re;   /* label -> POSIX extended regex, anchored */
+    char *start, *end;           /* RFC 3339, as written */
+    char *schedule;              /* five-field cron, as written */
+    int64_t duration;
+    char *timezone;
+    /* Derived while validating. */
+    int64_t start_ms, end_ms; /* INT64_MIN when not absolute */
+};
+
+struct ad_settings_feedback {
+    char *path;          /* the marks' folder; NULL: model_store.path */
+    char *redis_channel; /* NULL: no command channel */
+    int64_t history;     /* how long a false positive can still take its windows back */
+    int64_t max_held;    /* entities whose recent history is held, per detector */
+    int64_t recent_alerts;
 };
 
 struct ad_settings_model_store {
@@ -264,7 +302,8 @@ struct ad_settings_scoring {
     int64_t device;
     int64_t max_batch;
     int64_t queue_depth;
-    int64_t cpu_threads; /* 0: one per core */
+    int64_t cpu_threads;          /* 0: one per core */
+    int64_t entity_metrics_limit; /* entities with series on /metrics/entities, per detector */
 };
 
 struct ad_settings {
@@ -277,6 +316,9 @@ struct ad_settings {
     struct ad_settings_sinks sinks;
     struct ad_settings_model_store model_store;
     struct ad_settings_scoring scoring;
+    struct ad_settings_maintenance *maintenance;
+    size_t n_maintenance;
+    struct ad_settings_feedback feedback;
 };
 
 #endif

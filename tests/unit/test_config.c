@@ -189,6 +189,54 @@ static void test_defaults(void **state)
     assert_int_equal(s->scoring.max_batch, 131072);
     assert_int_equal(s->scoring.queue_depth, 4);
     assert_int_equal(s->model_store.poll_interval, 30000);
+    assert_int_equal(s->scoring.entity_metrics_limit, 10000);
+    assert_int_equal(s->sinks.alertmanager.urls.len, 0);
+    assert_null(s->daemon.admin_token.value);
+    assert_int_equal(s->n_maintenance, 0);
+    assert_null(s->feedback.path);
+    assert_int_equal(s->feedback.history, 6 * 3600000);
+    assert_int_equal(s->feedback.max_held, 1000);
+    assert_int_equal(s->feedback.recent_alerts, 10000);
+    ad_config_unref(cfg);
+}
+
+/* The on-call parts: the Alertmanager sink, maintenance windows, feedback. */
+static void test_on_call_parts_decode(void **state)
+{
+    (void)state;
+    struct ad_config *cfg =
+        load_ok("daemon: {admin: {token: {env: HOME}}}\n"
+                "sinks:\n"
+                "  alertmanager:\n"
+                "    urls: http://a:9093,http://b:9093\n"
+                "    labels: {team: sre}\n"
+                "    generator_url: 'https://g/explore?e={{entity}}&from={{window_start_ms}}'\n"
+                "    bearer_token: secret\n"
+                "maintenance:\n"
+                "  - name: upgrade\n"
+                "    start: 2026-11-22T02:00:00+01:00\n"
+                "    end: 2026-11-22T04:00:00.5Z\n"
+                "  - name: nightly\n"
+                "    schedule: '30 2 * * *'\n"
+                "    duration: 30m\n"
+                "    timezone: Europe/Berlin\n");
+    const struct ad_settings *s = ad_config_settings(cfg);
+    const struct ad_settings_alertmanager_sink *am = &s->sinks.alertmanager;
+    assert_int_equal(am->urls.len, 2);
+    assert_string_equal(am->urls.items[1], "http://b:9093");
+    assert_string_equal(am->severity, "warning");
+    assert_int_equal(am->resend_interval, 60000);
+    assert_int_equal(am->queue_limit, 10000);
+    assert_int_equal(am->http.timeout, 10000);
+    assert_string_equal(am->http.bearer_token.value, "secret");
+    assert_string_equal(s->daemon.admin_token.value, getenv("HOME"));
+    assert_int_equal(s->n_maintenance, 2);
+    assert_int_equal(s->maintenance[0].start_ms, 1795309200000LL); /* 01:00Z */
+    assert_int_equal(s->maintenance[0].end_ms, 1795320000500LL);
+    assert_string_equal(s->maintenance[0].timezone, "UTC");
+    assert_int_equal(s->maintenance[1].start_ms, INT64_MIN);
+    assert_int_equal(s->maintenance[1].duration, 1800000);
+    assert_string_equal(s->maintenance[1].timezone, "Europe/Berlin");
     ad_config_unref(cfg);
 }
 
@@ -651,6 +699,7 @@ int main(void)
         cmocka_unit_test(test_every_error_has_a_position),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_pipeline_decodes),
+        cmocka_unit_test(test_on_call_parts_decode),
         cmocka_unit_test(test_detection_defaults),
         cmocka_unit_test(test_entity_idle_timeout_default),
         cmocka_unit_test(test_anchors_and_aliases),
