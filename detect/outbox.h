@@ -3,10 +3,10 @@
 
 /*
  * The alert sinks of one pipeline, as one: the Kafka sink when sinks.kafka is configured, the
- * Redis sink when sinks.redis is. Each alert goes to every sink; each sink acknowledges it once
- * it is safe there (docs/sinks.md), through the one callback given here, on the loop thread.
- * Sinks never drop: when one has too much unacknowledged, ad_outbox_full says so and the
- * pipeline pauses its Kafka sources until it drains.
+ * Redis sink when sinks.redis is, the Alertmanager sink when sinks.alertmanager is. Each alert goes
+ * to every sink; each sink acknowledges it once it is safe there (docs/sinks.md), through the one
+ * callback given here, on the loop thread. Sinks never drop: when one has too much unacknowledged,
+ * ad_outbox_full says so and the pipeline pauses its Kafka sources until it drains.
  */
 
 #include <stdbool.h>
@@ -33,6 +33,11 @@ struct ad_outbox *ad_outbox_new(struct event_base *base, const struct ad_setting
  * will come: one per sink that took it. */
 size_t ad_outbox_publish(struct ad_outbox *o, const char *detector, const struct ad_alert *alert,
                          uint64_t token);
+
+/* An alert made again while windows were rebuilt after a restart, acknowledged before the
+ * restart (borrowed): sinks that keep state of their own (Alertmanager's resends) take it back;
+ * nothing is sent as a notification and nothing will be acknowledged. */
+void ad_outbox_restore(struct ad_outbox *o, const char *detector, const struct ad_alert *alert);
 
 /* Some sink holds as many unacknowledged alerts as it may. */
 bool ad_outbox_full(const struct ad_outbox *o);

@@ -412,6 +412,13 @@ static size_t publish_alert(void *arg, const struct ad_alert *alert, uint64_t se
     return ad_outbox_publish(p->outbox, det->settings->name, alert, token);
 }
 
+static void restore_alert(void *arg, const struct ad_alert *alert)
+{
+    struct detector_rt *det = arg;
+    if (det->owner->outbox)
+        ad_outbox_restore(det->owner->outbox, det->settings->name, alert);
+}
+
 /* After a detector made progress (a batch back, an alert acknowledged): release what is done,
  * lift or keep the backpressure, and go on with a stop that waited for it. */
 static void progressed(struct pipeline *p, size_t d)
@@ -493,7 +500,8 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
             ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
-        struct ad_serving_outlet outlet = {.publish = publish_alert, .arg = det};
+        struct ad_serving_outlet outlet = {
+            .publish = publish_alert, .rebuilt = restore_alert, .arg = det};
         det->serving =
             ad_serving_new(s, di, p->holder->scorer, &outlet, metrics, det, errstr, errstr_size);
         if (!det->serving)

@@ -545,6 +545,8 @@ static void observe(struct ad_serving *v, const struct ad_alert_window *in)
         AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", v->settings->name),
                     AD_KV_STR("state", alert->state), AD_KV_STR("entity", alert->entity),
                     AD_KV_STR("id", alert->id));
+        if (v->outlet.rebuilt)
+            v->outlet.rebuilt(v->outlet.arg, alert);
         ad_alert_free(alert);
         return;
     }

@@ -37,6 +37,9 @@ struct ad_serving_outlet {
     /* Each scored window, in order, as ad_alerts_window_json writes it (borrowed for the
      * call); NULL: not wanted, and no document is made. */
     void (*scored)(void *arg, const char *json, size_t len);
+    /* A notification made again while windows were rebuilt after a restart, not sent because
+     * it was acknowledged before (borrowed for the call); NULL: not wanted. */
+    void (*rebuilt)(void *arg, const struct ad_alert *alert);
     void *arg;
 };
 

@@ -2,7 +2,7 @@
 #define AD_HTTP_FETCH_H
 
 /*
- * One-shot HTTP GET requests on the loop: a libcurl multi handle driven by the loop's
+ * One-shot HTTP GET and POST requests on the loop: a libcurl multi handle driven by the loop's
  * event_base (CURLMOPT_SOCKETFUNCTION and CURLMOPT_TIMERFUNCTION, as curl's hiperfifo example
  * does), with the authentication, TLS and extra headers of a `struct ad_settings_http`.
  *
@@ -67,6 +67,10 @@ struct ad_http_request {
     /* The request ends (AD_HTTP_TIMEOUT) when fewer than 1 KiB/s arrive for this long;
      * 0: no such check. Curl measures it in whole seconds (at least 1 s). */
     int64_t stall_timeout_ms;
+    /* ad_http_fetch_post only: the body (body_len bytes, copied) and its Content-Type. */
+    const void *body;
+    size_t body_len;
+    const char *content_type;
 };
 
 /*
@@ -87,6 +91,13 @@ void ad_http_fetch_destroy(struct ad_http_fetch *f);
 struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
                                            const struct ad_http_request *req, ad_http_fetch_cb cb,
                                            void *arg, char *errstr, size_t errstr_size);
+/* Starts a POST of req->body (copied, with req->content_type) to req->url, otherwise as
+ * ad_http_fetch_get. A POST is never retried by the client: whether to send it again is the
+ * caller's decision. */
+struct ad_http_transfer *ad_http_fetch_post(struct ad_http_fetch *f,
+                                            const struct ad_http_request *req, ad_http_fetch_cb cb,
+                                            void *arg, char *errstr, size_t errstr_size);
+
 /* Aborts a transfer; its callback is not called. */
 void ad_http_transfer_cancel(struct ad_http_transfer *t);
 
