@@ -13,6 +13,24 @@
 
 struct ad_config;
 
+/* A request to the admin endpoint on one of the paths it hands to components
+ * (/metrics/entities, /alerts/<id>/feedback). Borrowed for the call. */
+struct ad_component_request {
+    const char *method; /* "GET", "HEAD", "POST" */
+    const char *path;   /* without the query */
+    const char *body;   /* NUL-terminated; "" when none */
+    size_t body_len;
+    const char *by; /* who asked, for records: "admin 127.0.0.1" */
+};
+
+/* The answer: status, content type (static), body (malloc'd; the endpoint frees it). */
+struct ad_component_reply {
+    int status;
+    const char *content_type;
+    char *body;
+    size_t body_len;
+};
+
 /* Called by a component when its stop has finished. */
 typedef void (*ad_component_done_fn)(void *done_arg);
 
@@ -30,6 +48,9 @@ struct ad_component {
     void (*stop)(void *ctx, ad_component_done_fn done, void *done_arg);
     /* Adds this component's part to /status. */
     void (*status)(void *ctx, json_t *out);
+    /* Answers a request on a path the admin endpoint hands to components; returns 0 when it
+     * did (out filled), -1 when the path is not this component's. */
+    int (*serve)(void *ctx, const struct ad_component_request *req, struct ad_component_reply *out);
 };
 
 #endif

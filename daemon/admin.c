@@ -57,20 +57,55 @@ struct ad_admin {
     char not_ready_reason[128];
     ad_admin_status_fn status_fn;
     void *status_arg;
+    ad_admin_serve_fn serve_fn;
+    void *serve_arg;
+    char *token; /* NULL: none */
     int64_t timeout_ms;
 };
 
-enum route { ROUTE_INDEX, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_STATUS, ROUTE_OTHER };
+enum route {
+    ROUTE_INDEX,
+    ROUTE_METRICS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_STATUS,
+    ROUTE_ENTITIES, /* handed to the components */
+    ROUTE_FEEDBACK, /* /alerts/<id>/feedback, handed to the components */
+    ROUTE_OTHER
+};
 
-static const char *const route_paths[] = {"/",       "/metrics", "/healthz",
-                                          "/readyz", "/status",  "other"};
+static const char *const route_paths[] = {
+    "/",       "/metrics",          "/healthz",         "/readyz",
+    "/status", "/metrics/entities", "/alerts/feedback", "other"};
+
+/* /alerts/<id>/feedback, with an id of letters and digits. */
+static bool feedback_path(const char *path)
+{
+    static const char prefix[] = "/alerts/", suffix[] = "/feedback";
+    size_t n = strlen(path), p = sizeof prefix - 1, q = sizeof suffix - 1;
+    if (n <= p + q || strncmp(path, prefix, p) != 0 || strcmp(path + n - q, suffix) != 0)
+        return false;
+    for (size_t i = p; i < n - q; i++)
+        if (!((path[i] >= '0' && path[i] <= '9') || (path[i] >= 'a' && path[i] <= 'z') ||
+              (path[i] >= 'A' && path[i] <= 'Z')))
+            return false;
+    return true;
+}
 
 static enum route find_route(const char *path)
 {
-    for (int r = ROUTE_INDEX; r < ROUTE_OTHER; r++)
+    for (int r = ROUTE_INDEX; r < ROUTE_FEEDBACK; r++)
         if (strcmp(path, route_paths[r]) == 0)
             return (enum route)r;
-    return ROUTE_OTHER;
+    return feedback_path(path) ? ROUTE_FEEDBACK : ROUTE_OTHER;
+}
+
+static void wipe(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
 }
 
 static void count_request(struct ad_admin *admin, enum route route, int code)
@@ -149,6 +184,97 @@ static void serve_status(struct ad_admin *admin, struct evhttp_request *req)
     free(text);
     json_decref(doc);
     evbuffer_free(body);
+}
+
+/* ---- paths handed to the components ---- */
+
+/* Whether the peer of req is on this machine: 127.0.0.0/8, ::1 or ::ffff:127.x. */
+static bool from_loopback(struct evhttp_request *req, char *peer, size_t size)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *addr = NULL;
+    ev_uint16_t port = 0;
+    if (evcon)
+        evhttp_connection_get_peer(evcon, (char **)&addr, &port);
+    snprintf(peer, size, "%s", addr ? addr : "?");
+    return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+                    strncmp(addr, "::ffff:127.", 11) == 0);
+}
+
+/* A constant-time comparison, so that the time an answer takes tells nothing of the token. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char diff = (unsigned char)(na != nb);
+    for (size_t i = 0; i < na; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (nb ? nb : 1)]);
+    return diff == 0;
+}
+
+/* A request that changes something: the token when one is set, else a loopback peer. */
+static bool allowed(struct ad_admin *admin, struct evhttp_request *req, bool loopback)
+{
+    if (!admin->token)
+        return loopback;
+    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    return auth && strncmp(auth, "Bearer ", 7) == 0 && same_secret(auth + 7, admin->token);
+}
+
+static void serve_handed_on(struct ad_admin *admin, struct evhttp_request *req, enum route route,
+                            const char *path, enum evhttp_cmd_type method)
+{
+    bool post = method == EVHTTP_REQ_POST;
+    bool takes_post = route == ROUTE_FEEDBACK;
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD && !(post && takes_post)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                          takes_post ? "GET, HEAD, POST" : "GET, HEAD");
+        reply_text(admin, req, route, 405, "Method Not Allowed",
+                   takes_post ? "only GET, HEAD and POST\n" : "only GET and HEAD\n");
+        return;
+    }
+    char peer[128], by[160];
+    bool loopback = from_loopback(req, peer, sizeof peer);
+    if (post && !allowed(admin, req, loopback)) {
+        reply_text(admin, req, route, 403, "Forbidden",
+                   admin->token ? "send Authorization: Bearer <daemon.admin.token>\n"
+                                : "only from this machine (loopback), or set daemon.admin.token "
+                                  "and send it as a bearer token\n");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = in ? evbuffer_get_length(in) : 0;
+    char *body = malloc(len + 1);
+    struct evbuffer *answer = evbuffer_new();
+    struct ad_component_reply out = {0};
+    if (!body || !answer) {
+        free(body);
+        evbuffer_free(answer);
+        reply_text(admin, req, route, 500, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    if (len)
+        evbuffer_copyout(in, body, len);
+    body[len] = '\0';
+    snprintf(by, sizeof by, "admin %s", peer);
+    struct ad_component_request call = {.method = post                        ? "POST"
+                                                  : method == EVHTTP_REQ_HEAD ? "HEAD"
+                                                                              : "GET",
+                                        .path = path,
+                                        .body = body,
+                                        .body_len = len,
+                                        .by = by};
+    if (!admin->serve_fn || admin->serve_fn(admin->serve_arg, &call, &out) < 0) {
+        reply_text(admin, req, route, 404, "Not Found", "nothing serves this path\n");
+    } else {
+        if (out.body)
+            evbuffer_add_reference(answer, out.body, out.body_len, free_rendered, NULL);
+        out.body = NULL;
+        reply(admin, req, route, out.status, NULL,
+              out.content_type ? out.content_type : "text/plain; charset=utf-8", answer);
+    }
+    free(out.body);
+    free(body);
+    evbuffer_free(answer);
 }
 
 /* ---- connections: TCP_NODELAY and a bound on each request ---- */
@@ -242,7 +368,7 @@ static void handle(struct evhttp_request *req, void *arg)
     /* Routes on the request target as sent, without its query: evhttp's parsed URI would
      * read "//metrics" as a host name with an empty path. */
     const char *target = evhttp_request_get_uri(req);
-    char path[64];
+    char path[160];
     size_t len = strcspn(target ? target : "", "?");
     enum route route = ROUTE_OTHER;
     if (len < sizeof path) {
@@ -254,7 +380,11 @@ static void handle(struct evhttp_request *req, void *arg)
 
     if (route == ROUTE_OTHER) {
         reply_text(admin, req, route, 404, "Not Found",
-                   "not found; try /metrics, /healthz, /readyz or /status\n");
+                   "not found; try /metrics, /metrics/entities, /healthz, /readyz or /status\n");
+        return;
+    }
+    if (route == ROUTE_FEEDBACK) {
+        serve_handed_on(admin, req, route, path, method);
         return;
     }
     if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
@@ -265,7 +395,8 @@ static void handle(struct evhttp_request *req, void *arg)
     switch (route) {
     case ROUTE_INDEX:
         reply_text(admin, req, route, 200, "OK",
-                   "anomalyd admin endpoint: /metrics /healthz /readyz /status\n");
+                   "anomalyd admin endpoint: /metrics /metrics/entities /healthz /readyz "
+                   "/status /alerts/<id>/feedback\n");
         break;
     case ROUTE_METRICS:
         serve_metrics(admin, req);
@@ -285,6 +416,10 @@ static void handle(struct evhttp_request *req, void *arg)
     case ROUTE_STATUS:
         serve_status(admin, req);
         break;
+    case ROUTE_ENTITIES:
+        serve_handed_on(admin, req, route, path, method);
+        break;
+    case ROUTE_FEEDBACK:
     case ROUTE_OTHER:
         break;
     }
@@ -385,6 +520,7 @@ void ad_admin_destroy(struct ad_admin *admin)
         event_free(admin->sweep);
     free(admin->accepted);
     free(admin->conns);
+    wipe(admin->token);
     free(admin);
 }
 
@@ -404,4 +540,16 @@ void ad_admin_set_status_fn(struct ad_admin *admin, ad_admin_status_fn fn, void 
 {
     admin->status_fn = fn;
     admin->status_arg = arg;
+}
+
+void ad_admin_set_serve_fn(struct ad_admin *admin, ad_admin_serve_fn fn, void *arg)
+{
+    admin->serve_fn = fn;
+    admin->serve_arg = arg;
+}
+
+void ad_admin_set_token(struct ad_admin *admin, const char *token)
+{
+    wipe(admin->token);
+    admin->token = token && *token ? strdup(token) : NULL;
 }

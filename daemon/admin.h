@@ -8,10 +8,14 @@
  *   /readyz   200 when serving, 503 with the reason otherwise (readiness)
  *   /status   JSON from the status callback
  *   /         a short index
- * Only GET and HEAD; other methods get 405, unknown paths 404, malformed requests 400 (from
- * evhttp). Requests are counted in anomalyd_admin_requests_total{handler,code}.
- * Connections have TCP_NODELAY, and each may take 10 s for a request, the wait for it
- * included, however slowly it trickles in; then it is closed.
+ * and hands two paths to the serve callback (the components):
+ *   /metrics/entities       every entity's latest score (GET, HEAD)
+ *   /alerts/<id>/feedback   an operator's mark of an alert (GET, POST)
+ * A POST must carry `Authorization: Bearer <token>` when a token is set, and comes from a
+ * loopback peer otherwise (403). Methods a path does not take get 405, unknown paths 404,
+ * malformed requests 400 (from evhttp). Requests are counted in
+ * anomalyd_admin_requests_total{handler,code}. Connections have TCP_NODELAY, and each may take 10 s
+ * for a request, the wait for it included, however slowly it trickles in; then it is closed.
  */
 
 #include <stdbool.h>
@@ -20,6 +24,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "base/component.h"
 #include "base/metrics.h"
 
 struct ad_admin;
@@ -44,5 +49,15 @@ void ad_admin_set_ready(struct ad_admin *admin, bool ready, const char *reason);
 
 /* arg is borrowed. */
 void ad_admin_set_status_fn(struct ad_admin *admin, ad_admin_status_fn fn, void *arg);
+
+/* Answers the paths handed on; returns -1 when nothing answered (404). */
+typedef int (*ad_admin_serve_fn)(void *arg, const struct ad_component_request *req,
+                                 struct ad_component_reply *out);
+/* arg is borrowed. */
+void ad_admin_set_serve_fn(struct ad_admin *admin, ad_admin_serve_fn fn, void *arg);
+
+/* The token POST requests must send (copied; NULL: none, loopback peers only). The old one is
+ * wiped. */
+void ad_admin_set_token(struct ad_admin *admin, const char *token);
 
 #endif

@@ -265,6 +265,7 @@ int ad_daemon_reload(struct ad_daemon *d)
     d->config = next;
     path = ad_config_path(next);
     apply_log_settings(d);
+    ad_admin_set_token(d->admin, ad_config_settings(next)->daemon.admin_token.value);
     sync_watch(d);
     record_reload(d, true, NULL);
     AD_INFO_KV("config reloaded", AD_KV_STR("path", path),
@@ -353,6 +354,20 @@ static void build_status(void *arg, json_t *out)
     }
 }
 
+/* ---- paths the admin endpoint hands to components ---- */
+
+static int serve_component(void *arg, const struct ad_component_request *req,
+                           struct ad_component_reply *out)
+{
+    struct ad_daemon *d = arg;
+    for (size_t i = 0; i < d->n_components; i++) {
+        struct ad_component *c = &d->components[i];
+        if (c->serve && c->serve(c->ctx, req, out) == 0)
+            return 0;
+    }
+    return -1;
+}
+
 /* ---- construction ---- */
 
 static int register_metrics(struct ad_daemon *d)
@@ -426,6 +441,8 @@ struct ad_daemon *ad_daemon_new(struct ad_config *config, const struct ad_daemon
         goto err;
     }
     ad_admin_set_status_fn(d->admin, build_status, d);
+    ad_admin_set_serve_fn(d->admin, serve_component, d);
+    ad_admin_set_token(d->admin, ad_config_settings(config)->daemon.admin_token.value);
 
     d->sighup = evsignal_new(d->base, SIGHUP, on_signal, d);
     d->sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);

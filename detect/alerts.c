@@ -510,8 +510,11 @@ static struct ad_alert *make_alert(const struct ad_alerts *a, const char *key, s
     alert->state = n->state;
     alert->end_ms = n->end_ms;
     alert->entity = entity_string(a, key, len);
-    if (!alert->entity)
+    alert->key = malloc(len ? len : 1);
+    if (!alert->entity || !alert->key)
         goto fail;
+    memcpy(alert->key, key, len);
+    alert->key_len = len;
     fingerprint(a->detector, key, len, fp);
 
     bool ok =
@@ -550,6 +553,7 @@ void ad_alert_free(struct ad_alert *alert)
     if (!alert)
         return;
     free(alert->entity);
+    free(alert->key);
     free(alert->json);
     free(alert);
 }
@@ -741,6 +745,9 @@ char *ad_alerts_window_json(const struct ad_alerts *a, const struct ad_alert_win
               put(doc, "warming_up", json_boolean(warming_up)) &&
               put(doc, "model", text0(w->model)) &&
               put(doc, "model_version", text0(w->model_version));
+    /* Only in a maintenance window: other windows' documents stay as they were. */
+    if (ok && w->maintenance)
+        ok = put(doc, "maintenance", json_string(w->maintenance));
     for (size_t f = 0; ok && w->shares && f < a->features.len; f++)
         ok = put(shares, a->features.items[f], number(round(w->shares[f] * 1e4) / 1e4));
     if (ok && json_object_set(doc, "shares", shares) == 0)

@@ -45,7 +45,8 @@ struct ad_alert_window {
     const float *shares; /* one per feature, of the stream the surprise came from; NULL: none */
     const char *model;   /* the model's name; NULL: unknown */
     const char *model_version;
-    int64_t now_ms; /* wall clock, for notified_at only */
+    int64_t now_ms;          /* wall clock, for notified_at only */
+    const char *maintenance; /* the maintenance window it was in (scores only); NULL: none */
 };
 
 /* One notification, owned by whoever receives it (ad_alert_free). */
@@ -53,8 +54,10 @@ struct ad_alert {
     char id[AD_ALERT_ID_LEN + 1]; /* hex, deterministic (docs/alerts.md) */
     const char *state;            /* "firing" or "resolved" (static) */
     char *entity;                 /* "label=value,label=value": Kafka key, Redis hash field */
-    int64_t end_ms;               /* the event time it is for: the window end (or the expiry) */
-    char *json;                   /* the document, one line of compact JSON, no newline */
+    char *key;                    /* the entity key: label values in key order, NUL-separated */
+    size_t key_len;
+    int64_t end_ms; /* the event time it is for: the window end (or the expiry) */
+    char *json;     /* the document, one line of compact JSON, no newline */
     size_t json_len;
 };
 

@@ -11,6 +11,7 @@
 #include "base/clock.h"
 #include "base/errstr.h"
 #include "base/grow.h"
+#include "detect/maintenance.h"
 #include "detect/model_watch.h"
 #include "detect/outbox.h"
 #include "detect/routing.h"
@@ -92,14 +93,18 @@ struct ad_pipeline {
     struct pipeline *retired;           /* stopping in the background after a reload */
     struct ad_model_watch *watch;       /* NULL: no model store */
     struct ad_redis_sub *announcements; /* NULL: no model_store.redis_channel */
+    struct ad_redis_sub *marks;         /* NULL: no feedback.redis_channel */
+    struct ad_maintenance *maintenance; /* every window, for /status */
     ad_component_done_fn done;
     void *done_arg;
 };
 
-static const char *const pipeline_sections[] = {"kafka", "sources", "detectors", "sinks", NULL};
+static const char *const pipeline_sections[] = {"kafka", "sources",  "detectors",
+                                                "sinks", "feedback", NULL};
 
 static void advance_detector(struct pipeline *p, size_t d);
 static bool scorer_full(const struct pipeline *p);
+static void on_mark_message(void *arg, const char *payload, size_t len);
 
 /* ---- routing ---- */
 
@@ -804,6 +809,8 @@ static void on_subscribed(void *arg)
 
 static void unwatch(struct ad_pipeline *h)
 {
+    ad_redis_sub_destroy(h->marks);
+    h->marks = NULL;
     ad_redis_sub_destroy(h->announcements);
     h->announcements = NULL;
     ad_model_watch_destroy(h->watch);
@@ -815,6 +822,13 @@ static void unwatch(struct ad_pipeline *h)
 static int watch(struct ad_pipeline *h, const struct ad_settings *s, char *errstr,
                  size_t errstr_size)
 {
+    if (s->feedback.redis_channel && s->sinks.redis.url) {
+        struct ad_redis_sub_handler handler = {.on_message = on_mark_message, .arg = h};
+        h->marks = ad_redis_sub_new(h->base, &s->sinks.redis, s->feedback.redis_channel, h->metrics,
+                                    &handler, errstr, errstr_size);
+        if (!h->marks)
+            return -1;
+    }
     if (!s->model_store.path && !s->model_store.url)
         return 0;
     const char **models = calloc(s->n_detectors + 1, sizeof *models);
@@ -873,6 +887,164 @@ out:
     return rc;
 }
 
+/* ---- maintenance windows ---- */
+
+/* The windows of s, for /status (*all) and for each detector of p (*each, its own array);
+ * nothing is made when one fails. */
+static int prepare_maintenance(struct pipeline *p, const struct ad_settings *s,
+                               struct ad_maintenance **all, struct ad_maintenance ***each,
+                               char *errstr, size_t errstr_size)
+{
+    *each = calloc(p->n_detectors ? p->n_detectors : 1, sizeof **each);
+    *all = ad_maintenance_new(s, SIZE_MAX, errstr, errstr_size);
+    size_t d = 0;
+    if (!*each || !*all)
+        goto fail;
+    for (; d < p->n_detectors; d++)
+        if (!((*each)[d] = ad_maintenance_new(s, d, errstr, errstr_size)))
+            goto fail;
+    return 0;
+fail:
+    if (!*each)
+        snprintf(errstr, errstr_size, "out of memory");
+    for (size_t i = 0; *each && i < d; i++)
+        ad_maintenance_destroy((*each)[i]);
+    free(*each);
+    ad_maintenance_destroy(*all);
+    *each = NULL;
+    *all = NULL;
+    return -1;
+}
+
+/* ---- feedback ---- */
+
+/* Marks the alert of id in whichever detector knows it; the reply's status. */
+static int mark_alert(struct ad_pipeline *h, const char *id, const char *verdict,
+                      const char *comment, const char *by, json_t *reply)
+{
+    struct pipeline *p = h->current;
+    for (size_t d = 0; p && d < p->n_detectors; d++) {
+        struct detector_rt *det = &p->detectors[d];
+        if (ad_serving_knows_alert(det->serving, id)) {
+            json_object_set_new(reply, "detector", json_string(det->settings->name));
+            return ad_serving_mark(det->serving, id, verdict, comment, by, reply);
+        }
+    }
+    json_object_set_new(reply, "error", json_string("no detector knows an alert with this id"));
+    return 404;
+}
+
+/* A mark published on feedback.redis_channel: {"id": ..., "verdict": ..., "comment": ...,
+ * "by": ...}. Logged, since pub/sub has no one to answer. */
+static void on_mark_message(void *arg, const char *payload, size_t len)
+{
+    struct ad_pipeline *h = arg;
+    json_error_t error;
+    json_t *msg = json_loadb(payload, len, 0, &error), *reply = json_object();
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    const char *verdict = json_string_value(json_object_get(msg, "verdict"));
+    const char *comment = json_string_value(json_object_get(msg, "comment"));
+    const char *who = json_string_value(json_object_get(msg, "by"));
+    char by[160];
+    snprintf(by, sizeof by, "redis%s%s", who ? " " : "", who ? who : "");
+    if (!id || !verdict) {
+        AD_WARN_KV("a message on the feedback channel is not a mark; expected {\"id\", "
+                   "\"verdict\"}",
+                   AD_KV_STR("error", msg ? "" : error.text));
+    } else {
+        int status = mark_alert(h, id, verdict, comment, by, reply);
+        if (status != 200)
+            AD_WARN_KV("a mark from the feedback channel was refused", AD_KV_STR("id", id),
+                       AD_KV_INT("status", status),
+                       AD_KV_STR("error", json_string_value(json_object_get(reply, "error"))
+                                              ? json_string_value(json_object_get(reply, "error"))
+                                              : ""));
+    }
+    json_decref(reply);
+    json_decref(msg);
+}
+
+/* ---- the admin endpoint's paths ---- */
+
+static int reply_json(struct ad_component_reply *out, int status, json_t *doc)
+{
+    out->status = status;
+    out->content_type = "application/json";
+    out->body = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    out->body_len = out->body ? strlen(out->body) : 0;
+    json_decref(doc);
+    return 0;
+}
+
+static int serve_entities(struct ad_pipeline *h, struct ad_component_reply *out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return -1;
+    struct pipeline *p = h->current;
+    for (int fam = 0; fam < AD_ENTITY_FAMILIES; fam++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", ad_serving_family_name(fam),
+                ad_serving_family_help(fam), ad_serving_family_name(fam));
+        for (size_t d = 0; p && d < p->n_detectors; d++)
+            ad_serving_write_entities(p->detectors[d].serving, fam, f);
+    }
+    if (fclose(f) != 0) {
+        free(text);
+        return -1;
+    }
+    out->status = 200;
+    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    out->body = text;
+    out->body_len = len;
+    return 0;
+}
+
+static int serve(void *ctx, const struct ad_component_request *req, struct ad_component_reply *out)
+{
+    struct ad_pipeline *h = ctx;
+    if (strcmp(req->path, "/metrics/entities") == 0)
+        return serve_entities(h, out);
+    /* /alerts/<id>/feedback (the endpoint checked the shape) */
+    if (strncmp(req->path, "/alerts/", 8) != 0)
+        return -1;
+    char id[AD_ALERT_ID_LEN * 2];
+    size_t n = strcspn(req->path + 8, "/");
+    if (n >= sizeof id)
+        return reply_json(out, 404, json_pack("{s:s}", "error", "no alert has this id"));
+    memcpy(id, req->path + 8, n);
+    id[n] = '\0';
+    json_t *reply = json_object();
+    if (strcmp(req->method, "POST") != 0) {
+        struct pipeline *p = h->current;
+        for (size_t d = 0; p && d < p->n_detectors; d++) {
+            json_t *mark = ad_serving_mark_of(p->detectors[d].serving, id);
+            if (mark) {
+                json_object_set_new(reply, "mark", mark);
+                return reply_json(out, 200, reply);
+            }
+        }
+        json_object_set_new(reply, "error", json_string("this alert has no mark"));
+        return reply_json(out, 404, reply);
+    }
+    json_error_t error;
+    json_t *body = json_loadb(req->body, req->body_len, 0, &error);
+    json_t *comment = json_object_get(body, "comment");
+    const char *verdict = json_string_value(json_object_get(body, "verdict"));
+    if (!json_is_object(body) || !verdict ||
+        (comment && !json_is_string(comment) && !json_is_null(comment))) {
+        json_object_set_new(reply, "error",
+                            json_string("expected {\"verdict\": \"false_positive\" or "
+                                        "\"true_positive\", \"comment\": \"...\"}"));
+        json_decref(body);
+        return reply_json(out, 400, reply);
+    }
+    int status = mark_alert(h, id, verdict, json_string_value(comment), req->by, reply);
+    json_decref(body);
+    return reply_json(out, status, reply);
+}
+
 /* ---- the component ---- */
 
 static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
@@ -881,11 +1053,20 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
     const struct ad_settings *s = ad_config_settings(next);
     static const char *const store_sections[] = {"model_store", "sinks", NULL};
     if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
+        /* Everything that can fail first, so that a refusal changes nothing. */
+        struct ad_maintenance *all = NULL, **each = NULL;
+        if (prepare_maintenance(h->current, s, &all, &each, errstr, errstr_size) < 0)
+            return -1;
         h->queue_depth = (size_t)s->scoring.queue_depth;
         for (size_t d = 0; d < h->current->n_detectors; d++) {
             struct detector_rt *det = &h->current->detectors[d];
             ad_window_store_set_max_batch(det->store, (size_t)s->scoring.max_batch);
+            ad_serving_set_series_limit(det->serving, (size_t)s->scoring.entity_metrics_limit);
+            ad_serving_set_maintenance(det->serving, each[d]);
         }
+        free(each);
+        ad_maintenance_destroy(h->maintenance);
+        h->maintenance = all;
         if (!ad_config_sections_equal(h->current->config, next, store_sections)) {
             unwatch(h);
             if (watch(h, s, errstr, errstr_size) < 0)
@@ -900,9 +1081,16 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
      * scoring: refused. (At start it runs without a model, and says so.) */
     if (h->current && ad_swap_check_store(s, errstr, errstr_size) < 0)
         return -1;
-    struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
-    if (!fresh)
+    struct ad_maintenance *all = ad_maintenance_new(s, SIZE_MAX, errstr, errstr_size);
+    if (!all)
         return -1;
+    struct pipeline *fresh = pipeline_build(h, next, errstr, errstr_size);
+    if (!fresh) {
+        ad_maintenance_destroy(all);
+        return -1;
+    }
+    ad_maintenance_destroy(h->maintenance);
+    h->maintenance = all;
     struct pipeline *old = h->current;
     h->current = fresh;
     h->queue_depth = (size_t)s->scoring.queue_depth;
@@ -964,6 +1152,9 @@ static void status(void *ctx, json_t *out)
         json_object_set_new(detectors, det->settings->name, part);
     }
     json_object_set_new(out, "detectors", detectors);
+    json_t *maintenance = json_array();
+    ad_maintenance_status(h->maintenance, now, maintenance);
+    json_object_set_new(out, "maintenance", maintenance);
     json_t *sinks = json_object();
     ad_outbox_status(p->outbox, sinks);
     json_object_set_new(out, "sinks", sinks);
@@ -977,12 +1168,21 @@ static void status(void *ctx, json_t *out)
         }
         json_object_set_new(out, "model_store", store);
     }
+    if (h->marks) {
+        json_t *sub = json_object();
+        ad_redis_sub_status(h->marks, sub);
+        json_object_set_new(out, "feedback_channel", sub);
+    }
 }
 
 struct ad_component ad_pipeline_component(struct ad_pipeline *p)
 {
-    return (struct ad_component){
-        .name = "pipeline", .ctx = p, .apply = apply, .stop = stop, .status = status};
+    return (struct ad_component){.name = "pipeline",
+                                 .ctx = p,
+                                 .apply = apply,
+                                 .stop = stop,
+                                 .status = status,
+                                 .serve = serve};
 }
 
 struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *metrics,
@@ -1005,12 +1205,16 @@ struct ad_pipeline *ad_pipeline_new(struct event_base *base, struct ad_metrics *
             goto fail;
         }
     }
+    h->maintenance = ad_maintenance_new(ad_config_settings(config), SIZE_MAX, errstr, errstr_size);
+    if (!h->maintenance)
+        goto fail;
     h->current = pipeline_build(h, config, errstr, errstr_size);
     if (!h->current || watch(h, ad_config_settings(config), errstr, errstr_size) < 0)
         goto fail;
     return h;
 fail:
     unwatch(h);
+    ad_maintenance_destroy(h->maintenance);
     pipeline_free(h->current);
     if (h->results)
         event_free(h->results);
@@ -1028,6 +1232,7 @@ void ad_pipeline_destroy(struct ad_pipeline *h)
         pipeline_free(p);
     }
     unwatch(h);
+    ad_maintenance_destroy(h->maintenance);
     pipeline_free(h->current);
     if (h->results)
         event_free(h->results);

@@ -11,8 +11,11 @@
 #include "base/clock.h"
 #include "base/errstr.h"
 #include "base/grow.h"
+#include "base/utf8.h"
 #include "detect/alerts.h"
+#include "detect/feedback.h"
 #include "detect/judge.h"
+#include "detect/maintenance.h"
 #include "detect/replay_marks.h"
 #include "detect/swap.h"
 #include "gpu/model.h"
@@ -48,7 +51,9 @@ struct ad_serving {
     struct ad_swap *swap; /* the serving model version, and the next one in shadow */
     struct ad_judge *judge;
     struct ad_alerts *alerts;
-    struct ad_replay_marks *replayed; /* NULL until replayed events mark an entity */
+    struct ad_replay_marks *replayed;   /* NULL until replayed events mark an entity */
+    struct ad_maintenance *maintenance; /* NULL: none */
+    struct ad_feedback *feedback;
     struct ad_serving_outlet outlet;
     FILE *export;
     char *export_path;
@@ -75,6 +80,11 @@ struct ad_serving {
     struct ad_counter *notified_firing_total, *notified_resolved_total, *held_back_total;
     struct ad_counter *untracked_total, *replayed_total, *unmarked_total;
     unsigned long long notified_before;
+    unsigned long long maintained, kept_out; /* windows in maintenance; of false positives */
+    struct ad_counter *maintained_total, *kept_out_total, *left_out_total;
+    struct ad_counter *marks_fp_total, *marks_tp_total, *forgotten_total;
+    struct ad_gauge *series_gauge;
+    uint64_t left_out_counted;
     struct ad_gauge *pending_gauge, *firing_gauge, *flapping_gauge, *unacked_gauge;
     struct ad_histogram *delivery_seconds;
     struct ad_alerts_counts counted; /* what the counters above have been given */
@@ -178,12 +188,30 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
                                        .idle_buckets = idle_buckets,
                                        .lstm = det->stream_lstm,
                                        .seasonal = det->stream_seasonal,
-                                       .controls = controls};
+                                       .controls = controls,
+                                       .max_held = (size_t)s->feedback.max_held,
+                                       .hold_windows = (size_t)(s->feedback.history / det->step),
+                                       .series_limit = (size_t)s->scoring.entity_metrics_limit};
     v->judge = ad_judge_new(&judging);
     v->alerts = ad_alerts_new(det->name, &det->alert, &det->keys, &det->features,
                               2 * (size_t)det->max_entities);
     if (!v->swap || !v->judge || !v->alerts) {
         ad_errstr_set(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    char err[512];
+    struct ad_feedback_options fo = {
+        .detector = det->name,
+        .model = det->model,
+        .keys = &det->keys,
+        .folder = s->feedback.path ? s->feedback.path : s->model_store.path,
+        .recent = (size_t)s->feedback.recent_alerts,
+        .step_ms = det->step,
+        .for_windows = det->alert.for_windows,
+    };
+    if (!(v->feedback = ad_feedback_new(&fo, err, sizeof err)) ||
+        !(v->maintenance = ad_maintenance_new(s, d, err, sizeof err))) {
+        snprintf(errstr, errstr_size, "detector %s: %s", det->name, err);
         goto fail;
     }
     if (det->export_path) {
@@ -216,6 +244,31 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
         ad_metrics_counter(metrics, "anomalyd_windows_unscored_total", unscored_help, "detector",
                            name, "reason", "failed", NULL);
     register_alert_metrics(v, metrics);
+    v->maintained_total = ad_metrics_counter(
+        metrics, "anomalyd_windows_maintenance_total",
+        "Windows of entities in a maintenance window: judged, not notified, kept out of the "
+        "history.",
+        "detector", name, NULL);
+    v->kept_out_total = ad_metrics_counter(
+        metrics, "anomalyd_windows_false_positive_total",
+        "Anomalous windows kept out of the history because a false-positive mark covers them.",
+        "detector", name, NULL);
+    static const char marks_help[] = "Alerts marked by operators, by verdict.";
+    v->marks_fp_total = ad_metrics_counter(metrics, "anomalyd_feedback_marks_total", marks_help,
+                                           "detector", name, "verdict", "false_positive", NULL);
+    v->marks_tp_total = ad_metrics_counter(metrics, "anomalyd_feedback_marks_total", marks_help,
+                                           "detector", name, "verdict", "true_positive", NULL);
+    v->forgotten_total = ad_metrics_counter(
+        metrics, "anomalyd_feedback_windows_forgotten_total",
+        "Anomalous windows taken out of an entity's history by false-positive marks.", "detector",
+        name, NULL);
+    v->left_out_total = ad_metrics_counter(
+        metrics, "anomalyd_entity_metrics_left_out_total",
+        "Entities that found entity_metrics_limit entities with series on /metrics/entities.",
+        "detector", name, NULL);
+    v->series_gauge =
+        ad_metrics_gauge(metrics, "anomalyd_entity_metrics_entities",
+                         "Entities with series on /metrics/entities.", "detector", name, NULL);
     ad_swap_load_first(v->swap, s->model_store.path);
     return v;
 fail:
@@ -232,11 +285,21 @@ void ad_serving_destroy(struct ad_serving *v)
     free(v->export_path);
     ad_judge_destroy(v->judge);
     ad_alerts_destroy(v->alerts);
+    ad_maintenance_destroy(v->maintenance);
+    ad_feedback_destroy(v->feedback);
     ad_replay_marks_destroy(v->replayed);
     ad_swap_destroy(v->swap);
     free(v->marks);
     free(v->unacked);
     free(v);
+}
+
+static void update_entity_metrics(struct ad_serving *v)
+{
+    uint64_t left_out = ad_judge_left_out(v->judge);
+    ad_counter_add(v->left_out_total, (double)(left_out - v->left_out_counted));
+    v->left_out_counted = left_out;
+    ad_gauge_set(v->series_gauge, (double)ad_judge_series(v->judge));
 }
 
 /* ---- the flow ---- */
@@ -380,6 +443,7 @@ static void publish(struct ad_serving *v, struct ad_alert *alert)
     uint64_t seq = v->alert_seq++;
     AD_INFO_KV("alert", AD_KV_STR("detector", v->settings->name), AD_KV_STR("state", alert->state),
                AD_KV_STR("entity", alert->entity), AD_KV_STR("id", alert->id));
+    ad_feedback_notified(v->feedback, alert, alert->key, alert->key_len);
     size_t acks = v->outlet.publish ? v->outlet.publish(v->outlet.arg, alert, seq) : 0;
     struct unacked tracked = {.seq = seq,
                               .remaining = (uint32_t)acks,
@@ -545,6 +609,8 @@ static void observe(struct ad_serving *v, const struct ad_alert_window *in)
         AD_DEBUG_KV("alert rebuilt, not sent again", AD_KV_STR("detector", v->settings->name),
                     AD_KV_STR("state", alert->state), AD_KV_STR("entity", alert->entity),
                     AD_KV_STR("id", alert->id));
+        /* Marks may name it: it was sent before the restart. */
+        ad_feedback_notified(v->feedback, alert, alert->key, alert->key_len);
         if (v->outlet.rebuilt)
             v->outlet.rebuilt(v->outlet.arg, alert);
         ad_alert_free(alert);
@@ -625,6 +691,23 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
             }
             struct ad_alert_window in =
                 window_of(v, job, w, score, &verdict, seasonal_shares, anomalous);
+            /* A maintenance window: judged and shown, but neither notified nor part of the
+             * entity's history (docs/maintenance.md). A window a false positive covers
+             * leaves the history too (docs/feedback.md); its alert goes on as it was. */
+            in.maintenance = ad_maintenance_covering(v->maintenance, in.key, in.key_len, in.end_ms);
+            if (in.maintenance) {
+                ad_judge_undo(v->judge, verdict.entity);
+                v->maintained++;
+                ad_counter_inc(v->maintained_total);
+            } else if (anomalous &&
+                       ad_feedback_false_positive(v->feedback, in.key, in.key_len, in.end_ms)) {
+                ad_judge_undo(v->judge, verdict.entity);
+                v->kept_out++;
+                ad_counter_inc(v->kept_out_total);
+            } else if (anomalous) {
+                ad_judge_hold(v->judge, verdict.entity);
+            }
+            ad_judge_show(v->judge, verdict.entity, score, verdict.surprise, anomalous);
             bool warming = warming_up(b, w);
             if (v->outlet.scored) {
                 size_t json_len;
@@ -633,10 +716,18 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
                     v->outlet.scored(v->outlet.arg, json, json_len);
                 free(json);
             }
-            if (!warming)
+            if (!warming && !in.maintenance)
                 observe(v, &in);
             if (isfinite(score))
                 max_score = score > max_score ? score : max_score;
+        } else if (verdict.entity) {
+            /* Judged without a surprise yet (the first day of the baseline, no model): a
+             * maintenance window keeps it out of the history all the same. */
+            size_t key_len;
+            const char *key = ad_window_batch_key(b, w, &key_len);
+            if (ad_maintenance_covering(v->maintenance, key, key_len, b->bucket_start + b->step))
+                ad_judge_undo(v->judge, verdict.entity);
+            ad_judge_show(v->judge, verdict.entity, score, verdict.surprise, false);
         }
         if (v->export)
             export_window(v, job, w, &verdict);
@@ -652,6 +743,7 @@ void ad_serving_finish(struct ad_serving *v, struct ad_score_job *job)
                          notify_time(v), on_expired, v);
     }
     update_alert_metrics(v);
+    update_entity_metrics(v);
     if (job->model && job->shadow && !job->error[0] && job->scores)
         ad_swap_compare(v->swap, job->shadow, job->scores, job->shadow_scores, b->n_windows,
                         job->shadow_scores ? NULL : job->shadow_error);
@@ -703,6 +795,13 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
                         json_integer((json_int_t)ad_judge_entities(v->judge)));
     json_object_set_new(scoring, "entities_untracked",
                         json_integer((json_int_t)ad_judge_untracked(v->judge)));
+    json_object_set_new(scoring, "entities_with_series",
+                        json_integer((json_int_t)ad_judge_series(v->judge)));
+    json_object_set_new(scoring, "entities_left_out",
+                        json_integer((json_int_t)ad_judge_left_out(v->judge)));
+    json_object_set_new(scoring, "windows_in_maintenance", json_integer((json_int_t)v->maintained));
+    json_object_set_new(scoring, "windows_kept_out_as_false_positives",
+                        json_integer((json_int_t)v->kept_out));
     if (v->last_bucket != INT64_MIN) {
         json_object_set_new(scoring, "last_bucket_start_ms",
                             json_integer((json_int_t)(v->last_bucket)));
@@ -717,6 +816,13 @@ void ad_serving_status(const struct ad_serving *v, json_t *out)
     json_object_set_new(alerts, "replay_marks",
                         json_integer((json_int_t)ad_replay_marks_size(v->replayed)));
     json_object_set_new(out, "alerts", alerts);
+    json_t *feedback = json_object();
+    ad_feedback_status(v->feedback, feedback);
+    json_object_set_new(feedback, "entities_held",
+                        json_integer((json_int_t)ad_judge_held(v->judge)));
+    json_object_set_new(feedback, "anomalous_windows_not_held",
+                        json_integer((json_int_t)ad_judge_unheld(v->judge)));
+    json_object_set_new(out, "feedback", feedback);
 }
 
 const struct ad_model *ad_serving_model(const struct ad_serving *v)
@@ -732,4 +838,175 @@ void ad_serving_offer_model(struct ad_serving *v, struct ad_model *m)
 void ad_serving_refuse_model(struct ad_serving *v, const char *error)
 {
     ad_swap_refuse(v->swap, error);
+}
+
+/* ---- maintenance, entity metrics, feedback ---- */
+
+void ad_serving_set_maintenance(struct ad_serving *v, struct ad_maintenance *m)
+{
+    ad_maintenance_destroy(v->maintenance);
+    v->maintenance = m;
+}
+
+void ad_serving_set_series_limit(struct ad_serving *v, size_t limit)
+{
+    ad_judge_set_series_limit(v->judge, limit);
+    update_entity_metrics(v);
+}
+
+static const char *const family_names[AD_ENTITY_FAMILIES] = {
+    "anomalyd_entity_score", "anomalyd_entity_surprise", "anomalyd_entity_anomalous"};
+static const char *const family_helps[AD_ENTITY_FAMILIES] = {
+    "The LSTM's score of the entity's latest window (docs/scoring.md).",
+    "How unusual the entity's latest window was for it: -log10 of a chance; anomalous from "
+    "threshold.surprise (default 5).",
+    "1 when the entity's latest window was anomalous."};
+
+const char *ad_serving_family_name(enum ad_serving_family f)
+{
+    return family_names[f];
+}
+
+const char *ad_serving_family_help(enum ad_serving_family f)
+{
+    return family_helps[f];
+}
+
+/* A label name as Prometheus spells them; a key that would clash with `detector` keeps its
+ * value under entity_detector. */
+static void write_label_name(FILE *out, const char *name)
+{
+    if (strcmp(name, "detector") == 0) {
+        fputs("entity_detector", out);
+        return;
+    }
+    if (!*name || (*name >= '0' && *name <= '9'))
+        fputc('_', out);
+    for (const char *c = name; *c; c++)
+        fputc((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+                  ? *c
+                  : '_',
+              out);
+}
+
+/* A label value in the text format: \, " and line feeds escaped; bytes that are not UTF-8
+ * become U+FFFD. */
+static void write_label_value(FILE *out, const char *v, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '\\' || c == '"') {
+            fputc('\\', out);
+            fputc(c, out);
+            i++;
+        } else if (c == '\n') {
+            fputs("\\n", out);
+            i++;
+        } else if (c < 0x80) {
+            fputc(c, out);
+            i++;
+        } else {
+            size_t n = ad_utf8_sequence(v + i, len - i);
+            if (n) {
+                fwrite(v + i, 1, n, out);
+                i += n;
+            } else {
+                fputs("\xef\xbf\xbd", out);
+                i++;
+            }
+        }
+    }
+}
+
+void ad_serving_write_entities(const struct ad_serving *v, enum ad_serving_family family, FILE *out)
+{
+    const struct ad_settings_detector *d = v->settings;
+    const char *key;
+    size_t len;
+    struct ad_judge_shown shown;
+    for (uint32_t id = 0; (id = ad_judge_next(v->judge, id, &key, &len, &shown));) {
+        double value = family == AD_ENTITY_SCORE      ? shown.score
+                       : family == AD_ENTITY_SURPRISE ? shown.surprise
+                                                      : (double)shown.anomalous;
+        if (!shown.series || !isfinite(value))
+            continue;
+        const char *values[AD_LOG_MAX_LABELS];
+        size_t lens[AD_LOG_MAX_LABELS];
+        size_t n = ad_entity_key_split(key, len, values, lens, AD_LOG_MAX_LABELS);
+        fprintf(out, "%s{detector=\"", family_names[family]);
+        write_label_value(out, d->name, strlen(d->name));
+        fputc('"', out);
+        for (size_t k = 0; k < n && k < d->keys.len && k < AD_LOG_MAX_LABELS; k++) {
+            fputc(',', out);
+            write_label_name(out, d->keys.items[k]);
+            fputs("=\"", out);
+            write_label_value(out, values[k], lens[k]);
+            fputc('"', out);
+        }
+        fprintf(out, "} %.9g\n", value);
+    }
+}
+
+bool ad_serving_knows_alert(const struct ad_serving *v, const char *id)
+{
+    return ad_feedback_knows(v->feedback, id);
+}
+
+json_t *ad_serving_mark_of(const struct ad_serving *v, const char *id)
+{
+    return ad_feedback_get(v->feedback, id);
+}
+
+int ad_serving_mark(struct ad_serving *v, const char *id, const char *verdict, const char *comment,
+                    const char *by, json_t *reply)
+{
+    int parsed = ad_feedback_verdict_parse(verdict);
+    json_t *record = NULL;
+    struct ad_feedback_span span;
+    char err[512];
+    if (parsed < 0) {
+        json_object_set_new(reply, "error",
+                            json_string("verdict must be false_positive or true_positive"));
+        return 400;
+    }
+    enum ad_feedback_error e =
+        ad_feedback_mark(v->feedback, id, (enum ad_feedback_verdict)parsed, comment, by,
+                         ad_clock_wall_ms(), &record, &span, err, sizeof err);
+    if (e == AD_FEEDBACK_UNKNOWN) {
+        json_object_set_new(reply, "error", json_string("no alert of this detector has this id"));
+        return 404;
+    }
+    if (e != AD_FEEDBACK_OK) {
+        json_object_set_new(reply, "error", json_string(err));
+        return 503;
+    }
+    ad_counter_inc(parsed == AD_FEEDBACK_FALSE_POSITIVE ? v->marks_fp_total : v->marks_tp_total);
+    json_object_set_new(reply, "mark", record);
+    json_t *history = json_object();
+    if (parsed == AD_FEEDBACK_TRUE_POSITIVE) {
+        /* An incident belongs in the history; only the trainer acts on it. */
+        json_object_set_new(history, "changed", json_false());
+    } else if (!span.key) {
+        json_object_set_new(history, "changed", json_false());
+        json_object_set_new(history, "why", json_string("the mark's labels are not an entity"));
+    } else {
+        struct ad_judge_forgotten out;
+        if (ad_judge_forget(v->judge, span.key, span.key_len, span.from_ms, span.through_ms, &out) <
+            0) {
+            json_object_set_new(history, "changed", json_false());
+            json_object_set_new(
+                history, "why",
+                json_string("the alert's windows are no longer held (feedback.history, "
+                            "feedback.max_held) or the entity was forgotten"));
+        } else {
+            ad_counter_add(v->forgotten_total, (double)out.windows);
+            json_object_set_new(history, "changed", json_boolean(out.windows > 0));
+            json_object_set_new(history, "windows_removed", json_integer((json_int_t)out.windows));
+            json_object_set_new(history, "windows_replayed",
+                                json_integer((json_int_t)out.replayed));
+            json_object_set_new(history, "partial", json_boolean(out.partial));
+        }
+    }
+    json_object_set_new(reply, "history", history);
+    return 200;
 }

@@ -17,7 +17,9 @@
  * counted once, and the serving one stays.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -28,6 +30,7 @@
 #include "windows/batch.h"
 
 struct ad_serving;
+struct ad_maintenance;
 
 /* Where a detector's alerts go: the pipeline's sinks. */
 struct ad_serving_outlet {
@@ -94,6 +97,39 @@ void ad_serving_refuse_model(struct ad_serving *v, const char *error);
  * wall clock (INT64_MIN, the default). An offline replay gives its own event-time clock, so
  * that its output depends on its input alone. */
 void ad_serving_set_notified_at(struct ad_serving *v, int64_t ms);
+
+/* A new set of maintenance windows for this detector (live reload; ownership too). */
+void ad_serving_set_maintenance(struct ad_serving *v, struct ad_maintenance *m);
+/* A new scoring.entity_metrics_limit (live reload). */
+void ad_serving_set_series_limit(struct ad_serving *v, size_t limit);
+
+/* The families of /metrics/entities (docs/entity-metrics.md). */
+enum ad_serving_family {
+    AD_ENTITY_SCORE,     /* anomalyd_entity_score */
+    AD_ENTITY_SURPRISE,  /* anomalyd_entity_surprise */
+    AD_ENTITY_ANOMALOUS, /* anomalyd_entity_anomalous */
+    AD_ENTITY_FAMILIES
+};
+/* Name and help of a family. */
+const char *ad_serving_family_name(enum ad_serving_family f);
+const char *ad_serving_family_help(enum ad_serving_family f);
+/* Writes the samples of family for every entity with series, in Prometheus' text format,
+ * labelled with the detector and the entity's key labels. */
+void ad_serving_write_entities(const struct ad_serving *v, enum ad_serving_family family,
+                               FILE *out);
+
+/* Whether a mark may name id: a notification of this detector remembered, or a mark kept. */
+bool ad_serving_knows_alert(const struct ad_serving *v, const char *id);
+/* The mark of the alert of id (a new reference), or NULL. */
+json_t *ad_serving_mark_of(const struct ad_serving *v, const char *id);
+/*
+ * Marks the alert of notification id (docs/feedback.md): kept in the marks file, then, for a
+ * false positive, its anomalous windows taken out of the entity's history. Fills reply with the
+ * mark and what happened to the history. Returns an HTTP status: 200, 404 (id not known), 503
+ * (the mark cannot be kept; reply says why).
+ */
+int ad_serving_mark(struct ad_serving *v, const char *id, const char *verdict, const char *comment,
+                    const char *by, json_t *reply);
 
 /* The version served now; NULL when none. */
 const struct ad_model *ad_serving_model(const struct ad_serving *v);

@@ -297,13 +297,233 @@ static void test_judge_streams(void **state)
     free(dir);
 }
 
+/* Feeds one window of entity key with value x (both features) and a score; returns the
+ * verdict. A fixed model calibration, so that two judges fed alike agree to the bit. */
+static struct ad_verdict feed(struct ad_judge *j, const char *key, int64_t bucket, double x,
+                              double score, const struct ad_model *model)
+{
+    uint8_t seen[2] = {1, 1};
+    float v[2] = {(float)x, (float)(x / 2)};
+    struct ad_verdict out;
+    ad_judge_window(j, key, strlen(key), bucket, bucket * HOUR_MS, v, seen, score, model, 5.0, &out,
+                    NULL);
+    return out;
+}
+
+/* The normal value of bucket b: a daily shape, and a little noise. */
+static double normal_value(int64_t b)
+{
+    return 100 + 20 * sin(2 * M_PI * (double)(b % 24) / 24) + (double)((b * 7919) % 5);
+}
+
+static double normal_score(int64_t b)
+{
+    return 1.0 + 0.05 * (double)((b * 104729) % 7);
+}
+
+static struct ad_judge *holding_judge(size_t max_held, size_t hold_windows)
+{
+    struct ad_judge_options o = {.features = 2,
+                                 .step_ms = HOUR_MS,
+                                 .max_entities = 8,
+                                 .idle_buckets = 1000,
+                                 .lstm = true,
+                                 .seasonal = true,
+                                 .max_held = max_held,
+                                 .hold_windows = hold_windows,
+                                 .series_limit = 2};
+    return ad_judge_new(&o);
+}
+
+static bool same_history(struct ad_judge *a, struct ad_judge *b, const char *key)
+{
+    size_t na, nb;
+    const void *ha = ad_judge_history(a, key, strlen(key), &na);
+    const void *hb = ad_judge_history(b, key, strlen(key), &nb);
+    return ha && hb && na == nb && memcmp(ha, hb, na) == 0;
+}
+
+/* A window undone leaves the history as it was: what a maintenance window does. */
+static void test_undo(void **state)
+{
+    (void)state;
+    char err[512];
+    char *dir = fixture_tempdir();
+    assert_int_equal(fixture_write(dir, &spec), 0);
+    struct ad_model *model = ad_model_load(dir, NULL, err, sizeof err);
+    struct ad_judge *with = holding_judge(0, 0), *without = holding_judge(0, 0);
+    for (int64_t b = 0; b < 80; b++) {
+        feed(with, "e", b, normal_value(b), normal_score(b), model);
+        feed(without, "e", b, normal_value(b), normal_score(b), model);
+    }
+    assert_true(same_history(with, without, "e"));
+    /* An incident in maintenance: judged (it is surprising), then undone. */
+    for (int64_t b = 80; b < 84; b++) {
+        struct ad_verdict v = feed(with, "e", b, 10 * normal_value(b), 40.0, model);
+        assert_true(v.surprise >= 5.0);
+        assert_false(same_history(with, without, "e"));
+        ad_judge_undo(with, v.entity);
+        assert_true(same_history(with, without, "e"));
+    }
+    /* Later windows are judged exactly as if the incident had never come. */
+    for (int64_t b = 84; b < 100; b++) {
+        struct ad_verdict a = feed(with, "e", b, normal_value(b), normal_score(b), model);
+        struct ad_verdict c = feed(without, "e", b, normal_value(b), normal_score(b), model);
+        assert_memory_equal(&a.surprise, &c.surprise, sizeof a.surprise);
+    }
+    ad_judge_destroy(with);
+    ad_judge_destroy(without);
+    ad_model_unref(model);
+    fixture_remove(dir);
+    free(dir);
+}
+
+/* A false positive's anomalous windows leave the history: restored from the hold and judged
+ * again without them, the entity's state is that of a run that never saw them. */
+static void test_hold_and_forget(void **state)
+{
+    (void)state;
+    char err[512];
+    char *dir = fixture_tempdir();
+    assert_int_equal(fixture_write(dir, &spec), 0);
+    struct ad_model *model = ad_model_load(dir, NULL, err, sizeof err);
+    struct ad_judge *marked = holding_judge(4, 50), *never = holding_judge(4, 50);
+    struct ad_judge *unmarked = holding_judge(4, 50);
+    for (int64_t b = 0; b < 80; b++) {
+        feed(marked, "e", b, normal_value(b), normal_score(b), model);
+        feed(unmarked, "e", b, normal_value(b), normal_score(b), model);
+        feed(never, "e", b, normal_value(b), normal_score(b), model);
+    }
+    /* The incident: anomalous windows, held from the first. */
+    for (int64_t b = 80; b < 83; b++) {
+        struct ad_verdict v = feed(marked, "e", b, 10 * normal_value(b), 40.0, model);
+        assert_true(v.surprise >= 5.0);
+        assert_int_equal(ad_judge_hold(marked, v.entity), 0);
+        v = feed(unmarked, "e", b, 10 * normal_value(b), 40.0, model);
+        assert_int_equal(ad_judge_hold(unmarked, v.entity), 0);
+    }
+    assert_int_equal(ad_judge_held(marked), 1);
+    for (int64_t b = 83; b < 95; b++) {
+        feed(marked, "e", b, normal_value(b), normal_score(b), model);
+        feed(unmarked, "e", b, normal_value(b), normal_score(b), model);
+        feed(never, "e", b, normal_value(b), normal_score(b), model);
+    }
+    assert_false(same_history(marked, never, "e"));
+
+    struct ad_judge_forgotten out;
+    assert_int_equal(ad_judge_forget(marked, "e", 1, 81 * HOUR_MS, 83 * HOUR_MS, &out), 0);
+    assert_int_equal(out.windows, 3);
+    assert_int_equal(out.replayed, 12);
+    assert_false(out.partial);
+    assert_true(same_history(marked, never, "e"));
+    assert_false(same_history(marked, unmarked, "e"));
+    assert_int_equal(ad_judge_held(marked), 0); /* nothing anomalous is left to hold */
+    /* The next windows: as in the run that never saw the incident, not as without the mark. */
+    for (int64_t b = 95; b < 100; b++) {
+        struct ad_verdict a = feed(marked, "e", b, normal_value(b), normal_score(b), model);
+        struct ad_verdict c = feed(never, "e", b, normal_value(b), normal_score(b), model);
+        struct ad_verdict u = feed(unmarked, "e", b, normal_value(b), normal_score(b), model);
+        assert_memory_equal(&a.surprise, &c.surprise, sizeof a.surprise);
+        assert_memory_equal(&a.lstm_surprise, &c.lstm_surprise, sizeof a.lstm_surprise);
+        assert_true(a.lstm_surprise != u.lstm_surprise);
+    }
+    /* Nothing held any more: a second mark finds nothing. */
+    assert_int_equal(ad_judge_forget(marked, "e", 1, 81 * HOUR_MS, 83 * HOUR_MS, &out), -1);
+    assert_int_equal(ad_judge_forget(marked, "nobody", 6, 0, INT64_MAX, &out), -1);
+    ad_judge_destroy(marked);
+    ad_judge_destroy(unmarked);
+    ad_judge_destroy(never);
+    ad_model_unref(model);
+    fixture_remove(dir);
+    free(dir);
+}
+
+/* Holds are bounded: max_held entities, and hold_windows windows after the newest anomalous
+ * one; a span older than what is held is partial. */
+static void test_hold_bounds(void **state)
+{
+    (void)state;
+    struct ad_judge *j = holding_judge(1, 5);
+    struct ad_verdict v = feed(j, "a", 0, 1, NAN, NULL);
+    assert_int_equal(ad_judge_hold(j, v.entity), 0);
+    v = feed(j, "b", 0, 1, NAN, NULL);
+    assert_int_equal(ad_judge_hold(j, v.entity), -1); /* max_held */
+    assert_int_equal(ad_judge_unheld(j), 1);
+    for (int64_t b = 1; b <= 4; b++)
+        feed(j, "a", b, 1, NAN, NULL);
+    assert_int_equal(ad_judge_held(j), 1);
+    feed(j, "a", 5, 1, NAN, NULL); /* the anomalous window leaves the hold */
+    assert_int_equal(ad_judge_held(j), 0);
+    v = feed(j, "a", 6, 1, NAN, NULL);
+    assert_int_equal(ad_judge_hold(j, v.entity), 0);
+    struct ad_judge_forgotten out;
+    assert_int_equal(ad_judge_forget(j, "a", 1, 0, 7 * HOUR_MS, &out), 0);
+    assert_true(out.partial);
+    assert_int_equal(out.windows, 1);
+    /* A window undone after a hold leaves the hold as it was. */
+    v = feed(j, "a", 7, 1, NAN, NULL);
+    assert_int_equal(ad_judge_hold(j, v.entity), 0);
+    v = feed(j, "a", 8, 1, NAN, NULL);
+    ad_judge_undo(j, v.entity);
+    assert_int_equal(ad_judge_forget(j, "a", 1, 8 * HOUR_MS, 8 * HOUR_MS, &out), 0);
+    assert_int_equal(out.windows, 1);
+    assert_int_equal(out.replayed, 0);
+    ad_judge_destroy(j);
+}
+
+/* What entities show, at most series_limit of them; the rest counted once each. */
+static void test_shown(void **state)
+{
+    (void)state;
+    struct ad_judge *j = holding_judge(0, 0);
+    const char *keys[] = {"a", "b", "c"};
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 3; k++) {
+            struct ad_verdict v = feed(j, keys[k], round, 1, NAN, NULL);
+            ad_judge_show(j, v.entity, 1.5 + k, 2.5 + k, k == 1);
+        }
+    assert_int_equal(ad_judge_series(j), 2);
+    assert_int_equal(ad_judge_left_out(j), 1);
+    const char *key;
+    size_t len, n = 0, with_series = 0;
+    struct ad_judge_shown shown;
+    for (uint32_t id = 0; (id = ad_judge_next(j, id, &key, &len, &shown));) {
+        n++;
+        with_series += shown.series;
+        int k = key[0] - 'a';
+        assert_float_equal(shown.score, 1.5 + k, 0);
+        assert_float_equal(shown.surprise, 2.5 + k, 0);
+        assert_int_equal(shown.anomalous, k == 1);
+        assert_int_equal(shown.series, k < 2);
+    }
+    assert_int_equal(n, 3);
+    assert_int_equal(with_series, 2);
+    /* A lower limit takes series away (and counts them); a forgotten entity frees its own. */
+    ad_judge_set_series_limit(j, 1);
+    assert_int_equal(ad_judge_series(j), 1);
+    assert_int_equal(ad_judge_left_out(j), 2);
+    ad_judge_set_series_limit(j, 2);
+    struct ad_verdict v = feed(j, "a", 2000, 1, NAN, NULL);
+    ad_judge_expire(j, 2000); /* b and c were last seen at 1 */
+    assert_int_equal(ad_judge_entities(j), 1);
+    assert_int_equal(ad_judge_series(j), 0);
+    ad_judge_show(j, v.entity, 1, 1, false); /* room again: a gets its series back */
+    v = feed(j, "d", 2000, 1, NAN, NULL);
+    ad_judge_show(j, v.entity, 1, 1, false);
+    assert_int_equal(ad_judge_series(j), 2);
+    assert_int_equal(ad_judge_left_out(j), 2);
+    ad_judge_destroy(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_surprise_of_z), cmocka_unit_test(test_surprise_first_windows),
-        cmocka_unit_test(test_surprise_gate), cmocka_unit_test(test_seasonal),
-        cmocka_unit_test(test_recurrence),    cmocka_unit_test(test_controls),
-        cmocka_unit_test(test_judge_streams),
+        cmocka_unit_test(test_surprise_of_z),   cmocka_unit_test(test_surprise_first_windows),
+        cmocka_unit_test(test_surprise_gate),   cmocka_unit_test(test_seasonal),
+        cmocka_unit_test(test_recurrence),      cmocka_unit_test(test_controls),
+        cmocka_unit_test(test_judge_streams),   cmocka_unit_test(test_undo),
+        cmocka_unit_test(test_hold_and_forget), cmocka_unit_test(test_hold_bounds),
+        cmocka_unit_test(test_shown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
