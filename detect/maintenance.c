@@ -45,6 +45,7 @@ struct window {
 struct ad_maintenance {
     struct window *windows;
     size_t n;
+    bool status_only; /* every window, for /status: no matchers, no entity matches */
 };
 
 static void free_window(struct window *w)
@@ -141,6 +142,7 @@ struct ad_maintenance *ad_maintenance_new(const struct ad_settings *s, size_t d,
     struct ad_maintenance *m = calloc(1, sizeof *m);
     if (!m || !(m->windows = calloc(s->n_maintenance ? s->n_maintenance : 1, sizeof *m->windows)))
         goto oom;
+    m->status_only = d >= s->n_detectors;
     for (size_t i = 0; i < s->n_maintenance; i++) {
         const struct ad_settings_maintenance *w = &s->maintenance[i];
         const struct ad_settings_detector *det = d < s->n_detectors ? &s->detectors[d] : NULL;
@@ -273,7 +275,7 @@ static bool matches(const struct window *w, const char *key, size_t len)
 const char *ad_maintenance_covering(struct ad_maintenance *m, const char *key, size_t len,
                                     int64_t t_ms)
 {
-    for (size_t i = 0; m && i < m->n; i++) {
+    for (size_t i = 0; m && !m->status_only && i < m->n; i++) {
         struct window *w = &m->windows[i];
         if (known_at(w, t_ms)->active && matches(w, key, len))
             return w->name;

@@ -161,6 +161,31 @@ static struct response *request(struct fixture *f, const char *method, const cha
     return &r;
 }
 
+/* A POST of body with an Authorization header (NULL: none). */
+static struct response *post(struct fixture *f, const char *path, const char *body,
+                             const char *authorization)
+{
+    static struct response r;
+    char url[256];
+    struct curl_slist *headers = NULL;
+    memset(&r, 0, sizeof r);
+    snprintf(url, sizeof url, "%s%s", f->url, path);
+    if (authorization)
+        headers = curl_slist_append(headers, authorization);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.code);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(headers);
+    return &r;
+}
+
 /* Sends raw bytes and returns the status line's code. */
 static int raw_request(struct fixture *f, const char *bytes, size_t len)
 {
@@ -269,6 +294,89 @@ static void test_methods_and_paths(void **state)
                                     "code=\"404\"} 5\n"));
     assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"/status\","
                                     "code=\"405\"} 5\n"));
+}
+
+/* What the components are handed: method, path, body and who asked, echoed. */
+static int echo(void *arg, const struct ad_component_request *req, struct ad_component_reply *out)
+{
+    (void)arg;
+    if (strcmp(req->path, "/alerts/unknown/feedback") == 0)
+        return -1;
+    out->status = strcmp(req->method, "POST") == 0 ? 201 : 200;
+    out->content_type = "text/plain";
+    if (asprintf(&out->body, "%s %s [%.*s] %s", req->method, req->path, (int)req->body_len,
+                 req->body, req->by) < 0)
+        return -1;
+    out->body_len = strlen(out->body);
+    return 0;
+}
+
+static void set_echo(void *arg)
+{
+    ad_admin_set_serve_fn(arg, echo, NULL);
+}
+
+static void set_token(void *arg)
+{
+    ad_admin_set_token(arg, "s3cret");
+}
+
+static void clear_token(void *arg)
+{
+    ad_admin_set_token(arg, NULL);
+}
+
+static void test_paths_handed_on(void **state)
+{
+    struct fixture *f = *state;
+    struct response *r;
+    /* Nothing serves them yet. */
+    r = request(f, "GET", "/metrics/entities");
+    assert_int_equal(r->code, 404);
+    in_loop(f, set_echo, f->admin);
+    r = request(f, "GET", "/metrics/entities");
+    assert_int_equal(r->code, 200);
+    assert_string_equal(r->body, "GET /metrics/entities [] admin 127.0.0.1");
+    r = request(f, "POST", "/metrics/entities");
+    assert_int_equal(r->code, 405);
+    assert_string_equal(r->allow, "GET, HEAD");
+    r = request(f, "GET", "/alerts/48bc2b2be172cf4e/feedback");
+    assert_int_equal(r->code, 200);
+    r = request(f, "PUT", "/alerts/48bc2b2be172cf4e/feedback");
+    assert_int_equal(r->code, 405);
+    assert_string_equal(r->allow, "GET, HEAD, POST");
+    /* Ids are letters and digits; anything else is no such path. */
+    r = request(f, "GET", "/alerts/a.b/feedback");
+    assert_int_equal(r->code, 404);
+    r = request(f, "GET", "/alerts//feedback");
+    assert_int_equal(r->code, 404);
+    r = request(f, "GET", "/alerts/unknown/feedback");
+    assert_int_equal(r->code, 404);
+
+    /* Without a token, a POST from loopback is taken. */
+    r = post(f, "/alerts/abc/feedback", "{\"verdict\":\"true_positive\"}", NULL);
+    assert_int_equal(r->code, 201);
+    assert_string_equal(r->body,
+                        "POST /alerts/abc/feedback [{\"verdict\":\"true_positive\"}] admin "
+                        "127.0.0.1");
+    /* With one, only with it. */
+    in_loop(f, set_token, f->admin);
+    r = post(f, "/alerts/abc/feedback", "{}", NULL);
+    assert_int_equal(r->code, 403);
+    r = post(f, "/alerts/abc/feedback", "{}", "Authorization: Bearer wrong");
+    assert_int_equal(r->code, 403);
+    r = post(f, "/alerts/abc/feedback", "{}", "Authorization: Bearer s3cret0");
+    assert_int_equal(r->code, 403);
+    r = post(f, "/alerts/abc/feedback", "{}", "Authorization: Bearer s3cret");
+    assert_int_equal(r->code, 201);
+    r = request(f, "GET", "/alerts/abc/feedback"); /* reading needs no token */
+    assert_int_equal(r->code, 200);
+    in_loop(f, clear_token, f->admin);
+    r = request(f, "GET", "/metrics");
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler=\"/alerts/feedback\","
+                                    "code=\"403\"} 3\n"));
+    assert_non_null(strstr(r->body, "anomalyd_admin_requests_total{handler="
+                                    "\"/metrics/entities\",code=\"200\"} 1\n"));
 }
 
 static void test_bad_requests_get_4xx(void **state)
@@ -470,6 +578,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_methods_and_paths),
+        cmocka_unit_test(test_paths_handed_on),
         cmocka_unit_test(test_bad_requests_get_4xx),
         cmocka_unit_test(test_bind_errors),
         cmocka_unit_test(test_tcp_nodelay),
