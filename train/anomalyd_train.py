@@ -74,12 +74,15 @@ def log(msg):
 
 class Window:
     """One window: its newest bucket's start, values [T][F] (float32, NaN where the export
-    had null) and mask [T][F] (bool: the bucket had data for the feature)."""
+    had null), mask [T][F] (bool: the bucket had data for the feature) and the entity's
+    labels (a dict), which operators' marks (--feedback) name."""
 
-    __slots__ = ("bucket_ms", "values", "mask")
+    __slots__ = ("bucket_ms", "values", "mask", "labels", "false_positive")
 
-    def __init__(self, bucket_ms, values, mask):
+    def __init__(self, bucket_ms, values, mask, labels=None):
         self.bucket_ms, self.values, self.mask = bucket_ms, values, mask
+        self.labels = labels or {}
+        self.false_positive = False
 
 
 class Layout:
@@ -140,7 +143,7 @@ def _parse_window(obj, where, layout):
         raise InputError("%s: mask holds a value other than 0 and 1" % where)
     with np.errstate(over="ignore"):  # beyond float32: infinite, so not an observation
         x = np.array(values, dtype=np.float32)
-    return Window(obj["bucket_start_ms"], x, m.astype(bool))
+    return Window(obj["bucket_start_ms"], x, m.astype(bool), obj["labels"])
 
 
 def _reject_constant(name):
@@ -315,12 +318,14 @@ def read_csv(path, layout, fill_spec, aggregate_spec="last"):
         except csv.Error as e:
             raise InputError("%s:%d: %s" % (path, reader.line_num, e)) from None
     fill = parse_fill(fill_spec, features)
+    label_names = [header[i] for i in label_cols]
     for key in sorted(entities):
         rows = {b: acc.finish(aggs) for b, acc in entities[key].items()}
-        yield from _entity_windows(rows, layout.window, layout.step_ms, fill)
+        yield from _entity_windows(rows, layout.window, layout.step_ms, fill,
+                                   dict(zip(label_names, key)))
 
 
-def _entity_windows(rows, T, step, fill):
+def _entity_windows(rows, T, step, fill, labels=None):
     """The windows ending at each of one entity's rows. Only the last T - 1 buckets of a gap
     can reach a window that ends at a row, and empty buckets change no carried value, so a
     gap is laid out as at most T - 1 buckets: a sparse entity costs no more than a dense one."""
@@ -345,25 +350,88 @@ def _entity_windows(rows, T, step, fill):
     values = np.stack(series_v).astype(np.float32)
     masks = np.stack(series_m)
     for bucket, end in ends:
-        yield Window(bucket * step, values[end - T:end], masks[end - T:end])
+        yield Window(bucket * step, values[end - T:end], masks[end - T:end], labels)
 
 
 class WindowSet:
     """All windows to learn from as arrays, oldest first: newest bucket start [N], values
-    [N][T][F] (float32, NaN where there is no finite value) and observed [N][T][F] (mask 1
-    and a finite value: a cell to learn from)."""
+    [N][T][F] (float32, NaN where there is no finite value), observed [N][T][F] (mask 1
+    and a finite value: a cell to learn from) and false_positive [N] (the window is inside an
+    alert an operator marked a false positive)."""
 
-    def __init__(self, bucket_ms, values, observed):
+    def __init__(self, bucket_ms, values, observed, false_positive=None):
         self.bucket_ms, self.values, self.observed = bucket_ms, values, observed
+        self.false_positive = (false_positive if false_positive is not None
+                               else np.zeros(len(bucket_ms), dtype=bool))
 
 
-def load_windows(args, layout):
+# ---- operators' marks ----
+
+class Marks:
+    """Marks of alerts (docs/feedback.md): the JSON lines the daemon keeps in
+    <store>/<model>/feedback.jsonl, the last line of an id winning. A window is inside a mark
+    when its entity's labels are the mark's and its end (newest bucket's start + step) lies in
+    [from_ms, through_ms] (through_ms null: the alert still fired when it was marked)."""
+
+    def __init__(self, paths, detector):
+        by_id = {}
+        for path in paths:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    for lineno, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            mark = json.loads(line)
+                        except ValueError:
+                            log("%s:%d: not a mark (not JSON); skipped" % (path, lineno))
+                            continue
+                        if not (isinstance(mark, dict) and isinstance(mark.get("id"), str)
+                                and mark.get("verdict") in ("false_positive", "true_positive")
+                                and isinstance(mark.get("labels"), dict)
+                                and _is_int(mark.get("from_ms"))
+                                and (mark.get("through_ms") is None
+                                     or _is_int(mark.get("through_ms")))):
+                            log("%s:%d: not a mark; skipped" % (path, lineno))
+                            continue
+                        by_id[mark["id"]] = mark
+            except OSError as e:
+                raise InputError("%s: %s" % (path, e.strerror)) from None
+        self.marks = [m for m in by_id.values()
+                      if detector is None or m.get("detector") in (None, detector)]
+        self.by_labels = {}
+        for m in self.marks:
+            key = tuple(sorted(m["labels"].items()))
+            self.by_labels.setdefault(key, []).append(m)
+
+    def verdict(self, window, step_ms):
+        """"true_positive", "false_positive" or None for one window (a true positive wins
+        over a false positive that overlaps it)."""
+        marks = self.by_labels.get(tuple(sorted(window.labels.items())))
+        if not marks:
+            return None
+        end = window.bucket_ms + step_ms
+        found = None
+        for m in marks:
+            through = m["through_ms"] if m["through_ms"] is not None else math.inf
+            if m["from_ms"] <= end <= through:
+                if m["verdict"] == "true_positive":
+                    return "true_positive"
+                found = "false_positive"
+        return found
+
+
+def load_windows(args, layout, marks=None, counts=None):
     """Reads the input; orders the windows by their newest bucket (then input order). With
-    --max-windows only the newest N are kept, holding no more than N in memory."""
+    --max-windows only the newest N are kept, holding no more than N in memory. Windows inside
+    a true positive (marks) are left out; those inside a false positive are flagged; counts
+    (a dict) gets how many of each."""
     if args.csv:
         source = read_csv(args.csv, layout, args.fill, args.aggregate)
     else:
         source = iter_export(args.windows, args.detector, layout)
+    if marks is not None:
+        source = _apply_marks(source, marks, layout, counts)
     keyed = ((w.bucket_ms, seq, w) for seq, w in enumerate(source))
     if args.max_windows:
         kept = heapq.nlargest(args.max_windows, keyed, key=lambda k: k[:2])
@@ -374,7 +442,24 @@ def load_windows(args, layout):
     kept.sort(key=lambda k: k[:2])
     values = np.stack([w.values for _, _, w in kept])
     observed = np.stack([w.mask for _, _, w in kept]) & np.isfinite(values)
-    return WindowSet(np.array([b for b, _, _ in kept], dtype=np.int64), values, observed)
+    false_positive = np.array([getattr(w, "false_positive", False) for _, _, w in kept])
+    return WindowSet(np.array([b for b, _, _ in kept], dtype=np.int64), values, observed,
+                     false_positive)
+
+
+def _apply_marks(source, marks, layout, counts):
+    """Operators' marks on the windows as they stream by: a true positive's windows are an
+    incident, not normal data, and are left out; a false positive's are normal data the model
+    should learn better, and are flagged to be weighted up in training."""
+    for w in source:
+        verdict = marks.verdict(w, layout.step_ms)
+        if verdict == "true_positive":
+            counts["true_positive_windows_left_out"] += 1
+            continue
+        if verdict == "false_positive":
+            counts["false_positive_windows"] += 1
+            w.false_positive = True
+        yield w
 
 
 # ---- the model ----
@@ -625,6 +710,13 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--max-windows", type=int, help="keep only the newest N windows")
+    p.add_argument("--feedback", action="append", metavar="FILE",
+                   help="operators' marks (the daemon's <store>/<model>/feedback.jsonl): "
+                        "windows inside a true positive are left out, windows inside a false "
+                        "positive count --false-positive-weight times in training")
+    p.add_argument("--false-positive-weight", type=int, default=3,
+                   help="how many times a training window inside a false positive counts "
+                        "(1-100, default 3)")
     p.add_argument("--dry-run", action="store_true",
                    help="train and print the manifest, write nothing")
     args = p.parse_args(argv)
@@ -648,7 +740,9 @@ def parse_args(argv):
                                    ("--window", args.window, 2, None),
                                    ("--step-ms", args.step_ms, 1, None),
                                    ("--threads", args.threads, 1, None),
-                                   ("--max-windows", args.max_windows, 2, None)):
+                                   ("--max-windows", args.max_windows, 2, None),
+                                   ("--false-positive-weight", args.false_positive_weight, 1,
+                                    100)):
         if value is not None and (value < low or (high is not None and value > high)):
             problems.append("%s must be %s" % (name, "%d to %d" % (low, high) if high
                                                else "at least %d" % low))
@@ -685,7 +779,9 @@ def split(n, share):
 def build(args, now):
     """Everything but the store: returns the manifest and the safetensors bytes."""
     layout = Layout(args.features, args.window, args.step_ms)
-    windows = load_windows(args, layout)
+    marks = Marks(args.feedback, args.detector) if args.feedback else None
+    counts = {"true_positive_windows_left_out": 0, "false_positive_windows": 0}
+    windows = load_windows(args, layout, marks, counts)
     if windows is None:
         raise InputError("no windows in %s%s" % (
             args.csv or ", ".join(args.windows),
@@ -698,6 +794,14 @@ def build(args, now):
     mean, std = normalization(windows.values[:n_train], windows.observed[:n_train])
     x, y, m = prepare(windows.values[:n_train], windows.observed[:n_train], mean, std)
     x = with_time(x, windows.bucket_ms[:n_train], layout.step_ms, args.time_inputs)
+    # A false positive's training windows count --false-positive-weight times: repeated, so
+    # that every epoch sees them that often (the normalization above counts them once).
+    weighted = int(windows.false_positive[:n_train].sum()) if marks else 0
+    if weighted and args.false_positive_weight > 1:
+        fp = torch.from_numpy(np.flatnonzero(windows.false_positive[:n_train]))
+        repeat = fp.repeat(args.false_positive_weight - 1)
+        x, y, m = (torch.cat([x, x[repeat]]), torch.cat([y, y[repeat]]),
+                   torch.cat([m, m[repeat]]))
     keep = m.any(dim=1)
     if not bool(keep.any()):
         raise InputError("no training window has data at its newest step")
@@ -754,6 +858,15 @@ def build(args, now):
     }
     if args.detector:
         manifest["training"]["detector"] = args.detector
+    if marks is not None:
+        manifest["training"]["feedback"] = {
+            "marks": len(marks.marks),
+            "inputs": [os.path.basename(p) for p in args.feedback],
+            "true_positive_windows_left_out": counts["true_positive_windows_left_out"],
+            "false_positive_windows": counts["false_positive_windows"],
+            "false_positive_windows_weighted": weighted,
+            "false_positive_weight": args.false_positive_weight,
+        }
     return manifest, blob
 
 

@@ -25,6 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ANOMALYD, Daemon, KafkaMock, free_port, parse_metrics, wait_for  # noqa: E402
 import oncall  # noqa: E402
 
+for tool in ("kcat", "prometheus"):
+    if not shutil.which(tool):
+        print("skipped: %s is not installed" % tool)
+        sys.exit(77)
+
 ENTITIES = ["a", "b", "c"]
 B_STOPS = 110  # b sends nothing from this bucket on: forgotten six buckets later
 END = 130
@@ -90,11 +95,6 @@ def last_windows(scores_path):
 
 
 class EntityMetrics(unittest.TestCase):
-    def setUp(self):
-        for tool in ("kcat", "prometheus"):
-            if not shutil.which(tool):
-                self.skipTest(tool + " is not installed")
-
     def test_scrape_query_cap_and_expiry(self):
         rng = oncall.rng(3)
         t0 = oncall.t0(int(time.time() * 1000))
