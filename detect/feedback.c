@@ -433,6 +433,7 @@ enum ad_feedback_error ad_feedback_mark(struct ad_feedback *fb, const char *id,
     json_object_set_new(r, "id", json_string(id));
     json_object_set_new(r, "detector", json_string(fb->detector));
     json_object_set_new(r, "model", json_string(fb->model));
+    json_object_set_new(r, "step_ms", json_integer((json_int_t)fb->step_ms));
     json_object_set_new(r, "verdict", json_string(ad_feedback_verdict_name(verdict)));
     json_object_set_new(r, "comment", comment ? json_string(comment) : json_null());
     json_object_set_new(r, "by", json_string(by ? by : "unknown"));

@@ -35,6 +35,10 @@ INCIDENTS = [("b", range(70, 72)), ("c", range(64, 65))]
 FEEDBACK = "feedback:\n  redis_channel: anomalyd:marks\nsinks:\n  redis: {{url: '{redis}'}}\n"
 
 
+def iso_ms(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
 def alerts(d, entity, state):
     return [r["id"] for r in d.records()
             if r.get("msg") == "alert" and r["entity"] == "instance=" + entity
@@ -167,6 +171,13 @@ class Feedback(unittest.TestCase):
             self.assertEqual([(m["id"], m["verdict"]) for m in kept],
                              [(b_fired, "false_positive"), (c_fired, "true_positive")])
             self.assertEqual(kept[1]["by"], "redis ops-bot")
+            # The true positive as a labelled incident for the quality evaluation.
+            out = subprocess.run(["/usr/bin/python3",
+                                  os.path.join(SOURCE, "train", "feedback_incidents.py"),
+                                  marks_path], capture_output=True, text=True, check=True)
+            start = kept[1]["from_ms"] - oncall.STEP_MS
+            self.assertEqual(out.stdout.splitlines(), [
+                "series,start,end", "c,%s,%s" % (iso_ms(start), iso_ms(kept[1]["through_ms"]))])
             with Daemon(config, env=env) as again:
                 code, _, body = again.get("/alerts/%s/feedback" % b_fired)
                 self.assertEqual(code, 200)
