@@ -2,8 +2,8 @@
 """The Grafana dashboard (helm/anomalyd/dashboards/anomalyd.json) queries only what anomalyd
 exports: every metric name in every panel's and variable's PromQL is a family in the /metrics
 of a real daemon whose config uses every part the dashboard shows (a Kafka source on the mock
-cluster, a Prometheus source, a detector serving a model, the Kafka and Redis sinks, the model
-store). Histogram series (_bucket, _sum, _count) count as their family.
+cluster, a Prometheus source, a detector serving a model, the Kafka, Redis and Alertmanager
+sinks, the model store; /metrics/entities too). Histogram series (_bucket, _sum, _count) count as their family.
 
 Skips (77) without kcat or redis-server.
 """
@@ -126,6 +126,7 @@ detectors:
 sinks:
   kafka: {{topic: alerts}}
   redis: {{url: "{redis}"}}
+  alertmanager: {{urls: ["http://127.0.0.1:{am_port}"]}}
 scoring:
   backend: cpu
 model_store: {{path: {store}, redis_channel: models}}
@@ -184,7 +185,8 @@ class Dashboard(unittest.TestCase):
         # The issue's list: each has a panel.
         titles = " | ".join(p["title"] for p in d["panels"]).lower()
         for topic in ["ingest rate", "rejects by reason", "watermark lag", "windows scored",
-                      "scoring latency", "alerts by state", "model versions", "sink queues"]:
+                      "scoring latency", "alerts by state", "model versions", "sink queues",
+                      "surprise per entity"]:
             self.assertIn(topic, titles)
 
     def test_every_metric_is_exported(self):
@@ -206,7 +208,7 @@ class Dashboard(unittest.TestCase):
                         "app.requests", "app.errors", "prom.cpu"], check=True, timeout=60)
         with KafkaMock("logs", "alerts") as kafka, Redis() as redis:
             config = CONFIG.format(brokers=kafka.bootstrap, redis=redis.url, store=store,
-                                   prom_port=free_port())
+                                   prom_port=free_port(), am_port=free_port())
             with Daemon(config) as d:
                 wait_for("the model to be served",
                          lambda: d.metric('anomalyd_model_info{detector="api",model="api",'
@@ -214,7 +216,9 @@ class Dashboard(unittest.TestCase):
                 wait_for("the Redis sink", lambda: d.metric(
                     'anomalyd_redis_connected{connection="sink"}') == 1, timeout=30)
                 _, _, body = d.get("/metrics")
-        families = exported_families(body)
+                # The entities' scores are served apart (docs/entity-metrics.md).
+                _, _, entities = d.get("/metrics/entities")
+        families = exported_families(body + entities)
         missing = sorted("%s (%s)" % (n, where) for n, where in wanted.items()
                          if not exported(n, families))
         self.assertEqual(missing, [], "queried by the dashboard but not in /metrics")

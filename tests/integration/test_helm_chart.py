@@ -254,7 +254,9 @@ class Chart(unittest.TestCase):
                                      svc["metadata"]["labels"]))
         self.assertEqual(monitor["spec"]["endpoints"],
                          [{"port": "admin", "path": "/metrics", "interval": "30s",
-                           "scrapeTimeout": "10s"}])
+                           "scrapeTimeout": "10s"},
+                          {"port": "admin", "path": "/metrics/entities", "honorLabels": True,
+                           "interval": "30s", "scrapeTimeout": "10s"}])
         self.assertEqual(monitor["spec"]["namespaceSelector"], {"matchNames": ["obs"]})
 
         (pvc,) = of_kind(objects, "PersistentVolumeClaim")
