@@ -906,7 +906,7 @@ static int prepare_maintenance(struct pipeline *p, const struct ad_settings *s,
     return 0;
 fail:
     if (!*each)
-        snprintf(errstr, errstr_size, "out of memory");
+        ad_errstr_set(errstr, errstr_size, "out of memory");
     for (size_t i = 0; *each && i < d; i++)
         ad_maintenance_destroy((*each)[i]);
     free(*each);

@@ -211,7 +211,7 @@ struct ad_serving *ad_serving_new(const struct ad_settings *s, size_t d, struct 
     };
     if (!(v->feedback = ad_feedback_new(&fo, err, sizeof err)) ||
         !(v->maintenance = ad_maintenance_new(s, d, err, sizeof err))) {
-        snprintf(errstr, errstr_size, "detector %s: %s", det->name, err);
+        ad_errstr_set(errstr, errstr_size, "detector %s: %s", det->name, err);
         goto fail;
     }
     if (det->export_path) {

@@ -412,7 +412,7 @@ struct ad_http_transfer *ad_http_fetch_get(struct ad_http_fetch *f,
                                            void *arg, char *errstr, size_t errstr_size)
 {
     if (req->body) {
-        snprintf(errstr, errstr_size, "a GET has no body");
+        ad_errstr_set(errstr, errstr_size, "a GET has no body");
         return NULL;
     }
     return start(f, req, cb, arg, errstr, errstr_size);
@@ -423,7 +423,7 @@ struct ad_http_transfer *ad_http_fetch_post(struct ad_http_fetch *f,
                                             void *arg, char *errstr, size_t errstr_size)
 {
     if (!req->body) {
-        snprintf(errstr, errstr_size, "a POST needs a body");
+        ad_errstr_set(errstr, errstr_size, "a POST needs a body");
         return NULL;
     }
     return start(f, req, cb, arg, errstr, errstr_size);

@@ -305,8 +305,7 @@ static struct ad_verdict feed(struct ad_judge *j, const char *key, int64_t bucke
     uint8_t seen[2] = {1, 1};
     float v[2] = {(float)x, (float)(x / 2)};
     struct ad_verdict out;
-    ad_judge_window(j, key, strlen(key), bucket, bucket * HOUR_MS, v, seen, score, model, 5.0, &out,
-                    NULL);
+    judge(j, key, bucket, bucket * HOUR_MS, v, seen, score, model, false, &out);
     return out;
 }
 
