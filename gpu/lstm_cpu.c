@@ -39,9 +39,40 @@ struct workspace {
     size_t size;
 };
 
+/* A batch shared by the workers: each claims the next chunk until none is left. */
+struct job {
+    const struct ad_lstm_weights *w;
+    const float *x;
+    float *out;
+    size_t batch, steps, x_stride;
+    atomic_size_t next_chunk;
+    atomic_bool failed;
+};
+
+struct cpu;
+
+struct worker {
+    struct cpu *cpu;
+    struct workspace ws;
+};
+
+/*
+ * The helpers live as long as the backend: a batch every bucket would otherwise pay a thread
+ * creation and a join per helper, which at 10k entities is a visible share of a bucket's
+ * scoring. A batch is a generation: the caller publishes the job, wakes the helpers, works
+ * itself, and waits until every helper is done with it.
+ */
 struct cpu {
     int threads;
-    struct workspace work[MAX_THREADS];
+    struct worker workers[MAX_THREADS]; /* [0]: the calling thread */
+    pthread_t tids[MAX_THREADS];
+    size_t helpers; /* started */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t generation;
+    size_t busy; /* helpers still on this generation's job */
+    bool stopping;
+    struct job *job;
 };
 
 static float *workspace_get(struct workspace *ws, size_t floats)
@@ -182,34 +213,39 @@ static int forward_chunk(struct workspace *ws, const struct ad_lstm_weights *w, 
     return 0;
 }
 
-/* A batch shared by the workers: each claims the next chunk until none is left. */
-struct job {
-    const struct ad_lstm_weights *w;
-    const float *x;
-    float *out;
-    size_t batch, steps, x_stride;
-    atomic_size_t next_chunk;
-    atomic_bool failed;
-};
-
-struct worker {
-    struct job *job;
-    struct workspace *ws;
-};
-
-static void *work(void *arg)
+static void work(struct worker *me, struct job *job)
 {
-    struct worker *me = arg;
-    struct job *job = me->job;
     for (;;) {
         size_t b = atomic_fetch_add(&job->next_chunk, 1) * CHUNK;
         if (b >= job->batch || atomic_load(&job->failed))
             break;
         size_t n = job->batch - b < CHUNK ? job->batch - b : CHUNK;
-        if (forward_chunk(me->ws, job->w, job->x + b * job->x_stride, n, job->steps, job->x_stride,
+        if (forward_chunk(&me->ws, job->w, job->x + b * job->x_stride, n, job->steps, job->x_stride,
                           job->out + b * job->w->outputs) < 0)
             atomic_store(&job->failed, true);
     }
+}
+
+static void *helper(void *arg)
+{
+    struct worker *me = arg;
+    struct cpu *cpu = me->cpu;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&cpu->mu);
+    for (;;) {
+        while (cpu->generation == seen && !cpu->stopping)
+            pthread_cond_wait(&cpu->go, &cpu->mu);
+        if (cpu->stopping)
+            break;
+        seen = cpu->generation;
+        struct job *job = cpu->job;
+        pthread_mutex_unlock(&cpu->mu);
+        work(me, job);
+        pthread_mutex_lock(&cpu->mu);
+        if (--cpu->busy == 0)
+            pthread_cond_signal(&cpu->done);
+    }
+    pthread_mutex_unlock(&cpu->mu);
     return NULL;
 }
 
@@ -230,20 +266,24 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
         .w = w, .x = x, .out = out, .batch = batch, .steps = steps, .x_stride = x_stride};
     atomic_init(&job.next_chunk, 0);
     atomic_init(&job.failed, false);
-    size_t chunks = (batch + CHUNK - 1) / CHUNK;
-    size_t helpers = (size_t)cpu->threads - 1 < chunks ? (size_t)cpu->threads - 1 : chunks;
-    struct worker workers[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    size_t started = 0;
-    for (size_t i = 0; i <= helpers; i++)
-        workers[i] = (struct worker){.job = &job, .ws = &cpu->work[i]};
-    /* A helper that cannot start leaves its chunks to the others. */
-    while (started < helpers &&
-           pthread_create(&tids[started], NULL, work, &workers[started + 1]) == 0)
-        started++;
-    work(&workers[0]);
-    for (size_t i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
+    /* One chunk is the caller's alone: waking the helpers would cost more than it saves. */
+    bool shared = cpu->helpers > 0 && batch > CHUNK;
+    if (shared) {
+        pthread_mutex_lock(&cpu->mu);
+        cpu->job = &job;
+        cpu->busy = cpu->helpers;
+        cpu->generation++;
+        pthread_cond_broadcast(&cpu->go);
+        pthread_mutex_unlock(&cpu->mu);
+    }
+    work(&cpu->workers[0], &job);
+    if (shared) {
+        pthread_mutex_lock(&cpu->mu);
+        while (cpu->busy > 0)
+            pthread_cond_wait(&cpu->done, &cpu->mu);
+        cpu->job = NULL;
+        pthread_mutex_unlock(&cpu->mu);
+    }
     if (atomic_load(&job.failed)) {
         ad_errstr_set(errstr, errstr_size, "out of memory for the CPU backend's workspace");
         return -1;
@@ -254,8 +294,17 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
 static void cpu_destroy(void *impl)
 {
     struct cpu *cpu = impl;
+    pthread_mutex_lock(&cpu->mu);
+    cpu->stopping = true;
+    pthread_cond_broadcast(&cpu->go);
+    pthread_mutex_unlock(&cpu->mu);
+    for (size_t i = 0; i < cpu->helpers; i++)
+        pthread_join(cpu->tids[i], NULL);
     for (int i = 0; i < MAX_THREADS; i++)
-        free(cpu->work[i].floats);
+        free(cpu->workers[i].ws.floats);
+    pthread_cond_destroy(&cpu->done);
+    pthread_cond_destroy(&cpu->go);
+    pthread_mutex_destroy(&cpu->mu);
     free(cpu);
 }
 
@@ -279,6 +328,16 @@ struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_
     cpu->threads = threads < MAX_THREADS ? threads : MAX_THREADS;
     /* BLAS threads are process-wide; the scorer's CPU backend is the only BLAS user. */
     openblas_set_num_threads(1);
+    pthread_mutex_init(&cpu->mu, NULL);
+    pthread_cond_init(&cpu->go, NULL);
+    pthread_cond_init(&cpu->done, NULL);
+    for (int i = 0; i < cpu->threads; i++)
+        cpu->workers[i].cpu = cpu;
+    /* A helper that cannot start leaves its chunks to the others. */
+    while (cpu->helpers + 1 < (size_t)cpu->threads &&
+           pthread_create(&cpu->tids[cpu->helpers], NULL, helper,
+                          &cpu->workers[cpu->helpers + 1]) == 0)
+        cpu->helpers++;
     b->ops = &cpu_ops;
     b->impl = cpu;
     /* What really runs: OpenBLAS' build and the kernels it picked (OPENBLAS_CORETYPE can
@@ -289,7 +348,7 @@ struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_
                                                           : "baseline";
     snprintf(b->description, sizeof b->description,
              "OpenBLAS %s, kernels %s, gates %s, %d worker thread%s x 1 BLAS thread",
-             openblas_get_config(), openblas_get_corename(), gates, cpu->threads,
-             cpu->threads == 1 ? "" : "s");
+             openblas_get_config(), openblas_get_corename(), gates, (int)cpu->helpers + 1,
+             cpu->helpers == 0 ? "" : "s");
     return b;
 }
