@@ -1,8 +1,9 @@
 /*
  * CPU scoring throughput: windows per second of the CPU backend's forward pass for the
  * benchmark's network (T = 64 windows, so 63 steps, F = 8, H = 64, one layer), random weights
- * and inputs, best of several runs. bench/score.py runs it beside torch.nn.LSTM and prints the
- * ratio.
+ * and inputs, best of several runs; and stream mode's step (one new input per window from a
+ * kept state, after a warm-up), the cost of scoring a window in that mode. bench/score.py runs
+ * it beside torch.nn.LSTM and prints the ratios.
  *
  *     bench_score THREADS BATCH [BATCH ...]     prints one JSON object per batch size
  */
@@ -59,7 +60,8 @@ int main(int argc, char **argv)
         size_t batch = strtoul(argv[a], NULL, 10);
         float *x = random_floats(batch * STEPS * F, 1.0f, &seed);
         float *out = malloc(batch * F * sizeof *out);
-        double best = 1e30;
+        float *state = malloc(batch * ad_lstm_state_floats(&w) * sizeof *state);
+        double best = 1e30, best_step = 1e30;
         /* Enough repetitions for about a second of work, at least three. */
         int runs = 0;
         double total = 0;
@@ -74,13 +76,32 @@ int main(int argc, char **argv)
             best = t < best ? t : best;
             runs++;
         }
+        /* Stream mode: warmed up once over the window, then a step per bucket (the window's
+         * newest input stands in for the next bucket's). */
+        if (ad_lstm_warm_up(b, &w, x, batch, STEPS, STEPS * F, out, state, err, sizeof err) < 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        for (runs = 0, total = 0; runs < 3 || (total < 1.0 && runs < 2000); runs++) {
+            double t0 = seconds();
+            if (ad_lstm_step(b, &w, x + (STEPS - 1) * F, batch, STEPS * F, state, out, err,
+                             sizeof err) < 0) {
+                fprintf(stderr, "%s\n", err);
+                return 1;
+            }
+            double t = seconds() - t0;
+            total += t;
+            best_step = t < best_step ? t : best_step;
+        }
         printf("{\"batch\": %zu, \"threads\": %d, \"seconds\": %.6f, \"windows_per_second\": "
-               "%.1f, \"gflops\": %.2f, \"backend\": \"%s\"}\n",
+               "%.1f, \"gflops\": %.2f, \"step_seconds\": %.6f, \"steps_per_second\": %.1f, "
+               "\"backend\": \"%s\"}\n",
                batch, threads, best, (double)batch / best, flops * (double)batch / best / 1e9,
-               ad_lstm_backend_description(b));
+               best_step, (double)batch / best_step, ad_lstm_backend_description(b));
         fflush(stdout);
         free(x);
         free(out);
+        free(state);
     }
     ad_lstm_backend_destroy(b);
     return 0;

@@ -3,7 +3,10 @@
 
 Both run the benchmark network (one LSTM layer, F = 8, H = 64, 63 steps of a 64-bucket window,
 a linear head) on random inputs, for each batch size and thread count, best of several runs,
-and the line per case prints the ratio ours / torch.
+and the line per case prints the ratio ours / torch. Stream mode (one step per window from a
+kept state) is timed on both sides too: anomalyd's ad_lstm_step, and torch.nn.LSTM over one
+step with the state carried in (h, c); a second line per case prints those, and how many times
+fewer seconds a window costs in stream mode than windowed (issue target: 30x).
 
 Both sides are pinned the same way, each in a process of its own started with the same
 environment: N threads means N worker threads for anomalyd (each calling single-threaded
@@ -66,7 +69,18 @@ def peer(threads, batches):
                 head(h_n[-1])
                 t = time.perf_counter() - t0
                 best, total, runs = min(best, t), total + t, runs + 1
-            print(json.dumps({"batch": batch, "windows_per_second": batch / best}), flush=True)
+            # Stream mode: one step of every window from a carried state.
+            x1 = torch.rand(1, batch, F) * 2 - 1
+            _, state = lstm(x)
+            best_step, total, runs = float("inf"), 0.0, 0
+            while runs < 3 or (total < 1.0 and runs < 2000):
+                t0 = time.perf_counter()
+                _, state = lstm(x1, state)
+                head(state[0][-1])
+                t = time.perf_counter() - t0
+                best_step, total, runs = min(best_step, t), total + t, runs + 1
+            print(json.dumps({"batch": batch, "windows_per_second": batch / best,
+                              "steps_per_second": batch / best_step}), flush=True)
 
 
 def child_env(threads, native):
@@ -96,7 +110,7 @@ def main():
     if args.peer:
         peer(args.peer, batches)
         return
-    worst = None
+    worst = worst_fewer = None
     coretype = "(unset)" if args.native_kernels else os.environ.get("OPENBLAS_CORETYPE", "(unset)")
     print(f"OPENBLAS_CORETYPE for both sides: {coretype}")
     for n in [int(t) for t in args.threads.split(",")]:
@@ -111,6 +125,7 @@ def main():
               f"oneDNN LSTM: {'yes' if r['onednn_lstm'] else 'no'}; "
               f"top operators: {', '.join(r['top_operators'])}")
         peers = {row["batch"]: row["windows_per_second"] for row in theirs[1:]}
+        peer_steps = {row["batch"]: row["steps_per_second"] for row in theirs[1:]}
         for row in ours:
             other = peers[row["batch"]]
             ratio = row["windows_per_second"] / other
@@ -118,7 +133,16 @@ def main():
             print(f"threads={n} batch={row['batch']:>6}: anomalyd {row['windows_per_second']:>9,.0f}"
                   f" windows/s ({row['gflops']:.1f} GFLOP/s), torch.nn.LSTM {other:>9,.0f}"
                   f" windows/s ({other * FLOPS / 1e9:.1f} GFLOP/s): ratio {ratio:.2f}x", flush=True)
+            steps, other_steps = row["steps_per_second"], peer_steps[row["batch"]]
+            fewer = steps / row["windows_per_second"]
+            worst_fewer = fewer if worst_fewer is None else min(worst_fewer, fewer)
+            print(f"threads={n} batch={row['batch']:>6}: stream step: anomalyd {steps:>11,.0f}"
+                  f" windows/s ({fewer:.1f}x fewer seconds a window than windowed), torch.nn.LSTM"
+                  f" stepping {other_steps:>11,.0f} windows/s: ratio {steps / other_steps:.2f}x",
+                  flush=True)
     print(f"worst ratio: {worst:.2f}x (target 1.5x)")
+    print(f"stream step against windowed, worst: {worst_fewer:.1f}x fewer seconds a window"
+          f" (target 30x)")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,38 @@
 
 #include <stdlib.h>
 
+#include "base/errstr.h"
+
 int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
                     size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
                     size_t errstr_size)
 {
     return b->ops->forward(b->impl, w, x, batch, steps, x_stride, out, errstr, errstr_size);
+}
+
+size_t ad_lstm_state_floats(const struct ad_lstm_weights *w)
+{
+    return 2 * w->layers * w->hidden;
+}
+
+int ad_lstm_warm_up(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
+                    size_t batch, size_t steps, size_t x_stride, float *out, float *state,
+                    char *errstr, size_t errstr_size)
+{
+    if (!b->ops->warm_up)
+        return ad_errstr_set(errstr, errstr_size, "the %s backend has no stream mode",
+                             b->ops->kind);
+    return b->ops->warm_up(b->impl, w, x, batch, steps, x_stride, out, state, errstr, errstr_size);
+}
+
+int ad_lstm_step(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
+                 size_t batch, size_t x_stride, float *state, float *out, char *errstr,
+                 size_t errstr_size)
+{
+    if (!b->ops->step)
+        return ad_errstr_set(errstr, errstr_size, "the %s backend has no stream mode",
+                             b->ops->kind);
+    return b->ops->step(b->impl, w, x, batch, x_stride, state, out, errstr, errstr_size);
 }
 
 const char *ad_lstm_backend_kind(const struct ad_lstm_backend *b)

@@ -59,6 +59,29 @@ int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, 
                     size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
                     size_t errstr_size);
 
+/*
+ * Stream mode: a window's state is kept between buckets and each new bucket costs one step.
+ * A window's state is ad_lstm_state_floats(w) floats: per layer, from the bottom, h (H floats)
+ * then c (H floats).
+ *
+ * ad_lstm_warm_up is ad_lstm_forward (from a zero state, over `steps` inputs) that also writes
+ * each window's state after its last input to state[b * S ...]. ad_lstm_step takes one input
+ * per window (input b is x[b * x_stride + f]), moves each window's state on by that input,
+ * and writes the head's output on the new state to out[b * F_out + o]: the prediction of the
+ * window's next input. A warm-up over k inputs followed by steps over the next ones gives what
+ * ad_lstm_forward over all of them gives, to rounding. Both return -1 with err on a failure, or
+ * when the backend has no stream mode (the CUDA backend, so far).
+ */
+size_t ad_lstm_state_floats(const struct ad_lstm_weights *w);
+
+int ad_lstm_warm_up(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
+                    size_t batch, size_t steps, size_t x_stride, float *out, float *state,
+                    char *errstr, size_t errstr_size);
+
+int ad_lstm_step(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, const float *x,
+                 size_t batch, size_t x_stride, float *state, float *out, char *errstr,
+                 size_t errstr_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,7 +44,8 @@ struct job {
     const struct ad_lstm_weights *w;
     const float *x;
     float *out;
-    size_t batch, steps, x_stride;
+    float *state;                  /* a warm-up's or a step's; NULL: a windowed forward */
+    size_t batch, steps, x_stride; /* steps 0: one stream step from state */
     atomic_size_t next_chunk;
     atomic_bool failed;
 };
@@ -166,8 +167,9 @@ step_gates(size_t n, size_t H, const float *restrict pre, const float *restrict 
  * each step's hidden states straight into the next layer's input.
  */
 static int forward_chunk(struct workspace *ws, const struct ad_lstm_weights *w, const float *x,
-                         size_t n, size_t steps, size_t x_stride, float *out)
+                         size_t n, size_t steps, size_t x_stride, float *out, float *state)
 {
+    size_t S = ad_lstm_state_floats(w);
     size_t H = w->hidden, F = w->inputs, G = 4 * H;
     size_t rows = n * steps, width_max = F > H ? F : H;
     /* in, next: a layer's input and output, [steps][n][width]; pre: [steps][n][4H]; c, h: the
@@ -198,6 +200,12 @@ static int forward_chunk(struct workspace *ws, const struct ad_lstm_weights *w, 
             }
             step_gates(n, H, pre_t, w->bias[l], c, h_t);
         }
+        /* A warm-up: each window's state after its last step, for the stream to go on from. */
+        const float *h_last = top ? h : next + (steps - 1) * n * H;
+        for (size_t b = 0; state && b < n; b++) {
+            memcpy(state + b * S + l * 2 * H, h_last + b * H, H * sizeof(float));
+            memcpy(state + b * S + l * 2 * H + H, c + b * H, H * sizeof(float));
+        }
         if (!top) {
             float *swap = in;
             in = next;
@@ -213,6 +221,45 @@ static int forward_chunk(struct workspace *ws, const struct ad_lstm_weights *w, 
     return 0;
 }
 
+/*
+ * One step of n windows from their states (S floats each: per layer h, then c), which it
+ * updates; x rows are the windows' new inputs (stride x_stride). The same GEMMs and gates as a
+ * windowed step, with the batch's rows in place of the window's steps.
+ */
+static int step_chunk(struct workspace *ws, const struct ad_lstm_weights *w, const float *x,
+                      size_t n, size_t x_stride, float *state, float *out)
+{
+    size_t H = w->hidden, G = 4 * H, S = ad_lstm_state_floats(w);
+    /* pre: [n][4H]; c, h: one layer's, [n][H] */
+    float *pre = workspace_get(ws, n * G + 2 * n * H);
+    if (!pre)
+        return -1;
+    float *c = pre + n * G, *h = c + n * H;
+    const float *in = x;
+    size_t width = w->inputs, in_stride = x_stride;
+    for (size_t l = 0; l < w->layers; l++) {
+        float *layer = state + l * 2 * H;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)G, (int)width, 1.0f, in,
+                    (int)in_stride, w->w_ih[l], (int)width, 0.0f, pre, (int)G);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)G, (int)H, 1.0f, layer,
+                    (int)S, w->w_hh[l], (int)H, 1.0f, pre, (int)G);
+        for (size_t b = 0; b < n; b++)
+            memcpy(c + b * H, layer + b * S + H, H * sizeof(float));
+        step_gates(n, H, pre, w->bias[l], c, h);
+        for (size_t b = 0; b < n; b++) {
+            memcpy(layer + b * S, h + b * H, H * sizeof(float));
+            memcpy(layer + b * S + H, c + b * H, H * sizeof(float));
+        }
+        in = h;
+        width = in_stride = H;
+    }
+    for (size_t b = 0; b < n; b++)
+        memcpy(out + b * w->outputs, w->head_b, w->outputs * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w->outputs, (int)H, 1.0f, h,
+                (int)H, w->head_w, (int)H, 1.0f, out, (int)w->outputs);
+    return 0;
+}
+
 static void work(struct worker *me, struct job *job)
 {
     for (;;) {
@@ -220,8 +267,13 @@ static void work(struct worker *me, struct job *job)
         if (b >= job->batch || atomic_load(&job->failed))
             break;
         size_t n = job->batch - b < CHUNK ? job->batch - b : CHUNK;
-        if (forward_chunk(&me->ws, job->w, job->x + b * job->x_stride, n, job->steps, job->x_stride,
-                          job->out + b * job->w->outputs) < 0)
+        const float *x = job->x + b * job->x_stride;
+        float *out = job->out + b * job->w->outputs;
+        float *state = job->state ? job->state + b * ad_lstm_state_floats(job->w) : NULL;
+        int rc = job->steps
+                     ? forward_chunk(&me->ws, job->w, x, n, job->steps, job->x_stride, out, state)
+                     : step_chunk(&me->ws, job->w, x, n, job->x_stride, state, out);
+        if (rc < 0)
             atomic_store(&job->failed, true);
     }
 }
@@ -254,16 +306,21 @@ static void *helper(void *arg)
  * BLAS: the GEMMs here (a few hundred rows by 4H) are too small for OpenBLAS' own threads to pay
  * off, and measured slower with two. The calling thread is one of the workers.
  */
-static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                       size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+static int run(struct cpu *cpu, const struct ad_lstm_weights *w, const float *x, size_t batch,
+               size_t steps, size_t x_stride, float *out, float *state, char *errstr,
+               size_t errstr_size)
 {
-    struct cpu *cpu = impl;
-    if (steps == 0 || x_stride < steps * w->inputs) {
+    if (x_stride < (steps ? steps : 1) * w->inputs) {
         ad_errstr_set(errstr, errstr_size, "bad shape: %zu steps, stride %zu", steps, x_stride);
         return -1;
     }
-    struct job job = {
-        .w = w, .x = x, .out = out, .batch = batch, .steps = steps, .x_stride = x_stride};
+    struct job job = {.w = w,
+                      .x = x,
+                      .out = out,
+                      .state = state,
+                      .batch = batch,
+                      .steps = steps,
+                      .x_stride = x_stride};
     atomic_init(&job.next_chunk, 0);
     atomic_init(&job.failed, false);
     /* One chunk is the caller's alone: waking the helpers would cost more than it saves. */
@@ -291,6 +348,29 @@ static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float 
     return 0;
 }
 
+static int cpu_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                       size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+{
+    if (steps == 0)
+        return ad_errstr_set(errstr, errstr_size, "bad shape: 0 steps");
+    return run(impl, w, x, batch, steps, x_stride, out, NULL, errstr, errstr_size);
+}
+
+static int cpu_warm_up(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                       size_t steps, size_t x_stride, float *out, float *state, char *errstr,
+                       size_t errstr_size)
+{
+    if (steps == 0)
+        return ad_errstr_set(errstr, errstr_size, "bad shape: 0 steps");
+    return run(impl, w, x, batch, steps, x_stride, out, state, errstr, errstr_size);
+}
+
+static int cpu_step(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                    size_t x_stride, float *state, float *out, char *errstr, size_t errstr_size)
+{
+    return run(impl, w, x, batch, 0, x_stride, out, state, errstr, errstr_size);
+}
+
 static void cpu_destroy(void *impl)
 {
     struct cpu *cpu = impl;
@@ -308,8 +388,11 @@ static void cpu_destroy(void *impl)
     free(cpu);
 }
 
-static const struct ad_lstm_backend_ops cpu_ops = {
-    .kind = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
+static const struct ad_lstm_backend_ops cpu_ops = {.kind = "cpu",
+                                                   .forward = cpu_forward,
+                                                   .warm_up = cpu_warm_up,
+                                                   .step = cpu_step,
+                                                   .destroy = cpu_destroy};
 
 struct ad_lstm_backend *ad_lstm_backend_cpu_new(int threads, char *errstr, size_t errstr_size)
 {

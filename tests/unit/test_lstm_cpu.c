@@ -3,10 +3,11 @@
  * chunks and a ragged last one, strided windows, one and two layers, one to several threads;
  * the same backend reused for many batches (its helper threads live as long as it does) gives
  * bit-identical results, whatever the thread count; the helpers start with the backend and are
- * gone after it.
+ * gone after it; stream mode's warm-up and steps against the windowed forward.
  */
 
 #include <dirent.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -154,12 +155,67 @@ static void test_helpers_live_with_the_backend(void **state)
     lstm_ref_model_free(&m);
 }
 
+/*
+ * Stream mode: a warm-up over the first T inputs, then one step per further input, predicts
+ * each next input as the windowed forward over all the inputs so far does (1e-5, the issue's
+ * bound), for one and two layers, across chunks, on one and two threads.
+ */
+static void test_stream_steps_match_the_window(void **state)
+{
+    (void)state;
+    const size_t F = 5, H = 24, T = 12, K = 6, batch = 300; /* two chunks, a ragged one */
+    uint64_t seed = 21;
+    for (size_t layers = 1; layers <= 2; layers++) {
+        struct lstm_ref_model m;
+        lstm_ref_model_init(&m, 40 + layers, layers, F, H, F, 1.0f, ++seed);
+        size_t S = ad_lstm_state_floats(&m.w), stride = (T + K) * F;
+        assert_int_equal(S, 2 * layers * H);
+        float *x = malloc(batch * stride * sizeof *x);
+        float *states = malloc(batch * S * sizeof *states);
+        float *streamed = malloc(batch * F * sizeof *streamed);
+        float *windowed = malloc(batch * F * sizeof *windowed);
+        assert_non_null(x);
+        assert_non_null(states);
+        assert_non_null(streamed);
+        assert_non_null(windowed);
+        lstm_ref_fill(x, batch * stride, 1.0f, &seed);
+        for (int threads = 1; threads <= 2; threads++) {
+            struct ad_lstm_backend *b = cpu_backend(threads);
+            char err[256];
+            if (ad_lstm_warm_up(b, &m.w, x, batch, T, stride, streamed, states, err, sizeof err) <
+                0)
+                fail_msg("%s", err);
+            forward(b, &m.w, x, batch, T, stride, windowed);
+            assert_memory_equal(streamed, windowed, batch * F * sizeof *streamed);
+            for (size_t k = 0; k < K; k++) {
+                if (ad_lstm_step(b, &m.w, x + (T + k) * F, batch, stride, states, streamed, err,
+                                 sizeof err) < 0)
+                    fail_msg("%s", err);
+                forward(b, &m.w, x, batch, T + k + 1, stride, windowed);
+                for (size_t i = 0; i < batch * F; i++) {
+                    double want = windowed[i], got = streamed[i];
+                    if (fabs(got - want) > 1e-5 * fmax(1.0, fabs(want)))
+                        fail_msg("L=%zu threads=%d step %zu, output %zu: %.9g, window %.9g", layers,
+                                 threads, k, i, got, want);
+                }
+            }
+            ad_lstm_backend_destroy(b);
+        }
+        free(x);
+        free(states);
+        free(streamed);
+        free(windowed);
+        lstm_ref_model_free(&m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_the_reference),
         cmocka_unit_test(test_reused_for_many_batches),
         cmocka_unit_test(test_helpers_live_with_the_backend),
+        cmocka_unit_test(test_stream_steps_match_the_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

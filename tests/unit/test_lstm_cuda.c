@@ -97,7 +97,8 @@ static void fake_destroy(void *impl)
 static void test_hooks_and_dispatch(void **state)
 {
     (void)state;
-    static const struct ad_lstm_backend_ops ops = {"fake", fake_forward, fake_destroy};
+    static const struct ad_lstm_backend_ops ops = {
+        .kind = "fake", .forward = fake_forward, .destroy = fake_destroy};
     struct ad_lstm_backend *b = calloc(1, sizeof *b);
     assert_non_null(b);
     b->ops = &ops;
@@ -106,6 +107,11 @@ static void test_hooks_and_dispatch(void **state)
     assert_string_equal(ad_lstm_backend_kind(b), "fake");
     assert_string_equal(ad_lstm_backend_description(b), "a fake");
     assert_int_equal(ad_lstm_forward(b, NULL, NULL, 0, 1, 1, NULL, NULL, 0), 0);
+    /* A backend without a stream mode says so rather than running something else. */
+    char err[128];
+    assert_int_equal(ad_lstm_step(b, NULL, NULL, 0, 1, NULL, NULL, err, sizeof err), -1);
+    assert_string_equal(err, "the fake backend has no stream mode");
+    assert_int_equal(ad_lstm_warm_up(b, NULL, NULL, 0, 1, 1, NULL, NULL, err, sizeof err), -1);
     struct ad_lstm_cuda_stats s;
     assert_int_equal(ad_lstm_cuda_set_profiling(b, true), -1);
     assert_int_equal(ad_lstm_cuda_last_stats(b, &s), -1);
