@@ -16,7 +16,8 @@ install(DIRECTORY config/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples
         FILES_MATCHING PATTERN "*.yaml")
 # The reference trainer (docs/training.md), for a timer or cron job on the same host.
 install(PROGRAMS train/anomalyd_train.py DESTINATION ${CMAKE_INSTALL_DATADIR}/anomalyd/train)
-install(FILES train/safetensors_io.py DESTINATION ${CMAKE_INSTALL_DATADIR}/anomalyd/train)
+install(FILES train/safetensors_io.py train/feedback_marks.py
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/anomalyd/train)
 
 # ---- the .deb ----
 # Its dependencies are the packages the container's runtime stage installs: one list, checked

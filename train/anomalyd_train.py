@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import feedback_marks  # noqa: E402
 import safetensors_io  # noqa: E402
 
 PROG = "anomalyd_train"
@@ -374,31 +375,11 @@ class Marks:
     [from_ms, through_ms] (through_ms null: the alert still fired when it was marked)."""
 
     def __init__(self, paths, detector):
-        by_id = {}
-        for path in paths:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    for lineno, line in enumerate(f, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            mark = json.loads(line)
-                        except ValueError:
-                            log("%s:%d: not a mark (not JSON); skipped" % (path, lineno))
-                            continue
-                        if not (isinstance(mark, dict) and isinstance(mark.get("id"), str)
-                                and mark.get("verdict") in ("false_positive", "true_positive")
-                                and isinstance(mark.get("labels"), dict)
-                                and _is_int(mark.get("from_ms"))
-                                and (mark.get("through_ms") is None
-                                     or _is_int(mark.get("through_ms")))):
-                            log("%s:%d: not a mark; skipped" % (path, lineno))
-                            continue
-                        by_id[mark["id"]] = mark
-            except OSError as e:
-                raise InputError("%s: %s" % (path, e.strerror)) from None
-        self.marks = [m for m in by_id.values()
-                      if detector is None or m.get("detector") in (None, detector)]
+        try:
+            found = feedback_marks.read_marks(paths, detector, log)
+        except feedback_marks.MarksError as e:
+            raise InputError(str(e)) from None
+        self.marks = [m for m, _ in found]
         self.by_labels = {}
         for m in self.marks:
             key = tuple(sorted(m["labels"].items()))

@@ -19,8 +19,11 @@ Exit status: 0 written; 2 usage or input error.
 import argparse
 import csv
 import datetime
-import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import feedback_marks  # noqa: E402
 
 PROG = "feedback_incidents"
 
@@ -36,27 +39,6 @@ def format_ms(ms):
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
 
 
-def read_marks(paths, detector):
-    by_id = {}
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        mark = json.loads(line)
-                    except ValueError:
-                        log("%s:%d: not JSON; skipped" % (path, lineno))
-                        continue
-                    if isinstance(mark, dict) and isinstance(mark.get("id"), str):
-                        by_id[mark["id"]] = (mark, "%s:%d" % (path, lineno))
-        except OSError as e:
-            raise SystemExit("%s: %s: %s" % (PROG, path, e.strerror))
-    return [(m, where) for m, where in by_id.values()
-            if detector is None or m.get("detector") == detector]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("marks", nargs="+", metavar="MARKS.jsonl")
@@ -65,7 +47,11 @@ def main(argv=None):
     p.add_argument("-o", "--output", help="the CSV to write (default: standard output)")
     args = p.parse_args(argv)
     rows = []
-    for mark, where in read_marks(args.marks, args.detector):
+    try:
+        marks = feedback_marks.read_marks(args.marks, args.detector, log)
+    except feedback_marks.MarksError as e:
+        raise SystemExit("%s: %s" % (PROG, e))
+    for mark, where in marks:
         if mark.get("verdict") != "true_positive":
             continue
         labels = mark.get("labels") or {}

@@ -32,6 +32,7 @@ expected="/etc/anomalyd/anomalyd.yaml
 /usr/lib/sysusers.d/anomalyd.conf
 /usr/lib/tmpfiles.d/anomalyd.conf
 /usr/share/anomalyd/train/anomalyd_train.py
+/usr/share/anomalyd/train/feedback_marks.py
 /usr/share/anomalyd/train/safetensors_io.py"
 got=$(cd "$root" && find . -type f ! -path './usr/share/doc/*' | sed 's#^\.##' | sort)
 [ "$got" = "$expected" ] || fail "installed files differ:"$'\n'"$(diff <(echo "$expected") <(echo "$got"))"
