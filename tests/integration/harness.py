@@ -271,29 +271,55 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Prometheus:
+class PrometheusProcess:
+    """A real prometheus on loopback, in a temporary folder of its own (dir), started by start
+    and stopped, folder and all, by close."""
+
+    def __init__(self, prefix):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log = open(os.path.join(self.dir, "prometheus.log"), "w")
+        self.proc = None
+
+    def start(self, config_text, tsdb, *args):
+        config = os.path.join(self.dir, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write(config_text)
+        self.proc = subprocess.Popen(
+            ["prometheus", "--config.file=" + config, "--storage.tsdb.path=" + tsdb,
+             "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn", *args],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Prometheus(PrometheusProcess):
     """A real prometheus on loopback serving known data: OpenMetrics text turned into TSDB
     blocks with promtool."""
 
     def __init__(self, openmetrics_text):
-        self.dir = tempfile.mkdtemp(prefix="anomalyd-prom-")
+        super().__init__("anomalyd-prom-")
         data = os.path.join(self.dir, "data.om")
         with open(data, "w") as f:
             f.write(openmetrics_text)
         tsdb = os.path.join(self.dir, "tsdb")
         subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", data, tsdb],
                        check=True, capture_output=True, timeout=120)
-        config = os.path.join(self.dir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  evaluation_interval: 1m\n")
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.log = open(os.path.join(self.dir, "prometheus.log"), "w")
-        self.proc = subprocess.Popen(
-            ["prometheus", "--config.file=" + config, "--storage.tsdb.path=" + tsdb,
-             "--web.listen-address=127.0.0.1:%d" % self.port,
-             "--storage.tsdb.retention.time=30d", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.start("global:\n  evaluation_interval: 1m\n", tsdb,
+                   "--storage.tsdb.retention.time=30d")
         # The API answers 503 while the TSDB opens, even after /-/ready says ready.
         wait_for("prometheus", self._answers, timeout=60, interval=0.1)
 
@@ -305,19 +331,6 @@ class Prometheus:
                 return r.status == 200
         except OSError:
             return False
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Redis:

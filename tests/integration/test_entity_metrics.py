@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ANOMALYD, Daemon, KafkaMock, free_port, parse_metrics, wait_for  # noqa: E402
+from harness import ANOMALYD, Daemon, KafkaMock, PrometheusProcess, parse_metrics, wait_for  # noqa: E402,E501
 import oncall  # noqa: E402
 
 for tool in ("kcat", "prometheus"):
@@ -35,27 +35,19 @@ B_STOPS = 110  # b sends nothing from this bucket on: forgotten six buckets late
 END = 130
 
 
-class Prometheus:
+class Prometheus(PrometheusProcess):
     """A real prometheus scraping /metrics/entities of one daemon every second."""
 
     def __init__(self, target):
-        self.dir = tempfile.mkdtemp(prefix="anomalyd-prom-scrape-")
-        config = os.path.join(self.dir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-                    "scrape_configs:\n"
-                    "  - job_name: anomalyd-entities\n"
-                    "    metrics_path: /metrics/entities\n"
-                    # The entities' labels (instance, here) are theirs, not the target's.
-                    "    honor_labels: true\n"
-                    "    static_configs: [{targets: ['%s']}]\n" % target)
-        self.url = "http://127.0.0.1:%d" % free_port()
-        self.log = open(os.path.join(self.dir, "prometheus.log"), "w")
-        self.proc = subprocess.Popen(
-            ["prometheus", "--config.file=" + config,
-             "--storage.tsdb.path=" + os.path.join(self.dir, "tsdb"),
-             "--web.listen-address=" + self.url[len("http://"):], "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        super().__init__("anomalyd-prom-scrape-")
+        self.start("global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+                   "scrape_configs:\n"
+                   "  - job_name: anomalyd-entities\n"
+                   "    metrics_path: /metrics/entities\n"
+                   # The entities' labels (instance, here) are theirs, not the target's.
+                   "    honor_labels: true\n"
+                   "    static_configs: [{targets: ['%s']}]\n" % target,
+                   os.path.join(self.dir, "tsdb"))
 
     def query(self, expr):
         """The instant vector of expr as {instance: value}; None while prometheus cannot
@@ -69,19 +61,6 @@ class Prometheus:
                 raise AssertionError("prometheus exited; see " + self.log.name)
             return None
         return {s["metric"].get("instance"): float(s["value"][1]) for s in doc["data"]["result"]}
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def last_windows(scores_path):
