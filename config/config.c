@@ -176,6 +176,12 @@ size_t ad_config_restart_changes(const struct ad_config *old, const struct ad_co
     return c.n;
 }
 
+void ad_config_changes(const struct ad_config *old, const struct ad_config *next,
+                       void (*fn)(const char *key, void *arg), void *arg)
+{
+    ad_schema_changes(&ad_config_root_section, &old->settings, &next->settings, "", fn, arg);
+}
+
 bool ad_config_sections_equal(const struct ad_config *a, const struct ad_config *b,
                               const char *const *sections)
 {

@@ -60,8 +60,13 @@ double ad_config_loaded_at(const struct ad_config *cfg);
 size_t ad_config_restart_changes(const struct ad_config *old, const struct ad_config *next,
                                  void (*fn)(const char *key, void *arg), void *arg);
 
-/* Whether the top-level sections named in sections (NULL-terminated, e.g. "sources") hold
- * the same settings in a and b. */
+/* Calls fn with the path of every key whose value differs between old and next
+ * ("detectors[0].alert.for", "sinks.redis.url"; secrets by path only). */
+void ad_config_changes(const struct ad_config *old, const struct ad_config *next,
+                       void (*fn)(const char *key, void *arg), void *arg);
+
+/* Whether the sections named in sections (NULL-terminated: top-level like "sources", or
+ * nested like "sinks.kafka") hold the same settings in a and b. */
 bool ad_config_sections_equal(const struct ad_config *a, const struct ad_config *b,
                               const char *const *sections);
 

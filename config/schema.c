@@ -1006,9 +1006,18 @@ static bool section_equal(const struct ad_schema_section *s, const void *a, cons
 bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name, const void *a,
                            const void *b)
 {
-    for (size_t i = 0; i < section->n_fields; i++)
-        if (section->fields[i].name && strcmp(section->fields[i].name, name) == 0)
-            return field_equal(&section->fields[i], a, b);
+    const char *dot = strchr(name, '.');
+    size_t len = dot ? (size_t)(dot - name) : strlen(name);
+    for (size_t i = 0; i < section->n_fields; i++) {
+        const struct ad_schema_field *f = &section->fields[i];
+        if (!f->name || strlen(f->name) != len || strncmp(f->name, name, len) != 0)
+            continue;
+        if (!dot)
+            return field_equal(f, a, b);
+        /* A key inside a section: "sinks.kafka". */
+        return f->kind == AD_SCHEMA_SECTION &&
+               ad_schema_field_equal(f->section, dot + 1, CAT(a, f->offset), CAT(b, f->offset));
+    }
     return false;
 }
 
@@ -1024,27 +1033,25 @@ static bool section_has_restart(const struct ad_schema_section *s)
     return false;
 }
 
-void ad_schema_restart_changes(const struct ad_schema_section *section, const void *a,
-                               const void *b, const char *path,
-                               void (*fn)(const char *path, void *arg), void *arg)
+/* Calls fn with the path of every key whose value differs, or only of RESTART keys. */
+static void changes(const struct ad_schema_section *section, const void *a, const void *b,
+                    const char *path, bool restart_only, void (*fn)(const char *path, void *arg),
+                    void *arg)
 {
     char child[AD_YAML_PATH_MAX];
 
     for (size_t i = 0; i < section->n_fields; i++) {
         const struct ad_schema_field *f = &section->fields[i];
         if (!f->name) {
-            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), path, fn,
-                                      arg);
+            changes(f->section, CAT(a, f->offset), CAT(b, f->offset), path, restart_only, fn, arg);
             continue;
         }
         ad_yaml_path_key(child, sizeof child, path, f->name);
-        if (f->flags & AD_SCHEMA_RESTART) {
-            if (!field_equal(f, a, b))
-                fn(child, arg);
-        } else if (f->kind == AD_SCHEMA_SECTION) {
-            ad_schema_restart_changes(f->section, CAT(a, f->offset), CAT(b, f->offset), child, fn,
-                                      arg);
-        } else if (f->kind == AD_SCHEMA_SECTION_LIST && section_has_restart(f->section)) {
+        if (f->kind == AD_SCHEMA_SECTION && !(f->flags & AD_SCHEMA_RESTART)) {
+            changes(f->section, CAT(a, f->offset), CAT(b, f->offset), child, restart_only, fn, arg);
+        } else if (f->kind == AD_SCHEMA_SECTION_LIST && !(f->flags & AD_SCHEMA_RESTART)) {
+            if (restart_only && !section_has_restart(f->section))
+                continue;
             size_t n = *(const size_t *)CAT(a, f->count_offset);
             if (n != *(const size_t *)CAT(b, f->count_offset)) {
                 fn(child, arg);
@@ -1055,11 +1062,26 @@ void ad_schema_restart_changes(const struct ad_schema_section *section, const vo
             for (size_t j = 0; j < n; j++) {
                 char item[AD_YAML_PATH_MAX];
                 ad_yaml_path_index(item, sizeof item, child, j);
-                ad_schema_restart_changes(f->section, x + j * f->section->size,
-                                          y + j * f->section->size, item, fn, arg);
+                changes(f->section, x + j * f->section->size, y + j * f->section->size, item,
+                        restart_only, fn, arg);
             }
+        } else if ((!restart_only || (f->flags & AD_SCHEMA_RESTART)) && !field_equal(f, a, b)) {
+            fn(child, arg);
         }
     }
+}
+
+void ad_schema_restart_changes(const struct ad_schema_section *section, const void *a,
+                               const void *b, const char *path,
+                               void (*fn)(const char *path, void *arg), void *arg)
+{
+    changes(section, a, b, path, true, fn, arg);
+}
+
+void ad_schema_changes(const struct ad_schema_section *section, const void *a, const void *b,
+                       const char *path, void (*fn)(const char *path, void *arg), void *arg)
+{
+    changes(section, a, b, path, false, fn, arg);
 }
 
 /* ---- reference ---- */

@@ -98,7 +98,13 @@ void ad_schema_restart_changes(const struct ad_schema_section *section, const vo
                                const void *b, const char *path,
                                void (*fn)(const char *path, void *arg), void *arg);
 
-/* Whether field name of section holds the same value in a and b; false for unknown names. */
+/* Calls fn with the path of every key whose value differs between a and b (a list whose
+ * length differs is one path: the list's). */
+void ad_schema_changes(const struct ad_schema_section *section, const void *a, const void *b,
+                       const char *path, void (*fn)(const char *path, void *arg), void *arg);
+
+/* Whether field name of section holds the same value in a and b; false for unknown names. A
+ * dotted name ("sinks.kafka") names a key inside a section. */
 bool ad_schema_field_equal(const struct ad_schema_section *section, const char *name, const void *a,
                            const void *b);
 
