@@ -19,13 +19,16 @@ struct ad_watermark {
     struct input *inputs;
     size_t len, cap;
     int64_t empty_since; /* processing time since which there has been no input */
+    int64_t hold_until;  /* without inputs, not idle before this processing time */
 };
 
 struct ad_watermark *ad_watermark_new(int64_t now)
 {
     struct ad_watermark *w = calloc(1, sizeof *w);
-    if (w)
+    if (w) {
         w->empty_since = now;
+        w->hold_until = INT64_MIN;
+    }
     return w;
 }
 
@@ -115,12 +118,23 @@ int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle
     }
     if (w->len == 0) {
         if (idle)
-            *idle = now - w->empty_since >= idle_timeout;
+            *idle = now - w->empty_since >= idle_timeout && now >= w->hold_until;
         return AD_WATERMARK_NONE;
     }
     if (idle)
         *idle = !any_active;
     return any_active ? active_min : all_max;
+}
+
+void ad_watermark_hold(struct ad_watermark *w, int64_t until)
+{
+    w->hold_until = until;
+}
+
+bool ad_watermark_waiting(const struct ad_watermark *w, int64_t now, int64_t idle_timeout)
+{
+    bool idle;
+    return ad_watermark_get(w, now, idle_timeout, &idle) == AD_WATERMARK_NONE && !idle;
 }
 
 void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,

@@ -14,7 +14,9 @@
  * that is down is not idle) are added with may_idle = false. A source whose every input is
  * idle is idle as a whole. A source without inputs (a consumer before its first assignment,
  * or one the group gave no partition) holds the grid until it has had none for the idle
- * timeout, and is idle after that.
+ * timeout, and is idle after that, unless it is told its inputs are coming (ad_watermark_hold:
+ * a consumer still joining its group, whose partitions will deliver what the grid must not
+ * close before).
  *
  * Times are Unix milliseconds. Used on the loop thread only.
  */
@@ -57,6 +59,17 @@ int64_t ad_watermark_input(const struct ad_watermark *w, int32_t id);
  */
 int64_t ad_watermark_get(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,
                          bool *idle);
+
+/* The source's inputs are coming (a Kafka consumer joining its group or waiting for its
+ * assignment): without inputs it holds the grid, and is not idle, before processing time
+ * until, whatever the idle timeout. INT64_MIN ends the hold. */
+void ad_watermark_hold(struct ad_watermark *w, int64_t until);
+
+/* Whether the source holds the grid at processing time now without having delivered anything
+ * that counts: it is not idle, and its watermark is AD_WATERMARK_NONE (no inputs yet, or an
+ * input that has not delivered). Another input may then bring data older than any open
+ * bucket, so inputs that can wait (a Prometheus query) should. */
+bool ad_watermark_waiting(const struct ad_watermark *w, int64_t now, int64_t idle_timeout);
 
 /* Per input: id, watermark (RFC 3339), idle, seconds since it last delivered. */
 void ad_watermark_status(const struct ad_watermark *w, int64_t now, int64_t idle_timeout,

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cmocka.h>
 
@@ -103,6 +104,36 @@ static void test_remove_and_readd(void **state)
     ad_watermark_destroy(w);
 }
 
+/* A consumer joining its group (after a restart, the group waits for the killed member's
+ * session to end) holds the grid past the idle timeout until its hold ends, so that the
+ * partitions it is about to rebuild from do not find their buckets closed. */
+static void test_hold_while_inputs_are_coming(void **state)
+{
+    (void)state;
+    struct ad_watermark *w = ad_watermark_new(0);
+    bool idle;
+    ad_watermark_hold(w, 5000);
+    assert_int_equal(ad_watermark_get(w, 4999, 1000, &idle), AD_WATERMARK_NONE);
+    assert_false(idle);
+    assert_true(ad_watermark_waiting(w, 4999, 1000));
+    assert_int_equal(ad_watermark_get(w, 5000, 1000, &idle), AD_WATERMARK_NONE);
+    assert_true(idle);
+    assert_false(ad_watermark_waiting(w, 5000, 1000));
+    /* The assignment came: the hold ends, and the inputs count as usual. */
+    ad_watermark_hold(w, 6000);
+    ad_watermark_add_input(w, 0, true, 5500);
+    ad_watermark_hold(w, INT64_MIN);
+    assert_true(ad_watermark_waiting(w, 5600, 1000));
+    ad_watermark_update(w, 0, 300, 5600);
+    assert_false(ad_watermark_waiting(w, 5600, 1000));
+    assert_int_equal(ad_watermark_get(w, 5600, 1000, &idle), 300);
+    /* Revoked again: the idle timeout counts from the last delivery, as before. */
+    ad_watermark_remove_input(w, 0);
+    assert_int_equal(ad_watermark_get(w, 6600, 1000, &idle), AD_WATERMARK_NONE);
+    assert_true(idle);
+    ad_watermark_destroy(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -110,6 +141,7 @@ int main(void)
         cmocka_unit_test(test_idle_inputs_stop_holding_back),
         cmocka_unit_test(test_inputs_that_may_not_idle),
         cmocka_unit_test(test_remove_and_readd),
+        cmocka_unit_test(test_hold_while_inputs_are_coming),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
