@@ -727,6 +727,18 @@ size_t ad_kafka_sink_queued(const struct ad_kafka_sink *s)
     return s->unacked;
 }
 
+void ad_kafka_sink_unacked(const struct ad_kafka_sink *s, ad_sink_unacked_fn fn, void *arg)
+{
+    for (const struct alert *a = s->oldest; a; a = a->next) {
+        struct ad_alert_msg msg = {.id = a->id,
+                                   .detector = a->detector,
+                                   .entity = a->entity,
+                                   .json = a->json,
+                                   .json_len = a->json_len};
+        fn(arg, &msg, a->token);
+    }
+}
+
 void ad_kafka_sink_destroy(struct ad_kafka_sink *s)
 {
     if (!s)

@@ -67,6 +67,11 @@ bool ad_kafka_sink_full(const struct ad_kafka_sink *s);
 /* Alerts sent and not acknowledged yet. */
 size_t ad_kafka_sink_queued(const struct ad_kafka_sink *s);
 
+/* Calls fn for every alert sent and not acknowledged yet, in the order sent (the broker may
+ * have some already, their reports not in), so that a sink replacing this one can take them
+ * over before it is destroyed. */
+void ad_kafka_sink_unacked(const struct ad_kafka_sink *s, ad_sink_unacked_fn fn, void *arg);
+
 /*
  * Flushes: keeps delivering (and retrying) until every alert is acknowledged or the deadline
  * passes (deadline_ms on ad_clock_mono_ms()'s clock), then calls done(arg, flushed) once, on

@@ -28,6 +28,8 @@
 /* How long a new assignment waits for the lookup of its commits before it starts without. */
 #define LOOKUP_TIMEOUT_MS          10000
 #define DEFAULT_COMMIT_INTERVAL_MS 5000
+/* librdkafka's default max.poll.interval.ms, the longest a group join may take. */
+#define DEFAULT_JOIN_BOUND_MS 300000
 
 struct hold {
     size_t detector; /* n_detectors: a dead letter, held until acknowledged */
@@ -102,6 +104,11 @@ struct ad_kafka_source {
     size_t n_partitions, cap_partitions;
 
     bool stopping, paused;
+    /* Subscribed (or to be, once ad_kafka_source_start is called), and waiting for the group
+     * to assign partitions and for their commits: since when (wall clock, ms; INT64_MIN: not
+     * waiting), and for how long at most (the group's rebalance timeout). */
+    bool subscribed;
+    int64_t joining_since, join_bound_ms;
     int64_t stop_deadline;
     void (*stop_done)(void *);
     void *stop_done_arg;
@@ -608,6 +615,7 @@ static void finish_assign(struct ad_kafka_source *s, const rd_kafka_topic_partit
     rd_kafka_topic_partition_list_t *parts = s->assigning;
     size_t replaying = 0;
     s->assigning = NULL;
+    s->joining_since = INT64_MIN;
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *elem = &parts->elems[i];
         struct partition *ps = partition_of(s, elem->topic, elem->partition);
@@ -756,6 +764,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
      * lookup (never handed to librdkafka, so not in parts): that one is void now. */
     rd_kafka_topic_partition_list_t *pending = s->assigning;
     s->assigning = NULL;
+    /* The eager protocol assigns again once every member has rejoined. */
+    if (!s->stopping)
+        s->joining_since = ad_clock_wall_ms();
     /* Commit what is safe first: these partitions may be read by another consumer next. */
     commit_offsets(s, parts);
     const struct ad_strlist *topics = &s->settings->kafka.topics;
@@ -1018,6 +1029,7 @@ static void finish_stop(struct ad_kafka_source *s)
 void ad_kafka_source_stop(struct ad_kafka_source *s, void (*done)(void *), void *done_arg)
 {
     s->stopping = true;
+    s->joining_since = INT64_MIN;
     s->stop_done = done;
     s->stop_done_arg = done_arg;
     s->stop_deadline = ad_clock_mono_ms() + DLQ_FLUSH_MS;
@@ -1136,12 +1148,40 @@ static rd_kafka_t *create_dlq(struct ad_kafka_source *s, const struct ad_setting
     return rk;
 }
 
+int ad_kafka_source_start(struct ad_kafka_source *s, char *errstr, size_t errstr_size)
+{
+    if (s->subscribed || s->stopping)
+        return 0;
+    const struct ad_strlist *names = &s->settings->kafka.topics;
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)names->len);
+    for (size_t i = 0; i < names->len; i++)
+        rd_kafka_topic_partition_list_add(topics, names->items[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(s->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err)
+        return ad_errstr_set(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+    s->subscribed = true;
+    s->joining_since = ad_clock_wall_ms();
+    AD_INFO_KV("Kafka source subscribed", AD_KV_STR("source", s->settings->name),
+               AD_KV_INT("topics", names->len),
+               AD_KV_STR("dead_letter_topic", s->settings->kafka.dead_letter_topic
+                                                  ? s->settings->kafka.dead_letter_topic
+                                                  : ""));
+    return 0;
+}
+
+int64_t ad_kafka_source_joining_until(const struct ad_kafka_source *s)
+{
+    if (!s || s->stopping || s->joining_since == INT64_MIN)
+        return INT64_MIN;
+    return s->joining_since + s->join_bound_ms;
+}
+
 struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options *opts,
                                             char *errstr, size_t errstr_size)
 {
     struct ad_kafka_source *s = calloc(1, sizeof *s);
     rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_partition_list_t *topics = NULL;
     char why[512];
 
     if (!s) {
@@ -1217,6 +1257,17 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         atoll(interval) > 0)
         s->commit_interval_ms = atoll(interval);
     s->next_commit = ad_clock_mono_ms() + s->commit_interval_ms;
+    /* A join may take as long as the group's rebalance timeout, which librdkafka sends as
+     * max.poll.interval.ms: the coordinator waits that long for every member to rejoin (and
+     * for a killed one's session to end). */
+    char poll_interval[32];
+    size_t poll_interval_size = sizeof poll_interval;
+    s->join_bound_ms = DEFAULT_JOIN_BOUND_MS;
+    if (rd_kafka_conf_get(conf, "max.poll.interval.ms", poll_interval, &poll_interval_size) ==
+            RD_KAFKA_CONF_OK &&
+        atoll(poll_interval) > 0)
+        s->join_bound_ms = atoll(poll_interval);
+    s->joining_since = ad_clock_wall_ms();
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_client_log);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -1263,21 +1314,8 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         ad_kafka_wake_watch(s->dlq_wake, s->dlq_queue);
     }
 
-    const struct ad_strlist *names = &s->settings->kafka.topics;
-    topics = rd_kafka_topic_partition_list_new((int)names->len);
-    for (size_t i = 0; i < names->len; i++)
-        rd_kafka_topic_partition_list_add(topics, names->items[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(s->rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (err) {
-        ad_errstr_set(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+    if (!opts->deferred && ad_kafka_source_start(s, errstr, errstr_size) < 0)
         goto err;
-    }
-    AD_INFO_KV("Kafka source subscribed", AD_KV_STR("source", s->settings->name),
-               AD_KV_INT("topics", names->len),
-               AD_KV_STR("dead_letter_topic", s->settings->kafka.dead_letter_topic
-                                                  ? s->settings->kafka.dead_letter_topic
-                                                  : ""));
     return s;
 
 oom:
@@ -1364,6 +1402,13 @@ void ad_kafka_source_status(const struct ad_kafka_source *s, json_t *out)
         json_array_append_new(parts, part);
     }
     json_object_set_new(out, "partitions", parts);
+    /* waiting: built by a reload, not yet in the group (the previous consumer is leaving it);
+     * joining: waiting for the group to assign partitions, or for their commits. */
+    const char *group = s->stopping                     ? "leaving"
+                        : !s->subscribed                ? "waiting"
+                        : s->joining_since != INT64_MIN ? "joining"
+                                                        : "member";
+    json_object_set_new(out, "group", json_string(group));
     json_object_set_new(out, "accepted", json_integer((json_int_t)s->counts.accepted));
     json_object_set_new(out, "filtered", json_integer((json_int_t)s->counts.filtered));
     json_object_set_new(out, "rejected", json_integer((json_int_t)s->counts.rejected));

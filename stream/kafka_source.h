@@ -87,14 +87,33 @@ struct ad_kafka_source_options {
     enum ad_extract_engine engine;
     struct ad_metrics *metrics;
     struct ad_kafka_source_handler handler;
+    /* Create the consumer without subscribing: ad_kafka_source_start joins the group. A
+     * rebuilt pipeline's consumer waits so for the previous one to leave the group, whose
+     * last commit is where it rebuilds from. */
+    bool deferred;
     /* Per wake-up; 0 means the defaults (1000 messages, 10 ms). */
     size_t poll_budget_messages;
     int64_t poll_budget_ms;
 };
 
-/* Creates the consumer and subscribes. Returns NULL with errstr filled. */
+/* Creates the consumer and subscribes (unless opts->deferred). Returns NULL with errstr
+ * filled. */
 struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options *opts,
                                             char *errstr, size_t errstr_size);
+
+/* Subscribes a deferred source: it joins the group. Does nothing when already subscribed or
+ * stopping. Returns 0, or -1 with errstr filled. */
+int ad_kafka_source_start(struct ad_kafka_source *s, char *errstr, size_t errstr_size);
+
+/*
+ * Until when (wall clock, ms) the source expects partitions: from its creation, or a
+ * revocation, until an assignment has been handed to librdkafka with its rebuild points,
+ * bounded by the group's rebalance timeout (max.poll.interval.ms, which is how long a join
+ * may take: after a SIGKILL the group waits for the dead member's session to end).
+ * INT64_MIN when it expects nothing (assigned, or stopping). Meanwhile the grid should not
+ * close the buckets that the coming partitions will rebuild.
+ */
+int64_t ad_kafka_source_joining_until(const struct ad_kafka_source *s);
 
 /*
  * Leaves the group: stops fetching, commits what is safe, and calls done(done_arg) on the
@@ -134,7 +153,8 @@ void ad_kafka_source_pause_partition(struct ad_kafka_source *s, ad_kafka_input i
 /* Topic name and partition of an input. */
 const char *ad_kafka_source_topic(const struct ad_kafka_source *s, ad_kafka_input input);
 
-/* Assignment, per partition its next offset to commit, held buckets and replay, its state
+/* The group state (waiting, joining, member, leaving), assignment, per partition its next
+ * offset to commit, held buckets and replay, its state
  * (reading, offset_reset, offset_out_of_range, looking_up_commit, revoked), offset resets and
  * last error, and the counts of events by result. Offsets out of range are also counted in
  * anomalyd_kafka_offset_resets_total{source} and logged once per partition per 10 s. */

@@ -57,6 +57,8 @@ struct query {
     struct ad_http_transfer *xfer;
     int64_t range_end;
     unsigned failures; /* consecutive */
+    bool started;      /* a request has been sent: the backfill's start is settled */
+    bool held_back;    /* waiting for the grid (ad_prom_source_limit), not for a timer */
     char last_error[512];
     int64_t last_error_at; /* Unix ms; 0: never */
     int64_t last_log;      /* monotonic ms of the last line logged */
@@ -74,6 +76,11 @@ struct ad_prom_source {
     int64_t step, delay;
     int64_t min_backoff, max_backoff;
     struct ad_prom_source_handler handler;
+    /* Alignment with the grid (ad_prom_source_limit): no sample after until_ms, at most
+     * max_points per series in one request, and before the first request no sample at or
+     * before from_ms. */
+    int64_t until_ms, from_ms;
+    size_t max_points;
     ad_clock_fn clock;
     void *clock_arg;
     uint64_t rng;
@@ -255,13 +262,23 @@ static void start_fetch(struct query *q)
     struct ad_http_request req = {.accept = "application/json", .max_body = MAX_BODY_BYTES};
 
     update_lag(q, now);
+    q->held_back = false;
     if (end < start) {
         /* The bucket ending at start is complete once delay has passed after it. */
         schedule(q, start + s->delay - now);
         return;
     }
-    if ((end - start) / s->step >= MAX_POINTS)
-        end = start + (int64_t)(MAX_POINTS - 1) * s->step;
+    if (s->until_ms < start) {
+        /* The grid is not ready for more (docs/windows.md, "Partitions far ahead"): the next
+         * ad_prom_source_limit that allows it starts the request. */
+        q->held_back = true;
+        return;
+    }
+    if (s->until_ms < end)
+        end = align_down(s->until_ms, s->step);
+    if ((end - start) / s->step >= (int64_t)s->max_points)
+        end = start + (int64_t)(s->max_points - 1) * s->step;
+    q->started = true;
 
     escaped = ad_http_escape(q->promql);
     format_seconds(t0, sizeof t0, start);
@@ -476,6 +493,10 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
     if (s->max_backoff < s->min_backoff)
         s->max_backoff = s->min_backoff;
     s->handler = opts->handler;
+    s->until_ms = opts->limited ? INT64_MIN : INT64_MAX;
+    s->from_ms = INT64_MIN;
+    s->max_points =
+        opts->max_points && opts->max_points < MAX_POINTS ? opts->max_points : MAX_POINTS;
     s->clock = opts->clock ? opts->clock : real_clock;
     s->clock_arg = opts->clock_arg;
     s->rng = (uint64_t)real_clock(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
@@ -549,6 +570,22 @@ void ad_prom_source_destroy(struct ad_prom_source *s)
 
 /* ---- queries ---- */
 
+void ad_prom_source_limit(struct ad_prom_source *s, int64_t from_ms, int64_t until_ms)
+{
+    s->until_ms = until_ms;
+    s->from_ms = from_ms;
+    for (size_t i = 0; i < s->n_queries; i++) {
+        struct query *q = &s->queries[i];
+        /* Where the backfill starts is settled by the first request. */
+        if (!q->started && from_ms != INT64_MIN && align_down(from_ms, s->step) > q->watermark)
+            q->watermark = align_down(from_ms, s->step);
+        if (q->held_back && !q->xfer && until_ms >= q->watermark + s->step) {
+            q->held_back = false;
+            schedule(q, 0);
+        }
+    }
+}
+
 int64_t ad_prom_source_watermark(const struct ad_prom_source *s, size_t query)
 {
     return query < s->n_queries ? s->queries[query].watermark : INT64_MIN;
@@ -601,6 +638,7 @@ void ad_prom_source_status(const struct ad_prom_source *s, json_t *out)
             json_object_set_new(o, "last_error_at", json_string(text));
         }
         json_object_set_new(o, "in_flight", json_boolean(q->xfer != NULL));
+        json_object_set_new(o, "waiting_for_grid", json_boolean(q->held_back));
         json_object_set_new(queries, q->name, o);
     }
     json_object_set_new(out, "queries", queries);

@@ -13,7 +13,8 @@
  * hands the samples on and moves the watermark to the range's end. A failure (connection
  * refused, timeout, HTTP 4xx/5xx, malformed or truncated JSON, an error status, a resultType
  * other than matrix) is counted and retried with exponential backoff and jitter, and never
- * moves the watermark: nothing is skipped, the grid waits and then catches up.
+ * moves the watermark: nothing is skipped, the grid waits and then catches up. A source
+ * aligned with its grid (options.limited) fetches no further than ad_prom_source_limit says.
  *
  * Every function runs on the loop thread.
  */
@@ -54,6 +55,11 @@ struct ad_prom_source_options {
     struct ad_prom_source_handler handler;
     ad_clock_fn clock; /* NULL: the real clock */
     void *clock_arg;
+    /* Aligned with the grid: nothing is fetched before the first ad_prom_source_limit. */
+    bool limited;
+    /* Points per series in one request at most; 0 means 10,000 (Prometheus refuses more
+     * than 11,000). */
+    size_t max_points;
     /* Retry backoff bounds; 0 means the defaults (1 s and 60 s). */
     int64_t min_backoff_ms;
     int64_t max_backoff_ms;
@@ -64,6 +70,16 @@ struct ad_prom_source *ad_prom_source_new(const struct ad_prom_source_options *o
                                           size_t errstr_size);
 /* Aborts transfers in flight. Accepts NULL. */
 void ad_prom_source_destroy(struct ad_prom_source *s);
+
+/*
+ * Aligns the source with the grid it feeds (docs/windows.md, "Partitions far ahead"): no
+ * sample after until_ms is fetched (INT64_MAX: no bound; INT64_MIN: nothing for now), and
+ * until the first request, no sample at or before from_ms (INT64_MIN: the backfill as
+ * configured), which moves the watermarks there at once. A query that waits for the bound
+ * fetches as soon as a call allows it. A Prometheus source is pulled, so holding it back
+ * costs nothing: the samples wait in Prometheus, not in the windows.
+ */
+void ad_prom_source_limit(struct ad_prom_source *s, int64_t from_ms, int64_t until_ms);
 
 /* The watermark of one query, in Unix ms. */
 int64_t ad_prom_source_watermark(const struct ad_prom_source *s, size_t query);

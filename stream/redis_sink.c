@@ -596,6 +596,18 @@ size_t ad_redis_sink_queued(const struct ad_redis_sink *s)
     return s->queued;
 }
 
+void ad_redis_sink_unacked(const struct ad_redis_sink *s, ad_sink_unacked_fn fn, void *arg)
+{
+    for (const struct entry *e = s->head; e; e = e->next) {
+        struct ad_alert_msg msg = {.id = e->id,
+                                   .detector = e->detector,
+                                   .entity = e->entity,
+                                   .json = e->json,
+                                   .json_len = e->json_len};
+        fn(arg, &msg, e->token);
+    }
+}
+
 void ad_redis_sink_stop(struct ad_redis_sink *s, int64_t deadline_ms,
                         void (*done)(void *arg, bool flushed), void *arg)
 {

@@ -54,6 +54,11 @@ bool ad_redis_sink_full(const struct ad_redis_sink *s);
 /* Alerts sent and not yet acknowledged. */
 size_t ad_redis_sink_queued(const struct ad_redis_sink *s);
 
+/* Calls fn for every alert sent and not yet acknowledged, in the order sent (some may be in
+ * Redis already, their earlier ones not), so that a sink replacing this one can take them
+ * over before it is destroyed. */
+void ad_redis_sink_unacked(const struct ad_redis_sink *s, ad_sink_unacked_fn fn, void *arg);
+
 /*
  * Keeps writing what is queued until the queue is empty or deadline_ms (a time on
  * ad_clock_mono_ms()'s clock) passes, then calls done(arg, flushed) from the loop, never from

@@ -18,6 +18,10 @@ struct ad_alert_msg {
     size_t json_len;
 };
 
+/* One unacknowledged alert as a sink hands it over when it is replaced (borrowed for the
+ * call): a reload that changed the sink's settings sends it again through the new one. */
+typedef void (*ad_sink_unacked_fn)(void *arg, const struct ad_alert_msg *msg, uint64_t token);
+
 /* Called on the loop thread, exactly once per token, after the destination acknowledged the
  * alert durably (Kafka: acks=all). */
 typedef void (*ad_sink_ack_fn)(void *arg, uint64_t token);
