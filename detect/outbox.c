@@ -1,5 +1,6 @@
 #include "detect/outbox.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,6 +17,8 @@ struct ad_outbox {
     struct ad_kafka_sink *kafka;               /* NULL: not configured */
     struct ad_redis_sink *redis;               /* NULL: not configured */
     struct ad_alertmanager_sink *alertmanager; /* NULL: not configured */
+    /* The configs whose settings a sink built by a reload borrows (NULL: the pipeline's). */
+    struct ad_config *kafka_config, *redis_config;
     ad_outbox_ack_fn ack;
     void *ack_arg;
     /* stopping */
@@ -73,6 +76,86 @@ static struct ad_alert_msg message(const char *detector, const struct ad_alert *
                                  .entity = alert->entity,
                                  .json = alert->json,
                                  .json_len = alert->json_len};
+}
+
+struct handover {
+    struct ad_outbox *o;
+    struct ad_kafka_sink *kafka; /* the successor, or NULL: the sink is removed */
+    struct ad_redis_sink *redis;
+    size_t sent, acked, lost;
+};
+
+static void hand_over(void *arg, const struct ad_alert_msg *msg, uint64_t token)
+{
+    struct handover *h = arg;
+    int rc = h->kafka   ? ad_kafka_sink_send(h->kafka, msg, token)
+             : h->redis ? ad_redis_sink_send(h->redis, msg, token)
+                        : 1;
+    if (rc == 0) {
+        h->sent++;
+    } else if (rc > 0) {
+        h->acked++;
+        h->o->ack(h->o->ack_arg, token);
+    } else {
+        /* Its bucket waits for it: the offsets are not committed, and a restart sends it. */
+        h->lost++;
+        AD_ERROR_KV("out of memory handing an alert to a new sink", AD_KV_STR("id", msg->id));
+    }
+}
+
+int ad_outbox_replace(struct ad_outbox *o, struct event_base *base, struct ad_config *config,
+                      struct ad_metrics *metrics, bool kafka, bool redis, char *errstr,
+                      size_t errstr_size)
+{
+    const struct ad_settings *s = ad_config_settings(config);
+    struct ad_kafka_sink *new_kafka = NULL;
+    struct ad_redis_sink *new_redis = NULL;
+    if (kafka && s->sinks.kafka.topic) {
+        new_kafka = ad_kafka_sink_new(base, &s->kafka, &s->sinks.kafka, metrics, on_ack, o, errstr,
+                                      errstr_size);
+        if (!new_kafka)
+            return -1;
+    }
+    if (redis && s->sinks.redis.url) {
+        new_redis =
+            ad_redis_sink_new(base, &s->sinks.redis, metrics, on_ack, o, errstr, errstr_size);
+        if (!new_redis) {
+            ad_kafka_sink_destroy(new_kafka);
+            return -1;
+        }
+    }
+    if (kafka) {
+        struct handover h = {.o = o, .kafka = new_kafka};
+        struct ad_kafka_sink *old = o->kafka;
+        /* Acknowledgements for the old sink's alerts come from here on, or not at all. */
+        o->kafka = new_kafka;
+        if (old) {
+            ad_kafka_sink_unacked(old, hand_over, &h);
+            ad_kafka_sink_destroy(old);
+        }
+        ad_config_unref(o->kafka_config);
+        o->kafka_config = new_kafka ? ad_config_ref(config) : NULL;
+        AD_WARN_KV(new_kafka ? (old ? "Kafka sink replaced" : "Kafka sink added")
+                             : "Kafka sink removed",
+                   AD_KV_STR("topic", new_kafka ? s->sinks.kafka.topic : ""),
+                   AD_KV_INT("alerts_handed_over", h.sent), AD_KV_INT("alerts_given_up", h.acked));
+    }
+    if (redis) {
+        struct handover h = {.o = o, .redis = new_redis};
+        struct ad_redis_sink *old = o->redis;
+        o->redis = new_redis;
+        if (old) {
+            ad_redis_sink_unacked(old, hand_over, &h);
+            ad_redis_sink_destroy(old);
+        }
+        ad_config_unref(o->redis_config);
+        o->redis_config = new_redis ? ad_config_ref(config) : NULL;
+        AD_WARN_KV(new_redis ? (old ? "Redis sink replaced" : "Redis sink added")
+                             : "Redis sink removed",
+                   AD_KV_STR("stream", new_redis ? s->sinks.redis.stream : ""),
+                   AD_KV_INT("alerts_handed_over", h.sent), AD_KV_INT("alerts_given_up", h.acked));
+    }
+    return 0;
 }
 
 size_t ad_outbox_publish(struct ad_outbox *o, const char *detector, const struct ad_alert *alert,
@@ -143,6 +226,8 @@ void ad_outbox_destroy(struct ad_outbox *o)
     ad_kafka_sink_destroy(o->kafka);
     ad_redis_sink_destroy(o->redis);
     ad_alertmanager_sink_destroy(o->alertmanager);
+    ad_config_unref(o->kafka_config);
+    ad_config_unref(o->redis_config);
     free(o);
 }
 

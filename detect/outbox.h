@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "base/metrics.h"
+#include "config/config.h"
 #include "config/settings.h"
 #include "detect/alerts.h"
 
@@ -28,6 +29,21 @@ typedef void (*ad_outbox_ack_fn)(void *arg, uint64_t token);
 struct ad_outbox *ad_outbox_new(struct event_base *base, const struct ad_settings *s,
                                 struct ad_metrics *metrics, ad_outbox_ack_fn ack, void *ack_arg,
                                 char *errstr, size_t errstr_size);
+
+/*
+ * A reload changed the sinks section (docs/config.md, "Reloading"): each sink named (kafka,
+ * redis) is replaced by one built from s, or removed when s no longer configures it; the
+ * other sinks, and the pipeline, go on untouched. Every new sink is built first: when one
+ * cannot be, nothing changes and -1 is returned with errstr filled. Then the alerts a replaced
+ * sink had not had acknowledged are sent through its successor in the order they were sent,
+ * under the same tokens (the destination may have some already: at least once, the ids tell),
+ * and those of a removed sink are acknowledged, since no sink owes them any more. The outbox
+ * keeps a reference to config, whose settings the new sinks borrow, for as long as they live.
+ * Returns 0.
+ */
+int ad_outbox_replace(struct ad_outbox *o, struct event_base *base, struct ad_config *config,
+                      struct ad_metrics *metrics, bool kafka, bool redis, char *errstr,
+                      size_t errstr_size);
 
 /* Hands alert (borrowed) of detector to every sink. Returns how many acknowledgements of token
  * will come: one per sink that took it. */

@@ -52,9 +52,11 @@ struct source_rt {
     struct ad_prom_source *prom;
     struct ad_watermark *watermark;
     int64_t step;
+    int64_t span; /* the longest window of the detectors it feeds */
     struct ad_route *routes;
     size_t n_routes;
     struct ad_counter *key_too_long, *missing_label, *nan_values, *inf_values;
+    struct ad_counter *replayed_late, *replayed_too_far; /* Kafka sources only */
 };
 
 struct detector_rt {
@@ -65,6 +67,11 @@ struct detector_rt {
     struct ad_serving *serving;
     int64_t released_through;
     int64_t newest_bucket; /* of the events seen */
+    /* The newest "done" time of the replayed events seen while windows are rebuilt
+     * (INT64_MIN: no rebuild going on): entities that only Prometheus feeds are marked with it
+     * too, so that their rebuilt windows notify nothing a second time. */
+    int64_t replay_done;
+    struct ad_log_ratelimit refused_log;
 };
 
 struct pipeline {
@@ -76,10 +83,18 @@ struct pipeline {
     size_t n_detectors;
     struct ad_kafka_source_detector *rebuild; /* what the Kafka sources need of each detector */
     struct ad_outbox *outbox;
+    /* The config last applied without a rebuild (NULL: config), which later reloads compare
+     * with. */
+    struct ad_config *applied;
     struct event *tick;
     size_t stops_pending;
+    /* Kafka sources not yet closed while stopping: once none is, this pipeline has left the
+     * group, and a rebuilt one may join it. */
+    size_t kafka_open;
+    struct event *stop_timer; /* bounds a retired pipeline's wait for scoring and sinks */
     void (*stopped)(struct pipeline *p);
-    bool stopping, sources_stopping;
+    bool stopping, sources_stopping, left_group;
+    bool deferred; /* its Kafka sources wait for the previous pipeline to leave the group */
     struct pipeline *next_retired;
 };
 
@@ -99,12 +114,35 @@ struct ad_pipeline {
     void *done_arg;
 };
 
-static const char *const pipeline_sections[] = {"kafka", "sources",  "detectors",
-                                                "sinks", "feedback", NULL};
+/* What the data path is built from: a change rebuilds it (docs/config.md, "Reloading"). The
+ * Kafka and Redis sinks are swapped on their own (swap_sinks); the Alertmanager sink keeps the
+ * alerts it repeats, which the pipeline restores when it is built. */
+static const char *const pipeline_sections[] = {
+    "kafka", "sources", "detectors", "sinks.alertmanager", "feedback", NULL};
 
 static void advance_detector(struct pipeline *p, size_t d);
 static bool scorer_full(const struct pipeline *p);
 static void on_mark_message(void *arg, const char *payload, size_t len);
+static void relimit(struct pipeline *p);
+
+/* An event or sample the window store refused: its bucket had closed (late), or its entity
+ * held as many open buckets as it may (too far). Counted by the store; logged here, at most
+ * once per 10 s per detector, so that a refusal is never silent. */
+static void refused(struct detector_rt *det, enum ad_window_add result, const char *source,
+                    bool replayed, int64_t t)
+{
+    uint64_t held;
+    if (!ad_log_ratelimit_allow(&det->refused_log, ad_clock_mono_ms(), &held))
+        return;
+    char when[40];
+    ad_clock_format(t, when, sizeof when);
+    AD_WARN_KV(result == AD_WINDOW_LATE ? "event refused: its bucket has closed"
+                                        : "event refused: its entity holds too many open buckets",
+               AD_KV_STR("detector", det->settings->name), AD_KV_STR("source", source),
+               AD_KV_STR("reason", result == AD_WINDOW_LATE ? "late" : "too_far"),
+               AD_KV_INT("replayed", replayed), AD_KV_STR("event_time", when),
+               AD_KV_INT("suppressed", held));
+}
 
 /* ---- routing ---- */
 
@@ -207,8 +245,11 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
             ad_counter_inc(src->key_too_long);
         if (routed != AD_ROUTING_OK)
             continue;
-        if (replayed && replayed[route->detector] != INT64_MIN)
+        if (replayed && replayed[route->detector] != INT64_MIN) {
             ad_serving_mark_replayed(det->serving, key, len, replayed[route->detector]);
+            if (replayed[route->detector] > det->replay_done)
+                det->replay_done = replayed[route->detector];
+        }
         int64_t bucket = ad_bucket_index(ev->time, det->settings->step);
         if (bucket > det->newest_bucket) {
             /* Reading a backlog, event time runs far ahead of the timer that closes buckets:
@@ -219,13 +260,26 @@ static void on_log_event(void *arg, ad_kafka_input input, int64_t offset,
         } else if (may_close(det, before, ev->time) && !scorer_full(p)) {
             advance_detector(p, route->detector);
         }
-        if (ad_window_store_add(det->store, key, len, ev->time, values, present) == AD_WINDOW_ADDED)
+        enum ad_window_add added =
+            ad_window_store_add(det->store, key, len, ev->time, values, present);
+        if (added == AD_WINDOW_ADDED) {
             ad_kafka_source_hold(src->kafka, input, offset, route->detector, bucket);
+        } else if (added == AD_WINDOW_LATE || added == AD_WINDOW_TOO_FAR) {
+            if (replayed)
+                ad_counter_inc(added == AD_WINDOW_LATE ? src->replayed_late
+                                                       : src->replayed_too_far);
+            refused(det, added, src->settings->name, replayed != NULL, ev->time);
+        }
     }
-    /* The step of a Kafka source is its detectors' (validated equal). */
-    if (!replayed && (before == AD_WATERMARK_NONE ||
-                      ad_bucket_index(ev->time, src->step) > ad_bucket_index(before, src->step)))
+    /* The step of a Kafka source is its detectors' (validated equal). Replayed events are
+     * aligned too: a rebuild reads many buckets at once, while another partition, or a
+     * Prometheus query, may still hold the grid. */
+    if (before == AD_WATERMARK_NONE ||
+        ad_bucket_index(ev->time, src->step) > ad_bucket_index(before, src->step))
         check_ahead(src, input, ev->time);
+    /* An input's first event: inputs that waited for it may go on. */
+    if (before == AD_WATERMARK_NONE)
+        relimit(p);
 }
 
 static void on_assign(void *arg, ad_kafka_input input)
@@ -240,6 +294,7 @@ static void on_assign(void *arg, ad_kafka_input input)
             break;
         }
     }
+    relimit(src->owner);
 }
 
 static void on_revoke(void *arg, ad_kafka_input input)
@@ -264,6 +319,7 @@ static void on_revoke(void *arg, ad_kafka_input input)
             break;
         }
     }
+    relimit(src->owner);
 }
 
 static const char *series_label(const struct ad_prom_series *s, const char *name)
@@ -312,6 +368,10 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
             }
             if (!ok)
                 continue;
+            /* An entity that only Prometheus feeds is rebuilt with the others: what its
+             * rebuilt windows notify was notified before the restart too. */
+            if (det->replay_done != INT64_MIN && series->n_samples)
+                ad_serving_mark_replayed(det->serving, key, len, det->replay_done);
             for (size_t i = 0; i < series->n_samples; i++) {
                 double v = series->values[i];
                 if (!isfinite(v)) {
@@ -319,9 +379,11 @@ static void on_range(void *arg, size_t query, const struct ad_prom_matrix *m, in
                     continue;
                 }
                 values[df] = v;
-                ad_window_store_add(det->store, key, len,
-                                    ad_grid_sample_time(series->times_ms[i], src->step), values,
-                                    1ULL << df);
+                int64_t t = ad_grid_sample_time(series->times_ms[i], src->step);
+                enum ad_window_add added =
+                    ad_window_store_add(det->store, key, len, t, values, 1ULL << df);
+                if (added == AD_WINDOW_LATE || added == AD_WINDOW_TOO_FAR)
+                    refused(det, added, src->settings->name, false, t);
             }
         }
     }
@@ -373,11 +435,17 @@ static void apply_backpressure(struct pipeline *p)
 static void advance_detector(struct pipeline *p, size_t d)
 {
     struct detector_rt *det = &p->detectors[d];
+    int64_t before = ad_window_store_closed_through(det->store);
     int64_t closed = ad_grid_advance(det->grid, ad_clock_wall_ms());
     if (closed != INT64_MIN) {
         ad_serving_closed(det->serving, closed);
         release_done(p, d);
         realign(p);
+        /* Past the newest done time, the rebuild is over. */
+        if (det->replay_done != INT64_MIN && (closed + 1) * det->settings->step > det->replay_done)
+            det->replay_done = INT64_MIN;
+        if (closed != before)
+            relimit(p);
     }
     apply_backpressure(p);
 }
@@ -388,6 +456,75 @@ static void advance_all(struct pipeline *p)
 {
     for (size_t d = 0; d < p->n_detectors && !scorer_full(p); d++)
         advance_detector(p, d);
+}
+
+static bool feeds(const struct source_rt *src, size_t detector)
+{
+    for (size_t r = 0; r < src->n_routes; r++)
+        if (src->routes[r].detector == detector)
+            return true;
+    return false;
+}
+
+/*
+ * Lines the inputs that can wait up with the grids (docs/windows.md, "Partitions far ahead"):
+ *
+ * - A Kafka source that expects partitions (joining its group after a start or a reload,
+ *   or between a revocation and the next assignment) holds the grids it feeds, past the idle
+ *   timeout, for as long as a join may take: the partitions it will rebuild from hold events
+ *   older than anything open, which would otherwise find their buckets closed.
+ * - A Prometheus query fetches nothing while another source of its detectors holds the grid
+ *   without having delivered (that source's data may be older than any open bucket), and then
+ *   no further than half the open buckets an entity may hold past the oldest open bucket, so
+ *   that its samples never crowd out the Kafka events of the same entities. Its backfill
+ *   starts at the oldest open bucket (the start of a rebuild, so that rebuilt windows have the
+ *   Prometheus features an uninterrupted run had), a window before now at the latest.
+ */
+static void relimit(struct pipeline *p)
+{
+    if (p->stopping)
+        return;
+    int64_t now = ad_clock_wall_ms();
+    for (size_t i = 0; i < p->n_sources; i++)
+        if (p->sources[i].kafka)
+            ad_watermark_hold(p->sources[i].watermark,
+                              ad_kafka_source_joining_until(p->sources[i].kafka));
+    for (size_t i = 0; i < p->n_sources; i++) {
+        struct source_rt *src = &p->sources[i];
+        if (!src->prom)
+            continue;
+        int64_t until = INT64_MAX, from = INT64_MAX;
+        bool waiting = false;
+        for (size_t r = 0; r < src->n_routes; r++) {
+            size_t d = src->routes[r].detector;
+            const struct detector_rt *det = &p->detectors[d];
+            for (size_t o = 0; o < p->n_sources && !waiting; o++)
+                waiting = o != i && feeds(&p->sources[o], d) &&
+                          ad_watermark_waiting(p->sources[o].watermark, now,
+                                               det->settings->source_idle_timeout);
+            int64_t anchor = ad_window_store_oldest_open(det->store);
+            if (anchor == INT64_MAX) {
+                int64_t closed = ad_window_store_closed_through(det->store);
+                if (closed == INT64_MIN)
+                    continue; /* nothing yet: the first request is short anyway */
+                anchor = closed + 1;
+            }
+            int64_t ahead = (int64_t)ad_window_store_max_open(det->store) / 2;
+            int64_t step = det->settings->step;
+            /* The sample that fills bucket b is the one at its end. */
+            if ((anchor + ahead + 1) * step < until)
+                until = (anchor + ahead + 1) * step;
+            if (anchor * step < from)
+                from = anchor * step;
+        }
+        int64_t latest_from = now - src->settings->prometheus.delay - src->span;
+        ad_prom_source_limit(src->prom, from < latest_from ? from : latest_from,
+                             waiting ? INT64_MIN : until);
+        /* What the query will not fetch (before its backfill) holds no bucket open. */
+        for (size_t q = 0; q < src->settings->n_features; q++)
+            ad_watermark_update(src->watermark, (int32_t)q, ad_prom_source_watermark(src->prom, q),
+                                now);
+    }
 }
 
 /* Batches being scored and alerts not yet acknowledged: what a stop waits for. */
@@ -463,6 +600,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    /* Joins end, inputs go idle: what may wait is looked at again. */
+    relimit(arg);
     advance_all(arg);
 }
 
@@ -497,6 +636,8 @@ static int build_detectors(struct pipeline *p, const struct ad_settings *s,
         det->settings = d;
         det->released_through = INT64_MIN;
         det->newest_bucket = INT64_MIN;
+        det->replay_done = INT64_MIN;
+        det->refused_log.interval_ms = 10000;
         det->store = ad_window_store_new(&spec, metrics, on_batch, det, errstr, errstr_size);
         if (!det->store)
             return -1;
@@ -547,6 +688,18 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
             ad_errstr_set(errstr, errstr_size, "out of memory");
             return -1;
         }
+        if (src->settings->type == AD_SOURCE_KAFKA) {
+            static const char replayed_help[] =
+                "Events read again to rebuild windows that the window store refused, by reason "
+                "(late: their bucket had closed; too_far: their entity held too many open "
+                "buckets).";
+            src->replayed_late =
+                ad_metrics_counter(holder->metrics, "anomalyd_kafka_replayed_refused_total",
+                                   replayed_help, "source", name, "reason", "late", NULL);
+            src->replayed_too_far =
+                ad_metrics_counter(holder->metrics, "anomalyd_kafka_replayed_refused_total",
+                                   replayed_help, "source", name, "reason", "too_far", NULL);
+        }
         static const char refused_help[] = "Series or values a source could not use.";
         src->key_too_long =
             ad_metrics_counter(holder->metrics, "anomalyd_source_values_skipped_total",
@@ -578,6 +731,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
             }
         int64_t span;
         src->step = source_step(s, si, &span);
+        src->span = span;
         if (src->settings->type == AD_SOURCE_KAFKA) {
             struct ad_kafka_source_options o = {
                 .base = holder->base,
@@ -585,6 +739,7 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
                 .settings = src->settings,
                 .n_detectors = s->n_detectors,
                 .detectors = p->rebuild,
+                .deferred = p->deferred,
                 .engine = AD_EXTRACT_SIMDJSON,
                 .metrics = holder->metrics,
                 .handler = {.on_event = on_log_event,
@@ -598,11 +753,30 @@ static int build_sources(struct pipeline *p, struct ad_pipeline *holder,
         } else {
             for (size_t q = 0; q < src->settings->n_features; q++)
                 ad_watermark_add_input(src->watermark, (int32_t)q, false, ad_clock_wall_ms());
+            /* A window's backfill, or as far back as the Kafka events lined up with it may be
+             * (their max_past): relimit starts it at the oldest open bucket. Each request
+             * stays within the open buckets an entity may hold. */
+            int64_t backfill = span;
+            size_t max_points = SIZE_MAX;
+            for (size_t r = 0; r < src->n_routes; r++) {
+                size_t d = src->routes[r].detector;
+                size_t half = ad_window_store_max_open(p->detectors[d].store) / 2;
+                if (half < max_points)
+                    max_points = half ? half : 1;
+                for (size_t o = 0; o < s->n_sources; o++) {
+                    const struct ad_settings_source *other = &s->sources[o];
+                    if (other->type == AD_SOURCE_KAFKA && feeds(&p->sources[o], d) &&
+                        other->kafka.time.max_past + span > backfill)
+                        backfill = other->kafka.time.max_past + span;
+                }
+            }
             struct ad_prom_source_options o = {
                 .base = holder->base,
                 .settings = src->settings,
                 .step_ms = src->step,
-                .backfill_ms = span,
+                .backfill_ms = backfill,
+                .limited = true,
+                .max_points = max_points,
                 .metrics = holder->metrics,
                 .handler = {.on_range = on_range, .arg = src},
             };
@@ -620,6 +794,8 @@ static void pipeline_free(struct pipeline *p)
         return;
     if (p->tick)
         event_free(p->tick);
+    if (p->stop_timer)
+        event_free(p->stop_timer);
     for (size_t i = 0; i < p->n_sources; i++) {
         ad_kafka_source_destroy(p->sources[i].kafka);
         ad_prom_source_destroy(p->sources[i].prom);
@@ -638,6 +814,7 @@ static void pipeline_free(struct pipeline *p)
     free(p->detectors);
     free(p->rebuild);
     ad_config_unref(p->config);
+    ad_config_unref(p->applied);
     free(p);
 }
 
@@ -652,6 +829,8 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
     }
     p->holder = holder;
     p->config = ad_config_ref((struct ad_config *)config);
+    /* A reload's pipeline joins the group once the previous one has left it. */
+    p->deferred = holder->current != NULL;
     p->n_sources = s->n_sources;
     p->n_detectors = s->n_detectors;
     p->sources = calloc(s->n_sources ? s->n_sources : 1, sizeof *p->sources);
@@ -679,6 +858,7 @@ static struct pipeline *pipeline_build(struct ad_pipeline *holder, const struct 
         ad_errstr_set(errstr, errstr_size, "cannot register the tick");
         goto err;
     }
+    relimit(p);
     AD_INFO_KV("pipeline built", AD_KV_INT("sources", s->n_sources),
                AD_KV_INT("detectors", s->n_detectors));
     return p;
@@ -705,30 +885,67 @@ static void outbox_stopped(void *arg, bool flushed)
     source_stopped(p);
 }
 
+static void start_deferred(struct ad_pipeline *h);
+
+/* A Kafka source of a stopping pipeline has closed: once all have, it has left the group. */
+static void kafka_stopped(void *arg)
+{
+    struct pipeline *p = arg;
+    if (p->kafka_open > 0 && --p->kafka_open == 0) {
+        p->left_group = true;
+        start_deferred(p->holder);
+    }
+    source_stopped(p);
+}
+
 /* Once every batch is scored and every alert acknowledged: the sources commit and leave, and
  * the sinks close. */
 static void stop_sources(struct pipeline *p)
 {
     const struct ad_settings *s = ad_config_settings(p->config);
     p->sources_stopping = true;
+    if (p->stop_timer)
+        event_del(p->stop_timer);
     /* Count first: a source may finish before its stop returns. */
     for (size_t i = 0; i < p->n_sources; i++)
-        if (p->sources[i].kafka)
+        if (p->sources[i].kafka) {
             p->stops_pending++;
+            p->kafka_open++;
+        }
+    if (p->kafka_open == 0)
+        p->left_group = true;
     p->stops_pending++; /* the outbox */
     ad_outbox_stop(p->outbox, ad_clock_mono_ms() + s->daemon.shutdown_timeout, outbox_stopped, p);
     for (size_t i = 0; i < p->n_sources; i++) {
         if (p->sources[i].kafka)
-            ad_kafka_source_stop(p->sources[i].kafka, source_stopped, p);
+            ad_kafka_source_stop(p->sources[i].kafka, kafka_stopped, p);
         /* Prometheus holds nothing to hand back: its transfers end with it. */
         ad_prom_source_destroy(p->sources[i].prom);
         p->sources[i].prom = NULL;
     }
+    if (p->left_group)
+        start_deferred(p->holder);
     source_stopped(p);
 }
 
+/* A retired pipeline waits for scoring and the sinks at most shutdown_timeout: its successor
+ * joins the group only once it has left it. What it could not have acknowledged by then is
+ * not committed, and the successor reads it again. */
+static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct pipeline *p = arg;
+    (void)fd;
+    (void)what;
+    if (p->sources_stopping)
+        return;
+    AD_WARN_KV("the previous pipeline's alerts are not all acknowledged; it leaves the group "
+               "without committing them",
+               AD_KV_INT("in_flight", in_flight(p)));
+    stop_sources(p);
+}
+
 /* Scoring finishes first, so that the sources commit the offsets of every scored bucket. */
-static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *))
+static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *), bool bounded)
 {
     p->stopping = true;
     p->stopped = stopped;
@@ -736,8 +953,40 @@ static void pipeline_stop(struct pipeline *p, void (*stopped)(struct pipeline *)
         event_del(p->tick);
     p->stops_pending = 1; /* stop_sources' own */
     apply_backpressure(p);
-    if (in_flight(p) == 0)
+    if (in_flight(p) == 0) {
         stop_sources(p);
+        return;
+    }
+    /* The daemon bounds its own stop; a retired pipeline's is bounded here. */
+    if (bounded) {
+        const struct ad_settings *s = ad_config_settings(p->config);
+        struct timeval tv = {(time_t)(s->daemon.shutdown_timeout / 1000),
+                             (suseconds_t)(s->daemon.shutdown_timeout % 1000) * 1000};
+        p->stop_timer = evtimer_new(p->holder->base, on_stop_timeout, p);
+        if (p->stop_timer)
+            evtimer_add(p->stop_timer, &tv);
+    }
+}
+
+/* The Kafka sources of a rebuilt pipeline join the group once every previous pipeline has left
+ * it: their commit lookups then find the last commit, and the group does not wait for a
+ * member that is leaving. */
+static void start_deferred(struct ad_pipeline *h)
+{
+    struct pipeline *p = h->current;
+    if (!p || !p->deferred || p->stopping)
+        return;
+    for (const struct pipeline *r = h->retired; r; r = r->next_retired)
+        if (!r->left_group)
+            return;
+    p->deferred = false;
+    for (size_t i = 0; i < p->n_sources; i++) {
+        char err[256];
+        if (p->sources[i].kafka && ad_kafka_source_start(p->sources[i].kafka, err, sizeof err) < 0)
+            AD_ERROR_KV("cannot join the consumer group",
+                        AD_KV_STR("source", p->sources[i].settings->name), AD_KV_STR("error", err));
+    }
+    relimit(p);
 }
 
 static void maybe_done(struct ad_pipeline *h)
@@ -1047,6 +1296,64 @@ static int serve(void *ctx, const struct ad_component_request *req, struct ad_co
 
 /* ---- the component ---- */
 
+/* The keys a reload changed under some sections, as one string for the log. */
+struct changed_keys {
+    const char *const *sections; /* NULL-terminated top-level names; NULL: all */
+    char text[1024];
+    size_t len, n;
+};
+
+static void note_change(const char *key, void *arg)
+{
+    struct changed_keys *c = arg;
+    bool ours = !c->sections;
+    for (const char *const *sec = c->sections; sec && *sec && !ours; sec++) {
+        size_t n = strlen(*sec);
+        ours = strncmp(key, *sec, n) == 0 && (key[n] == '\0' || key[n] == '.' || key[n] == '[');
+    }
+    if (!ours)
+        return;
+    c->n++;
+    if (c->len + strlen(key) + 8 >= sizeof c->text) {
+        if (c->len + 4 < sizeof c->text && !strstr(c->text, "..."))
+            c->len += (size_t)snprintf(c->text + c->len, sizeof c->text - c->len, ", ...");
+        return;
+    }
+    c->len += (size_t)snprintf(c->text + c->len, sizeof c->text - c->len, "%s%s",
+                               c->len ? ", " : "", key);
+}
+
+static void changed_keys(const struct ad_config *old, const struct ad_config *next,
+                         const char *const *sections, struct changed_keys *out)
+{
+    *out = (struct changed_keys){.sections = sections};
+    ad_config_changes(old, next, note_change, out);
+}
+
+/* A reload that changed only sinks: each changed sink is replaced, the data path stays. */
+static int swap_sinks(struct ad_pipeline *h, const struct ad_config *next, char *errstr,
+                      size_t errstr_size)
+{
+    struct pipeline *p = h->current;
+    const struct ad_config *in_force = p->applied ? p->applied : p->config;
+    static const char *const kafka_sink[] = {"sinks.kafka", NULL};
+    static const char *const redis_sink[] = {"sinks.redis", NULL};
+    static const char *const sinks[] = {"sinks", NULL};
+    bool kafka = !ad_config_sections_equal(in_force, next, kafka_sink);
+    bool redis = !ad_config_sections_equal(in_force, next, redis_sink);
+    if (!kafka && !redis)
+        return 0;
+    struct changed_keys changed;
+    changed_keys(in_force, next, sinks, &changed);
+    if (ad_outbox_replace(p->outbox, h->base, (struct ad_config *)next, h->metrics, kafka, redis,
+                          errstr, errstr_size) < 0)
+        return -1;
+    AD_WARN_KV("sinks changed: only the changed sinks were replaced; sources, windows, detectors "
+               "and alert states go on as they were",
+               AD_KV_STR("changed", changed.text));
+    return 0;
+}
+
 static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t errstr_size)
 {
     struct ad_pipeline *h = ctx;
@@ -1054,9 +1361,21 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
     static const char *const store_sections[] = {"model_store", "sinks", NULL};
     if (h->current && ad_config_sections_equal(h->current->config, next, pipeline_sections)) {
         /* Everything that can fail first, so that a refusal changes nothing. */
+        struct pipeline *p = h->current;
         struct ad_maintenance *all = NULL, **each = NULL;
-        if (prepare_maintenance(h->current, s, &all, &each, errstr, errstr_size) < 0)
+        if (prepare_maintenance(p, s, &all, &each, errstr, errstr_size) < 0)
             return -1;
+        bool store_changed =
+            !ad_config_sections_equal(p->applied ? p->applied : p->config, next, store_sections);
+        if (swap_sinks(h, next, errstr, errstr_size) < 0) {
+            for (size_t d = 0; d < p->n_detectors; d++)
+                ad_maintenance_destroy(each[d]);
+            free(each);
+            ad_maintenance_destroy(all);
+            return -1;
+        }
+        ad_config_unref(p->applied);
+        p->applied = ad_config_ref((struct ad_config *)next);
         h->queue_depth = (size_t)s->scoring.queue_depth;
         for (size_t d = 0; d < h->current->n_detectors; d++) {
             struct detector_rt *det = &h->current->detectors[d];
@@ -1067,7 +1386,7 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
         free(each);
         ad_maintenance_destroy(h->maintenance);
         h->maintenance = all;
-        if (!ad_config_sections_equal(h->current->config, next, store_sections)) {
+        if (store_changed) {
             unwatch(h);
             if (watch(h, s, errstr, errstr_size) < 0)
                 return -1;
@@ -1099,11 +1418,15 @@ static int apply(void *ctx, const struct ad_config *next, char *errstr, size_t e
         AD_ERROR_KV("cannot watch the model store; new versions wait for a restart",
                     AD_KV_STR("error", errstr));
     if (old) {
-        AD_WARN("sources or detectors changed: the pipeline was rebuilt; windows are rebuilt "
-                "from the last commit's rebuild point");
+        struct changed_keys changed;
+        changed_keys(old->config, next, pipeline_sections, &changed);
+        AD_WARN_KV("the data path changed: the pipeline is rebuilt; the new "
+                   "consumers join the group once the old ones have left it, and windows are "
+                   "rebuilt from the last commit's rebuild point",
+                   AD_KV_STR("changed", changed.text));
         old->next_retired = h->retired;
         h->retired = old;
-        pipeline_stop(old, retired_stopped);
+        pipeline_stop(old, retired_stopped, true);
     }
     return 0;
 }
@@ -1114,7 +1437,7 @@ static void stop(void *ctx, ad_component_done_fn done, void *done_arg)
     h->done = done;
     h->done_arg = done_arg;
     if (h->current && !h->current->stopping)
-        pipeline_stop(h->current, current_stopped);
+        pipeline_stop(h->current, current_stopped, false);
     else
         maybe_done(h);
 }
