@@ -30,6 +30,9 @@ daemon:
 kafka:
   brokers: "{brokers}"
   group_id: pipeline-{suffix}
+  # The reload's consumer joins once the old one has left: the mock cluster then waits
+  # session.timeout.ms - 1 s before it assigns (docs/testing-kafka-mock.md).
+  properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
 sources:
   - name: app
     kafka:
