@@ -1440,8 +1440,8 @@ static const struct ad_schema_section sinks_section = {
     .fields = sinks_fields,
     .n_fields = N(sinks_fields),
     .doc = "Where alerts go. Each sink is on when its section is present. A change under "
-           "`sinks.kafka` or `sinks.redis` replaces that sink only, on the running pipeline "
-           "(see docs/config.md, Reloading)."};
+           "`sinks.kafka` or `sinks.redis` replaces that sink only, on the running pipeline; one "
+           "under `sinks.alertmanager` rebuilds the pipeline (see docs/config.md, Reloading)."};
 
 /* ---- model store ---- */
 

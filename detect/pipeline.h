@@ -14,10 +14,11 @@
  * reload that leaves the pipeline as it is loads each detector's CURRENT model again. Stopping
  * waits for the batches in flight, then stops the sources, which commit what was released.
  *
- * On reload the pipeline is rebuilt only when the kafka, sources or detectors sections
- * changed; the old one is stopped in the background (its uncommitted events are read again
- * by the new consumer, so nothing is lost, and its windows are rebuilt from the commit's rebuild
-point: docs/delivery.md).
+ * On reload the pipeline is rebuilt only when the kafka, sources, detectors, feedback or
+ * sinks.alertmanager sections changed; the old one is stopped in the background and leaves the
+ * group before the new consumers join it (its uncommitted events are read again by the new
+ * consumer, so nothing is lost, and its windows are rebuilt from the commit's rebuild point:
+ * docs/delivery.md). A change of sinks.kafka or sinks.redis only replaces that sink.
  *
  * It is a daemon component (daemon.h): apply, stop and status.
  */
