@@ -625,6 +625,34 @@ static void test_restart_changes(void **state)
     ad_config_unref(c);
 }
 
+/* What a reload logs as changed, and the sections it compares to choose between a sink swap
+ * and a rebuild (docs/config.md, "Reloading"). */
+static void test_changes_and_nested_sections(void **state)
+{
+    (void)state;
+    struct ad_config *a =
+        load_ok("daemon: {log: {level: info}}\nkafka: {brokers: \"b:1\"}\nsinks: {redis: {url: "
+                "\"redis://h:1/0\", queue_limit: 10}}\n");
+    struct ad_config *b =
+        load_ok("daemon: {log: {level: debug}}\nkafka: {brokers: \"b:1\"}\nsinks: {redis: "
+                "{url: \"redis://h:1/0\", queue_limit: 11}}\n");
+    char keys[512] = "";
+    static const char *const redis[] = {"sinks.redis", NULL};
+    static const char *const kafka_sink[] = {"sinks.kafka", NULL};
+    static const char *const data_path[] = {"kafka", "sources", "detectors", NULL};
+
+    ad_config_changes(a, a, collect, keys);
+    assert_string_equal(keys, "");
+    /* Every changed key by its path, live or not. */
+    ad_config_changes(a, b, collect, keys);
+    assert_string_equal(keys, "daemon.log.level;sinks.redis.queue_limit;");
+    assert_false(ad_config_sections_equal(a, b, redis));
+    assert_true(ad_config_sections_equal(a, b, kafka_sink));
+    assert_true(ad_config_sections_equal(a, b, data_path));
+    ad_config_unref(a);
+    ad_config_unref(b);
+}
+
 static void test_reference_covers_every_section(void **state)
 {
     (void)state;
@@ -709,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_oversized_file),
         cmocka_unit_test(test_sha256_is_of_the_bytes),
         cmocka_unit_test(test_restart_changes),
+        cmocka_unit_test(test_changes_and_nested_sections),
         cmocka_unit_test(test_reference_covers_every_section),
         cmocka_unit_test(test_references_are_shared_and_released),
         cmocka_unit_test(test_split_address),
