@@ -187,6 +187,7 @@ static bool best_of_day(const struct ad_cron *c, const struct ad_tz *z, int64_t 
                         bool latest, int64_t *best)
 {
     bool found = false;
+    *best = latest ? INT64_MIN : INT64_MAX;
     for (int h = 0; h < 24; h++) {
         if (!(c->hours >> h & 1))
             continue;
@@ -194,7 +195,7 @@ static bool best_of_day(const struct ad_cron *c, const struct ad_tz *z, int64_t 
             if (!(c->minutes >> m & 1))
                 continue;
             int64_t t = ad_tz_instant(z, day * DAY_S + h * 3600 + m * 60);
-            if (latest ? t <= bound && (!found || t > *best) : t > bound && (!found || t < *best)) {
+            if (latest ? t <= bound && t > *best : t > bound && t < *best) {
                 *best = t;
                 found = true;
             }
