@@ -69,14 +69,23 @@ int ad_clock_parse(const char *text, int64_t *ms)
 {
     static const unsigned char month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     const char *p = text;
-    int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-    if (y < 0 || p[4] != '-' || mo < 1 || mo > 12 || p[7] != '-' || d < 1 ||
-        d > month_days[mo - 1] || (p[10] != 'T' && p[10] != 't' && p[10] != ' '))
+    /* Field by field, each only once everything before it matched: a short text ends at its
+     * NUL, which no check accepts, so nothing past it is read. */
+    int y, mo, d, h, mi, s;
+    if ((y = digits(p, 4)) < 0 || p[4] != '-')
+        return -1;
+    if ((mo = digits(p + 5, 2)) < 1 || mo > 12 || p[7] != '-')
+        return -1;
+    if ((d = digits(p + 8, 2)) < 1 || d > month_days[mo - 1] ||
+        (p[10] != 'T' && p[10] != 't' && p[10] != ' '))
         return -1;
     if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
         return -1;
-    int h = digits(p + 11, 2), mi = digits(p + 14, 2), s = digits(p + 17, 2);
-    if (h < 0 || h > 23 || p[13] != ':' || mi < 0 || mi > 59 || p[16] != ':' || s < 0 || s > 60)
+    if ((h = digits(p + 11, 2)) < 0 || h > 23 || p[13] != ':')
+        return -1;
+    if ((mi = digits(p + 14, 2)) < 0 || mi > 59 || p[16] != ':')
+        return -1;
+    if ((s = digits(p + 17, 2)) < 0 || s > 60)
         return -1;
     p += 19;
     int64_t frac = 0;
@@ -94,8 +103,10 @@ int ad_clock_parse(const char *text, int64_t *ms)
     if (*p == 'Z' || *p == 'z') {
         p++;
     } else if (*p == '+' || *p == '-') {
-        int oh = digits(p + 1, 2), om = digits(p + 4, 2);
-        if (oh < 0 || oh > 23 || p[3] != ':' || om < 0 || om > 59)
+        int oh, om;
+        if ((oh = digits(p + 1, 2)) < 0 || oh > 23 || p[3] != ':')
+            return -1;
+        if ((om = digits(p + 4, 2)) < 0 || om > 59)
             return -1;
         offset = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
         p += 6;

@@ -1,6 +1,7 @@
 /*
  * The ground floor's one-job helpers: UTF-8 validation, decimal syntax before strtod, arrays
- * that double, the constructors' error text, and reading a file without blocking.
+ * that double, the constructors' error text, reading a file without blocking, and RFC 3339
+ * times.
  */
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "base/clock.h"
 #include "base/errstr.h"
 #include "base/file.h"
 #include "base/grow.h"
@@ -197,11 +199,49 @@ static void test_file(void **state)
     rmdir(dir);
 }
 
+/* Parses text from a heap copy of exactly its length, so that ASan sees any read past it. */
+static int parse_exact(const char *text, size_t len, int64_t *ms)
+{
+    char *copy = malloc(len + 1);
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    int rc = ad_clock_parse(copy, ms);
+    free(copy);
+    return rc;
+}
+
+static void test_clock_parse(void **state)
+{
+    (void)state;
+    int64_t ms;
+    assert_int_equal(ad_clock_parse("2026-11-22T05:01:02Z", &ms), 0);
+    assert_int_equal(ms, 1795323662000);
+    assert_int_equal(ad_clock_parse("2026-11-22T06:01:02.5+01:00", &ms), 0);
+    assert_int_equal(ms, 1795323662500);
+    assert_int_equal(ad_clock_parse("2026-11-22t05:01:02.123456z", &ms), 0);
+    assert_int_equal(ms, 1795323662123);
+    assert_int_equal(ad_clock_parse("2016-12-31T23:59:60Z", &ms), 0); /* a leap second */
+    assert_int_equal(ms, 1483228799000);
+    assert_int_equal(ad_clock_parse("2025-02-29T00:00:00Z", &ms), -1);
+    assert_int_equal(ad_clock_parse("2025-01%01T00:00:00Z", &ms), -1);
+    assert_int_equal(ad_clock_parse("2025-01-01T24:00:00Z", &ms), -1);
+    assert_int_equal(ad_clock_parse("2025-01-01T00:00:00+01:60", &ms), -1);
+    /* Every prefix of valid times is refused without a read past its end (a fuzzed config's
+     * maintenance window found one). */
+    const char *valid[] = {"2026-11-22T05:01:02Z", "2026-11-22T06:01:02.5+01:00"};
+    for (size_t v = 0; v < sizeof valid / sizeof *valid; v++)
+        for (size_t len = 0; len < strlen(valid[v]); len++)
+            if (parse_exact(valid[v], len, &ms) != -1)
+                fail_msg("the prefix of %zu bytes of %s parsed", len, valid[v]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8),   cmocka_unit_test(test_number), cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_errstr), cmocka_unit_test(test_file),
+        cmocka_unit_test(test_utf8), cmocka_unit_test(test_number),
+        cmocka_unit_test(test_grow), cmocka_unit_test(test_errstr),
+        cmocka_unit_test(test_file), cmocka_unit_test(test_clock_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
