@@ -1177,6 +1177,16 @@ int64_t ad_kafka_source_joining_until(const struct ad_kafka_source *s)
     return s->joining_since + s->join_bound_ms;
 }
 
+/* A positive millisecond property of conf, or fallback when it is unset or not positive. */
+static int64_t conf_ms(rd_kafka_conf_t *conf, const char *name, int64_t fallback)
+{
+    char value[32];
+    size_t size = sizeof value;
+    if (rd_kafka_conf_get(conf, name, value, &size) == RD_KAFKA_CONF_OK && atoll(value) > 0)
+        return atoll(value);
+    return fallback;
+}
+
 struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options *opts,
                                             char *errstr, size_t errstr_size)
 {
@@ -1249,24 +1259,12 @@ struct ad_kafka_source *ad_kafka_source_new(const struct ad_kafka_source_options
         ad_kafka_conf_log_to_loop(conf, errstr, errstr_size) < 0)
         goto err;
     /* The source commits on librdkafka's own schedule: auto.commit.interval.ms. */
-    char interval[32];
-    size_t interval_size = sizeof interval;
-    s->commit_interval_ms = DEFAULT_COMMIT_INTERVAL_MS;
-    if (rd_kafka_conf_get(conf, "auto.commit.interval.ms", interval, &interval_size) ==
-            RD_KAFKA_CONF_OK &&
-        atoll(interval) > 0)
-        s->commit_interval_ms = atoll(interval);
+    s->commit_interval_ms = conf_ms(conf, "auto.commit.interval.ms", DEFAULT_COMMIT_INTERVAL_MS);
     s->next_commit = ad_clock_mono_ms() + s->commit_interval_ms;
     /* A join may take as long as the group's rebalance timeout, which librdkafka sends as
      * max.poll.interval.ms: the coordinator waits that long for every member to rejoin (and
      * for a killed one's session to end). */
-    char poll_interval[32];
-    size_t poll_interval_size = sizeof poll_interval;
-    s->join_bound_ms = DEFAULT_JOIN_BOUND_MS;
-    if (rd_kafka_conf_get(conf, "max.poll.interval.ms", poll_interval, &poll_interval_size) ==
-            RD_KAFKA_CONF_OK &&
-        atoll(poll_interval) > 0)
-        s->join_bound_ms = atoll(poll_interval);
+    s->join_bound_ms = conf_ms(conf, "max.poll.interval.ms", DEFAULT_JOIN_BOUND_MS);
     s->joining_since = ad_clock_wall_ms();
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_client_log);
