@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "model_fixture.h"
+#include "net_fixture.h"
 
 struct nginx_fixture {
     char *prefix; /* config, logs, temp folders */
@@ -51,19 +52,6 @@ bool nginx_fixture_available(void)
 {
     char path[4096];
     return find_binary(path, sizeof path);
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
 }
 
 static int write_config(const struct nginx_fixture *n)
@@ -158,7 +146,7 @@ struct nginx_fixture *nginx_fixture_start(const char *root)
         goto fail;
     /* Another process may take the free port between our look and nginx's bind: try again. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        n->port = free_port();
+        n->port = net_fixture_free_port();
         if (n->port > 0 && launch(n) == 0)
             return n;
     }

@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "stream/alertmanager_sink.h"
+#include "net_fixture.h"
 
 #define ALERTMANAGER "/usr/bin/prometheus-alertmanager"
 /* A bound on every wait, so that a broken build fails instead of hanging; no assertion is
@@ -41,19 +42,6 @@ struct am {
     int port;
     char dir[PATH_MAX];
 };
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 static size_t collect(char *data, size_t size, size_t n, void *arg)
 {
@@ -138,7 +126,7 @@ static void am_new(struct am *a)
 {
     snprintf(a->dir, sizeof a->dir, "/tmp/anomalyd-am-XXXXXX");
     assert_non_null(mkdtemp(a->dir));
-    a->port = free_port();
+    a->port = net_fixture_free_port();
     am_start(a);
 }
 

@@ -39,6 +39,7 @@
 #include "stream/redis_conn.h"
 #include "stream/redis_sink.h"
 #include "stream/redis_sub.h"
+#include "net_fixture.h"
 
 /* A bound on every wait, so a broken build fails instead of hanging; no assertion is about
  * how long anything takes. */
@@ -56,19 +57,6 @@ struct server {
     bool unix_socket;
     const char *replica_of; /* "host port" of a master, or NULL */
 };
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 /* A synchronous client for checking what the sink wrote (the test may block; the sink not). */
 static redisContext *client(const struct server *srv, int db)
@@ -177,7 +165,7 @@ static int server_start(struct server *srv)
         return -1;
     snprintf(srv->sock, sizeof srv->sock, "%s/redis.sock", srv->dir);
     for (int tries = 0; tries < 5; tries++) {
-        srv->port = free_port();
+        srv->port = net_fixture_free_port();
         if (srv->port > 0 && server_run(srv) == 0)
             return 0;
     }
@@ -955,7 +943,7 @@ static void test_stop(void **state)
     ad_redis_sink_destroy(sink);
 
     /* Nothing listens there: the deadline passes with the alerts unwritten. */
-    fx->settings.port = free_port();
+    fx->settings.port = net_fixture_free_port();
     fx->stop_done = false;
     fx->n_acks = 0;
     sink = new_sink(fx);
