@@ -82,6 +82,37 @@ int ad_lstm_step(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, con
                  size_t batch, size_t x_stride, float *state, float *out, char *errstr,
                  size_t errstr_size);
 
+/*
+ * States the backend keeps between buckets, one per slot (the window store's entity slot): in
+ * host memory on the CPU, resident on the device for CUDA, so that a bucket sends only its new
+ * inputs and the list of slots. A table is made for one backend and freed before it; a slot
+ * holds nothing meaningful until a warm-up writes it.
+ *
+ * ad_lstm_warm_up_slots and ad_lstm_step_slots are ad_lstm_warm_up and ad_lstm_step with
+ * window b's state in slot slots[b] of the table instead of in the caller's memory. The slots
+ * of one call are distinct and below the table's capacity.
+ */
+struct ad_lstm_states;
+
+struct ad_lstm_states *ad_lstm_states_new(struct ad_lstm_backend *b,
+                                          const struct ad_lstm_weights *w, char *errstr,
+                                          size_t errstr_size);
+void ad_lstm_states_destroy(struct ad_lstm_states *s); /* accepts NULL */
+/* Makes room for slots 0 .. slots - 1, keeping what the slots below the old capacity held. */
+int ad_lstm_states_reserve(struct ad_lstm_states *s, size_t slots, char *errstr,
+                           size_t errstr_size);
+size_t ad_lstm_states_capacity(const struct ad_lstm_states *s);
+/* Bytes the table holds (on the device for CUDA). */
+size_t ad_lstm_states_bytes(const struct ad_lstm_states *s);
+
+int ad_lstm_warm_up_slots(struct ad_lstm_backend *b, const struct ad_lstm_weights *w,
+                          struct ad_lstm_states *states, const float *x, size_t batch, size_t steps,
+                          size_t x_stride, const uint32_t *slots, float *out, char *errstr,
+                          size_t errstr_size);
+int ad_lstm_step_slots(struct ad_lstm_backend *b, const struct ad_lstm_weights *w,
+                       struct ad_lstm_states *states, const float *x, size_t batch, size_t x_stride,
+                       const uint32_t *slots, float *out, char *errstr, size_t errstr_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,19 @@ struct ad_lstm_backend_ops {
                    size_t errstr_size);
     int (*step)(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
                 size_t x_stride, float *state, float *out, char *errstr, size_t errstr_size);
+    /* Slot states (ad_lstm_states) in the backend's own memory. NULL: the table lives in host
+     * memory and lstm.c gathers each call's states around warm_up and step. states_resize
+     * moves a table of old_bytes to one of new_bytes (*p NULL: a new one), keeping the old
+     * bytes; states_free accepts NULL. The slot calls run as their ad_lstm_ counterparts. */
+    int (*states_resize)(void *impl, void **p, size_t old_bytes, size_t new_bytes, char *errstr,
+                         size_t errstr_size);
+    void (*states_free)(void *impl, void *p);
+    int (*warm_up_slots)(void *impl, const struct ad_lstm_weights *w, void *states, const float *x,
+                         size_t batch, size_t steps, size_t x_stride, const uint32_t *slots,
+                         float *out, char *errstr, size_t errstr_size);
+    int (*step_slots)(void *impl, const struct ad_lstm_weights *w, void *states, const float *x,
+                      size_t batch, size_t x_stride, const uint32_t *slots, float *out,
+                      char *errstr, size_t errstr_size);
     void (*destroy)(void *impl);
 };
 

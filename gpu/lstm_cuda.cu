@@ -355,8 +355,8 @@ static void cuda_destroy(void *impl)
 }
 
 /* No stream mode yet (warm_up, step): ad_lstm_warm_up and ad_lstm_step say so. */
-static const struct ad_lstm_backend_ops backend_ops = {"cuda", cuda_forward, NULL, NULL,
-                                                       cuda_destroy};
+static const struct ad_lstm_backend_ops backend_ops = {
+    "cuda", cuda_forward, NULL, NULL, NULL, NULL, NULL, NULL, cuda_destroy};
 
 /* Sets up the device, stream and cuBLAS handle of a new impl. */
 static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int *runtime,
