@@ -36,7 +36,12 @@ struct ad_model {
     float *error_std;
     struct ad_lstm_weights weights;
     float *arena; /* every float array of the weights, one allocation */
+    enum ad_model_mode mode;
     float *golden_input, *golden_output;
+    /* Stream models: inputs stepped after the warm-up over golden_input, and each step's
+     * output. */
+    float *golden_step_input, *golden_step_output;
+    size_t golden_steps;
     double golden_tolerance;
     json_t *describe;
     json_t *feature_names; /* the manifest's "features" */
@@ -149,11 +154,12 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
         "architecture", "calibration", "weights_sha256", "golden",
         "training",     NULL};
     static const char *const norm_keys[] = {"mean", "std", NULL};
-    static const char *const arch_keys[] = {"type",     "layers",      "hidden",
-                                            "predicts", "time_inputs", NULL};
+    static const char *const arch_keys[] = {"type",        "layers", "hidden", "predicts",
+                                            "time_inputs", "mode",   NULL};
     static const char *const cal_keys[] = {"error_std", "score_mean", "score_std", "threshold",
                                            NULL};
-    static const char *const golden_keys[] = {"input", "output", "tolerance", NULL};
+    static const char *const golden_keys[] = {"input",       "output",       "tolerance",
+                                              "step_inputs", "step_outputs", NULL};
     char where[4200];
 
     if (!json_is_object(doc))
@@ -236,6 +242,12 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
     mf->hidden = (size_t)json_integer_value(hidden);
     if (read_time_inputs(m, json_object_get(arch, "time_inputs"), where, errstr, errstr_size) < 0)
         return -1;
+    json_t *mode = json_object_get(arch, "mode");
+    if (mode && !(json_is_string(mode) && (strcmp(json_string_value(mode), "windowed") == 0 ||
+                                           strcmp(json_string_value(mode), "stream") == 0)))
+        return ad_errstr_set(errstr, errstr_size, "%s: mode must be windowed or stream", where);
+    m->mode = mode && strcmp(json_string_value(mode), "stream") == 0 ? AD_MODEL_STREAM
+                                                                     : AD_MODEL_WINDOWED;
 
     json_t *cal = json_object_get(doc, "calibration");
     snprintf(where, sizeof where, "%s: calibration", path);
@@ -385,28 +397,117 @@ out:
     return rc;
 }
 
+/* 0 when got (F floats) is want within the golden tolerance; else -1 with err naming what. */
+static int same_output(const struct ad_model *m, const struct ad_lstm_backend *backend,
+                       const char *what, const float *got, const float *want, char *errstr,
+                       size_t errstr_size)
+{
+    for (size_t f = 0; f < m->features; f++) {
+        double limit = m->golden_tolerance * fmax(1.0, fabs((double)want[f]));
+        if (!(fabs((double)got[f] - (double)want[f]) <= limit))
+            return ad_errstr_set(
+                errstr, errstr_size,
+                "%s/manifest.json: the golden sample does not reproduce on the %s backend: "
+                "%s %zu is %.9g, the manifest says %.9g (tolerance %g)",
+                m->dir, ad_lstm_backend_kind(backend), what, f, (double)got[f], (double)want[f],
+                m->golden_tolerance);
+    }
+    return 0;
+}
+
+/* A stream model's golden sample as serving runs it: a warm-up into a slot of a state table,
+ * then one step at a time. */
+static int verify_stream(const struct ad_model *m, struct ad_lstm_backend *backend, char *errstr,
+                         size_t errstr_size)
+{
+    size_t steps = m->window - 1, in = ad_model_inputs(m);
+    float got[MAX_FEATURES];
+    char why[256], what[64];
+    const uint32_t slot = 0;
+    int rc = -1;
+    struct ad_lstm_states *states = ad_lstm_states_new(backend, &m->weights, why, sizeof why);
+    if (!states || ad_lstm_states_reserve(states, 1, why, sizeof why) < 0 ||
+        ad_lstm_warm_up_slots(backend, &m->weights, states, m->golden_input, 1, steps, steps * in,
+                              &slot, got, why, sizeof why) < 0) {
+        ad_errstr_set(errstr, errstr_size,
+                      "%s/manifest.json: cannot run the golden sample on the %s backend: %s",
+                      m->dir, ad_lstm_backend_kind(backend), why);
+        goto out;
+    }
+    if (same_output(m, backend, "the warm-up's output", got, m->golden_output, errstr,
+                    errstr_size) < 0)
+        goto out;
+    for (size_t k = 0; k < m->golden_steps; k++) {
+        if (ad_lstm_step_slots(backend, &m->weights, states, m->golden_step_input + k * in, 1, in,
+                               &slot, got, why, sizeof why) < 0) {
+            ad_errstr_set(errstr, errstr_size,
+                          "%s/manifest.json: cannot run the golden sample on the %s backend: %s",
+                          m->dir, ad_lstm_backend_kind(backend), why);
+            goto out;
+        }
+        snprintf(what, sizeof what, "step %zu's output", k);
+        if (same_output(m, backend, what, got, m->golden_step_output + k * m->features, errstr,
+                        errstr_size) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    ad_lstm_states_destroy(states);
+    return rc;
+}
+
 int ad_model_verify(const struct ad_model *m, struct ad_lstm_backend *backend, char *errstr,
                     size_t errstr_size)
 {
-    size_t steps = m->window - 1, F = m->features, in = ad_model_inputs(m);
+    size_t steps = m->window - 1, in = ad_model_inputs(m);
     float got[MAX_FEATURES];
     char why[256];
+    if (m->mode == AD_MODEL_STREAM)
+        return verify_stream(m, backend, errstr, errstr_size);
     if (ad_lstm_forward(backend, &m->weights, m->golden_input, 1, steps, steps * in, got, why,
                         sizeof why) < 0)
         return ad_errstr_set(errstr, errstr_size,
                              "%s/manifest.json: cannot run the golden sample on the %s backend: %s",
                              m->dir, ad_lstm_backend_kind(backend), why);
-    for (size_t f = 0; f < F; f++) {
-        double want = m->golden_output[f];
-        double limit = m->golden_tolerance * fmax(1.0, fabs(want));
-        if (!(fabs((double)got[f] - want) <= limit))
-            return ad_errstr_set(
-                errstr, errstr_size,
-                "%s/manifest.json: the golden sample does not reproduce on the %s backend: "
-                "output %zu "
-                "is %.9g, the manifest says %.9g (tolerance %g)",
-                m->dir, ad_lstm_backend_kind(backend), f, (double)got[f], want,
-                m->golden_tolerance);
+    return same_output(m, backend, "output", got, m->golden_output, errstr, errstr_size);
+}
+
+/* A stream model's steps after the warm-up: step_inputs and step_outputs, as many rows each,
+ * 1 to GOLDEN_MAX_STEPS. A windowed model has neither. */
+#define GOLDEN_MAX_STEPS 256
+static int read_golden_steps(struct ad_model *m, json_t *golden, const char *path, char *errstr,
+                             size_t errstr_size)
+{
+    size_t F = m->features, in = ad_model_inputs(m);
+    json_t *inputs = json_object_get(golden, "step_inputs");
+    json_t *outputs = json_object_get(golden, "step_outputs");
+    if (m->mode == AD_MODEL_WINDOWED)
+        return inputs || outputs ? ad_errstr_set(errstr, errstr_size,
+                                                 "%s: golden.step_inputs and step_outputs are "
+                                                 "for stream models (architecture.mode)",
+                                                 path)
+                                 : 0;
+    size_t k = json_array_size(inputs);
+    if (!json_is_array(inputs) || !json_is_array(outputs) || k < 1 || k > GOLDEN_MAX_STEPS ||
+        json_array_size(outputs) != k)
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: a stream model's golden needs step_inputs and step_outputs, "
+                             "1 to %d rows each, as many of one as of the other",
+                             path, GOLDEN_MAX_STEPS);
+    m->golden_steps = k;
+    m->golden_step_input = calloc(k * in, sizeof *m->golden_step_input);
+    m->golden_step_output = calloc(k * F, sizeof *m->golden_step_output);
+    if (!m->golden_step_input || !m->golden_step_output)
+        return ad_errstr_set(errstr, errstr_size, "out of memory");
+    for (size_t t = 0; t < k; t++) {
+        if (floats(json_array_get(inputs, t), in, false, m->golden_step_input + t * in) < 0)
+            return ad_errstr_set(errstr, errstr_size,
+                                 "%s: golden.step_inputs[%zu] must list %zu finite numbers", path,
+                                 t, in);
+        if (floats(json_array_get(outputs, t), F, false, m->golden_step_output + t * F) < 0)
+            return ad_errstr_set(errstr, errstr_size,
+                                 "%s: golden.step_outputs[%zu] must list %zu finite numbers", path,
+                                 t, F);
     }
     return 0;
 }
@@ -438,6 +539,8 @@ static int check_golden(struct ad_model *m, json_t *golden, const char *path, ch
     if (floats(json_object_get(golden, "output"), F, false, m->golden_output) < 0)
         return ad_errstr_set(errstr, errstr_size, "%s: golden.output must list %zu finite numbers",
                              path, F);
+    if (read_golden_steps(m, golden, path, errstr, errstr_size) < 0)
+        return -1;
     cpu = ad_lstm_backend_cpu_new(1, why, sizeof why);
     if (!cpu)
         return ad_errstr_set(errstr, errstr_size, "%s: cannot run the golden sample: %s", path,
@@ -523,9 +626,10 @@ struct ad_model *ad_model_parse(const char *dir, const uint8_t *manifest, size_t
         check_golden(m, mf.golden, manifest_path, errstr, errstr_size) < 0)
         goto err;
 
-    m->describe = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:O}", "name", m->name, "version",
-                            m->version, "dir", m->dir, "layers", (int)mf.layers, "hidden",
-                            (int)mf.hidden, "window", (int)m->window, "threshold",
+    m->describe = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:f, s:O}", "name", m->name,
+                            "version", m->version, "dir", m->dir, "layers", (int)mf.layers,
+                            "hidden", (int)mf.hidden, "window", (int)m->window, "mode",
+                            m->mode == AD_MODEL_STREAM ? "stream" : "windowed", "threshold",
                             m->calibration.threshold, "training", json_object_get(doc, "training"));
     json_decref(doc);
     return m;
@@ -605,6 +709,8 @@ void ad_model_unref(struct ad_model *m)
     free(m->arena);
     free(m->golden_input);
     free(m->golden_output);
+    free(m->golden_step_input);
+    free(m->golden_step_output);
     json_decref(m->describe);
     json_decref(m->feature_names);
     free(m);
@@ -633,6 +739,11 @@ size_t ad_model_features(const struct ad_model *m)
 size_t ad_model_window(const struct ad_model *m)
 {
     return m->window;
+}
+
+enum ad_model_mode ad_model_mode(const struct ad_model *m)
+{
+    return m->mode;
 }
 
 size_t ad_model_time_inputs(const struct ad_model *m, enum ad_time_input *out)

@@ -73,6 +73,10 @@ enum ad_time_input { AD_TIME_DAY, AD_TIME_WEEK };
 size_t ad_model_time_inputs(const struct ad_model *m, enum ad_time_input *out);
 /* Network inputs per step: the features, then 2 per time input. */
 size_t ad_model_inputs(const struct ad_model *m);
+/* How the model scores (docs/models.md, "Modes"): each window from a zero state, or one step
+ * per bucket from the state an entity carries (architecture.mode; absent: windowed). */
+enum ad_model_mode { AD_MODEL_WINDOWED, AD_MODEL_STREAM };
+enum ad_model_mode ad_model_mode(const struct ad_model *m);
 const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m);
 const float *ad_model_mean(const struct ad_model *m); /* F */
 const float *ad_model_std(const struct ad_model *m);  /* F */

@@ -27,33 +27,70 @@ void ad_score_time_inputs(const struct ad_model *m, int64_t bucket_ms, float *ou
     }
 }
 
+/* Row t of window w's input: the normalized features of step t, then the time inputs of the
+ * step's bucket start (copied from `same` when given: every window of a batch shares them). */
+static void input_row(const struct ad_model *m, const struct ad_window_batch *batch, size_t w,
+                      size_t t, const float *scale, const float *same, float *out)
+{
+    size_t F = batch->n_features, T = batch->window_len, I = ad_model_inputs(m);
+    const float *mean = ad_model_mean(m);
+    const float *in = batch->values + (w * T + t) * F;
+    for (size_t f = 0; f < F; f++) {
+        float v = (in[f] - mean[f]) * scale[f];
+        out[f] = isfinite(v) ? v : 0.0f;
+    }
+    if (I == F)
+        return;
+    if (same) {
+        memcpy(out + F, same, (I - F) * sizeof *out);
+        return;
+    }
+    int64_t start = batch->bucket_start - (int64_t)(T - 1 - t) * batch->step;
+    ad_score_time_inputs(m, start, out + F);
+}
+
+static void scales(const struct ad_model *m, size_t F, float *scale)
+{
+    const float *std = ad_model_std(m);
+    for (size_t f = 0; f < F; f++)
+        scale[f] = 1.0f / std[f];
+}
+
+/* Windows idx[0 .. n - 1] (NULL: first .. first + n - 1), each T - 1 rows. */
+static void inputs(const struct ad_model *m, const struct ad_window_batch *batch,
+                   const uint32_t *idx, size_t first, size_t n, float *x)
+{
+    size_t T = batch->window_len, steps = T - 1, I = ad_model_inputs(m);
+    float scale[AD_WINDOW_MAX_FEATURES];
+    scales(m, batch->n_features, scale);
+    for (size_t k = 0; k < n; k++) {
+        size_t w = idx ? idx[k] : first + k;
+        for (size_t t = 0; t < steps; t++)
+            input_row(m, batch, w, t, scale, k ? x + t * I + batch->n_features : NULL,
+                      x + (k * steps + t) * I);
+    }
+}
+
 void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
                      size_t n, float *x)
 {
-    size_t F = batch->n_features, T = batch->window_len, steps = T - 1;
-    size_t I = ad_model_inputs(m);
-    const float *mean = ad_model_mean(m), *std = ad_model_std(m);
+    inputs(m, batch, NULL, first, n, x);
+}
+
+void ad_score_inputs_of(const struct ad_model *m, const struct ad_window_batch *batch,
+                        const uint32_t *idx, size_t n, float *x)
+{
+    inputs(m, batch, idx, 0, n, x);
+}
+
+void ad_score_step_inputs(const struct ad_model *m, const struct ad_window_batch *batch,
+                          const uint32_t *idx, size_t n, float *x)
+{
+    size_t T = batch->window_len, I = ad_model_inputs(m);
     float scale[AD_WINDOW_MAX_FEATURES];
-    for (size_t f = 0; f < F; f++)
-        scale[f] = 1.0f / std[f];
-    for (size_t w = 0; w < n; w++) {
-        const float *in = batch->values + (first + w) * T * F;
-        float *out = x + w * steps * I;
-        for (size_t t = 0; t < steps; t++) {
-            for (size_t f = 0; f < F; f++) {
-                float v = (in[t * F + f] - mean[f]) * scale[f];
-                out[t * I + f] = isfinite(v) ? v : 0.0f;
-            }
-            if (I > F) {
-                /* The same for every window of the batch: the step's bucket start. */
-                int64_t start = batch->bucket_start - (int64_t)(T - 1 - t) * batch->step;
-                if (w == 0)
-                    ad_score_time_inputs(m, start, out + t * I + F);
-                else
-                    memcpy(out + t * I + F, x + t * I + F, (I - F) * sizeof *out);
-            }
-        }
-    }
+    scales(m, batch->n_features, scale);
+    for (size_t k = 0; k < n; k++)
+        input_row(m, batch, idx[k], T - 2, scale, k ? x + batch->n_features : NULL, x + k * I);
 }
 
 bool ad_score_counts(const struct ad_feature_control *control, double actual, double expected)

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/settings.h"
 #include "gpu/model.h"
@@ -24,6 +25,16 @@
  */
 void ad_score_inputs(const struct ad_model *m, const struct ad_window_batch *batch, size_t first,
                      size_t n, float *x);
+
+/* The same for windows idx[0 .. n - 1] of batch (the warm-up of a stream model). */
+void ad_score_inputs_of(const struct ad_model *m, const struct ad_window_batch *batch,
+                        const uint32_t *idx, size_t n, float *x);
+
+/* The input a stream model's state reads to predict the newest bucket: step T − 2 (the bucket
+ * before the newest) of windows idx[0 .. n − 1], I floats each, laid out as ad_score_inputs'
+ * rows. */
+void ad_score_step_inputs(const struct ad_model *m, const struct ad_window_batch *batch,
+                          const uint32_t *idx, size_t n, float *x);
 
 /* The model's time inputs at bucket_ms: sin and cos of each period's phase (UTC; a week
  * starts on Monday), 2 floats per time input into out. */

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "gpu/lstm.h"
 #include "gpu/score.h"
+#include "gpu/stream_table.h"
 
 #define AD_LOG_MODULE "scorer"
 #include "base/log.h"
@@ -42,12 +43,22 @@ struct ad_scorer {
     char fallback[512]; /* why the scorer left CUDA, if it did */
     char start_error[256];
     unsigned long long jobs, windows, failures;
+    unsigned long long stream_steps, stream_warm_ups; /* copies of the thread's own */
+    size_t stream_tables, stream_bytes;
 
     /* The scorer thread's own. */
     struct ad_settings_scoring settings;
     struct ad_lstm_backend *backend;
     float *x, *predictions;
     size_t x_size, predictions_size;
+    /* Stream models: the states, a batch's predictions in window order, and which windows
+     * step and which warm up. */
+    struct ad_stream_tables *tables;
+    float *stream_out;
+    size_t stream_out_size;
+    uint32_t *step_idx, *warm_idx, *slot_list;
+    size_t idx_size;
+    unsigned long long own_steps, own_warm_ups;
     uint64_t verified[VERIFIED_MAX];
     size_t n_verified;
 
@@ -55,6 +66,7 @@ struct ad_scorer {
     struct ad_histogram *batch_windows, *seconds;
     struct ad_gauge *queue_depth, *backend_info;
     struct ad_counter *fallbacks;
+    struct ad_counter *stream_steps_total, *stream_warm_ups_total;
 };
 
 /* ---- jobs ---- */
@@ -137,6 +149,7 @@ static int fall_back(struct ad_scorer *s, const char *why)
     pthread_mutex_lock(&s->lock);
     snprintf(s->fallback, sizeof s->fallback, "%s", why);
     pthread_mutex_unlock(&s->lock);
+    ad_stream_tables_clear(s->tables); /* their states were the old backend's */
     ad_lstm_backend_destroy(s->backend);
     s->n_verified = 0;
     s->backend = ad_lstm_backend_cpu_new((int)s->settings.cpu_threads, err, sizeof err);
@@ -186,6 +199,111 @@ static int grow(float **buf, size_t *size, size_t floats)
     return 0;
 }
 
+static int grow_idx(struct ad_scorer *s, size_t n)
+{
+    if (n <= s->idx_size)
+        return 0;
+    uint32_t *bufs[3] = {s->step_idx, s->warm_idx, s->slot_list};
+    for (int i = 0; i < 3; i++) {
+        uint32_t *grown = realloc(bufs[i], n * sizeof *grown);
+        if (!grown)
+            return -1;
+        bufs[i] = grown;
+        if (i == 0)
+            s->step_idx = grown;
+        else if (i == 1)
+            s->warm_idx = grown;
+        else
+            s->slot_list = grown;
+    }
+    s->idx_size = n;
+    return 0;
+}
+
+/* Runs the windows idx[0 .. n - 1] of b through the states, one step each or a warm-up each,
+ * and puts each window's prediction at s->stream_out + window × F. */
+static int stream_run(struct ad_scorer *s, const struct ad_window_batch *b,
+                      const struct ad_model *m, struct ad_lstm_states *states, const uint32_t *idx,
+                      size_t n, bool warm_up, char *errstr, size_t errstr_size)
+{
+    size_t F = b->n_features, steps = b->window_len - 1, I = ad_model_inputs(m);
+    const struct ad_lstm_weights *w = ad_model_weights(m);
+    for (size_t k = 0; k < n; k++)
+        s->slot_list[k] = b->slots[idx[k]];
+    int rc;
+    if (warm_up) {
+        ad_score_inputs_of(m, b, idx, n, s->x);
+        rc = ad_lstm_warm_up_slots(s->backend, w, states, s->x, n, steps, steps * I, s->slot_list,
+                                   s->predictions, errstr, errstr_size);
+    } else {
+        ad_score_step_inputs(m, b, idx, n, s->x);
+        rc = ad_lstm_step_slots(s->backend, w, states, s->x, n, I, s->slot_list, s->predictions,
+                                errstr, errstr_size);
+    }
+    if (rc < 0)
+        return -1;
+    for (size_t k = 0; k < n; k++)
+        memcpy(s->stream_out + (size_t)idx[k] * F, s->predictions + k * F, F * sizeof(float));
+    return 0;
+}
+
+/* Windows first .. first + n - 1 of b through stream model m's states: a step for each window
+ * whose entity's state has read the bucket before the one it needs, a warm-up over the window
+ * for the others (docs/scoring.md, "Stream mode"). Returns 0, or -1 with err (then none of
+ * the chunk's states is trusted any more). */
+static int stream_chunk(struct ad_scorer *s, const struct ad_window_batch *b,
+                        const struct ad_model *m, struct ad_stream_table *table, size_t first,
+                        size_t n, char *errstr, size_t errstr_size)
+{
+    struct ad_lstm_states *states = ad_stream_table_states(table);
+    size_t n_step = 0, n_warm = 0;
+    if (ad_stream_table_plan(table, b, first, n, s->step_idx, &n_step, s->warm_idx, &n_warm, errstr,
+                             errstr_size) < 0)
+        return -1;
+    if ((n_step &&
+         stream_run(s, b, m, states, s->step_idx, n_step, false, errstr, errstr_size) < 0) ||
+        (n_warm &&
+         stream_run(s, b, m, states, s->warm_idx, n_warm, true, errstr, errstr_size) < 0)) {
+        ad_stream_table_forget(table, b, s->step_idx, n_step);
+        ad_stream_table_forget(table, b, s->warm_idx, n_warm);
+        return -1;
+    }
+    ad_stream_table_advanced(table, b, s->step_idx, n_step);
+    ad_stream_table_advanced(table, b, s->warm_idx, n_warm);
+    s->own_steps += n_step;
+    s->own_warm_ups += n_warm;
+    ad_counter_add(s->stream_steps_total, (double)n_step);
+    ad_counter_add(s->stream_warm_ups_total, (double)n_warm);
+    return 0;
+}
+
+/* A stream model's predictions for batch b into s->stream_out, chunk by chunk; a CUDA failure
+ * moves to the CPU (dropping every state) and starts the batch again there. */
+static int stream_predict(struct ad_scorer *s, const struct ad_window_batch *b,
+                          const struct ad_model *m, size_t per_chunk, char *errstr,
+                          size_t errstr_size)
+{
+    char why[256];
+    if (grow(&s->stream_out, &s->stream_out_size, b->n_windows * b->n_features) < 0 ||
+        grow_idx(s, per_chunk) < 0)
+        return ad_errstr_set(errstr, errstr_size, "out of memory for the scorer's buffers");
+    for (;;) {
+        struct ad_stream_table *table = ad_stream_table_get(
+            s->tables, s->backend, b->detector_index, ad_model_weights(m), why, sizeof why);
+        size_t first = 0;
+        while (table && first < b->n_windows) {
+            size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
+            if (stream_chunk(s, b, m, table, first, n, why, sizeof why) < 0)
+                break;
+            first += n;
+        }
+        if (table && first >= b->n_windows)
+            return 0;
+        if (!on_cuda(s) || fall_back(s, why) < 0 || verify(s, m, why, sizeof why) < 0)
+            return ad_errstr_set(errstr, errstr_size, "%s", why);
+    }
+}
+
 /* Scores batch b with model m into scores (NaN where not scored) and shares; adds the windows
  * scored to *scored. Returns 0, or -1 with err filled. */
 static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
@@ -215,6 +333,12 @@ static int score_with(struct ad_scorer *s, const struct ad_window_batch *b,
     }
     if (verify(s, m, errstr, errstr_size) < 0)
         return -1;
+    if (ad_model_mode(m) == AD_MODEL_STREAM && b->slots && b->born) {
+        if (stream_predict(s, b, m, per_chunk, errstr, errstr_size) < 0)
+            return -1;
+        *scored += ad_score_windows(m, b, 0, b->n_windows, s->stream_out, controls, scores, shares);
+        return 0;
+    }
     for (size_t first = 0; first < b->n_windows; first += per_chunk) {
         size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;
         ad_score_inputs(m, b, first, n, s->x);
@@ -315,6 +439,10 @@ static void *run(void *arg)
         s->jobs++;
         s->windows += job->scored;
         s->failures += job->error[0] != '\0';
+        s->stream_steps = s->own_steps;
+        s->stream_warm_ups = s->own_warm_ups;
+        s->stream_tables = ad_stream_tables_count(s->tables);
+        s->stream_bytes = ad_stream_tables_bytes(s->tables);
         if (s->out_tail)
             s->out_tail->next = job;
         else
@@ -325,6 +453,7 @@ static void *run(void *arg)
             AD_ERROR_KV("cannot wake the loop", AD_KV_STR("error", strerror(errno)));
     }
     pthread_mutex_unlock(&s->lock);
+    ad_stream_tables_clear(s->tables); /* before the backend whose memory holds the states */
     ad_lstm_backend_destroy(s->backend);
     s->backend = NULL;
     return NULL;
@@ -352,6 +481,13 @@ static void register_metrics(struct ad_scorer *s, struct ad_metrics *m)
     s->fallbacks = ad_metrics_counter(
         m, "anomalyd_scoring_backend_fallbacks_total",
         "Times the scorer left the CUDA backend for the CPU after a failure.", NULL);
+    static const char stream_help[] =
+        "Windows scored by stream models, by how: one step from the entity's state, or a "
+        "warm-up over the window (a new entity, a gap, a new model or backend).";
+    s->stream_steps_total = ad_metrics_counter(m, "anomalyd_scoring_stream_windows_total",
+                                               stream_help, "how", "step", NULL);
+    s->stream_warm_ups_total = ad_metrics_counter(m, "anomalyd_scoring_stream_windows_total",
+                                                  stream_help, "how", "warm_up", NULL);
 }
 
 struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
@@ -368,6 +504,14 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     s->pipe_r = fds[0];
     s->pipe_w = fds[1];
     s->settings = *settings;
+    s->tables = ad_stream_tables_new();
+    if (!s->tables) {
+        ad_errstr_set(errstr, errstr_size, "cannot create the scorer: no memory");
+        close(fds[0]);
+        close(fds[1]);
+        free(s);
+        return NULL;
+    }
     atomic_init(&s->pending, 0);
     atomic_init(&s->kind, "none");
     s->metrics = metrics;
@@ -393,6 +537,7 @@ struct ad_scorer *ad_scorer_new(const struct ad_settings_scoring *settings,
     }
     return s;
 fail_thread:
+    ad_stream_tables_destroy(s->tables);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     close(s->pipe_r);
@@ -414,6 +559,10 @@ void ad_scorer_destroy(struct ad_scorer *s)
     free_list(s->out_head);
     free(s->x);
     free(s->predictions);
+    free(s->stream_out);
+    free(s->step_idx);
+    free(s->warm_idx);
+    free(s->slot_list);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     close(s->pipe_r);
@@ -480,5 +629,10 @@ void ad_scorer_status(struct ad_scorer *s, json_t *out)
     json_object_set_new(out, "batches", json_integer((json_int_t)s->jobs));
     json_object_set_new(out, "windows_scored", json_integer((json_int_t)s->windows));
     json_object_set_new(out, "failed_batches", json_integer((json_int_t)s->failures));
+    json_object_set_new(out, "stream",
+                        json_pack("{s:I, s:I, s:I, s:I}", "steps", (json_int_t)s->stream_steps,
+                                  "warm_ups", (json_int_t)s->stream_warm_ups, "tables",
+                                  (json_int_t)s->stream_tables, "state_bytes",
+                                  (json_int_t)s->stream_bytes));
     pthread_mutex_unlock(&s->lock);
 }

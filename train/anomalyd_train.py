@@ -34,6 +34,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import feedback_marks  # noqa: E402
 import safetensors_io  # noqa: E402
+import stream_training  # noqa: E402
 
 PROG = "anomalyd_train"
 # Below this a standard deviation is rounding noise (float32 holds about 7 digits), and
@@ -360,10 +361,12 @@ class WindowSet:
     and a finite value: a cell to learn from) and false_positive [N] (the window is inside an
     alert an operator marked a false positive)."""
 
-    def __init__(self, bucket_ms, values, observed, false_positive=None):
+    def __init__(self, bucket_ms, values, observed, false_positive=None, entity=None):
         self.bucket_ms, self.values, self.observed = bucket_ms, values, observed
         self.false_positive = (false_positive if false_positive is not None
                                else np.zeros(len(bucket_ms), dtype=bool))
+        # [N]: which entity each window is of (the same number for the same labels).
+        self.entity = entity if entity is not None else np.zeros(len(bucket_ms), dtype=np.int64)
 
 
 # ---- operators' marks ----
@@ -424,8 +427,11 @@ def load_windows(args, layout, marks=None, counts=None):
     values = np.stack([w.values for _, _, w in kept])
     observed = np.stack([w.mask for _, _, w in kept]) & np.isfinite(values)
     false_positive = np.array([getattr(w, "false_positive", False) for _, _, w in kept])
+    ids = {}
+    entity = np.array([ids.setdefault(tuple(sorted(w.labels.items())), len(ids))
+                       for _, _, w in kept], dtype=np.int64)
     return WindowSet(np.array([b for b, _, _ in kept], dtype=np.int64), values, observed,
-                     false_positive)
+                     false_positive, entity)
 
 
 def _apply_marks(source, marks, layout, counts):
@@ -681,6 +687,10 @@ def parse_args(argv):
                    help="periods whose phase at each step is a network input (sin and cos): "
                         "day, week, both (the default) or none, so that a daily or weekly "
                         "pattern is predicted rather than alerted on")
+    p.add_argument("--mode", choices=("windowed", "stream"), default="windowed",
+                   help="windowed: each window from a zero state (the default); stream: one "
+                        "step per bucket from the state each entity carries, trained with "
+                        "truncated back-propagation over its run of buckets (docs/models.md)")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size (1-1024)")
     p.add_argument("--layers", type=int, default=1, help="LSTM layers (1-4)")
     p.add_argument("--epochs", type=int, default=20)
@@ -795,13 +805,29 @@ def build(args, now):
 
     torch.manual_seed(args.seed)
     net = Network(F, args.hidden, args.layers, F + 2 * len(args.time_inputs))
-    train_loss, val_loss = train(net, (x[keep], y[keep], m[keep]), val, args)
+    if args.mode == "stream":
+        # Each window's weight as a target: training windows count (a false positive's
+        # --false-positive-weight times), held-out ones not.
+        target_weight = np.zeros(N, dtype=np.float32)
+        target_weight[:n_train] = np.where(windows.false_positive[:n_train],
+                                           args.false_positive_weight if marks else 1, 1)
+        runs = stream_training.layout(windows, layout.step_ms, mean, std, args.time_inputs,
+                                      time_features, target_weight)
+        held_out = torch.arange(n_train, N)
+        log("stream mode: %d runs of consecutive buckets" % len(runs.idx))
+        train_loss, val_loss = stream_training.train(
+            net, runs, (runs, held_out, val[1], val[2]), T, args, log, TrainingError)
+    else:
+        train_loss, val_loss = train(net, (x[keep], y[keep], m[keep]), val, args)
     net.eval()
     weights = state_tensors(net)
     if not all(np.isfinite(w).all() for _, w in weights):
         raise TrainingError("training produced non-finite weights")
 
-    val_pred = predict(net, val[0], args.batch_size)
+    if args.mode == "stream":
+        val_pred = stream_training.predict(net, runs, N)[n_train:]
+    else:
+        val_pred = predict(net, val[0], args.batch_size)
     error_std, score_mean, score_std, threshold, scored = calibrate(val_pred, val[1], val[2])
     # The golden window: the held-out window with the most observed inputs (the first of
     # equals), so that the daemon's check runs on real values rather than an entity's empty
@@ -809,6 +835,17 @@ def build(args, now):
     g = int(np.argmax(windows.observed[n_train:, :-1].sum(axis=(1, 2))))
     with torch.no_grad():
         golden_out = net(val[0][g:g + 1])[0]
+    golden = {"input": [_floats(row) for row in val[0][g].numpy()],
+              "output": _floats(golden_out.numpy()), "tolerance": GOLDEN_TOLERANCE}
+    architecture = {"type": "lstm", "layers": args.layers, "hidden": args.hidden,
+                    "predicts": "next", "time_inputs": list(args.time_inputs)}
+    if args.mode == "stream":
+        # Written only for stream models: a daemon from before modes refuses the key, and
+        # should refuse a model it would run the wrong way, not a windowed one.
+        architecture["mode"] = "stream"
+        step_in, step_out = stream_training.golden_steps(net, val[0][g], min(8, T - 1))
+        golden["step_inputs"] = [_floats(row) for row in step_in]
+        golden["step_outputs"] = [_floats(row) for row in step_out]
 
     blob = safetensors_io.encode(weights, metadata={"format": "pt"})
     manifest = {
@@ -820,13 +857,11 @@ def build(args, now):
         "window": T,
         "step_ms": layout.step_ms,
         "normalization": {"mean": _floats(mean), "std": _floats(std)},
-        "architecture": {"type": "lstm", "layers": args.layers, "hidden": args.hidden,
-                         "predicts": "next", "time_inputs": list(args.time_inputs)},
+        "architecture": architecture,
         "calibration": {"error_std": _floats(error_std), "score_mean": score_mean,
                         "score_std": score_std, "threshold": threshold},
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "golden": {"input": [_floats(row) for row in val[0][g].numpy()],
-                   "output": _floats(golden_out.numpy()), "tolerance": GOLDEN_TOLERANCE},
+        "golden": golden,
         "training": {
             "windows": N, "train_windows": n_train, "validation_windows": N - n_train,
             "scored_validation_windows": scored, "epochs": args.epochs,
@@ -837,6 +872,11 @@ def build(args, now):
             "inputs": [os.path.basename(p) for p in ([args.csv] if args.csv else args.windows)],
         },
     }
+    if args.mode == "stream":
+        manifest["training"]["stream"] = {
+            "runs": len(runs.idx), "chunk_steps": T - 1,
+            "chunks_per_segment": stream_training.CHUNKS,
+            "segments_per_batch": stream_training.SEGMENTS_PER_BATCH}
     if args.detector:
         manifest["training"]["detector"] = args.detector
     if marks is not None:

@@ -23,6 +23,8 @@ static void batch_destroy(struct ad_window_batch *b)
     free(b->keys);
     free(b->key_offsets);
     free(b->history);
+    free(b->slots);
+    free(b->born);
     free(b);
 }
 

@@ -33,6 +33,12 @@ struct ad_window_batch {
      * at least as long as the window; shorter gaps are part of it. A window with history < T
      * reaches before it (a warm-up). NULL (a batch made elsewhere): full histories. */
     uint32_t *history;
+    /* B: the entity's slot in its store (below the store's max_entities) and its birth, a
+     * number no other entity of the process has had, so that a slot taken over by a new
+     * entity is not mistaken for the old one (stream states, docs/scoring.md). NULL (a batch
+     * made elsewhere): unknown, each window stands alone. */
+    uint32_t *slots;
+    uint64_t *born;
     bool last_of_bucket; /* the last batch handed on for this bucket */
     /* On the last batch of a bucket: the bucket's windows left out because their newest
      * bucket had no data (a window is scored on its newest step, so there was nothing to

@@ -1,6 +1,7 @@
 #include "windows/window_store.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@ struct entity {
     bool alive;
     int64_t first_data; /* where its history starts: its first data, or its first after a
                            silence as long as the window */
+    uint64_t born;      /* unique in the process (batch.h's born) */
     /* followed by the entity's own block */
 };
 
@@ -148,6 +150,14 @@ static float *ring_of(const struct ad_window_store *s, uint32_t id)
 static uint8_t *mask_of(const struct ad_window_store *s, uint32_t id)
 {
     return s->mask + (size_t)id * s->T * s->mask_bytes;
+}
+
+/* Process-wide, so that an entity of a store rebuilt after a reload never passes for one of
+ * the store before it in the same slot (a scorer keeps stream states across rebuilds). */
+static uint64_t next_birth(void)
+{
+    static atomic_uint_fast64_t births = 1;
+    return atomic_fetch_add(&births, 1);
 }
 
 static struct entity *entity_at(const struct ad_window_store *s, uint32_t id)
@@ -369,6 +379,7 @@ static uint32_t entity_create(struct ad_window_store *s, const char *key, size_t
     e->hash = hash;
     e->last_data = e->last_closed_data = e->ring_bucket = NO_BUCKET;
     e->alive = true;
+    e->born = next_birth();
     memset(ring_of(s, id), 0, s->T * s->F * sizeof(float));
     memset(mask_of(s, id), 0, s->T * s->mask_bytes);
     s->live++;
@@ -599,10 +610,13 @@ static struct ad_window_batch *batch_new(struct ad_window_store *s, int64_t buck
         b->mask = malloc(cells);
         b->key_offsets = malloc((n + 1) * sizeof(size_t));
         b->history = malloc(n * sizeof(uint32_t));
+        b->slots = malloc(n * sizeof(uint32_t));
+        b->born = malloc(n * sizeof(uint64_t));
         b->keys = malloc(64);
         b->capacity = n;
         b->keys_capacity = 64;
-        if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->history || !b->keys) {
+        if (!b->detector || !b->values || !b->mask || !b->key_offsets || !b->history || !b->slots ||
+            !b->born || !b->keys) {
             ad_window_batch_free(b);
             return NULL;
         }
@@ -633,6 +647,8 @@ static int batch_append(struct ad_window_store *s, struct batch_builder *bb, uin
     b->key_offsets[i + 1] = used + e->key_len;
     int64_t history = bucket - e->first_data + 1;
     b->history[i] = history > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)history;
+    b->slots[i] = id - 1;
+    b->born[i] = e->born;
 
     /* The window is buckets bucket-T+1 .. bucket, oldest first: the ring from the slot after
      * the newest, wrapping around. */

@@ -57,6 +57,43 @@ struct tensor {
     float *values;
 };
 
+/* A stream model's mode and golden steps: after the warm-up over x, K random inputs stepped one
+ * at a time through the CPU backend. */
+static int add_stream(json_t *manifest, struct ad_lstm_backend *cpu,
+                      const struct ad_lstm_weights *w, const float *x, size_t steps, size_t F,
+                      unsigned *seed)
+{
+    enum { K = 3 };
+    float state[2 * AD_LSTM_MAX_LAYERS * 1024], y[64], in[64];
+    char err[256];
+    if (ad_lstm_warm_up(cpu, w, x, 1, steps, steps * F, y, state, err, sizeof err) < 0)
+        return -1;
+    json_t *inputs = json_array(), *outputs = json_array();
+    for (int k = 0; k < K; k++) {
+        json_t *row = json_array(), *out = json_array();
+        for (size_t f = 0; f < F; f++) {
+            in[f] = random_unit(seed);
+            json_array_append_new(row, json_real(in[f]));
+        }
+        if (ad_lstm_step(cpu, w, in, 1, F, state, y, err, sizeof err) < 0) {
+            json_decref(row);
+            json_decref(out);
+            json_decref(inputs);
+            json_decref(outputs);
+            return -1;
+        }
+        for (size_t f = 0; f < F; f++)
+            json_array_append_new(out, json_real(y[f]));
+        json_array_append_new(inputs, row);
+        json_array_append_new(outputs, out);
+    }
+    json_t *golden = json_object_get(manifest, "golden");
+    json_object_set_new(golden, "step_inputs", inputs);
+    json_object_set_new(golden, "step_outputs", outputs);
+    json_object_set_new(json_object_get(manifest, "architecture"), "mode", json_string("stream"));
+    return 0;
+}
+
 int fixture_write(const char *dir, const struct fixture_model *spec)
 {
     const char *dtype = spec->dtype ? spec->dtype : "F32";
@@ -188,6 +225,10 @@ int fixture_write(const char *dir, const struct fixture_model *spec)
         goto out;
     }
     fclose(fp);
+    if (spec->stream && add_stream(manifest, cpu, &w, x, steps, F, &seed) < 0) {
+        json_decref(manifest);
+        goto out;
+    }
     rc = fixture_write_manifest(dir, manifest);
     json_decref(manifest);
 out:

@@ -7,6 +7,7 @@
  * Tests then break one thing at a time.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@ struct fixture_model {
     int64_t step_ms;
     const char *dtype; /* "F32" (default), "F16" or "BF16" */
     unsigned seed;
+    bool stream; /* architecture.mode stream, with the golden sample's steps */
 };
 
 /* The features of a fixture with F features: "src.f0", "src.f1", ... */

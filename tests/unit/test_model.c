@@ -270,6 +270,54 @@ static void test_golden_must_reproduce(void **state)
     json_decref(m);
 }
 
+/* A stream model loads only when its golden steps reproduce, run as serving runs them (a
+ * warm-up into a state table, then a step at a time); the step keys are a stream model's. */
+static void test_stream_model(void **state)
+{
+    struct ctx *c = *state;
+    struct fixture_model spec = base;
+    spec.stream = true;
+    assert_int_equal(fixture_write(c->dir, &spec), 0);
+    struct ad_model *model = ad_model_load(c->dir, NULL, c->err, sizeof c->err);
+    if (!model)
+        fail_msg("%s", c->err);
+    assert_int_equal(ad_model_mode(model), AD_MODEL_STREAM);
+    json_t *d = json_object();
+    ad_model_describe(model, d);
+    assert_string_equal(json_string_value(json_object_get(d, "mode")), "stream");
+    json_decref(d);
+    ad_model_unref(model);
+
+    json_t *m = fixture_read_manifest(c->dir);
+    json_t *out = json_array_get(json_object_get(json_object_get(m, "golden"), "step_outputs"), 2);
+    json_array_set_new(out, 0, json_real(json_real_value(json_array_get(out, 0)) + 0.01));
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    assert_refused(c, NULL, "golden sample does not reproduce", "step 2's output 0", NULL);
+    json_object_del(json_object_get(m, "golden"), "step_outputs");
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    assert_refused(c, NULL, "a stream model's golden needs step_inputs and step_outputs", NULL);
+    json_object_set_new(json_object_get(m, "architecture"), "mode", json_string("streaming"));
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    assert_refused(c, NULL, "architecture: mode must be windowed or stream", NULL);
+    json_decref(m);
+
+    /* A windowed model with step keys is refused: it would never check them. */
+    assert_int_equal(fixture_write(c->dir, &base), 0);
+    m = fixture_read_manifest(c->dir);
+    json_object_set_new(json_object_get(m, "golden"), "step_inputs", json_array());
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    assert_refused(c, NULL, "are for stream models", NULL);
+    json_object_del(json_object_get(m, "golden"), "step_inputs");
+    json_object_set_new(json_object_get(m, "architecture"), "mode", json_string("windowed"));
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    model = ad_model_load(c->dir, NULL, c->err, sizeof c->err);
+    if (!model)
+        fail_msg("%s", c->err);
+    assert_int_equal(ad_model_mode(model), AD_MODEL_WINDOWED);
+    ad_model_unref(model);
+    json_decref(m);
+}
+
 static void test_manifest_errors(void **state)
 {
     struct ctx *c = *state;
@@ -347,6 +395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nan_weight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mis_shaped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_golden_must_reproduce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detector_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_from_memory, setup, teardown),

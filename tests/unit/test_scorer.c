@@ -152,6 +152,175 @@ static void test_jobs_come_back_in_order(void **state)
     ad_scorer_destroy(s);
 }
 
+/* ---- stream models ---- */
+
+#define SE 5  /* entities */
+#define SK 7  /* buckets after the first */
+#define ST 16 /* T */
+#define SF 4  /* F */
+
+struct series {
+    float v[SE][ST + SK][SF];
+    uint64_t born[SE][SK + 1];
+    bool present[SE][SK + 1];
+};
+
+/* Window of entity e for bucket j (0 .. SK): series rows j .. j + T - 1, the newest at
+ * bucket 1000 + j. A batch with `rows` steps per window ending at bucket j, for the entities
+ * listed (all when only is -1). */
+static struct ad_window_batch *series_batch(const struct series *ser, size_t j, size_t rows,
+                                            size_t first_row, int only)
+{
+    struct ad_window_batch *b = fixture_batch(SE, rows, SF, 1);
+    b->bucket_start = (int64_t)(1000 + j) * b->step;
+    b->slots = malloc(SE * sizeof *b->slots);
+    b->born = malloc(SE * sizeof *b->born);
+    size_t n = 0;
+    for (size_t e = 0; e < SE; e++) {
+        if ((only >= 0 && (size_t)only != e) || (only < 0 && !ser->present[e][j]))
+            continue;
+        memcpy(b->values + n * rows * SF, ser->v[e][first_row], rows * SF * sizeof(float));
+        b->slots[n] = (uint32_t)(3 * e + 1);
+        b->born[n] = ser->born[e][j];
+        n++;
+    }
+    b->n_windows = n;
+    return b;
+}
+
+/* Model m's score for entity e at bucket j when its state started at bucket j0: the windowed
+ * forward over every input read since, from the series. */
+static float carried_score(const struct ad_model *m, const struct series *ser, size_t e, size_t j,
+                           size_t j0)
+{
+    size_t rows = j - j0 + ST, steps = rows - 1;
+    struct ad_window_batch *b = series_batch(ser, j, rows, j0, (int)e);
+    float *x = malloc(steps * SF * sizeof *x), y[SF], score, shares[SF];
+    char err[256];
+    struct ad_lstm_backend *cpu = ad_lstm_backend_cpu_new(1, err, sizeof err);
+    assert_non_null(cpu);
+    ad_score_inputs(m, b, 0, 1, x);
+    assert_int_equal(
+        ad_lstm_forward(cpu, ad_model_weights(m), x, 1, steps, steps * SF, y, err, sizeof err), 0);
+    ad_score_windows(m, b, 0, 1, y, NULL, &score, shares);
+    ad_lstm_backend_destroy(cpu);
+    ad_window_batch_free(b);
+    free(x);
+    return score;
+}
+
+static double metric(struct ad_metrics *metrics, const char *how)
+{
+    char *text = ad_metrics_render(metrics, NULL), line[128];
+    snprintf(line, sizeof line, "anomalyd_scoring_stream_windows_total{how=\"%s\"} ", how);
+    const char *at = strstr(text, line);
+    double v = at ? atof(at + strlen(line)) : -1;
+    free(text);
+    return v;
+}
+
+/*
+ * A stream model carries each entity's state from bucket to bucket: after a warm-up over its
+ * first window, one step a bucket gives the score the windowed forward over every input since
+ * would give. A bucket without the entity's window (a gap) and a slot taken over by a new
+ * entity (another birth) warm up again; so does a batch scored with another model.
+ */
+static void test_stream_model_carries_state(void **state)
+{
+    struct ctx *c = *state;
+    struct fixture_model stream_spec = spec;
+    stream_spec.stream = true;
+    char err[512], *dir = fixture_tempdir();
+    assert_int_equal(fixture_write(dir, &stream_spec), 0);
+    struct ad_model *m = ad_model_load(dir, NULL, err, sizeof err);
+    if (!m)
+        fail_msg("%s", err);
+    assert_int_equal(ad_model_mode(m), AD_MODEL_STREAM);
+    struct ad_metrics *metrics = ad_metrics_new();
+    struct ad_settings_scoring set = {
+        .backend = AD_BACKEND_CPU, .max_batch = 1024, .queue_depth = 4, .cpu_threads = 2};
+    struct ad_scorer *s = ad_scorer_new(&set, metrics, err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+
+    static struct series ser;
+    unsigned seed = 5;
+    for (size_t e = 0; e < SE; e++) {
+        for (size_t t = 0; t < ST + SK; t++)
+            for (size_t f = 0; f < SF; f++)
+                ser.v[e][t][f] =
+                    10.0f * (float)f + (1.0f + (float)f) * ((float)rand_r(&seed) / RAND_MAX - 0.5f);
+        for (size_t j = 0; j <= SK; j++) {
+            ser.born[e][j] = 100 + e;
+            ser.present[e][j] = true;
+        }
+    }
+    ser.present[2][3] = false; /* a gap: entity 2 has no window at bucket 3 */
+    for (size_t j = 2; j <= SK; j++)
+        ser.born[4][j] = 999; /* entity 4's slot is taken over at bucket 2 */
+    size_t started[SE] = {0};
+    started[2] = 4;
+    started[4] = 2;
+
+    for (size_t j = 0; j <= SK; j++) {
+        ad_scorer_submit(s,
+                         ad_score_job_new(series_batch(&ser, j, ST, j, -1), ad_model_ref(m), NULL));
+        struct ad_score_job *job = wait_job(s);
+        assert_string_equal(job->error, "");
+        for (size_t e = 0, w = 0; e < SE; e++) {
+            if (!ser.present[e][j])
+                continue;
+            size_t j0 = j >= started[e] ? started[e] : 0;
+            if (e == 2 && j < 3)
+                j0 = 0;
+            float want = carried_score(m, &ser, e, j, j0);
+            assert_true(isfinite(want));
+            assert_float_equal(job->scores[w], want, 1e-4 * fmax(1.0, want));
+            w++;
+        }
+        ad_score_job_free(job);
+    }
+    /* Warm-ups: all five at bucket 0, the new entity 4 at 2, entity 2 after its gap at 4. */
+    assert_true(metric(metrics, "warm_up") == 7);
+    assert_true(metric(metrics, "step") == 5 * (SK + 1) - 7 - 1);
+
+    /* Another model for the same detector (a hot swap) starts from warm-ups: its scores are
+     * its windowed ones. */
+    struct ad_window_batch *b = series_batch(&ser, SK, ST, SK, -1);
+    float want[SE], want_shares[SE * SF];
+    expected_scores(c->model, b, want, want_shares);
+    ad_scorer_submit(s, ad_score_job_new(b, ad_model_ref(c->model), NULL));
+    struct ad_score_job *job = wait_job(s);
+    for (size_t w = 0; w < SE; w++)
+        assert_float_equal(job->scores[w], want[w], 1e-5 * fmax(1.0, want[w]));
+    ad_score_job_free(job);
+
+    /* A batch without slots (made elsewhere): each window warms up alone. */
+    b = fixture_batch(9, ST, SF, 3);
+    float want9[9], shares9[9 * SF];
+    expected_scores(m, b, want9, shares9);
+    ad_scorer_submit(s, ad_score_job_new(b, ad_model_ref(m), NULL));
+    job = wait_job(s);
+    for (size_t w = 0; w < 9; w++)
+        assert_float_equal(job->scores[w], want9[w], 1e-5 * fmax(1.0, want9[w]));
+    ad_score_job_free(job);
+    assert_true(metric(metrics, "warm_up") == 7);
+
+    json_t *status = json_object();
+    ad_scorer_status(s, status);
+    json_t *stream = json_object_get(status, "stream");
+    assert_int_equal(json_integer_value(json_object_get(stream, "warm_ups")), 7);
+    assert_int_equal(json_integer_value(json_object_get(stream, "tables")), 1);
+    assert_true(json_integer_value(json_object_get(stream, "state_bytes")) > 0);
+    json_decref(status);
+
+    ad_scorer_destroy(s);
+    ad_metrics_destroy(metrics);
+    ad_model_unref(m);
+    fixture_remove(dir);
+    free(dir);
+}
+
 static void test_misfit_batch_is_an_error(void **state)
 {
     struct ctx *c = *state;
@@ -260,6 +429,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jobs_come_back_in_order),
         cmocka_unit_test(test_misfit_batch_is_an_error),
+        cmocka_unit_test(test_stream_model_carries_state),
         cmocka_unit_test(test_shadow_scores_beside_the_model),
         cmocka_unit_test(test_destroy_with_jobs_queued),
         cmocka_unit_test(test_backend_choice_without_a_device),
