@@ -83,6 +83,30 @@ static __global__ void __launch_bounds__(THREADS)
         ad_lstm_bias_at(a, i);
 }
 
+static __global__ void __launch_bounds__(THREADS)
+    gather_kernel(const struct ad_lstm_gather_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_gather_at(a, i);
+}
+
+static __global__ void __launch_bounds__(THREADS)
+    scatter_kernel(const struct ad_lstm_scatter_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_scatter_at(a, i);
+}
+
+static __global__ void __launch_bounds__(THREADS)
+    step_kernel(const struct ad_lstm_step_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_step_at(a, i);
+}
+
 /* Profiling: the span starts at the forward's first queued operation. */
 static int prof_touch(struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
@@ -164,6 +188,8 @@ static int op_alloc(void *ctx, size_t bytes, void **p, char *errstr, size_t errs
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaMalloc(%zu bytes)", bytes);
+        /* Not sticky, but the last error: a later launch's check must not report it. */
+        cudaGetLastError();
         return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
@@ -185,6 +211,8 @@ static int op_alloc_host(void *ctx, size_t bytes, void **p, char *errstr, size_t
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaHostAlloc(%zu bytes)", bytes);
+        /* Not sticky, but the last error: a later launch's check must not report it. */
+        cudaGetLastError();
         return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
@@ -251,6 +279,54 @@ static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errst
     return 0;
 }
 
+static int op_copy(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                   size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+    if (e != cudaSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "cudaMemcpyAsync(%zu bytes, device to device)", bytes);
+        return cuda_fail(e, what, errstr, errstr_size);
+    }
+    return 0;
+}
+
+static int op_gather(void *ctx, const struct ad_lstm_gather_args *a, char *errstr,
+                     size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->state_floats; /* lstm_dev.c keeps it under INT_MAX */
+    gather_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_scatter(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
+                      size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->hidden;
+    scatter_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->hidden;
+    step_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
 static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
@@ -262,8 +338,8 @@ static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 }
 
 static const struct ad_lstm_dev_ops dev_ops = {
-    op_alloc,    op_release, op_alloc_host, op_release_host, op_upload,
-    op_download, op_gemm_tn, op_cell,       op_add_bias,     op_sync,
+    op_alloc, op_release,  op_alloc_host, op_release_host, op_upload, op_download, op_gemm_tn,
+    op_cell,  op_add_bias, op_sync,       op_copy,         op_gather, op_scatter,  op_step,
 };
 
 /* Reads the events of the forward that just synchronized. */
@@ -285,25 +361,31 @@ static int prof_collect(struct cuda_impl *c, char *errstr, size_t errstr_size)
     return 0;
 }
 
-static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+/* Work on a backend that failed before is refused, naming the first failure. */
+static bool refused(const struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
-    if (c->broken) {
+    if (c->broken)
         ad_errstr_set(errstr, errstr_size, "CUDA backend unusable after an earlier failure: %s",
                       c->broken_why);
-        return -1;
-    }
+    return c->broken;
+}
+
+/* Selects the device and clears the call's counters. */
+static int begin(struct cuda_impl *c, char *why, size_t why_size)
+{
     c->h2d_bytes = c->d2h_bytes = 0;
     c->n_copies = 0;
     c->span_started = false;
-    char why[sizeof c->broken_why] = "";
-    int rc = AD_LSTM_DEV_FAILED;
     cudaError_t e = cudaSetDevice(c->device);
     if (e != cudaSuccess)
-        cuda_fail(e, "cudaSetDevice", why, sizeof why);
-    else
-        rc = ad_lstm_dev_forward(&c->dev, w, x, batch, steps, x_stride, out, why, sizeof why);
+        return cuda_fail(e, "cudaSetDevice", why, why_size);
+    return 0;
+}
+
+/* What a call's ad_lstm_dev_status means for the caller and the backend. */
+static int finish(struct cuda_impl *c, int rc, char *why, size_t why_size, char *errstr,
+                  size_t errstr_size)
+{
     if (rc == AD_LSTM_DEV_INVALID) {
         ad_errstr_set(errstr, errstr_size, "%s", why);
         return -1; /* nothing was queued: the backend is as good as before */
@@ -315,13 +397,78 @@ static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float
         s.h2d_bytes = c->h2d_bytes;
         s.d2h_bytes = c->d2h_bytes;
         c->stats = s;
-        if (prof_collect(c, why, sizeof why) == 0)
+        if (prof_collect(c, why, why_size) == 0)
             return 0;
     }
     c->broken = true;
     snprintf(c->broken_why, sizeof c->broken_why, "%s", why);
     ad_errstr_set(errstr, errstr_size, "%s", why);
     return -1;
+}
+
+static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_forward(&c->dev, w, x, batch, steps, x_stride, out, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static int cuda_states_resize(void *impl, void **p, size_t old_bytes, size_t new_bytes,
+                              char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_states_resize(&c->dev, p, old_bytes, new_bytes, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static void cuda_states_free(void *impl, void *p)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    /* Even on a broken backend: letting go is all that is left to do. */
+    cudaSetDevice(c->device);
+    ad_lstm_dev_states_free(&c->dev, p);
+    cudaGetLastError();
+}
+
+static int cuda_warm_up_slots(void *impl, const struct ad_lstm_weights *w, void *states,
+                              const float *x, size_t batch, size_t steps, size_t x_stride,
+                              const uint32_t *slots, float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_warm_up_slots(&c->dev, w, states, x, batch, steps, x_stride, slots,
+                                             out, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static int cuda_step_slots(void *impl, const struct ad_lstm_weights *w, void *states,
+                           const float *x, size_t batch, size_t x_stride, const uint32_t *slots,
+                           float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_step_slots(&c->dev, w, states, x, batch, x_stride, slots, out, why,
+                                          sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
 }
 
 static void impl_free(struct cuda_impl *c)
@@ -354,9 +501,17 @@ static void cuda_destroy(void *impl)
     impl_free(static_cast<struct cuda_impl *>(impl));
 }
 
-/* No stream mode yet (warm_up, step): ad_lstm_warm_up and ad_lstm_step say so. */
-static const struct ad_lstm_backend_ops backend_ops = {
-    "cuda", cuda_forward, NULL, NULL, NULL, NULL, NULL, NULL, cuda_destroy};
+/* Stream mode by slot only, the states on the device; no warm_up and step with states in host
+ * memory (ad_lstm_warm_up and ad_lstm_step say so). Positional: this is C++. */
+static const struct ad_lstm_backend_ops backend_ops = {"cuda",
+                                                       cuda_forward,
+                                                       NULL,
+                                                       NULL,
+                                                       cuda_states_resize,
+                                                       cuda_states_free,
+                                                       cuda_warm_up_slots,
+                                                       cuda_step_slots,
+                                                       cuda_destroy};
 
 /* Sets up the device, stream and cuBLAS handle of a new impl. */
 static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int *runtime,
