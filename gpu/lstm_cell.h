@@ -170,4 +170,75 @@ static inline AD_LSTM_HD void ad_lstm_step_at(const struct ad_lstm_step_args a, 
     a.h[i] = h;
 }
 
+/*
+ * The fused step: the recurrent product and the cell in one kernel, W_hh in shared memory.
+ * A block loads W_hh once, transposed (sw[k][4H + 1]: a warp's threads read consecutive
+ * floats, and the padding spreads the transposing writes over the banks), then takes tiles of
+ * `tile` windows: it copies their h_prev from the table into sh[tile][H], waits for the whole
+ * block (h_prev of a window is read by all its H threads and overwritten by them), and each
+ * thread computes one unit of one window: 4 dot products of length H from shared memory, the
+ * gates, c and h, written by slot. Windows are independent, so blocks never wait for each
+ * other. Threads per block: AD_LSTM_FUSED_THREADS; tile = max(1, threads / H).
+ */
+#define AD_LSTM_FUSED_THREADS 256
+
+struct ad_lstm_fused_args {
+    const float *gates; /* [rows][4H]: x · W_ih^T */
+    const float *w_hh;  /* [4H][H] */
+    const float *bias;  /* [4H] */
+    float *states;
+    const uint32_t *slots;
+    float *h; /* [rows][H] */
+    unsigned rows, hidden, state_floats, layer, tile;
+};
+
+/* Shared memory a block needs: sw then sh. */
+static inline AD_LSTM_HD size_t ad_lstm_fused_smem_bytes(unsigned hidden, unsigned tile)
+{
+    return ((size_t)hidden * (4 * hidden + 1) + (size_t)tile * hidden) * sizeof(float);
+}
+
+/* Element e of 4H × H. */
+static inline AD_LSTM_HD void ad_lstm_fused_load_w(const struct ad_lstm_fused_args a, float *sw,
+                                                   unsigned e)
+{
+    unsigned r = e / a.hidden, k = e - r * a.hidden;
+    sw[(size_t)k * (4 * a.hidden + 1) + r] = a.w_hh[e];
+}
+
+/* Element e of n × H, for the tile of n windows from window `first`. */
+static inline AD_LSTM_HD void ad_lstm_fused_load_h(const struct ad_lstm_fused_args a, float *sh,
+                                                   unsigned first, unsigned e)
+{
+    unsigned lb = e / a.hidden, j = e - lb * a.hidden;
+    sh[e] = a.states[ad_lstm_state_at(a.slots[first + lb], a.state_floats, a.layer, a.hidden) + j];
+}
+
+/* Element e of n × H, once the whole tile's h_prev is in sh. */
+static inline AD_LSTM_HD void ad_lstm_fused_cell(const struct ad_lstm_fused_args a, const float *sw,
+                                                 const float *sh, unsigned first, unsigned e)
+{
+    unsigned lb = e / a.hidden, j = e - lb * a.hidden, b = first + lb;
+    size_t H = a.hidden, P = 4 * H + 1;
+    const float *hp = sh + (size_t)lb * H;
+    float ri = 0.0f, rf = 0.0f, rg = 0.0f, ro = 0.0f;
+    for (size_t k = 0; k < H; k++) {
+        const float *wk = sw + k * P + j;
+        float hk = hp[k];
+        ri += wk[0] * hk;
+        rf += wk[H] * hk;
+        rg += wk[2 * H] * hk;
+        ro += wk[3 * H] * hk;
+    }
+    const float *g = a.gates + (size_t)b * 4 * H + j;
+    const float *bias = a.bias + j;
+    float *st = a.states + ad_lstm_state_at(a.slots[b], a.state_floats, a.layer, a.hidden);
+    float c, h;
+    ad_lstm_pointwise(g[0] + bias[0] + ri, g[H] + bias[H] + rf, g[2 * H] + bias[2 * H] + rg,
+                      g[3 * H] + bias[3 * H] + ro, &st[H + j], &c, &h);
+    st[j] = h;
+    st[H + j] = c;
+    a.h[(size_t)b * H + j] = h;
+}
+
 #endif

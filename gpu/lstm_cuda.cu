@@ -34,6 +34,7 @@ struct cuda_impl {
     cudaStream_t stream;
     cublasHandle_t blas;
     struct ad_lstm_dev dev;
+    int sms; /* multiprocessors */
     bool broken;
     char broken_why[512];
 
@@ -105,6 +106,26 @@ static __global__ void __launch_bounds__(THREADS)
     unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         ad_lstm_step_at(a, i);
+}
+
+/* lstm_cell.h's fused step; grid-stride over tiles so that a block loads W_hh once. */
+static __global__ void __launch_bounds__(AD_LSTM_FUSED_THREADS)
+    fused_kernel(const struct ad_lstm_fused_args a)
+{
+    extern __shared__ float smem[];
+    float *sw = smem, *sh = smem + (size_t)a.hidden * (4 * a.hidden + 1);
+    unsigned weights = 4 * a.hidden * a.hidden;
+    for (unsigned e = threadIdx.x; e < weights; e += blockDim.x)
+        ad_lstm_fused_load_w(a, sw, e);
+    for (unsigned first = blockIdx.x * a.tile; first < a.rows; first += gridDim.x * a.tile) {
+        unsigned n = (a.rows - first < a.tile ? a.rows - first : a.tile) * a.hidden;
+        __syncthreads(); /* W_hh in place; the last tile's h_prev no longer read */
+        for (unsigned e = threadIdx.x; e < n; e += blockDim.x)
+            ad_lstm_fused_load_h(a, sh, first, e);
+        __syncthreads(); /* the tile's h_prev read before any of it is overwritten */
+        for (unsigned e = threadIdx.x; e < n; e += blockDim.x)
+            ad_lstm_fused_cell(a, sw, sh, first, e);
+    }
 }
 
 /* Profiling: the span starts at the forward's first queued operation. */
@@ -327,6 +348,25 @@ static int op_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, s
     return 0;
 }
 
+static int op_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                         size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    size_t smem = ad_lstm_fused_smem_bytes(a->hidden, a->tile);
+    int per_sm = 0;
+    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_kernel,
+                                                           AD_LSTM_FUSED_THREADS, smem));
+    /* As many blocks as run at once, no more: each loads W_hh once for many tiles. */
+    unsigned tiles = (a->rows + a->tile - 1) / a->tile;
+    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
+    unsigned blocks = tiles < most ? tiles : most;
+    fused_kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
 static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
@@ -338,8 +378,9 @@ static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 }
 
 static const struct ad_lstm_dev_ops dev_ops = {
-    op_alloc, op_release,  op_alloc_host, op_release_host, op_upload, op_download, op_gemm_tn,
-    op_cell,  op_add_bias, op_sync,       op_copy,         op_gather, op_scatter,  op_step,
+    op_alloc,    op_release, op_alloc_host, op_release_host, op_upload,
+    op_download, op_gemm_tn, op_cell,       op_add_bias,     op_sync,
+    op_copy,     op_gather,  op_scatter,    op_step,         op_step_fused,
 };
 
 /* Reads the events of the forward that just synchronized. */
@@ -567,6 +608,13 @@ extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *er
     if (impl_init(c, device, &prop, &runtime, errstr, errstr_size) < 0)
         goto fail;
     ad_lstm_dev_init(&c->dev, &dev_ops, c);
+    c->sms = prop.multiProcessorCount;
+    /* The fused step keeps W_hh in shared memory: 66 KB at H = 64, past the default 48 KB. */
+    if (cudaFuncSetAttribute(fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)prop.sharedMemPerBlockOptin) == cudaSuccess)
+        c->dev.fused_smem = prop.sharedMemPerBlockOptin;
+    else
+        cudaGetLastError(); /* no fused step then: the GEMM step works everywhere */
     b->ops = &backend_ops;
     b->impl = c;
     snprintf(b->description, sizeof b->description,

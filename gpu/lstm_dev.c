@@ -337,6 +337,19 @@ static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, si
     return run_head(d, dw, h, rows, errstr, errstr_size);
 }
 
+/* Windows a fused step's block takes at once, and whether the device runs it for w. */
+static unsigned fused_tile(const struct ad_lstm_weights *w)
+{
+    size_t tile = AD_LSTM_FUSED_THREADS / w->hidden;
+    return tile > 0 ? (unsigned)tile : 1;
+}
+
+static int use_fused(const struct ad_lstm_dev *d, const struct ad_lstm_weights *w)
+{
+    return d->ops->step_fused != NULL &&
+           ad_lstm_fused_smem_bytes((unsigned)w->hidden, fused_tile(w)) <= d->fused_smem;
+}
+
 /* One stream step of the rows windows whose inputs are in d->x and slots in d->slots. */
 static int run_step_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw,
                           struct ad_lstm_dev_table *table, size_t rows, char *errstr,
@@ -344,7 +357,7 @@ static int run_step_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *d
 {
     const struct ad_lstm_dev_ops *ops = d->ops;
     int H = (int)dw->hidden, G = 4 * H, S = (int)(2 * dw->layers * dw->hidden);
-    int n_rows = (int)rows;
+    int n_rows = (int)rows, fused = use_fused(d, dw);
     float *gates = d->gates.p, *rec = d->rec.p, *h = d->h.p, *st = d->st.p;
     /* Every layer's h_prev, copied before the first cell overwrites any of them in the table
      * (the GEMMs need them contiguous, the slots are not). */
@@ -353,30 +366,46 @@ static int run_step_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *d
                                      .dst = st,
                                      .rows = (unsigned)rows,
                                      .state_floats = (unsigned)S};
-    if (ops->gather(d->ctx, &ga, errstr, errstr_size) < 0)
+    if (!fused && ops->gather(d->ctx, &ga, errstr, errstr_size) < 0)
         return -1;
     const float *in = d->x.p;
     int in_dim = (int)dw->inputs;
     for (size_t l = 0; l < dw->layers; l++) {
         if (ops->gemm_tn(d->ctx, G, n_rows, in_dim, dw->w_ih[l], in_dim, in, in_dim, gates, G,
-                         errstr, errstr_size) < 0 ||
-            ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, st + 2 * l * (size_t)H, S, rec, G,
                          errstr, errstr_size) < 0)
             return -1;
-        /* h is the input GEMM's operand above and the cell's output here: the stream orders
+        /* h is the input GEMM's operand above and the cell's output below: the stream orders
          * the read before the write. */
-        struct ad_lstm_step_args a = {.gates = gates,
-                                      .rec = rec,
-                                      .bias = dw->bias[l],
-                                      .states = table->p,
-                                      .slots = d->slots.p,
-                                      .h = h,
-                                      .rows = (unsigned)rows,
-                                      .hidden = (unsigned)H,
-                                      .state_floats = (unsigned)S,
-                                      .layer = (unsigned)l};
-        if (ops->step(d->ctx, &a, errstr, errstr_size) < 0)
-            return -1;
+        if (fused) {
+            struct ad_lstm_fused_args a = {.gates = gates,
+                                           .w_hh = dw->w_hh[l],
+                                           .bias = dw->bias[l],
+                                           .states = table->p,
+                                           .slots = d->slots.p,
+                                           .h = h,
+                                           .rows = (unsigned)rows,
+                                           .hidden = (unsigned)H,
+                                           .state_floats = (unsigned)S,
+                                           .layer = (unsigned)l,
+                                           .tile = fused_tile(dw)};
+            if (ops->step_fused(d->ctx, &a, errstr, errstr_size) < 0)
+                return -1;
+        } else {
+            struct ad_lstm_step_args a = {.gates = gates,
+                                          .rec = rec,
+                                          .bias = dw->bias[l],
+                                          .states = table->p,
+                                          .slots = d->slots.p,
+                                          .h = h,
+                                          .rows = (unsigned)rows,
+                                          .hidden = (unsigned)H,
+                                          .state_floats = (unsigned)S,
+                                          .layer = (unsigned)l};
+            if (ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, st + 2 * l * (size_t)H, S, rec,
+                             G, errstr, errstr_size) < 0 ||
+                ops->step(d->ctx, &a, errstr, errstr_size) < 0)
+                return -1;
+        }
         in = h;
         in_dim = H;
     }
@@ -428,15 +457,17 @@ static int run(struct ad_lstm_dev *d, enum mode mode, const struct ad_lstm_weigh
     size_t S = 2 * w->layers * H;
     size_t chunk = ad_lstm_dev_chunk(w, batch, steps, d->gate_bytes);
     size_t f = sizeof(float), u = sizeof(uint32_t);
+    int fused = mode == STEP && use_fused(d, w); /* no rec, no gathered states */
     /* Growing frees buffers: nothing may be queued yet. */
     if (buf_reserve(d, &d->x, chunk * len * f, 0, errstr, errstr_size) < 0 ||
         buf_reserve(d, &d->gates, chunk * steps * 4 * H * f, 0, errstr, errstr_size) < 0 ||
-        buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0 ||
+        (!fused && buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->h, chunk * H * f, 0, errstr, errstr_size) < 0 ||
         (mode != STEP && buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0) ||
         (mode != STEP && w->layers > 1 &&
          buf_reserve(d, &d->seq, chunk * steps * H * f, 0, errstr, errstr_size) < 0) ||
-        (mode == STEP && buf_reserve(d, &d->st, chunk * S * f, 0, errstr, errstr_size) < 0) ||
+        (mode == STEP && !fused &&
+         buf_reserve(d, &d->st, chunk * S * f, 0, errstr, errstr_size) < 0) ||
         (mode != FORWARD && buf_reserve(d, &d->slots, chunk * u, 0, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->out, chunk * O * f, 0, errstr, errstr_size) < 0 ||
         buf_reserve(d, &d->stage_in, batch * len * f, 1, errstr, errstr_size) < 0 ||

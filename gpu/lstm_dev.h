@@ -26,6 +26,8 @@
  *            gates = in · W_ih^T, rec = h_prev · W_hh^T (two GEMMs, h_prev read from the copy
  *            with ldb S), then one kernel: the cell, c_prev read and h, c written by slot, h
  *            also into a contiguous buffer, the next layer's input; then the head as above.
+ *            With the fused step (W_hh fits in a block's shared memory), per layer only the
+ *            input GEMM and one kernel: no gather, no recurrent GEMM.
  */
 
 #include <stddef.h>
@@ -67,6 +69,9 @@ struct ad_lstm_dev_ops {
     int (*scatter)(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
                    size_t errstr_size);
     int (*step)(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size);
+    /* The fused step (lstm_cell.h): NULL, or used when its shared memory fits fused_smem. */
+    int (*step_fused)(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                      size_t errstr_size);
 };
 
 /* Models whose weights stay on the device; the least recently used goes first. */
@@ -91,6 +96,7 @@ struct ad_lstm_dev {
     const struct ad_lstm_dev_ops *ops;
     void *ctx;
     size_t gate_bytes;
+    size_t fused_smem; /* shared memory a block may have; 0: no fused step */
     uint64_t tick;
     struct ad_lstm_dev_model models[AD_LSTM_DEV_MODELS];
     /* Device: one chunk's input, gates, rec, h, c, layer outputs, head outputs; in stream

@@ -41,6 +41,7 @@ enum op_kind {
     OP_GATHER,
     OP_SCATTER,
     OP_STEP,
+    OP_FUSED,
     OP_N
 };
 
@@ -63,6 +64,7 @@ struct op {
     struct ad_lstm_gather_args gather;
     struct ad_lstm_scatter_args scatter;
     struct ad_lstm_step_args step;
+    struct ad_lstm_fused_args fused;
     const char *table_end; /* of the allocation the states lie in: slots are checked at run */
 };
 
@@ -74,6 +76,7 @@ struct emu {
     long calls[OP_N];
     enum op_kind fail_kind;
     long fail_at; /* fail the fail_at-th call of fail_kind (1-based); 0: never */
+    size_t smem;  /* shared memory of a block, as the device would refuse a launch beyond */
     char violation[512];
 };
 
@@ -362,6 +365,34 @@ static int emu_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, 
     return 0;
 }
 
+static int emu_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                          size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_FUSED, errstr, errstr_size) < 0)
+        return -1;
+    size_t rows = a->rows, H = a->hidden, f = sizeof(float);
+    check_span(e, a->gates, rows * 4 * H * f, 0, "fused gates");
+    check_span(e, a->w_hh, 4 * H * H * f, 0, "fused w_hh");
+    check_span(e, a->bias, 4 * H * f, 0, "fused bias");
+    check_span(e, a->slots, rows * sizeof(uint32_t), 0, "fused slots");
+    check_span(e, a->h, rows * H * f, 0, "fused h");
+    if (2 * (a->layer + 1) * H > a->state_floats)
+        violate(e, "fused: layer %u beyond a state of %u floats", a->layer, a->state_floats);
+    /* One thread per unit of a tile's windows, at most a block's. */
+    if (a->tile < 1 || (a->tile > 1 && a->tile * H > AD_LSTM_FUSED_THREADS))
+        violate(e, "fused: a tile of %u windows of %zu units", a->tile, H);
+    if (ad_lstm_fused_smem_bytes(a->hidden, a->tile) > e->smem) {
+        snprintf(errstr, errstr_size, "fused: too much shared memory (emulated)");
+        violate(e, "fused: %zu bytes of shared memory, %zu allowed",
+                ad_lstm_fused_smem_bytes(a->hidden, a->tile), e->smem);
+        return -1;
+    }
+    enqueue(e, &(struct op){
+                   .kind = OP_FUSED, .fused = *a, .table_end = table_end(e, a->states, "fused")});
+    return 0;
+}
+
 /* At run time, as a kernel would index: each slot's whole state inside the table, and the
  * slots of one launch distinct (else two threads write one float). */
 static int slots_ok(struct emu *e, const struct op *o, const float *states, const uint32_t *slots,
@@ -381,6 +412,32 @@ static int slots_ok(struct emu *e, const struct op *o, const float *states, cons
         }
     }
     return 1;
+}
+
+/* The fused kernel's phases, a block at a time: what a barrier separates runs in order, in
+ * shared memory that starts as NaN. */
+static void run_fused(struct emu *e, const struct op *o)
+{
+    const struct ad_lstm_fused_args *a = &o->fused;
+    if (!slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+        return;
+    size_t bytes = ad_lstm_fused_smem_bytes(a->hidden, a->tile);
+    float *smem = malloc(bytes);
+    if (smem == NULL)
+        abort();
+    memset(smem, 0xFF, bytes);
+    float *sw = smem, *sh = smem + (size_t)a->hidden * (4 * a->hidden + 1);
+    for (unsigned i = 0; i < 4 * a->hidden * a->hidden; i++)
+        ad_lstm_fused_load_w(*a, sw, i);
+    for (unsigned first = 0; first < a->rows; first += a->tile) {
+        unsigned n = (a->rows - first < a->tile ? a->rows - first : a->tile) * a->hidden;
+        memset(sh, 0xFF, (size_t)a->tile * a->hidden * sizeof *sh); /* the last tile's: stale */
+        for (unsigned i = 0; i < n; i++)
+            ad_lstm_fused_load_h(*a, sh, first, i);
+        for (unsigned i = 0; i < n; i++)
+            ad_lstm_fused_cell(*a, sw, sh, first, i);
+    }
+    free(smem);
 }
 
 static void run(struct emu *e, const struct op *o)
@@ -428,6 +485,9 @@ static void run(struct emu *e, const struct op *o)
                 ad_lstm_scatter_at(*a, i);
         break;
     }
+    case OP_FUSED:
+        run_fused(e, o);
+        break;
     case OP_STEP: {
         const struct ad_lstm_step_args *a = &o->step;
         if (slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
@@ -466,7 +526,11 @@ static const struct ad_lstm_dev_ops emu_ops = {
     .gather = emu_gather,
     .scatter = emu_scatter,
     .step = emu_step,
+    .step_fused = emu_step_fused,
 };
+
+/* A block's shared memory on the emulated device: H = 64's fused step fits, 128's does not. */
+#define EMU_SMEM ((size_t)100 << 10)
 
 struct fixture {
     struct emu emu;
@@ -479,6 +543,8 @@ static int setup(void **state)
     if (fx == NULL)
         return -1;
     ad_lstm_dev_init(&fx->dev, &emu_ops, &fx->emu);
+    fx->emu.smem = EMU_SMEM; /* the plan's fused_smem stays 0 (no fused step) unless a test
+                              * sets it */
     *state = fx;
     return 0;
 }
@@ -874,22 +940,26 @@ static void expect_slots_unchanged(const struct ad_lstm_dev_table *t, const unsi
 /*
  * A warm-up over T inputs into scattered slots, then K steps: each output matches the
  * reference over every input so far (1e-4) and the device's own windowed forward (1e-5);
- * slots nobody used stay poisoned. 1 and 2 layers, H 16 and 64, batches 1, 7, 37, in one
- * chunk and in chunks of 3.
+ * slots nobody used stay poisoned. 1 and 2 layers, H 16 and 64 (and 128, past the fused
+ * step's shared memory), batches 1, 7, 37, in one chunk and in chunks of 3, with the GEMM
+ * step and with the fused one.
  */
 static void test_stream_parity(void **state)
 {
     struct fixture *fx = *state;
-    static const size_t layers[] = {1, 2}, hidden[] = {16, 64}, batches[] = {1, 7, 37};
+    static const size_t layers[] = {1, 2}, hidden[] = {16, 64, 128}, batches[] = {1, 7, 37};
     const size_t F = 3, T = 5, K = 4;
     uint64_t id = 3000, seed = 31;
     for (size_t li = 0; li < 2; li++)
-        for (size_t hi = 0; hi < 2; hi++)
+        for (size_t hi = 0; hi < 3; hi++)
             for (size_t bi = 0; bi < 3; bi++)
-                for (int chunked = 0; chunked < 2; chunked++) {
+                for (int variant = 0; variant < 4; variant++) {
                     size_t L = layers[li], H = hidden[hi], B = batches[bi];
-                    if (chunked && B == 1)
+                    int chunked = variant & 1, fused = variant >> 1;
+                    if ((chunked && B == 1) || (H == 128 && (B > 7 || chunked)))
                         continue;
+                    fx->dev.fused_smem = fused ? EMU_SMEM : 0;
+                    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
                     struct lstm_ref_model m;
                     lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
                     /* Windows with one input spare and odd padding: NaN if read. */
@@ -934,6 +1004,12 @@ static void test_stream_parity(void **state)
                             want_win[i] = win[i];
                         expect_close(out, want_win, B * F, STREAM_TOL, what);
                     }
+                    /* The fused step where it fits, else the gather and GEMMs. */
+                    int fits = fused && H <= 64;
+                    assert_int_equal(fx->emu.calls[OP_FUSED],
+                                     fits ? K * L * (chunked ? (B + 2) / 3 : 1) : 0);
+                    assert_int_equal(fx->emu.calls[OP_GATHER],
+                                     fits ? 0 : K * (chunked ? (B + 2) / 3 : 1));
                     /* The slots nobody named were never written: still the allocation's NaN. */
                     expect_slots_unchanged(t, poison, slots + B, cap - B, row_bytes);
                     ad_lstm_dev_states_free(&fx->dev, t);
@@ -958,6 +1034,7 @@ static void test_stream_untouched_and_resize(void **state)
     const size_t F = 4, H = 16, L = 2, T = 6, K = 3, A = 9, B = 5;
     struct lstm_ref_model m;
     lstm_ref_model_init(&m, 4000, L, F, H, F, 1.0f, 17);
+    fx->dev.fused_smem = EMU_SMEM; /* the GEMM step's slots are checked in test_stream_parity */
     size_t stride = (T + K) * F, cap = 20, row_bytes = 2 * L * H * sizeof(float);
     float *x = make_input(A + B + 1, T + K, F, stride, 18);
     uint32_t *all = scattered_slots(A + B, cap, 19);
@@ -1090,11 +1167,13 @@ static void test_stream_failures(void **state)
     float out[6 * 4];
     char err[256];
     static const struct {
-        int call; /* 0 warm-up, 1 step, 2 resize */
+        int call; /* 0 warm-up, 1 step, 2 resize, 3 fused step */
         enum op_kind kind;
         long at;
         int rc;
     } faults[] = {
+        {3, OP_FUSED, 1, AD_LSTM_DEV_FAILED},   {3, OP_FUSED, 2, AD_LSTM_DEV_FAILED},
+        {3, OP_GEMM, 2, AD_LSTM_DEV_FAILED},    {3, OP_DOWNLOAD, 1, AD_LSTM_DEV_FAILED},
         {0, OP_ALLOC, 1, AD_LSTM_DEV_FAILED},   {0, OP_ALLOC_HOST, 2, AD_LSTM_DEV_FAILED},
         {0, OP_UPLOAD, 1, AD_LSTM_DEV_FAILED},  {0, OP_UPLOAD, 8, AD_LSTM_DEV_FAILED},
         {0, OP_SCATTER, 1, AD_LSTM_DEV_FAILED}, {0, OP_SCATTER, 2, AD_LSTM_DEV_FAILED},
@@ -1107,6 +1186,7 @@ static void test_stream_failures(void **state)
     };
     for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
         struct emu *e = &fx->emu;
+        fx->dev.fused_smem = faults[i].call == 3 ? EMU_SMEM : 0;
         struct ad_lstm_dev_table *t = table_new(fx, &m.w, 12);
         /* Steps need warmed-up states; the warm-up case starts with nothing cached. */
         if (faults[i].call != 0)
@@ -1120,7 +1200,7 @@ static void test_stream_failures(void **state)
         if (faults[i].call == 0)
             rc = ad_lstm_dev_warm_up_slots(&fx->dev, &m.w, t, x, 6, 4, 20, slots, out, err,
                                            sizeof err);
-        else if (faults[i].call == 1)
+        else if (faults[i].call != 2)
             rc = ad_lstm_dev_step_slots(&fx->dev, &m.w, t, x + 16, 6, 20, slots, out, err,
                                         sizeof err);
         else
