@@ -70,7 +70,8 @@ int ad_lstm_forward(struct ad_lstm_backend *b, const struct ad_lstm_weights *w, 
  * and writes the head's output on the new state to out[b * F_out + o]: the prediction of the
  * window's next input. A warm-up over k inputs followed by steps over the next ones gives what
  * ad_lstm_forward over all of them gives, to rounding. Both return -1 with err on a failure, or
- * when the backend has no stream mode (the CUDA backend, so far).
+ * when the backend has no stream mode with the states in host memory (the CUDA backend keeps
+ * them on the device only: ad_lstm_states below).
  */
 size_t ad_lstm_state_floats(const struct ad_lstm_weights *w);
 

@@ -34,6 +34,7 @@ struct cuda_impl {
     cudaStream_t stream;
     cublasHandle_t blas;
     struct ad_lstm_dev dev;
+    int sms; /* multiprocessors */
     bool broken;
     char broken_why[512];
 
@@ -81,6 +82,50 @@ static __global__ void __launch_bounds__(THREADS)
     unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         ad_lstm_bias_at(a, i);
+}
+
+static __global__ void __launch_bounds__(THREADS)
+    gather_kernel(const struct ad_lstm_gather_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_gather_at(a, i);
+}
+
+static __global__ void __launch_bounds__(THREADS)
+    scatter_kernel(const struct ad_lstm_scatter_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_scatter_at(a, i);
+}
+
+static __global__ void __launch_bounds__(THREADS)
+    step_kernel(const struct ad_lstm_step_args a, unsigned n)
+{
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        ad_lstm_step_at(a, i);
+}
+
+/* lstm_cell.h's fused step; grid-stride over tiles so that a block loads W_hh once. */
+static __global__ void __launch_bounds__(AD_LSTM_FUSED_THREADS)
+    fused_kernel(const struct ad_lstm_fused_args a)
+{
+    extern __shared__ float smem[];
+    float *sw = smem, *sh = smem + (size_t)a.hidden * (4 * a.hidden + 1);
+    unsigned weights = 4 * a.hidden * a.hidden;
+    for (unsigned e = threadIdx.x; e < weights; e += blockDim.x)
+        ad_lstm_fused_load_w(a, sw, e);
+    for (unsigned first = blockIdx.x * a.tile; first < a.rows; first += gridDim.x * a.tile) {
+        unsigned n = (a.rows - first < a.tile ? a.rows - first : a.tile) * a.hidden;
+        __syncthreads(); /* W_hh in place; the last tile's h_prev no longer read */
+        for (unsigned e = threadIdx.x; e < n; e += blockDim.x)
+            ad_lstm_fused_load_h(a, sh, first, e);
+        __syncthreads(); /* the tile's h_prev read before any of it is overwritten */
+        for (unsigned e = threadIdx.x; e < n; e += blockDim.x)
+            ad_lstm_fused_cell(a, sw, sh, first, e);
+    }
 }
 
 /* Profiling: the span starts at the forward's first queued operation. */
@@ -164,6 +209,8 @@ static int op_alloc(void *ctx, size_t bytes, void **p, char *errstr, size_t errs
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaMalloc(%zu bytes)", bytes);
+        /* Not sticky, but the last error: a later launch's check must not report it. */
+        cudaGetLastError();
         return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
@@ -185,6 +232,8 @@ static int op_alloc_host(void *ctx, size_t bytes, void **p, char *errstr, size_t
         *p = NULL;
         char what[64];
         snprintf(what, sizeof what, "cudaHostAlloc(%zu bytes)", bytes);
+        /* Not sticky, but the last error: a later launch's check must not report it. */
+        cudaGetLastError();
         return cuda_fail(e, what, errstr, errstr_size);
     }
     return 0;
@@ -251,6 +300,73 @@ static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errst
     return 0;
 }
 
+static int op_copy(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                   size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+    if (e != cudaSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "cudaMemcpyAsync(%zu bytes, device to device)", bytes);
+        return cuda_fail(e, what, errstr, errstr_size);
+    }
+    return 0;
+}
+
+static int op_gather(void *ctx, const struct ad_lstm_gather_args *a, char *errstr,
+                     size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->state_floats; /* lstm_dev.c keeps it under INT_MAX */
+    gather_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_scatter(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
+                      size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->hidden;
+    scatter_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    unsigned n = a->rows * a->hidden;
+    step_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                         size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    size_t smem = ad_lstm_fused_smem_bytes(a->hidden, a->tile);
+    int per_sm = 0;
+    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_kernel,
+                                                           AD_LSTM_FUSED_THREADS, smem));
+    /* As many blocks as run at once, no more: each loads W_hh once for many tiles. */
+    unsigned tiles = (a->rows + a->tile - 1) / a->tile;
+    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
+    unsigned blocks = tiles < most ? tiles : most;
+    fused_kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
 static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
@@ -264,6 +380,7 @@ static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 static const struct ad_lstm_dev_ops dev_ops = {
     op_alloc,    op_release, op_alloc_host, op_release_host, op_upload,
     op_download, op_gemm_tn, op_cell,       op_add_bias,     op_sync,
+    op_copy,     op_gather,  op_scatter,    op_step,         op_step_fused,
 };
 
 /* Reads the events of the forward that just synchronized. */
@@ -285,25 +402,31 @@ static int prof_collect(struct cuda_impl *c, char *errstr, size_t errstr_size)
     return 0;
 }
 
-static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
-                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+/* Work on a backend that failed before is refused, naming the first failure. */
+static bool refused(const struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
-    if (c->broken) {
+    if (c->broken)
         ad_errstr_set(errstr, errstr_size, "CUDA backend unusable after an earlier failure: %s",
                       c->broken_why);
-        return -1;
-    }
+    return c->broken;
+}
+
+/* Selects the device and clears the call's counters. */
+static int begin(struct cuda_impl *c, char *why, size_t why_size)
+{
     c->h2d_bytes = c->d2h_bytes = 0;
     c->n_copies = 0;
     c->span_started = false;
-    char why[sizeof c->broken_why] = "";
-    int rc = AD_LSTM_DEV_FAILED;
     cudaError_t e = cudaSetDevice(c->device);
     if (e != cudaSuccess)
-        cuda_fail(e, "cudaSetDevice", why, sizeof why);
-    else
-        rc = ad_lstm_dev_forward(&c->dev, w, x, batch, steps, x_stride, out, why, sizeof why);
+        return cuda_fail(e, "cudaSetDevice", why, why_size);
+    return 0;
+}
+
+/* What a call's ad_lstm_dev_status means for the caller and the backend. */
+static int finish(struct cuda_impl *c, int rc, char *why, size_t why_size, char *errstr,
+                  size_t errstr_size)
+{
     if (rc == AD_LSTM_DEV_INVALID) {
         ad_errstr_set(errstr, errstr_size, "%s", why);
         return -1; /* nothing was queued: the backend is as good as before */
@@ -315,13 +438,78 @@ static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float
         s.h2d_bytes = c->h2d_bytes;
         s.d2h_bytes = c->d2h_bytes;
         c->stats = s;
-        if (prof_collect(c, why, sizeof why) == 0)
+        if (prof_collect(c, why, why_size) == 0)
             return 0;
     }
     c->broken = true;
     snprintf(c->broken_why, sizeof c->broken_why, "%s", why);
     ad_errstr_set(errstr, errstr_size, "%s", why);
     return -1;
+}
+
+static int cuda_forward(void *impl, const struct ad_lstm_weights *w, const float *x, size_t batch,
+                        size_t steps, size_t x_stride, float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_forward(&c->dev, w, x, batch, steps, x_stride, out, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static int cuda_states_resize(void *impl, void **p, size_t old_bytes, size_t new_bytes,
+                              char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_states_resize(&c->dev, p, old_bytes, new_bytes, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static void cuda_states_free(void *impl, void *p)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    /* Even on a broken backend: letting go is all that is left to do. */
+    cudaSetDevice(c->device);
+    ad_lstm_dev_states_free(&c->dev, p);
+    cudaGetLastError();
+}
+
+static int cuda_warm_up_slots(void *impl, const struct ad_lstm_weights *w, void *states,
+                              const float *x, size_t batch, size_t steps, size_t x_stride,
+                              const uint32_t *slots, float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_warm_up_slots(&c->dev, w, states, x, batch, steps, x_stride, slots,
+                                             out, why, sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
+}
+
+static int cuda_step_slots(void *impl, const struct ad_lstm_weights *w, void *states,
+                           const float *x, size_t batch, size_t x_stride, const uint32_t *slots,
+                           float *out, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(impl);
+    if (refused(c, errstr, errstr_size))
+        return -1;
+    char why[sizeof c->broken_why] = "";
+    int rc = begin(c, why, sizeof why) < 0
+                 ? AD_LSTM_DEV_FAILED
+                 : ad_lstm_dev_step_slots(&c->dev, w, states, x, batch, x_stride, slots, out, why,
+                                          sizeof why);
+    return finish(c, rc, why, sizeof why, errstr, errstr_size);
 }
 
 static void impl_free(struct cuda_impl *c)
@@ -354,9 +542,17 @@ static void cuda_destroy(void *impl)
     impl_free(static_cast<struct cuda_impl *>(impl));
 }
 
-/* No stream mode yet (warm_up, step): ad_lstm_warm_up and ad_lstm_step say so. */
-static const struct ad_lstm_backend_ops backend_ops = {
-    "cuda", cuda_forward, NULL, NULL, NULL, NULL, NULL, NULL, cuda_destroy};
+/* Stream mode by slot only, the states on the device; no warm_up and step with states in host
+ * memory (ad_lstm_warm_up and ad_lstm_step say so). Positional: this is C++. */
+static const struct ad_lstm_backend_ops backend_ops = {"cuda",
+                                                       cuda_forward,
+                                                       NULL,
+                                                       NULL,
+                                                       cuda_states_resize,
+                                                       cuda_states_free,
+                                                       cuda_warm_up_slots,
+                                                       cuda_step_slots,
+                                                       cuda_destroy};
 
 /* Sets up the device, stream and cuBLAS handle of a new impl. */
 static int impl_init(struct cuda_impl *c, int device, cudaDeviceProp *prop, int *runtime,
@@ -412,6 +608,13 @@ extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *er
     if (impl_init(c, device, &prop, &runtime, errstr, errstr_size) < 0)
         goto fail;
     ad_lstm_dev_init(&c->dev, &dev_ops, c);
+    c->sms = prop.multiProcessorCount;
+    /* The fused step keeps W_hh in shared memory: 66 KB at H = 64, past the default 48 KB. */
+    if (cudaFuncSetAttribute(fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)prop.sharedMemPerBlockOptin) == cudaSuccess)
+        c->dev.fused_smem = prop.sharedMemPerBlockOptin;
+    else
+        cudaGetLastError(); /* no fused step then: the GEMM step works everywhere */
     b->ops = &backend_ops;
     b->impl = c;
     snprintf(b->description, sizeof b->description,

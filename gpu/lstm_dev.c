@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/errstr.h"
@@ -73,61 +74,63 @@ void ad_lstm_dev_release(struct ad_lstm_dev *d)
     d->ops->sync(d->ctx, NULL, 0);
     for (size_t i = 0; i < AD_LSTM_DEV_MODELS; i++)
         model_drop(d, &d->models[i]);
-    struct ad_lstm_dev_buf *dev[] = {&d->x, &d->gates, &d->rec, &d->h, &d->c, &d->seq, &d->out};
+    struct ad_lstm_dev_buf *dev[] = {&d->x,   &d->gates, &d->rec,   &d->h, &d->c,
+                                     &d->seq, &d->out,   &d->slots, &d->st};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         buf_release(d, dev[i], 0);
     buf_release(d, &d->stage_in, 1);
+    buf_release(d, &d->stage_slots, 1);
     buf_release(d, &d->stage_out, 1);
 }
 
-static int check_args(const struct ad_lstm_weights *w, const float *x, size_t batch, size_t steps,
-                      size_t x_stride, const float *out, char *errstr, size_t errstr_size)
+static int check_args(const char *what, const struct ad_lstm_weights *w, const float *x,
+                      size_t batch, size_t steps, size_t x_stride, const float *out, char *errstr,
+                      size_t errstr_size)
 {
     if (w == NULL) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: no weights");
+        ad_errstr_set(errstr, errstr_size, "%s: no weights", what);
         return -1;
     }
     if (w->layers < 1 || w->layers > AD_LSTM_MAX_LAYERS) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: %zu layers (1 to %d)", w->layers,
+        ad_errstr_set(errstr, errstr_size, "%s: %zu layers (1 to %d)", what, w->layers,
                       AD_LSTM_MAX_LAYERS);
         return -1;
     }
     if (w->inputs < 1 || w->inputs > MAX_DIM || w->hidden < 1 || w->hidden > MAX_DIM ||
         w->outputs < 1 || w->outputs > MAX_DIM) {
         ad_errstr_set(errstr, errstr_size,
-                      "LSTM forward: inputs %zu, hidden %zu, outputs %zu (1 to %zu each)",
-                      w->inputs, w->hidden, w->outputs, MAX_DIM);
+                      "%s: inputs %zu, hidden %zu, outputs %zu (1 to %zu each)", what, w->inputs,
+                      w->hidden, w->outputs, MAX_DIM);
         return -1;
     }
     for (size_t l = 0; l < w->layers; l++) {
         if (w->w_ih[l] == NULL || w->w_hh[l] == NULL || w->bias[l] == NULL) {
-            ad_errstr_set(errstr, errstr_size, "LSTM forward: layer %zu has no weights", l);
+            ad_errstr_set(errstr, errstr_size, "%s: layer %zu has no weights", what, l);
             return -1;
         }
     }
     if (w->head_w == NULL || w->head_b == NULL) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: the head has no weights");
+        ad_errstr_set(errstr, errstr_size, "%s: the head has no weights", what);
         return -1;
     }
     if (steps < 1 || steps > INT_MAX) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: %zu steps (1 to %d)", steps, INT_MAX);
+        ad_errstr_set(errstr, errstr_size, "%s: %zu steps (1 to %d)", what, steps, INT_MAX);
         return -1;
     }
     size_t len = steps * w->inputs; /* no overflow: both are bounded above */
     if (x_stride < len) {
-        ad_errstr_set(errstr, errstr_size,
-                      "LSTM forward: x_stride %zu is less than steps %zu × features %zu", x_stride,
-                      steps, w->inputs);
+        ad_errstr_set(errstr, errstr_size, "%s: x_stride %zu is less than steps %zu × features %zu",
+                      what, x_stride, steps, w->inputs);
         return -1;
     }
     if (batch == 0)
         return 0;
     if (x == NULL || out == NULL) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: no input or output");
+        ad_errstr_set(errstr, errstr_size, "%s: no input or output", what);
         return -1;
     }
     if (batch > SIZE_MAX / sizeof(float) / len || batch > SIZE_MAX / sizeof(float) / w->outputs) {
-        ad_errstr_set(errstr, errstr_size, "LSTM forward: batch %zu is too large", batch);
+        ad_errstr_set(errstr, errstr_size, "%s: batch %zu is too large", what, batch);
         return -1;
     }
     return 0;
@@ -144,6 +147,7 @@ size_t ad_lstm_dev_chunk(const struct ad_lstm_weights *w, size_t batch, size_t s
     most = min_size(most, INT_MAX / steps);
     most = min_size(most, INT_MAX / w->hidden);
     most = min_size(most, INT_MAX / w->outputs);
+    most = min_size(most, INT_MAX / (2 * w->layers * w->hidden)); /* a stream step's states */
     most = min_size(most, batch);
     size_t chunks = (batch + most - 1) / most;
     return (batch + chunks - 1) / chunks;
@@ -262,12 +266,29 @@ static void pack(float *dst, const float *x, size_t rows, size_t len, size_t x_s
         memcpy(dst + b * len, x + b * x_stride, len * sizeof(float));
 }
 
-/* Queues the network on the rows windows in d->x; the outputs land in d->out. */
+/* The head on h ([rows][H]) into d->out. */
+static int run_head(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, const float *h,
+                    size_t rows, char *errstr, size_t errstr_size)
+{
+    int H = (int)dw->hidden, O = (int)dw->outputs;
+    if (d->ops->gemm_tn(d->ctx, O, (int)rows, H, dw->head_w, H, h, H, d->out.p, O, errstr,
+                        errstr_size) < 0)
+        return -1;
+    struct ad_lstm_bias_args b = {
+        .out = d->out.p, .bias = dw->head_b, .rows = (unsigned)rows, .cols = (unsigned)O};
+    return d->ops->add_bias(d->ctx, &b, errstr, errstr_size);
+}
+
+/*
+ * Queues the network on the rows windows in d->x; the outputs land in d->out. With a table
+ * (a warm-up), each layer's final h and c also go to the slots in d->slots.
+ */
 static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, size_t rows,
-                     size_t steps, char *errstr, size_t errstr_size)
+                     size_t steps, struct ad_lstm_dev_table *table, char *errstr,
+                     size_t errstr_size)
 {
     const struct ad_lstm_dev_ops *ops = d->ops;
-    int H = (int)dw->hidden, G = 4 * H, O = (int)dw->outputs;
+    int H = (int)dw->hidden, G = 4 * H;
     int n_rows = (int)rows, n_all = (int)(rows * steps);
     float *gates = d->gates.p, *rec = d->rec.p, *h = d->h.p, *c = d->c.p, *seq = d->seq.p;
     const float *in = d->x.p;
@@ -296,41 +317,162 @@ static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, si
             if (ops->cell(d->ctx, &a, errstr, errstr_size) < 0)
                 return -1;
         }
+        if (table != NULL) {
+            /* Before the next layer's first step overwrites h and c. */
+            struct ad_lstm_scatter_args a = {.states = table->p,
+                                             .slots = d->slots.p,
+                                             .h = h,
+                                             .c = c,
+                                             .rows = (unsigned)rows,
+                                             .hidden = (unsigned)H,
+                                             .state_floats = (unsigned)(2 * dw->layers * H),
+                                             .layer = (unsigned)l};
+            if (ops->scatter(d->ctx, &a, errstr, errstr_size) < 0)
+                return -1;
+        }
         /* The next layer's input GEMM reads all of seq before its steps overwrite it. */
         in = seq;
         in_dim = H;
     }
-    if (ops->gemm_tn(d->ctx, O, n_rows, H, dw->head_w, H, h, H, d->out.p, O, errstr, errstr_size) <
-        0)
-        return -1;
-    struct ad_lstm_bias_args b = {
-        .out = d->out.p, .bias = dw->head_b, .rows = (unsigned)rows, .cols = (unsigned)O};
-    return ops->add_bias(d->ctx, &b, errstr, errstr_size);
+    return run_head(d, dw, h, rows, errstr, errstr_size);
 }
 
-int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
-                        size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
-                        size_t errstr_size)
+/* Windows a fused step's block takes at once, and whether the device runs it for w. */
+static unsigned fused_tile(const struct ad_lstm_weights *w)
 {
-    if (check_args(w, x, batch, steps, x_stride, out, errstr, errstr_size) < 0)
+    size_t tile = AD_LSTM_FUSED_THREADS / w->hidden;
+    return tile > 0 ? (unsigned)tile : 1;
+}
+
+static int use_fused(const struct ad_lstm_dev *d, const struct ad_lstm_weights *w)
+{
+    return d->ops->step_fused != NULL &&
+           ad_lstm_fused_smem_bytes((unsigned)w->hidden, fused_tile(w)) <= d->fused_smem;
+}
+
+/* One stream step of the rows windows whose inputs are in d->x and slots in d->slots. */
+static int run_step_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw,
+                          struct ad_lstm_dev_table *table, size_t rows, char *errstr,
+                          size_t errstr_size)
+{
+    const struct ad_lstm_dev_ops *ops = d->ops;
+    int H = (int)dw->hidden, G = 4 * H, S = (int)(2 * dw->layers * dw->hidden);
+    int n_rows = (int)rows, fused = use_fused(d, dw);
+    float *gates = d->gates.p, *rec = d->rec.p, *h = d->h.p, *st = d->st.p;
+    /* Every layer's h_prev, copied before the first cell overwrites any of them in the table
+     * (the GEMMs need them contiguous, the slots are not). */
+    struct ad_lstm_gather_args ga = {.states = table->p,
+                                     .slots = d->slots.p,
+                                     .dst = st,
+                                     .rows = (unsigned)rows,
+                                     .state_floats = (unsigned)S};
+    if (!fused && ops->gather(d->ctx, &ga, errstr, errstr_size) < 0)
+        return -1;
+    const float *in = d->x.p;
+    int in_dim = (int)dw->inputs;
+    for (size_t l = 0; l < dw->layers; l++) {
+        if (ops->gemm_tn(d->ctx, G, n_rows, in_dim, dw->w_ih[l], in_dim, in, in_dim, gates, G,
+                         errstr, errstr_size) < 0)
+            return -1;
+        /* h is the input GEMM's operand above and the cell's output below: the stream orders
+         * the read before the write. */
+        if (fused) {
+            struct ad_lstm_fused_args a = {.gates = gates,
+                                           .w_hh = dw->w_hh[l],
+                                           .bias = dw->bias[l],
+                                           .states = table->p,
+                                           .slots = d->slots.p,
+                                           .h = h,
+                                           .rows = (unsigned)rows,
+                                           .hidden = (unsigned)H,
+                                           .state_floats = (unsigned)S,
+                                           .layer = (unsigned)l,
+                                           .tile = fused_tile(dw)};
+            if (ops->step_fused(d->ctx, &a, errstr, errstr_size) < 0)
+                return -1;
+        } else {
+            struct ad_lstm_step_args a = {.gates = gates,
+                                          .rec = rec,
+                                          .bias = dw->bias[l],
+                                          .states = table->p,
+                                          .slots = d->slots.p,
+                                          .h = h,
+                                          .rows = (unsigned)rows,
+                                          .hidden = (unsigned)H,
+                                          .state_floats = (unsigned)S,
+                                          .layer = (unsigned)l};
+            if (ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, st + 2 * l * (size_t)H, S, rec,
+                             G, errstr, errstr_size) < 0 ||
+                ops->step(d->ctx, &a, errstr, errstr_size) < 0)
+                return -1;
+        }
+        in = h;
+        in_dim = H;
+    }
+    return run_head(d, dw, h, rows, errstr, errstr_size);
+}
+
+enum mode { FORWARD, WARM_UP, STEP };
+
+static const char *const mode_names[] = {"LSTM forward", "LSTM warm-up", "LSTM step"};
+
+/* The table exists, and every slot's state lies inside it. */
+static int check_table(const char *what, const struct ad_lstm_weights *w,
+                       const struct ad_lstm_dev_table *table, const uint32_t *slots, size_t batch,
+                       char *errstr, size_t errstr_size)
+{
+    if (table == NULL || table->p == NULL) {
+        ad_errstr_set(errstr, errstr_size, "%s: no table of states", what);
+        return -1;
+    }
+    if (batch > 0 && slots == NULL) {
+        ad_errstr_set(errstr, errstr_size, "%s: no slots", what);
+        return -1;
+    }
+    size_t row = 2 * w->layers * w->hidden * sizeof(float); /* bounded: checked before */
+    size_t capacity = table->bytes / row;
+    for (size_t i = 0; i < batch; i++) {
+        if (slots[i] >= capacity) {
+            ad_errstr_set(errstr, errstr_size, "%s: slot %u beyond the table's %zu", what,
+                          (unsigned)slots[i], capacity);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int run(struct ad_lstm_dev *d, enum mode mode, const struct ad_lstm_weights *w,
+               struct ad_lstm_dev_table *table, const float *x, size_t batch, size_t steps,
+               size_t x_stride, const uint32_t *slots, float *out, char *errstr, size_t errstr_size)
+{
+    const char *what = mode_names[mode];
+    if (check_args(what, w, x, batch, steps, x_stride, out, errstr, errstr_size) < 0 ||
+        (mode != FORWARD && check_table(what, w, table, slots, batch, errstr, errstr_size) < 0))
         return AD_LSTM_DEV_INVALID;
     d->last_chunks = 0;
     if (batch == 0)
         return AD_LSTM_DEV_OK;
 
     size_t F = w->inputs, H = w->hidden, O = w->outputs, len = steps * F;
+    size_t S = 2 * w->layers * H;
     size_t chunk = ad_lstm_dev_chunk(w, batch, steps, d->gate_bytes);
-    size_t f = sizeof(float);
+    size_t f = sizeof(float), u = sizeof(uint32_t);
+    int fused = mode == STEP && use_fused(d, w); /* no rec, no gathered states */
     /* Growing frees buffers: nothing may be queued yet. */
     if (buf_reserve(d, &d->x, chunk * len * f, 0, errstr, errstr_size) < 0 ||
         buf_reserve(d, &d->gates, chunk * steps * 4 * H * f, 0, errstr, errstr_size) < 0 ||
-        buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0 ||
+        (!fused && buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->h, chunk * H * f, 0, errstr, errstr_size) < 0 ||
-        buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0 ||
-        (w->layers > 1 &&
+        (mode != STEP && buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0) ||
+        (mode != STEP && w->layers > 1 &&
          buf_reserve(d, &d->seq, chunk * steps * H * f, 0, errstr, errstr_size) < 0) ||
+        (mode == STEP && !fused &&
+         buf_reserve(d, &d->st, chunk * S * f, 0, errstr, errstr_size) < 0) ||
+        (mode != FORWARD && buf_reserve(d, &d->slots, chunk * u, 0, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->out, chunk * O * f, 0, errstr, errstr_size) < 0 ||
         buf_reserve(d, &d->stage_in, batch * len * f, 1, errstr, errstr_size) < 0 ||
+        (mode != FORWARD &&
+         buf_reserve(d, &d->stage_slots, batch * u, 1, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->stage_out, batch * O * f, 1, errstr, errstr_size) < 0)
         return AD_LSTM_DEV_FAILED;
 
@@ -340,16 +482,26 @@ int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, 
         return AD_LSTM_DEV_FAILED;
 
     float *stage_in = d->stage_in.p, *stage_out = d->stage_out.p;
+    uint32_t *stage_slots = d->stage_slots.p;
     size_t chunks = 0;
     for (size_t start = 0; start < batch; start += chunk) {
         size_t rows = min_size(chunk, batch - start);
         float *in = stage_in + start * len;
         /* Packing the next chunk overlaps the device's work on this one. */
         pack(in, x + start * x_stride, rows, len, x_stride);
-        if (d->ops->upload(d->ctx, d->x.p, in, rows * len * f, errstr, errstr_size) < 0 ||
-            run_chunk(d, &m->dev, rows, steps, errstr, errstr_size) < 0 ||
-            d->ops->download(d->ctx, stage_out + start * O, d->out.p, rows * O * f, errstr,
-                             errstr_size) < 0)
+        if (d->ops->upload(d->ctx, d->x.p, in, rows * len * f, errstr, errstr_size) < 0)
+            return AD_LSTM_DEV_FAILED;
+        if (mode != FORWARD) {
+            memcpy(stage_slots + start, slots + start, rows * u);
+            if (d->ops->upload(d->ctx, d->slots.p, stage_slots + start, rows * u, errstr,
+                               errstr_size) < 0)
+                return AD_LSTM_DEV_FAILED;
+        }
+        int rc = mode == STEP ? run_step_chunk(d, &m->dev, table, rows, errstr, errstr_size)
+                              : run_chunk(d, &m->dev, rows, steps, mode == WARM_UP ? table : NULL,
+                                          errstr, errstr_size);
+        if (rc < 0 || d->ops->download(d->ctx, stage_out + start * O, d->out.p, rows * O * f,
+                                       errstr, errstr_size) < 0)
             return AD_LSTM_DEV_FAILED;
         chunks++;
     }
@@ -358,4 +510,75 @@ int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, 
     memcpy(out, stage_out, batch * O * f);
     d->last_chunks = chunks;
     return AD_LSTM_DEV_OK;
+}
+
+int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
+                        size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
+                        size_t errstr_size)
+{
+    return run(d, FORWARD, w, NULL, x, batch, steps, x_stride, NULL, out, errstr, errstr_size);
+}
+
+int ad_lstm_dev_warm_up_slots(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, void *table,
+                              const float *x, size_t batch, size_t steps, size_t x_stride,
+                              const uint32_t *slots, float *out, char *errstr, size_t errstr_size)
+{
+    return run(d, WARM_UP, w, table, x, batch, steps, x_stride, slots, out, errstr, errstr_size);
+}
+
+int ad_lstm_dev_step_slots(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, void *table,
+                           const float *x, size_t batch, size_t x_stride, const uint32_t *slots,
+                           float *out, char *errstr, size_t errstr_size)
+{
+    /* One step: the chunking and the checks of a forward over one input per window. */
+    return run(d, STEP, w, table, x, batch, 1, x_stride, slots, out, errstr, errstr_size);
+}
+
+int ad_lstm_dev_states_resize(struct ad_lstm_dev *d, void **table, size_t old_bytes,
+                              size_t new_bytes, char *errstr, size_t errstr_size)
+{
+    struct ad_lstm_dev_table *old = *table;
+    if ((old == NULL ? 0 : old->bytes) != old_bytes || new_bytes < old_bytes || new_bytes == 0) {
+        ad_errstr_set(errstr, errstr_size, "LSTM states: a table of %zu bytes cannot become %zu",
+                      old == NULL ? 0 : old->bytes, new_bytes);
+        return AD_LSTM_DEV_INVALID;
+    }
+    struct ad_lstm_dev_table *t = malloc(sizeof *t);
+    if (t == NULL) {
+        ad_errstr_set(errstr, errstr_size, "LSTM states: out of memory");
+        return AD_LSTM_DEV_INVALID;
+    }
+    void *p = NULL;
+    if (d->ops->alloc(d->ctx, new_bytes, &p, errstr, errstr_size) < 0) {
+        free(t);
+        return AD_LSTM_DEV_INVALID; /* nothing queued, the old table intact */
+    }
+    t->p = p;
+    t->bytes = new_bytes;
+    if (old != NULL && old_bytes > 0) {
+        /* The old table may still be in use by queued work: the copy is queued after it. */
+        if (d->ops->copy(d->ctx, t->p, old->p, old_bytes, errstr, errstr_size) < 0 ||
+            d->ops->sync(d->ctx, errstr, errstr_size) < 0) {
+            /* The copy may still be queued: wait for it (its error is already said) first. */
+            d->ops->sync(d->ctx, NULL, 0);
+            d->ops->release(d->ctx, t->p);
+            free(t);
+            return AD_LSTM_DEV_FAILED;
+        }
+        d->ops->release(d->ctx, old->p);
+        free(old);
+    }
+    *table = t;
+    return AD_LSTM_DEV_OK;
+}
+
+void ad_lstm_dev_states_free(struct ad_lstm_dev *d, void *table)
+{
+    struct ad_lstm_dev_table *t = table;
+    if (t == NULL)
+        return;
+    /* A failed call may leave work queued on it. */
+    d->ops->sync(d->ctx, NULL, 0);
+    d->ops->release(d->ctx, t->p);
+    free(t);
 }

@@ -16,6 +16,18 @@
  *              kernel: the gates, c and h, and h again into the next layer's input;
  *   out = h · head_w^T (one GEMM), + head_b (one kernel); download into pinned staging.
  * then one sync and a copy of the outputs to the caller.
+ *
+ * Stream mode keeps a table of states on the device (struct ad_lstm_dev_table), one per slot,
+ * so that a call moves only its new inputs, its slots (uint32) and its outputs. Per chunk:
+ *   warm-up: a forward as above, with the chunk's slots uploaded too, and after each layer's
+ *            last step one kernel that scatters the layer's h and c into the windows' slots;
+ *   step:    pack and upload the chunk's one input per window and its slots; gather the
+ *            windows' states into a contiguous [rows][S] copy (one kernel); per layer:
+ *            gates = in · W_ih^T, rec = h_prev · W_hh^T (two GEMMs, h_prev read from the copy
+ *            with ldb S), then one kernel: the cell, c_prev read and h, c written by slot, h
+ *            also into a contiguous buffer, the next layer's input; then the head as above.
+ *            With the fused step (W_hh fits in a block's shared memory), per layer only the
+ *            input GEMM and one kernel: no gather, no recurrent GEMM.
  */
 
 #include <stddef.h>
@@ -50,6 +62,16 @@ struct ad_lstm_dev_ops {
     int (*cell)(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size);
     int (*add_bias)(void *ctx, const struct ad_lstm_bias_args *a, char *errstr, size_t errstr_size);
     int (*sync)(void *ctx, char *errstr, size_t errstr_size);
+    /* Stream mode: a device-to-device copy, and the kernels of lstm_cell.h's stream part. */
+    int (*copy)(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                size_t errstr_size);
+    int (*gather)(void *ctx, const struct ad_lstm_gather_args *a, char *errstr, size_t errstr_size);
+    int (*scatter)(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
+                   size_t errstr_size);
+    int (*step)(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size);
+    /* The fused step (lstm_cell.h): NULL, or used when its shared memory fits fused_smem. */
+    int (*step_fused)(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                      size_t errstr_size);
 };
 
 /* Models whose weights stay on the device; the least recently used goes first. */
@@ -74,12 +96,14 @@ struct ad_lstm_dev {
     const struct ad_lstm_dev_ops *ops;
     void *ctx;
     size_t gate_bytes;
+    size_t fused_smem; /* shared memory a block may have; 0: no fused step */
     uint64_t tick;
     struct ad_lstm_dev_model models[AD_LSTM_DEV_MODELS];
-    /* Device: one chunk's input, gates, rec, h, c, layer outputs, head outputs. */
-    struct ad_lstm_dev_buf x, gates, rec, h, c, seq, out;
-    /* Pinned host: the whole batch's packed input and outputs. */
-    struct ad_lstm_dev_buf stage_in, stage_out;
+    /* Device: one chunk's input, gates, rec, h, c, layer outputs, head outputs; in stream
+     * mode also its slots and its gathered states. */
+    struct ad_lstm_dev_buf x, gates, rec, h, c, seq, out, slots, st;
+    /* Pinned host: the whole batch's packed input, slots and outputs. */
+    struct ad_lstm_dev_buf stage_in, stage_slots, stage_out;
     /* For tests and benchmarks. */
     uint64_t model_uploads;
     size_t last_chunks;
@@ -99,6 +123,32 @@ void ad_lstm_dev_release(struct ad_lstm_dev *d);
 int ad_lstm_dev_forward(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, const float *x,
                         size_t batch, size_t steps, size_t x_stride, float *out, char *errstr,
                         size_t errstr_size);
+
+/* A table of stream states on the device: what lstm.c holds as an ad_lstm_states' table. */
+struct ad_lstm_dev_table {
+    float *p;     /* device memory */
+    size_t bytes; /* of p */
+};
+
+/*
+ * Makes *table (NULL: none yet; else one of old_bytes) hold new_bytes, keeping the old bytes
+ * (a device-to-device copy, then a sync before the old memory goes). On failure *table is
+ * unchanged. Returns an ad_lstm_dev_status: INVALID when the allocation fails (nothing
+ * queued: the device is still usable), FAILED when the copy does.
+ */
+int ad_lstm_dev_states_resize(struct ad_lstm_dev *d, void **table, size_t old_bytes,
+                              size_t new_bytes, char *errstr, size_t errstr_size);
+/* Frees a table after waiting for the work queued on it; accepts NULL. */
+void ad_lstm_dev_states_free(struct ad_lstm_dev *d, void *table);
+
+/* ad_lstm_warm_up_slots's and ad_lstm_step_slots's contracts on a table made above; each
+ * slot must lie inside the table (INVALID otherwise, nothing queued). */
+int ad_lstm_dev_warm_up_slots(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, void *table,
+                              const float *x, size_t batch, size_t steps, size_t x_stride,
+                              const uint32_t *slots, float *out, char *errstr, size_t errstr_size);
+int ad_lstm_dev_step_slots(struct ad_lstm_dev *d, const struct ad_lstm_weights *w, void *table,
+                           const float *x, size_t batch, size_t x_stride, const uint32_t *slots,
+                           float *out, char *errstr, size_t errstr_size);
 
 /* Windows per chunk for a batch (batch >= 1, arguments checked), spread evenly over chunks. */
 size_t ad_lstm_dev_chunk(const struct ad_lstm_weights *w, size_t batch, size_t steps,

@@ -3,7 +3,8 @@
  * machine: without a device or a CUDA build, ad_lstm_backend_cuda_new fails and says why.
  * With --require-device (the `gpu` test) it skips with status 77 when no backend can be made,
  * and otherwise compares the backend with the plain reference forward (tests/unit/lstm_ref.c)
- * on random models: |got - want| <= 1e-4 * max(1, |want|), every output written.
+ * on random models: |got - want| <= 1e-4 * max(1, |want|), every output written; and its stream
+ * mode (states by slot on the device) with the reference and with its own windowed forward.
  */
 
 #include <math.h>
@@ -112,6 +113,12 @@ static void test_hooks_and_dispatch(void **state)
     assert_int_equal(ad_lstm_step(b, NULL, NULL, 0, 1, NULL, NULL, err, sizeof err), -1);
     assert_string_equal(err, "the fake backend has no stream mode");
     assert_int_equal(ad_lstm_warm_up(b, NULL, NULL, 0, 1, 1, NULL, NULL, err, sizeof err), -1);
+    /* Nor a table of states by slot. */
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 1, 1, 2, 4, 2, 1.0f, 1);
+    assert_null(ad_lstm_states_new(b, &m.w, err, sizeof err));
+    assert_string_equal(err, "the fake backend has no stream mode");
+    lstm_ref_model_free(&m);
     struct ad_lstm_cuda_stats s;
     assert_int_equal(ad_lstm_cuda_set_profiling(b, true), -1);
     assert_int_equal(ad_lstm_cuda_last_stats(b, &s), -1);
@@ -325,6 +332,94 @@ static void test_gpu_profiling(void **state)
     lstm_ref_model_free(&m);
 }
 
+/*
+ * Stream mode with the states on the device: a warm-up into scattered slots, then steps, each
+ * output against the reference over every input so far (1e-4) and against the backend's own
+ * windowed forward (1e-5); the table grows half-way and keeps its states; a step moves only its
+ * inputs and slots up and its outputs down.
+ */
+static void test_gpu_stream(void **state)
+{
+    (void)state;
+    static const size_t layers[] = {1, 2}, hidden[] = {16, 64, 128}, batches[] = {1, 7, 1000};
+    const size_t F = 8, T = 20, K = 5;
+    uint64_t id = 1500, seed = 40;
+    for (size_t li = 0; li < 2; li++)
+        for (size_t hi = 0; hi < 3; hi++)
+            for (size_t bi = 0; bi < 3; bi++) {
+                size_t L = layers[li], H = hidden[hi], B = batches[bi];
+                struct lstm_ref_model m;
+                lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
+                size_t stride = (T + K) * F + 3;
+                float *x = make_input(B, T + K, F, stride, ++seed);
+                float *out = malloc(B * F * sizeof *out), *win = malloc(B * F * sizeof *win);
+                uint32_t *slots = malloc(B * sizeof *slots);
+                assert_non_null(out);
+                assert_non_null(win);
+                assert_non_null(slots);
+                /* Distinct and scattered: b * 7919 mod a prime above 3B. */
+                size_t prime = 3 * B + 2;
+                for (bool composite = true; composite; prime++) {
+                    composite = false;
+                    for (size_t q = 2; q * q <= prime; q++)
+                        composite |= prime % q == 0;
+                }
+                prime--;
+                for (size_t b = 0; b < B; b++)
+                    slots[b] = (uint32_t)((b * 7919 + 3) % prime);
+                char err[512] = "";
+                struct ad_lstm_states *st = ad_lstm_states_new(backend, &m.w, err, sizeof err);
+                if (st == NULL)
+                    fail_msg("states: %s", err);
+                if (ad_lstm_states_reserve(st, prime, err, sizeof err) < 0)
+                    fail_msg("reserve: %s", err);
+                for (size_t k = 0; k <= K; k++) {
+                    size_t n = T + k;
+                    memset(out, 0xFF, B * F * sizeof *out);
+                    int rc = k == 0 ? ad_lstm_warm_up_slots(backend, &m.w, st, x, B, T, stride,
+                                                            slots, out, err, sizeof err)
+                                    : ad_lstm_step_slots(backend, &m.w, st, x + (n - 1) * F, B,
+                                                         stride, slots, out, err, sizeof err);
+                    if (rc < 0)
+                        fail_msg("L %zu H %zu B %zu after %zu: %s", L, H, B, n, err);
+                    struct ad_lstm_cuda_stats s;
+                    assert_int_equal(ad_lstm_cuda_last_stats(backend, &s), 0);
+                    if (k > 0) {
+                        assert_int_equal(s.h2d_bytes, B * (F * sizeof(float) + sizeof(uint32_t)));
+                        assert_int_equal(s.d2h_bytes, B * F * sizeof(float));
+                    }
+                    size_t rows[SAMPLED], nr = 0;
+                    if (B > SAMPLED) {
+                        rows[nr++] = 0;
+                        rows[nr++] = B - 1;
+                        while (nr < SAMPLED)
+                            rows[nr++] =
+                                (size_t)((lstm_ref_uniform(&seed) + 1.0f) * 0.5f * (float)B) % B;
+                    }
+                    char why[256];
+                    if (lstm_ref_check(&m.w, x, B, n, stride, out, nr ? rows : NULL, nr, TOL, why,
+                                       sizeof why) != 0)
+                        fail_msg("L %zu H %zu B %zu after %zu inputs: %s", L, H, B, n, why);
+                    if (ad_lstm_forward(backend, &m.w, x, B, n, stride, win, err, sizeof err) < 0)
+                        fail_msg("forward: %s", err);
+                    for (size_t i = 0; i < B * F; i++) {
+                        if (!(fabs(out[i] - win[i]) <= 1e-5 * fmax(1.0, fabs(win[i]))))
+                            fail_msg("L %zu H %zu B %zu after %zu: output %zu: %.9g, window %.9g",
+                                     L, H, B, n, i, out[i], win[i]);
+                    }
+                    if (k == 2 && ad_lstm_states_reserve(st, 5 * prime, err, sizeof err) < 0)
+                        fail_msg("reserve: %s", err);
+                }
+                assert_true(ad_lstm_states_bytes(st) >= 5 * prime * 2 * L * H * sizeof(float));
+                ad_lstm_states_destroy(st);
+                free(slots);
+                free(out);
+                free(win);
+                free(x);
+                lstm_ref_model_free(&m);
+            }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest anywhere[] = {
@@ -348,6 +443,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gpu_chunks),       cmocka_unit_test(test_gpu_weights_cache),
         cmocka_unit_test(test_gpu_buffers_grow), cmocka_unit_test(test_gpu_invalid_arguments),
         cmocka_unit_test(test_gpu_recreate),     cmocka_unit_test(test_gpu_profiling),
+        cmocka_unit_test(test_gpu_stream),
     };
     int failed = cmocka_run_group_tests(anywhere, NULL, NULL);
     failed += cmocka_run_group_tests(on_device, NULL, NULL);

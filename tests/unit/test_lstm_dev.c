@@ -29,7 +29,21 @@
 
 /* The emulated device. */
 
-enum op_kind { OP_ALLOC, OP_ALLOC_HOST, OP_UPLOAD, OP_DOWNLOAD, OP_GEMM, OP_CELL, OP_BIAS, OP_N };
+enum op_kind {
+    OP_ALLOC,
+    OP_ALLOC_HOST,
+    OP_UPLOAD,
+    OP_DOWNLOAD,
+    OP_GEMM,
+    OP_CELL,
+    OP_BIAS,
+    OP_COPY,
+    OP_GATHER,
+    OP_SCATTER,
+    OP_STEP,
+    OP_FUSED,
+    OP_N
+};
 
 struct region {
     char *base;
@@ -47,6 +61,11 @@ struct op {
     float *c;
     struct ad_lstm_cell_args cell;
     struct ad_lstm_bias_args bias;
+    struct ad_lstm_gather_args gather;
+    struct ad_lstm_scatter_args scatter;
+    struct ad_lstm_step_args step;
+    struct ad_lstm_fused_args fused;
+    const char *table_end; /* of the allocation the states lie in: slots are checked at run */
 };
 
 struct emu {
@@ -57,6 +76,7 @@ struct emu {
     long calls[OP_N];
     enum op_kind fail_kind;
     long fail_at; /* fail the fail_at-th call of fail_kind (1-based); 0: never */
+    size_t smem;  /* shared memory of a block, as the device would refuse a launch beyond */
     char violation[512];
 };
 
@@ -268,7 +288,159 @@ static int emu_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errs
     return 0;
 }
 
-static void run(const struct op *o)
+static int emu_copy(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
+                    size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_COPY, errstr, errstr_size) < 0)
+        return -1;
+    check_span(e, dst, bytes, 0, "copy destination");
+    check_span(e, src, bytes, 0, "copy source");
+    if (find(e, dst) == find(e, src))
+        violate(e, "copy within one allocation");
+    enqueue(e, &(struct op){.kind = OP_COPY, .dst = dst, .src = src, .bytes = bytes});
+    return 0;
+}
+
+/* The table the states pointer lies in; its slots are known only when the op runs. */
+static const char *table_end(struct emu *e, const float *states, const char *what)
+{
+    struct region *r = find(e, states);
+    if (r == NULL || r->host) {
+        violate(e, "%s: the states are not in device memory", what);
+        return NULL;
+    }
+    return r->base + r->bytes;
+}
+
+static int emu_gather(void *ctx, const struct ad_lstm_gather_args *a, char *errstr,
+                      size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_GATHER, errstr, errstr_size) < 0)
+        return -1;
+    check_span(e, a->slots, a->rows * sizeof(uint32_t), 0, "gather slots");
+    check_span(e, a->dst, (size_t)a->rows * a->state_floats * sizeof(float), 0, "gather dst");
+    enqueue(e, &(struct op){.kind = OP_GATHER,
+                            .gather = *a,
+                            .table_end = table_end(e, a->states, "gather")});
+    return 0;
+}
+
+static int emu_scatter(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
+                       size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_SCATTER, errstr, errstr_size) < 0)
+        return -1;
+    size_t n = (size_t)a->rows * a->hidden * sizeof(float);
+    check_span(e, a->slots, a->rows * sizeof(uint32_t), 0, "scatter slots");
+    check_span(e, a->h, n, 0, "scatter h");
+    check_span(e, a->c, n, 0, "scatter c");
+    if ((size_t)2 * (a->layer + 1) * a->hidden > a->state_floats)
+        violate(e, "scatter: layer %u beyond a state of %u floats", a->layer, a->state_floats);
+    enqueue(e, &(struct op){.kind = OP_SCATTER,
+                            .scatter = *a,
+                            .table_end = table_end(e, a->states, "scatter")});
+    return 0;
+}
+
+static int emu_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_STEP, errstr, errstr_size) < 0)
+        return -1;
+    size_t rows = a->rows, H = a->hidden, f = sizeof(float);
+    check_span(e, a->gates, rows * 4 * H * f, 0, "step gates");
+    check_span(e, a->rec, rows * 4 * H * f, 0, "step rec");
+    check_span(e, a->bias, 4 * H * f, 0, "step bias");
+    check_span(e, a->slots, rows * sizeof(uint32_t), 0, "step slots");
+    check_span(e, a->h, rows * H * f, 0, "step h");
+    if (find(e, a->h) == find(e, a->states))
+        violate(e, "step h inside the table");
+    if (2 * (a->layer + 1) * H > a->state_floats)
+        violate(e, "step: layer %u beyond a state of %u floats", a->layer, a->state_floats);
+    enqueue(
+        e, &(struct op){.kind = OP_STEP, .step = *a, .table_end = table_end(e, a->states, "step")});
+    return 0;
+}
+
+static int emu_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
+                          size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_FUSED, errstr, errstr_size) < 0)
+        return -1;
+    size_t rows = a->rows, H = a->hidden, f = sizeof(float);
+    check_span(e, a->gates, rows * 4 * H * f, 0, "fused gates");
+    check_span(e, a->w_hh, 4 * H * H * f, 0, "fused w_hh");
+    check_span(e, a->bias, 4 * H * f, 0, "fused bias");
+    check_span(e, a->slots, rows * sizeof(uint32_t), 0, "fused slots");
+    check_span(e, a->h, rows * H * f, 0, "fused h");
+    if (2 * (a->layer + 1) * H > a->state_floats)
+        violate(e, "fused: layer %u beyond a state of %u floats", a->layer, a->state_floats);
+    /* One thread per unit of a tile's windows, at most a block's. */
+    if (a->tile < 1 || (a->tile > 1 && a->tile * H > AD_LSTM_FUSED_THREADS))
+        violate(e, "fused: a tile of %u windows of %zu units", a->tile, H);
+    if (ad_lstm_fused_smem_bytes(a->hidden, a->tile) > e->smem) {
+        snprintf(errstr, errstr_size, "fused: too much shared memory (emulated)");
+        violate(e, "fused: %zu bytes of shared memory, %zu allowed",
+                ad_lstm_fused_smem_bytes(a->hidden, a->tile), e->smem);
+        return -1;
+    }
+    enqueue(e, &(struct op){
+                   .kind = OP_FUSED, .fused = *a, .table_end = table_end(e, a->states, "fused")});
+    return 0;
+}
+
+/* At run time, as a kernel would index: each slot's whole state inside the table, and the
+ * slots of one launch distinct (else two threads write one float). */
+static int slots_ok(struct emu *e, const struct op *o, const float *states, const uint32_t *slots,
+                    unsigned rows, unsigned state_floats)
+{
+    for (unsigned b = 0; b < rows; b++) {
+        const char *end = (const char *)(states + ((size_t)slots[b] + 1) * state_floats);
+        if (o->table_end == NULL || end > o->table_end) {
+            violate(e, "op %d: slot %u of window %u beyond the table", (int)o->kind, slots[b], b);
+            return 0;
+        }
+        for (unsigned k = 0; k < b; k++) {
+            if (slots[k] == slots[b]) {
+                violate(e, "op %d: windows %u and %u share slot %u", (int)o->kind, k, b, slots[b]);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* The fused kernel's phases, a block at a time: what a barrier separates runs in order, in
+ * shared memory that starts as NaN. */
+static void run_fused(struct emu *e, const struct op *o)
+{
+    const struct ad_lstm_fused_args *a = &o->fused;
+    if (!slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+        return;
+    size_t bytes = ad_lstm_fused_smem_bytes(a->hidden, a->tile);
+    float *smem = malloc(bytes);
+    if (smem == NULL)
+        abort();
+    memset(smem, 0xFF, bytes);
+    float *sw = smem, *sh = smem + (size_t)a->hidden * (4 * a->hidden + 1);
+    for (unsigned i = 0; i < 4 * a->hidden * a->hidden; i++)
+        ad_lstm_fused_load_w(*a, sw, i);
+    for (unsigned first = 0; first < a->rows; first += a->tile) {
+        unsigned n = (a->rows - first < a->tile ? a->rows - first : a->tile) * a->hidden;
+        memset(sh, 0xFF, (size_t)a->tile * a->hidden * sizeof *sh); /* the last tile's: stale */
+        for (unsigned i = 0; i < n; i++)
+            ad_lstm_fused_load_h(*a, sh, first, i);
+        for (unsigned i = 0; i < n; i++)
+            ad_lstm_fused_cell(*a, sw, sh, first, i);
+    }
+    free(smem);
+}
+
+static void run(struct emu *e, const struct op *o)
 {
     switch (o->kind) {
     case OP_UPLOAD:
@@ -296,6 +468,33 @@ static void run(const struct op *o)
         for (unsigned i = 0; i < o->bias.rows * o->bias.cols; i++)
             ad_lstm_bias_at(o->bias, i);
         break;
+    case OP_COPY:
+        memcpy(o->dst, o->src, o->bytes);
+        break;
+    case OP_GATHER: {
+        const struct ad_lstm_gather_args *a = &o->gather;
+        if (slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+            for (unsigned i = 0; i < a->rows * a->state_floats; i++)
+                ad_lstm_gather_at(*a, i);
+        break;
+    }
+    case OP_SCATTER: {
+        const struct ad_lstm_scatter_args *a = &o->scatter;
+        if (slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+            for (unsigned i = 0; i < a->rows * a->hidden; i++)
+                ad_lstm_scatter_at(*a, i);
+        break;
+    }
+    case OP_FUSED:
+        run_fused(e, o);
+        break;
+    case OP_STEP: {
+        const struct ad_lstm_step_args *a = &o->step;
+        if (slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+            for (unsigned i = 0; i < a->rows * a->hidden; i++)
+                ad_lstm_step_at(*a, i);
+        break;
+    }
     default:
         abort();
     }
@@ -307,7 +506,7 @@ static int emu_sync(void *ctx, char *errstr, size_t errstr_size)
     (void)errstr_size;
     struct emu *e = ctx;
     for (size_t i = 0; i < e->n_queue; i++)
-        run(&e->queue[i]);
+        run(e, &e->queue[i]);
     e->n_queue = 0;
     return 0;
 }
@@ -323,7 +522,15 @@ static const struct ad_lstm_dev_ops emu_ops = {
     .cell = emu_cell,
     .add_bias = emu_add_bias,
     .sync = emu_sync,
+    .copy = emu_copy,
+    .gather = emu_gather,
+    .scatter = emu_scatter,
+    .step = emu_step,
+    .step_fused = emu_step_fused,
 };
+
+/* A block's shared memory on the emulated device: H = 64's fused step fits, 128's does not. */
+#define EMU_SMEM ((size_t)100 << 10)
 
 struct fixture {
     struct emu emu;
@@ -336,6 +543,8 @@ static int setup(void **state)
     if (fx == NULL)
         return -1;
     ad_lstm_dev_init(&fx->dev, &emu_ops, &fx->emu);
+    fx->emu.smem = EMU_SMEM; /* the plan's fused_smem stays 0 (no fused step) unless a test
+                              * sets it */
     *state = fx;
     return 0;
 }
@@ -650,6 +859,367 @@ static void test_chunk_sizes(void **state)
                 (size_t)INT32_MAX);
 }
 
+/* ---- stream mode ---- */
+
+#define STREAM_TOL 1e-5
+
+/* A table of `slots` states, made as lstm.c makes one: resized from nothing. */
+static struct ad_lstm_dev_table *table_new(struct fixture *fx, const struct ad_lstm_weights *w,
+                                           size_t slots)
+{
+    void *t = NULL;
+    char err[256] = "";
+    size_t bytes = slots * 2 * w->layers * w->hidden * sizeof(float);
+    if (ad_lstm_dev_states_resize(&fx->dev, &t, 0, bytes, err, sizeof err) != AD_LSTM_DEV_OK)
+        fail_msg("resize: %s", err);
+    return t;
+}
+
+/* n distinct slots below cap, in a scattered order (a seeded shuffle of 0 .. cap - 1). */
+static uint32_t *scattered_slots(size_t n, size_t cap, uint64_t seed)
+{
+    uint32_t *all = malloc(cap * sizeof *all);
+    assert_non_null(all);
+    for (size_t i = 0; i < cap; i++)
+        all[i] = (uint32_t)i;
+    for (size_t i = cap - 1; i > 0; i--) {
+        size_t j = (size_t)((lstm_ref_uniform(&seed) + 1.0f) * 0.5f * (float)(i + 1)) % (i + 1);
+        uint32_t t = all[i];
+        all[i] = all[j];
+        all[j] = t;
+    }
+    assert_true(n <= cap);
+    return all; /* the first n are the call's; the rest are slots nobody uses */
+}
+
+/* |got - want| <= tol * max(1, |want|) for rows × O outputs. */
+static void expect_close(const float *got, const double *want, size_t n, double tol,
+                         const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        double lim = tol * (fabs(want[i]) > 1.0 ? fabs(want[i]) : 1.0);
+        if (!(fabs(got[i] - want[i]) <= lim))
+            fail_msg("%s: output %zu: got %.9g, want %.9g", what, i, got[i], want[i]);
+    }
+}
+
+static void warm_up(struct fixture *fx, const struct ad_lstm_weights *w,
+                    struct ad_lstm_dev_table *t, const float *x, size_t batch, size_t steps,
+                    size_t stride, const uint32_t *slots, float *out)
+{
+    char err[256] = "";
+    int rc = ad_lstm_dev_warm_up_slots(&fx->dev, w, t, x, batch, steps, stride, slots, out, err,
+                                       sizeof err);
+    if (rc != AD_LSTM_DEV_OK)
+        fail_msg("warm-up: %d: %s", rc, err);
+    assert_string_equal(fx->emu.violation, "");
+    assert_int_equal(fx->emu.n_queue, 0);
+}
+
+static void step(struct fixture *fx, const struct ad_lstm_weights *w, struct ad_lstm_dev_table *t,
+                 const float *x, size_t batch, size_t stride, const uint32_t *slots, float *out)
+{
+    char err[256] = "";
+    int rc = ad_lstm_dev_step_slots(&fx->dev, w, t, x, batch, stride, slots, out, err, sizeof err);
+    if (rc != AD_LSTM_DEV_OK)
+        fail_msg("step: %d: %s", rc, err);
+    assert_string_equal(fx->emu.violation, "");
+    assert_int_equal(fx->emu.n_queue, 0);
+}
+
+/* Every byte of the slots listed is still what snapshot holds. */
+static void expect_slots_unchanged(const struct ad_lstm_dev_table *t, const unsigned char *snapshot,
+                                   const uint32_t *slots, size_t n, size_t row_bytes)
+{
+    const unsigned char *now = (const unsigned char *)t->p;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(now + slots[i] * row_bytes, snapshot + slots[i] * row_bytes, row_bytes) != 0)
+            fail_msg("slot %u changed", (unsigned)slots[i]);
+}
+
+/*
+ * A warm-up over T inputs into scattered slots, then K steps: each output matches the
+ * reference over every input so far (1e-4) and the device's own windowed forward (1e-5);
+ * slots nobody used stay poisoned. 1 and 2 layers, H 16 and 64 (and 128, past the fused
+ * step's shared memory), batches 1, 7, 37, in one chunk and in chunks of 3, with the GEMM
+ * step and with the fused one.
+ */
+static void test_stream_parity(void **state)
+{
+    struct fixture *fx = *state;
+    static const size_t layers[] = {1, 2}, hidden[] = {16, 64, 128}, batches[] = {1, 7, 37};
+    const size_t F = 3, T = 5, K = 4;
+    uint64_t id = 3000, seed = 31;
+    for (size_t li = 0; li < 2; li++)
+        for (size_t hi = 0; hi < 3; hi++)
+            for (size_t bi = 0; bi < 3; bi++)
+                for (int variant = 0; variant < 4; variant++) {
+                    size_t L = layers[li], H = hidden[hi], B = batches[bi];
+                    int chunked = variant & 1, fused = variant >> 1;
+                    if ((chunked && B == 1) || (H == 128 && (B > 7 || chunked)))
+                        continue;
+                    fx->dev.fused_smem = fused ? EMU_SMEM : 0;
+                    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
+                    struct lstm_ref_model m;
+                    lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
+                    /* Windows with one input spare and odd padding: NaN if read. */
+                    size_t stride = (T + K + 1) * F + 2, cap = 3 * B + 5;
+                    size_t row_bytes = 2 * L * H * sizeof(float);
+                    float *x = make_input(B, T + K, F, stride, ++seed);
+                    uint32_t *slots = scattered_slots(B, cap, ++seed);
+                    float *out = malloc(B * F * sizeof *out);
+                    float *win = malloc(B * F * sizeof *win);
+                    double *want_win = malloc(B * F * sizeof *want_win);
+                    assert_non_null(out);
+                    assert_non_null(win);
+                    assert_non_null(want_win);
+                    struct ad_lstm_dev_table *t = table_new(fx, &m.w, cap);
+                    unsigned char *poison = malloc(t->bytes);
+                    assert_non_null(poison);
+                    memcpy(poison, t->p, t->bytes);
+
+                    char what[160], err[256];
+                    for (size_t k = 0; k <= K; k++) {
+                        size_t n = T + k; /* inputs seen so far */
+                        memset(out, 0xFF, B * F * sizeof *out);
+                        /* Chunks of 3 windows for the warm-up's T steps and for one step. */
+                        fx->dev.gate_bytes = !chunked ? AD_LSTM_DEV_GATE_BYTES
+                                             : k == 0 ? gate_bytes_for(3, T, H)
+                                                      : gate_bytes_for(3, 1, H);
+                        if (k == 0)
+                            warm_up(fx, &m.w, t, x, B, T, stride, slots, out);
+                        else
+                            step(fx, &m.w, t, x + (n - 1) * F, B, stride, slots, out);
+                        assert_int_equal(fx->dev.last_chunks, chunked ? (B + 2) / 3 : 1);
+                        snprintf(what, sizeof what, "L %zu H %zu B %zu chunked %d after %zu", L, H,
+                                 B, chunked, n);
+                        double *want = reference(&m.w, x, B, n, stride);
+                        expect_close(out, want, B * F, TOL, what);
+                        free(want);
+                        fx->dev.gate_bytes = AD_LSTM_DEV_GATE_BYTES;
+                        assert_int_equal(ad_lstm_dev_forward(&fx->dev, &m.w, x, B, n, stride, win,
+                                                             err, sizeof err),
+                                         AD_LSTM_DEV_OK);
+                        for (size_t i = 0; i < B * F; i++)
+                            want_win[i] = win[i];
+                        expect_close(out, want_win, B * F, STREAM_TOL, what);
+                    }
+                    /* The fused step where it fits, else the gather and GEMMs. */
+                    int fits = fused && H <= 64;
+                    assert_int_equal(fx->emu.calls[OP_FUSED],
+                                     fits ? K * L * (chunked ? (B + 2) / 3 : 1) : 0);
+                    assert_int_equal(fx->emu.calls[OP_GATHER],
+                                     fits ? 0 : K * (chunked ? (B + 2) / 3 : 1));
+                    /* The slots nobody named were never written: still the allocation's NaN. */
+                    expect_slots_unchanged(t, poison, slots + B, cap - B, row_bytes);
+                    ad_lstm_dev_states_free(&fx->dev, t);
+                    free(poison);
+                    free(out);
+                    free(win);
+                    free(want_win);
+                    free(slots);
+                    free(x);
+                    lstm_ref_model_free(&m);
+                }
+}
+
+/*
+ * Two groups of windows in one table: stepping one leaves the other's states bit for bit, and
+ * the other then steps on as if nothing had happened in between. Then the table grows: the
+ * states survive the move, a window warmed up in the new part steps beside the old ones.
+ */
+static void test_stream_untouched_and_resize(void **state)
+{
+    struct fixture *fx = *state;
+    const size_t F = 4, H = 16, L = 2, T = 6, K = 3, A = 9, B = 5;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 4000, L, F, H, F, 1.0f, 17);
+    fx->dev.fused_smem = EMU_SMEM; /* the GEMM step's slots are checked in test_stream_parity */
+    size_t stride = (T + K) * F, cap = 20, row_bytes = 2 * L * H * sizeof(float);
+    float *x = make_input(A + B + 1, T + K, F, stride, 18);
+    uint32_t *all = scattered_slots(A + B, cap, 19);
+    const uint32_t *sa = all, *sb = all + A;
+    const float *xa = x, *xb = x + A * stride;
+    float out[(9 + 5 + 1) * 4];
+    struct ad_lstm_dev_table *t = table_new(fx, &m.w, cap);
+    warm_up(fx, &m.w, t, xa, A, T, stride, sa, out);
+    warm_up(fx, &m.w, t, xb, B, T, stride, sb, out);
+
+    unsigned char *before = malloc(t->bytes);
+    assert_non_null(before);
+    memcpy(before, t->p, t->bytes);
+    for (size_t k = 0; k + 1 < K; k++) /* the last input comes after the move */
+        step(fx, &m.w, t, xa + (T + k) * F, A, stride, sa, out);
+    expect_slots_unchanged(t, before, sb, B, row_bytes);
+    expect_slots_unchanged(t, before, all + A + B, cap - A - B, row_bytes);
+    step(fx, &m.w, t, xb + T * F, B, stride, sb, out);
+    double *want = reference(&m.w, xb, B, T + 1, stride);
+    expect_close(out, want, B * F, TOL, "group b after group a's steps");
+    free(want);
+
+    /* Grow the table: what it held moves, the new part is fresh (poisoned) memory. */
+    size_t old_bytes = t->bytes;
+    memcpy(before, t->p, old_bytes);
+    void *p = t;
+    char err[256] = "";
+    assert_int_equal(
+        ad_lstm_dev_states_resize(&fx->dev, &p, old_bytes, 3 * old_bytes, err, sizeof err),
+        AD_LSTM_DEV_OK);
+    t = p;
+    assert_int_equal(t->bytes, 3 * old_bytes);
+    assert_memory_equal(t->p, before, old_bytes);
+    assert_int_equal(fx->emu.n_queue, 0);
+    /* A new window in the last slot, then a step of it with group a. */
+    uint32_t last = (uint32_t)(3 * cap - 1);
+    const float *xn = x + (A + B) * stride;
+    warm_up(fx, &m.w, t, xn, 1, T + K - 1, stride, &last, out);
+    float *xs = malloc((A + 1) * F * sizeof *xs); /* one input each, tightly packed */
+    uint32_t slots[9 + 1];
+    assert_non_null(xs);
+    for (size_t i = 0; i < A; i++) {
+        memcpy(xs + i * F, xa + i * stride + (T + K - 1) * F, F * sizeof *xs);
+        slots[i] = sa[i];
+    }
+    memcpy(xs + A * F, xn + (T + K - 1) * F, F * sizeof *xs);
+    slots[A] = last;
+    step(fx, &m.w, t, xs, A + 1, F, slots, out);
+    want = reference(&m.w, x, A + B + 1, T + K, stride);
+    expect_close(out, want, A * F, TOL, "group a after the move");
+    expect_close(out + A * F, want + (A + B) * F, F, TOL, "the new window");
+    free(want);
+    free(xs);
+    free(before);
+    ad_lstm_dev_states_free(&fx->dev, t);
+    free(all);
+    free(x);
+    lstm_ref_model_free(&m);
+}
+
+/* Bad arguments of the stream calls fail before anything is queued or allocated. */
+static void test_stream_invalid_arguments(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 4100, 1, 8, 16, 8, 1.0f, 3);
+    struct ad_lstm_dev_table *t = table_new(fx, &m.w, 10);
+    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
+    float x[64 * 8], out[64];
+    memset(x, 0, sizeof x);
+    char err[256];
+    uint32_t slots[] = {3, 9, 10};
+    struct ad_lstm_dev *d = &fx->dev;
+
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, t, x, 3, 8, slots, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_string_equal(err, "LSTM step: slot 10 beyond the table's 10");
+    assert_int_equal(
+        ad_lstm_dev_warm_up_slots(d, &m.w, t, x, 3, 2, 16, slots, out, err, sizeof err),
+        AD_LSTM_DEV_INVALID);
+    assert_string_equal(err, "LSTM warm-up: slot 10 beyond the table's 10");
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, t, x, 2, 7, slots, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_non_null(strstr(err, "LSTM step: x_stride 7"));
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, NULL, x, 2, 8, slots, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_string_equal(err, "LSTM step: no table of states");
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, t, x, 2, 8, NULL, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, t, x, 2, 8, slots, NULL, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_int_equal(
+        ad_lstm_dev_warm_up_slots(d, &m.w, t, x, 2, 0, 16, slots, out, err, sizeof err),
+        AD_LSTM_DEV_INVALID);
+    assert_int_equal(ad_lstm_dev_step_slots(d, NULL, t, x, 2, 8, slots, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    /* States of another shape: two layers' worth of slots in a one-layer table are fewer. */
+    struct lstm_ref_model m2;
+    lstm_ref_model_init(&m2, 4101, 2, 8, 16, 8, 1.0f, 3);
+    uint32_t five = 5;
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m2.w, t, x, 1, 8, &five, out, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_string_equal(err, "LSTM step: slot 5 beyond the table's 5");
+    /* An empty batch is no work, with or without slots. */
+    assert_int_equal(ad_lstm_dev_step_slots(d, &m.w, t, NULL, 0, 8, NULL, NULL, err, sizeof err),
+                     AD_LSTM_DEV_OK);
+    /* A resize that does not match the table, or shrinks it. */
+    void *p = t;
+    assert_int_equal(ad_lstm_dev_states_resize(d, &p, 100, 2000, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_int_equal(ad_lstm_dev_states_resize(d, &p, t->bytes, t->bytes - 4, err, sizeof err),
+                     AD_LSTM_DEV_INVALID);
+    assert_ptr_equal(p, t);
+    for (int k = 0; k < OP_N; k++)
+        assert_int_equal(fx->emu.calls[k], 0);
+    ad_lstm_dev_states_free(d, t);
+    lstm_ref_model_free(&m2);
+    lstm_ref_model_free(&m);
+}
+
+/* A failing device operation in a warm-up, a step or a resize fails it with its message; the
+ * table and the device state free without a leak or a release under queued work. */
+static void test_stream_failures(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 4200, 2, 4, 16, 4, 1.0f, 5);
+    float *x = make_input(6, 5, 4, 20, 6);
+    uint32_t slots[] = {7, 2, 0, 11, 5, 9};
+    float out[6 * 4];
+    char err[256];
+    static const struct {
+        int call; /* 0 warm-up, 1 step, 2 resize, 3 fused step */
+        enum op_kind kind;
+        long at;
+        int rc;
+    } faults[] = {
+        {3, OP_FUSED, 1, AD_LSTM_DEV_FAILED},   {3, OP_FUSED, 2, AD_LSTM_DEV_FAILED},
+        {3, OP_GEMM, 2, AD_LSTM_DEV_FAILED},    {3, OP_DOWNLOAD, 1, AD_LSTM_DEV_FAILED},
+        {0, OP_ALLOC, 1, AD_LSTM_DEV_FAILED},   {0, OP_ALLOC_HOST, 2, AD_LSTM_DEV_FAILED},
+        {0, OP_UPLOAD, 1, AD_LSTM_DEV_FAILED},  {0, OP_UPLOAD, 8, AD_LSTM_DEV_FAILED},
+        {0, OP_SCATTER, 1, AD_LSTM_DEV_FAILED}, {0, OP_SCATTER, 2, AD_LSTM_DEV_FAILED},
+        {0, OP_CELL, 4, AD_LSTM_DEV_FAILED},    {0, OP_DOWNLOAD, 1, AD_LSTM_DEV_FAILED},
+        {1, OP_ALLOC, 1, AD_LSTM_DEV_FAILED},   {1, OP_UPLOAD, 2, AD_LSTM_DEV_FAILED},
+        {1, OP_GATHER, 1, AD_LSTM_DEV_FAILED},  {1, OP_GEMM, 2, AD_LSTM_DEV_FAILED},
+        {1, OP_GEMM, 4, AD_LSTM_DEV_FAILED},    {1, OP_STEP, 2, AD_LSTM_DEV_FAILED},
+        {1, OP_BIAS, 1, AD_LSTM_DEV_FAILED},    {1, OP_DOWNLOAD, 1, AD_LSTM_DEV_FAILED},
+        {2, OP_ALLOC, 1, AD_LSTM_DEV_INVALID},  {2, OP_COPY, 1, AD_LSTM_DEV_FAILED},
+    };
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+        struct emu *e = &fx->emu;
+        fx->dev.fused_smem = faults[i].call == 3 ? EMU_SMEM : 0;
+        struct ad_lstm_dev_table *t = table_new(fx, &m.w, 12);
+        /* Steps need warmed-up states; the warm-up case starts with nothing cached. */
+        if (faults[i].call != 0)
+            warm_up(fx, &m.w, t, x, 6, 4, 20, slots, out);
+        memset(e->calls, 0, sizeof e->calls);
+        e->fail_kind = faults[i].kind;
+        e->fail_at = faults[i].at;
+        err[0] = '\0';
+        int rc;
+        void *p = t;
+        if (faults[i].call == 0)
+            rc = ad_lstm_dev_warm_up_slots(&fx->dev, &m.w, t, x, 6, 4, 20, slots, out, err,
+                                           sizeof err);
+        else if (faults[i].call != 2)
+            rc = ad_lstm_dev_step_slots(&fx->dev, &m.w, t, x + 16, 6, 20, slots, out, err,
+                                        sizeof err);
+        else
+            rc = ad_lstm_dev_states_resize(&fx->dev, &p, t->bytes, 2 * t->bytes, err, sizeof err);
+        if (rc != faults[i].rc || strstr(err, "injected failure") == NULL)
+            fail_msg("fault %zu: %d: %s", i, rc, err);
+        /* A failed resize leaves the old table in place. */
+        assert_ptr_equal(p, t);
+        e->fail_at = 0;
+        ad_lstm_dev_states_free(&fx->dev, t);
+        ad_lstm_dev_release(&fx->dev);
+        assert_int_equal(e->n_regions, 0);
+        assert_string_equal(e->violation, "");
+        ad_lstm_dev_init(&fx->dev, &emu_ops, e);
+    }
+    free(x);
+    lstm_ref_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +1231,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failures, setup, teardown),
         cmocka_unit_test(test_chunk_sizes),
+        cmocka_unit_test_setup_teardown(test_stream_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_untouched_and_resize, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_invalid_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
