@@ -323,9 +323,9 @@ def run_generator(procs, gen, args, sampler=None, credit=None):
     return summary, buckets
 
 
-def model_for(cache, gen, T, hidden, per_bucket):
-    """A trained model version for these shapes, made once and kept in the cache."""
-    key = "T%d-H%d-K%d-step%d-v1" % (T, hidden, per_bucket, STEP_MS)
+def model_for(cache, gen, T, hidden, per_bucket, mode):
+    """A trained model version for these shapes and mode, made once and kept in the cache."""
+    key = "T%d-H%d-K%d-step%d-%s-v1" % (T, hidden, per_bucket, STEP_MS, mode)
     folder = os.path.join(cache, key)
     version = os.path.join(folder, MODEL, "v1")
     if os.path.exists(os.path.join(version, "manifest.json")):
@@ -344,7 +344,8 @@ def model_for(cache, gen, T, hidden, per_bucket):
              csv, "--window", str(T), "--step-ms", str(STEP_MS), "--fill", fill,
              "--features", ",".join("app." + f for f in FEATURES), "--store", store,
              "--model", MODEL, "--version", "v1", "--hidden", str(hidden), "--epochs", "4",
-             "--seed", "1", "--threads", str(os.cpu_count() or 1), "--max-windows", "20000"],
+             "--seed", "1", "--threads", str(os.cpu_count() or 1), "--max-windows", "20000",
+             "--mode", mode],
             capture_output=True, text=True)
         if r.returncode != 0:
             raise Failure("the trainer failed: " + r.stderr)
@@ -665,7 +666,8 @@ class Run:
 def report(res):
     n = res["entities"]
     log("")
-    log("entities %d (load average at the end: %.2f %.2f %.2f)" % (n, *res["load_after"]))
+    log("entities %d, %s model (load average at the end: %.2f %.2f %.2f)"
+        % (n, res.get("mode", "windowed"), *res["load_after"]))
     g = res["generator"]
     log("  generator alone             %10.0f events/s" % g["events_per_second"])
     h = res["history"]
@@ -731,6 +733,8 @@ def main():
     ap.add_argument("--fetch-wait-ms", type=int, default=10,
                     help="the consumer's fetch.wait.max.ms (librdkafka's default: 500)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--modes", default="windowed,stream",
+                    help="the models' modes to run, each entity count with each (docs/models.md)")
     ap.add_argument("--json", help="also write every figure to this file")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (logs)")
     a = ap.parse_args()
@@ -746,30 +750,32 @@ def main():
     results = []
     machine()
     try:
-        version = model_for(cache, os.path.join(a.build, "bench", "bench_e2e_gen"), a.window,
-                            a.hidden, a.per_bucket)
+        modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+        versions = {m: model_for(cache, os.path.join(a.build, "bench", "bench_e2e_gen"),
+                                 a.window, a.hidden, a.per_bucket, m) for m in modes}
         log("model: T=%d, H=%d, F=%d, step %d s; %d partitions, %d events per entity and "
             "bucket, incidents on %.0f%% of the entities" % (a.window, a.hidden, len(FEATURES),
                                                               STEP_MS // 1000, a.partitions,
                                                               a.per_bucket,
                                                               100 * a.incident_share))
-        for n in [int(x) for x in a.entities.split(",")]:
-            for i in range(a.repeat):
-                folder = tempfile.mkdtemp(prefix="anomalyd-e2e-")
-                log("")
-                log("== %d entities, run %d/%d (load: %s)" % (n, i + 1, a.repeat,
-                                                               os.getloadavg()))
-                try:
-                    res = Run(a, n, procs, folder).run(version)
-                    res["load_after"] = os.getloadavg()
-                finally:
-                    procs.stop_all()
-                    if a.keep:
-                        log("  kept " + folder)
-                    else:
-                        shutil.rmtree(folder, ignore_errors=True)
-                report(res)
-                results.append(res)
+        for n, i, mode in [(int(x), i, m) for x in a.entities.split(",")
+                           for i in range(a.repeat) for m in modes]:
+            folder = tempfile.mkdtemp(prefix="anomalyd-e2e-")
+            log("")
+            log("== %d entities, %s model, run %d/%d (load: %s)"
+                % (n, mode, i + 1, a.repeat, os.getloadavg()))
+            try:
+                res = Run(a, n, procs, folder).run(versions[mode])
+                res["load_after"] = os.getloadavg()
+                res["mode"] = mode
+            finally:
+                procs.stop_all()
+                if a.keep:
+                    log("  kept " + folder)
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
+            report(res)
+            results.append(res)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -846,7 +846,7 @@ static size_t totals_fields(const struct totals *t, struct ad_log_field *f, size
  * --log-level warn leaves the problems and the result. */
 static void summarize(struct replay *r, double seconds)
 {
-    struct ad_log_field f[24 + N_REASONS];
+    struct ad_log_field f[28 + N_REASONS];
     char names[N_REASONS][48], from[40] = "", to[40] = "";
     struct totals all = {0};
     size_t n = 0;
@@ -884,8 +884,18 @@ static void summarize(struct replay *r, double seconds)
         f[n++] = (struct ad_log_field)AD_KV_STR("oldest_event", from);
         f[n++] = (struct ad_log_field)AD_KV_STR("newest_event", to);
     }
+    /* How stream models scored (docs/scoring.md): steps, and warm-ups over a window. */
+    json_t *scoring = json_object();
+    if (r->scorer)
+        ad_scorer_status(r->scorer, scoring);
+    json_t *stream = json_object_get(scoring, "stream");
+    f[n++] = (struct ad_log_field)AD_KV_INT(
+        "stream_steps", (long long)json_integer_value(json_object_get(stream, "steps")));
+    f[n++] = (struct ad_log_field)AD_KV_INT(
+        "stream_warm_ups", (long long)json_integer_value(json_object_get(stream, "warm_ups")));
     f[n++] = (struct ad_log_field)AD_KV_DOUBLE("seconds", seconds);
     ad_log_fields(AD_LOG_INFO, AD_LOG_MODULE, "replay finished", f, n);
+    json_decref(scoring);
 }
 
 static void replay_free(struct replay *r)

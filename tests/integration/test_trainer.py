@@ -253,6 +253,63 @@ class Trainer(unittest.TestCase):
                                    rtol=1e-4)
         self.assertLess(cal["score_mean"], 1.1)  # about 1 on held-out windows, by construction
 
+    def test_stream_model(self):
+        """--mode stream: the manifest says so, the golden steps reproduce with the state
+        carried, and the calibration is the score of each held-out window predicted by reading
+        its entity's run of buckets from the start (docs/training.md, "Stream models")."""
+        store = self.path("stream-store")
+        result = run_trainer("--windows", self.export, "--detector", "checkout", "--store",
+                             store, "--model", "checkout", "--version", "s1", "--mode", "stream",
+                             *FAST)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        version_dir = os.path.join(store, "checkout", "s1")
+        with open(os.path.join(version_dir, "model.safetensors"), "rb") as f:
+            st = safetensors_io.parse(f.read())
+        with open(os.path.join(version_dir, "manifest.json")) as f:
+            manifest = json.load(f)
+        self.assertEqual(manifest["architecture"]["mode"], "stream")
+        self.assertEqual(manifest["training"]["stream"]["runs"], 3)
+        golden = manifest["golden"]
+        self.assertEqual(set(golden), {"input", "output", "tolerance", "step_inputs",
+                                       "step_outputs"})
+        self.assertEqual(len(golden["step_inputs"]), len(golden["step_outputs"]))
+        self.assertGreaterEqual(len(golden["step_inputs"]), 1)
+        net = Network(F, H, 1, F + 4)
+        net.load_state_dict({n: torch.from_numpy(st.tensor(n)) for n in st.entries},
+                            strict=True)
+        tol = golden["tolerance"]
+        with torch.no_grad():
+            _, state = net.lstm(torch.tensor([golden["input"]], dtype=torch.float32))
+            for row, want in zip(golden["step_inputs"], golden["step_outputs"]):
+                out, state = net.lstm(torch.tensor([[row]], dtype=torch.float32), state)
+                got = net.head(out[0, -1]).tolist()
+                for a, b in zip(got, want):
+                    self.assertLessEqual(abs(a - b), tol * max(1.0, abs(b)))
+
+        norm, cal = manifest["normalization"], manifest["calibration"]
+        windows = [json.loads(line) for line in export_lines()]
+        errors, seen = [], []
+        for e in range(3):
+            mine = [w for w in windows if w["labels"]["instance"] == "c-%d" % e]
+            rows = mine[0]["values"] + [w["values"][-1] for w in mine[1:]]
+            masks = mine[0]["mask"] + [w["mask"][-1] for w in mine[1:]]
+            values = np.array([[math.nan if v is None else v for v in r] for r in rows],
+                              dtype=np.float32)
+            x = (values - np.float32(norm["mean"])) / np.float32(norm["std"])
+            x = np.where(np.isfinite(x), x, np.float32(0))
+            newest = mine[0]["bucket_start_ms"] + (len(rows) - T) * STEP_MS
+            inputs = with_time(torch.from_numpy(x[None, :-1]), [newest], STEP_MS)
+            with torch.no_grad():
+                pred = net.head(net.lstm(inputs)[0][0]).numpy()
+            # The newest 20 % of the windows are held out: the last 12 buckets of each entity.
+            for j in range(len(mine) - 12, len(mine)):
+                row = T - 1 + j
+                errors.append(pred[row - 1] - x[row])
+                seen.append(np.array(masks[row], dtype=bool) & np.isfinite(values[row]))
+        err, seen = np.array(errors, dtype=np.float64), np.array(seen)
+        rms = np.sqrt((np.where(seen, err, 0) ** 2).sum(axis=0) / seen.sum(axis=0))
+        np.testing.assert_allclose(cal["error_std"], rms, rtol=1e-4)
+
     def test_same_seed_same_bytes(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr)
         store = self.path("again-store")
