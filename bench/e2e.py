@@ -637,6 +637,8 @@ class Run:
             "unscored_failed": ("anomalyd_windows_unscored_total", {"reason": "failed"}),
             "late_events": ("anomalyd_window_events_late_total", {}),
             "refused_events": ("anomalyd_window_events_refused_total", {}),
+            "stream_steps": ("anomalyd_scoring_stream_windows_total", {"how": "step"}),
+            "stream_warm_ups": ("anomalyd_scoring_stream_windows_total", {"how": "warm_up"}),
         }.items()}
         return result
 

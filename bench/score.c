@@ -2,7 +2,8 @@
  * CPU scoring throughput: windows per second of the CPU backend's forward pass for the
  * benchmark's network (T = 64 windows, so 63 steps, F = 8, H = 64, one layer), random weights
  * and inputs, best of several runs; and stream mode's step (one new input per window from a
- * kept state, after a warm-up), the cost of scoring a window in that mode. bench/score.py runs
+ * kept state, after a warm-up, the states in a table by slot as serving keeps them), the cost
+ * of scoring a window in that mode. bench/score.py runs
  * it beside torch.nn.LSTM and prints the ratios.
  *
  *     bench_score THREADS BATCH [BATCH ...]     prints one JSON object per batch size
@@ -60,7 +61,16 @@ int main(int argc, char **argv)
         size_t batch = strtoul(argv[a], NULL, 10);
         float *x = random_floats(batch * STEPS * F, 1.0f, &seed);
         float *out = malloc(batch * F * sizeof *out);
-        float *state = malloc(batch * ad_lstm_state_floats(&w) * sizeof *state);
+        /* The states as serving keeps them: a table by slot, the batch's slots spread over
+         * twice its size (every other slot), as entities of a store are. */
+        struct ad_lstm_states *states = ad_lstm_states_new(b, &w, err, sizeof err);
+        uint32_t *slots = malloc(batch * sizeof *slots);
+        if (!states || !slots || ad_lstm_states_reserve(states, 2 * batch, err, sizeof err) < 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        for (size_t i = 0; i < batch; i++)
+            slots[i] = (uint32_t)(2 * (batch - 1 - i));
         double best = 1e30, best_step = 1e30;
         /* Enough repetitions for about a second of work, at least three. */
         int runs = 0;
@@ -76,16 +86,17 @@ int main(int argc, char **argv)
             best = t < best ? t : best;
             runs++;
         }
-        /* Stream mode: warmed up once over the window, then a step per bucket (the window's
-         * newest input stands in for the next bucket's). */
-        if (ad_lstm_warm_up(b, &w, x, batch, STEPS, STEPS * F, out, state, err, sizeof err) < 0) {
+        /* Stream mode as served: warmed up once over the window, then a step per bucket (the
+         * window's newest input stands in for the next bucket's), states by slot. */
+        if (ad_lstm_warm_up_slots(b, &w, states, x, batch, STEPS, STEPS * F, slots, out, err,
+                                  sizeof err) < 0) {
             fprintf(stderr, "%s\n", err);
             return 1;
         }
         for (runs = 0, total = 0; runs < 3 || (total < 1.0 && runs < 2000); runs++) {
             double t0 = seconds();
-            if (ad_lstm_step(b, &w, x + (STEPS - 1) * F, batch, STEPS * F, state, out, err,
-                             sizeof err) < 0) {
+            if (ad_lstm_step_slots(b, &w, states, x + (STEPS - 1) * F, batch, STEPS * F, slots, out,
+                                   err, sizeof err) < 0) {
                 fprintf(stderr, "%s\n", err);
                 return 1;
             }
@@ -101,7 +112,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         free(x);
         free(out);
-        free(state);
+        ad_lstm_states_destroy(states);
+        free(slots);
     }
     ad_lstm_backend_destroy(b);
     return 0;

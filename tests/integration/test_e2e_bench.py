@@ -2,7 +2,8 @@
 """bench/e2e.py on a tiny load (300 entities, T = 8, H = 8, 4 partitions): the benchmark's
 driver runs every phase against the real daemon, mock cluster and redis-server, and accounts
 for every alert: notified, written by Redis, delivered by Kafka, observed by the delivery
-histogram and logged with its latency, each once, and each latency record in one phase. A
+histogram and logged with its latency, each once, and each latency record in one phase; with
+a stream model (the new path), whose states warm up once and then step. A
 functional check of the driver only: nothing about time is asserted (docs/BENCHMARKS.md has the
 figures).
 
@@ -40,7 +41,7 @@ class E2EBench(unittest.TestCase):
             ["/usr/bin/python3", os.path.join(SOURCE, "bench", "e2e.py"), "--build", BUILD,
              "--entities", "300", "--window", "8", "--hidden", "8", "--partitions", "4",
              "--backlog-buckets", "4", "--live-buckets", "3", "--pace", "0.5",
-             "--incident-share", "0.1", "--json", out],
+             "--incident-share", "0.1", "--modes", "stream", "--json", out],
             capture_output=True, text=True, timeout=280)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(out) as f:
@@ -61,6 +62,12 @@ class E2EBench(unittest.TestCase):
         # The backlog scores its 4 buckets and the last one of the history, which its first
         # events close.
         self.assertEqual(res["backlog"]["windows"], 5 * 300)
+        # The stream model warmed each entity up once, when it was swapped in, and stepped
+        # every window after.
+        w = res["windows"]
+        self.assertEqual(res["mode"], "stream")
+        self.assertEqual(w["stream_warm_ups"], 300)
+        self.assertEqual(w["stream_steps"] + w["stream_warm_ups"], w["scored"])
         self.assertIn("p99/800 ms", r.stdout)
 
 
