@@ -559,6 +559,7 @@ void ad_scorer_destroy(struct ad_scorer *s)
     free_list(s->out_head);
     free(s->x);
     free(s->predictions);
+    ad_stream_tables_destroy(s->tables); /* emptied by the thread, with its backend */
     free(s->stream_out);
     free(s->step_idx);
     free(s->warm_idx);
