@@ -20,6 +20,7 @@
 #define MAX_HIDDEN         1024
 #define MAX_FEATURES       64
 #define MAX_WINDOW         4096
+#define MAX_REWARM         1000000
 
 struct ad_model {
     atomic_int refs;
@@ -37,6 +38,7 @@ struct ad_model {
     struct ad_lstm_weights weights;
     float *arena; /* every float array of the weights, one allocation */
     enum ad_model_mode mode;
+    size_t rewarm_every; /* stream models: architecture.rewarm_every */
     float *golden_input, *golden_output;
     /* Stream models: inputs stepped after the warm-up over golden_input, and each step's
      * output. */
@@ -154,8 +156,8 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
         "architecture", "calibration", "weights_sha256", "golden",
         "training",     NULL};
     static const char *const norm_keys[] = {"mean", "std", NULL};
-    static const char *const arch_keys[] = {"type",        "layers", "hidden", "predicts",
-                                            "time_inputs", "mode",   NULL};
+    static const char *const arch_keys[] = {"type",        "layers", "hidden",       "predicts",
+                                            "time_inputs", "mode",   "rewarm_every", NULL};
     static const char *const cal_keys[] = {"error_std", "score_mean", "score_std", "threshold",
                                            NULL};
     static const char *const golden_keys[] = {"input",       "output",       "tolerance",
@@ -248,6 +250,16 @@ static int read_manifest(struct ad_model *m, json_t *doc, const char *path, stru
         return ad_errstr_set(errstr, errstr_size, "%s: mode must be windowed or stream", where);
     m->mode = mode && strcmp(json_string_value(mode), "stream") == 0 ? AD_MODEL_STREAM
                                                                      : AD_MODEL_WINDOWED;
+    json_t *rewarm = json_object_get(arch, "rewarm_every");
+    if (m->mode == AD_MODEL_STREAM &&
+        !(json_is_integer(rewarm) && json_integer_value(rewarm) >= 1 &&
+          json_integer_value(rewarm) <= MAX_REWARM))
+        return ad_errstr_set(errstr, errstr_size,
+                             "%s: a stream model needs rewarm_every, 1 to %d buckets", where,
+                             MAX_REWARM);
+    if (m->mode == AD_MODEL_WINDOWED && rewarm)
+        return ad_errstr_set(errstr, errstr_size, "%s: rewarm_every is for stream models", where);
+    m->rewarm_every = rewarm ? (size_t)json_integer_value(rewarm) : 0;
 
     json_t *cal = json_object_get(doc, "calibration");
     snprintf(where, sizeof where, "%s: calibration", path);
@@ -744,6 +756,11 @@ size_t ad_model_window(const struct ad_model *m)
 enum ad_model_mode ad_model_mode(const struct ad_model *m)
 {
     return m->mode;
+}
+
+size_t ad_model_rewarm_every(const struct ad_model *m)
+{
+    return m->rewarm_every;
 }
 
 size_t ad_model_time_inputs(const struct ad_model *m, enum ad_time_input *out)

@@ -77,6 +77,11 @@ size_t ad_model_inputs(const struct ad_model *m);
  * per bucket from the state an entity carries (architecture.mode; absent: windowed). */
 enum ad_model_mode { AD_MODEL_WINDOWED, AD_MODEL_STREAM };
 enum ad_model_mode ad_model_mode(const struct ad_model *m);
+/* A stream model's state starts again from a warm-up once every this many buckets, at a phase
+ * of its own per entity: the longest run of steps the trainer trained on, and what makes a
+ * score depend on the data alone, never on when the daemon started (architecture.rewarm_every;
+ * 0 for windowed models). */
+size_t ad_model_rewarm_every(const struct ad_model *m);
 const struct ad_lstm_weights *ad_model_weights(const struct ad_model *m);
 const float *ad_model_mean(const struct ad_model *m); /* F */
 const float *ad_model_std(const struct ad_model *m);  /* F */

@@ -268,8 +268,8 @@ static int stream_chunk(struct ad_scorer *s, const struct ad_window_batch *b,
         ad_stream_table_forget(table, b, s->warm_idx, n_warm);
         return -1;
     }
-    ad_stream_table_advanced(table, b, s->step_idx, n_step);
-    ad_stream_table_advanced(table, b, s->warm_idx, n_warm);
+    ad_stream_table_advanced(table, b, s->step_idx, n_step, false);
+    ad_stream_table_advanced(table, b, s->warm_idx, n_warm, true);
     s->own_steps += n_step;
     s->own_warm_ups += n_warm;
     ad_counter_add(s->stream_steps_total, (double)n_step);
@@ -288,8 +288,9 @@ static int stream_predict(struct ad_scorer *s, const struct ad_window_batch *b,
         grow_idx(s, per_chunk) < 0)
         return ad_errstr_set(errstr, errstr_size, "out of memory for the scorer's buffers");
     for (;;) {
-        struct ad_stream_table *table = ad_stream_table_get(
-            s->tables, s->backend, b->detector_index, ad_model_weights(m), why, sizeof why);
+        struct ad_stream_table *table =
+            ad_stream_table_get(s->tables, s->backend, b->detector_index, ad_model_weights(m),
+                                ad_model_rewarm_every(m), why, sizeof why);
         size_t first = 0;
         while (table && first < b->n_windows) {
             size_t n = b->n_windows - first < per_chunk ? b->n_windows - first : per_chunk;

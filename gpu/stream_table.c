@@ -14,12 +14,14 @@
 struct owner {
     uint64_t born;
     int64_t read_through;
+    uint64_t phase; /* the entity's re-warm phase, in [0, rewarm_every) */
 };
 
 struct ad_stream_table {
     size_t detector;
     uint64_t model; /* ad_lstm_weights.id */
     uint64_t used;  /* the tables' tick at its last use */
+    uint64_t rewarm_every;
     struct ad_lstm_states *states;
     struct owner *owners;
     size_t capacity; /* slots in owners */
@@ -62,7 +64,7 @@ void ad_stream_tables_destroy(struct ad_stream_tables *t)
 
 struct ad_stream_table *ad_stream_table_get(struct ad_stream_tables *t, struct ad_lstm_backend *b,
                                             size_t detector, const struct ad_lstm_weights *w,
-                                            char *errstr, size_t errstr_size)
+                                            size_t rewarm_every, char *errstr, size_t errstr_size)
 {
     struct ad_stream_table **oldest = NULL;
     size_t of_detector = 0;
@@ -95,6 +97,7 @@ struct ad_stream_table *ad_stream_table_get(struct ad_stream_tables *t, struct a
     }
     table->detector = detector;
     table->model = w->id;
+    table->rewarm_every = rewarm_every ? rewarm_every : 1;
     table->used = t->tick;
     table->next = t->head;
     t->head = table;
@@ -133,10 +136,13 @@ int ad_stream_table_plan(struct ad_stream_table *table, const struct ad_window_b
     if (reserve(table, need, errstr, errstr_size) < 0)
         return -1;
     int64_t before = batch->bucket_start - 2 * batch->step;
+    int64_t N = (int64_t)table->rewarm_every;
+    uint64_t at = (uint64_t)((batch->bucket_start / batch->step % N + N) % N);
     *n_step = *n_warm = 0;
     for (size_t i = first; i < first + n; i++) {
         const struct owner *o = &table->owners[batch->slots[i]];
-        if (o->born == batch->born[i] && o->read_through == before)
+        bool due = (at + o->phase) % (uint64_t)N == 0;
+        if (o->born == batch->born[i] && o->read_through == before && !due)
             step[(*n_step)++] = (uint32_t)i;
         else
             warm[(*n_warm)++] = (uint32_t)i;
@@ -144,11 +150,25 @@ int ad_stream_table_plan(struct ad_stream_table *table, const struct ad_window_b
     return 0;
 }
 
+uint64_t ad_stream_phase(const char *key, size_t len, size_t rewarm_every)
+{
+    /* FNV-1a: the same for a key in every process, as the phase must be. */
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
+    return rewarm_every ? h % rewarm_every : 0;
+}
+
 void ad_stream_table_advanced(struct ad_stream_table *table, const struct ad_window_batch *batch,
-                              const uint32_t *idx, size_t n)
+                              const uint32_t *idx, size_t n, bool warmed_up)
 {
     for (size_t k = 0; k < n; k++) {
         struct owner *o = &table->owners[batch->slots[idx[k]]];
+        if (warmed_up) {
+            size_t len;
+            const char *key = ad_window_batch_key(batch, idx[k], &len);
+            o->phase = ad_stream_phase(key, len, table->rewarm_every);
+        }
         o->born = batch->born[idx[k]];
         o->read_through = batch->bucket_start - batch->step;
     }

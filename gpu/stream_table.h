@@ -11,11 +11,15 @@
  * of the same entity goes on by one step (the window's input at b - 1); any other window
  * (a new entity, a slot taken over, a bucket without data in between, a new model or backend)
  * warms up from its window's T - 1 inputs, as a windowed model reads them. Either way the state
- * has then read b - 1.
+ * has then read b - 1. Every entity also warms up again once every rewarm_every buckets (the
+ * model's), when (b + phase) mod rewarm_every is 0 with a phase from its key: a state never
+ * runs longer than the trainer trained, a score depends on the data alone (not on when the
+ * daemon started or swapped models), and the entities of a store spread their warm-ups.
  *
  * Owned by the scorer thread.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +42,10 @@ void ad_stream_tables_clear(struct ad_stream_tables *t);
  */
 struct ad_stream_table *ad_stream_table_get(struct ad_stream_tables *t, struct ad_lstm_backend *b,
                                             size_t detector, const struct ad_lstm_weights *w,
-                                            char *errstr, size_t errstr_size);
+                                            size_t rewarm_every, char *errstr, size_t errstr_size);
+
+/* An entity's re-warm phase, in [0, rewarm_every), from its key (batch.h). */
+uint64_t ad_stream_phase(const char *key, size_t len, size_t rewarm_every);
 
 struct ad_lstm_states *ad_stream_table_states(struct ad_stream_table *table);
 
@@ -51,9 +58,10 @@ int ad_stream_table_plan(struct ad_stream_table *table, const struct ad_window_b
                          size_t first, size_t n, uint32_t *step, size_t *n_step, uint32_t *warm,
                          size_t *n_warm, char *errstr, size_t errstr_size);
 
-/* Records that windows idx[0 .. n - 1] of batch now have states that have read bucket b - 1. */
+/* Records that windows idx[0 .. n - 1] of batch now have states that have read bucket b - 1,
+ * from a warm-up or a step. */
 void ad_stream_table_advanced(struct ad_stream_table *table, const struct ad_window_batch *batch,
-                              const uint32_t *idx, size_t n);
+                              const uint32_t *idx, size_t n, bool warmed_up);
 
 /* Forgets windows idx[0 .. n - 1]'s states (a step or warm-up that failed half way). */
 void ad_stream_table_forget(struct ad_stream_table *table, const struct ad_window_batch *batch,

@@ -843,6 +843,9 @@ def build(args, now):
         # Written only for stream models: a daemon from before modes refuses the key, and
         # should refuse a model it would run the wrong way, not a windowed one.
         architecture["mode"] = "stream"
+        # The daemon warms each state up again this often: no state runs longer than the
+        # segments trained here (docs/models.md, "Modes").
+        architecture["rewarm_every"] = stream_training.CHUNKS * (T - 1)
         step_in, step_out = stream_training.golden_steps(net, val[0][g], min(8, T - 1))
         golden["step_inputs"] = [_floats(row) for row in step_in]
         golden["step_outputs"] = [_floats(row) for row in step_out]

@@ -268,6 +268,8 @@ class Trainer(unittest.TestCase):
         with open(os.path.join(version_dir, "manifest.json")) as f:
             manifest = json.load(f)
         self.assertEqual(manifest["architecture"]["mode"], "stream")
+        # No state runs longer than the segments trained on: 8 chunks of T - 1 steps.
+        self.assertEqual(manifest["architecture"]["rewarm_every"], 8 * (T - 1))
         self.assertEqual(manifest["training"]["stream"]["runs"], 3)
         golden = manifest["golden"]
         self.assertEqual(set(golden), {"input", "output", "tolerance", "step_inputs",

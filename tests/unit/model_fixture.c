@@ -61,7 +61,7 @@ struct tensor {
  * at a time through the CPU backend. */
 static int add_stream(json_t *manifest, struct ad_lstm_backend *cpu,
                       const struct ad_lstm_weights *w, const float *x, size_t steps, size_t F,
-                      unsigned *seed)
+                      size_t rewarm_every, unsigned *seed)
 {
     enum { K = 3 };
     float state[2 * AD_LSTM_MAX_LAYERS * 1024], y[64], in[64];
@@ -90,7 +90,9 @@ static int add_stream(json_t *manifest, struct ad_lstm_backend *cpu,
     json_t *golden = json_object_get(manifest, "golden");
     json_object_set_new(golden, "step_inputs", inputs);
     json_object_set_new(golden, "step_outputs", outputs);
-    json_object_set_new(json_object_get(manifest, "architecture"), "mode", json_string("stream"));
+    json_t *arch = json_object_get(manifest, "architecture");
+    json_object_set_new(arch, "mode", json_string("stream"));
+    json_object_set_new(arch, "rewarm_every", json_integer((json_int_t)rewarm_every));
     return 0;
 }
 
@@ -225,7 +227,8 @@ int fixture_write(const char *dir, const struct fixture_model *spec)
         goto out;
     }
     fclose(fp);
-    if (spec->stream && add_stream(manifest, cpu, &w, x, steps, F, &seed) < 0) {
+    if (spec->stream && add_stream(manifest, cpu, &w, x, steps, F,
+                                   spec->rewarm_every ? spec->rewarm_every : 1000000, &seed) < 0) {
         json_decref(manifest);
         goto out;
     }

@@ -18,7 +18,8 @@ struct fixture_model {
     int64_t step_ms;
     const char *dtype; /* "F32" (default), "F16" or "BF16" */
     unsigned seed;
-    bool stream; /* architecture.mode stream, with the golden sample's steps */
+    bool stream;         /* architecture.mode stream, with the golden sample's steps */
+    size_t rewarm_every; /* a stream model's architecture.rewarm_every; 0: 1000000 */
 };
 
 /* The features of a fixture with F features: "src.f0", "src.f1", ... */

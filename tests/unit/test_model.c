@@ -296,6 +296,9 @@ static void test_stream_model(void **state)
     json_object_del(json_object_get(m, "golden"), "step_outputs");
     assert_int_equal(fixture_write_manifest(c->dir, m), 0);
     assert_refused(c, NULL, "a stream model's golden needs step_inputs and step_outputs", NULL);
+    json_object_del(json_object_get(m, "architecture"), "rewarm_every");
+    assert_int_equal(fixture_write_manifest(c->dir, m), 0);
+    assert_refused(c, NULL, "a stream model needs rewarm_every", NULL);
     json_object_set_new(json_object_get(m, "architecture"), "mode", json_string("streaming"));
     assert_int_equal(fixture_write_manifest(c->dir, m), 0);
     assert_refused(c, NULL, "architecture: mode must be windowed or stream", NULL);

@@ -23,6 +23,7 @@
 #include "gpu/model.h"
 #include "gpu/score.h"
 #include "gpu/scorer.h"
+#include "gpu/stream_table.h"
 #include "model_fixture.h"
 
 static const struct fixture_model spec = {
@@ -175,14 +176,15 @@ static struct ad_window_batch *series_batch(const struct series *ser, size_t j, 
     b->bucket_start = (int64_t)(1000 + j) * b->step;
     b->slots = malloc(SE * sizeof *b->slots);
     b->born = malloc(SE * sizeof *b->born);
-    size_t n = 0;
+    size_t n = 0, used = 0;
     for (size_t e = 0; e < SE; e++) {
         if ((only >= 0 && (size_t)only != e) || (only < 0 && !ser->present[e][j]))
             continue;
         memcpy(b->values + n * rows * SF, ser->v[e][first_row], rows * SF * sizeof(float));
         b->slots[n] = (uint32_t)(3 * e + 1);
         b->born[n] = ser->born[e][j];
-        n++;
+        used += (size_t)sprintf(b->keys + used, "e%zu", e);
+        b->key_offsets[++n] = used;
     }
     b->n_windows = n;
     return b;
@@ -321,6 +323,81 @@ static void test_stream_model_carries_state(void **state)
     free(dir);
 }
 
+/*
+ * Every entity warms up again once every rewarm_every buckets, at a phase from its key, so a
+ * score depends on the data alone: a scorer that starts later (a restart) gives the scores of
+ * one that ran all along, to rounding, once each entity has passed its re-warm bucket.
+ */
+static void test_stream_scores_do_not_depend_on_the_start(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    struct fixture_model stream_spec = spec;
+    stream_spec.stream = true;
+    stream_spec.rewarm_every = N;
+    char err[512], *dir = fixture_tempdir();
+    assert_int_equal(fixture_write(dir, &stream_spec), 0);
+    struct ad_model *m = ad_model_load(dir, NULL, err, sizeof err);
+    if (!m)
+        fail_msg("%s", err);
+    assert_int_equal((int)ad_model_rewarm_every(m), N);
+    struct ad_settings_scoring set = {
+        .backend = AD_BACKEND_CPU, .max_batch = 1024, .queue_depth = 4, .cpu_threads = 1};
+    struct ad_scorer *all_along = ad_scorer_new(&set, NULL, err, sizeof err);
+    struct ad_scorer *later = ad_scorer_new(&set, NULL, err, sizeof err);
+    assert_non_null(all_along);
+    assert_non_null(later);
+    static struct series ser;
+    unsigned seed = 9;
+    for (size_t e = 0; e < SE; e++) {
+        for (size_t t = 0; t < ST + SK; t++)
+            for (size_t f = 0; f < SF; f++)
+                ser.v[e][t][f] =
+                    10.0f * (float)f + (1.0f + (float)f) * ((float)rand_r(&seed) / RAND_MAX - 0.5f);
+        for (size_t j = 0; j <= SK; j++) {
+            ser.born[e][j] = 7 + e;
+            ser.present[e][j] = true;
+        }
+    }
+    const size_t start = 2; /* where the later scorer starts */
+    size_t equal = 0, steps_compared = 0;
+    for (size_t j = 0; j <= SK; j++) {
+        ad_scorer_submit(all_along,
+                         ad_score_job_new(series_batch(&ser, j, ST, j, -1), ad_model_ref(m), NULL));
+        struct ad_score_job *a = wait_job(all_along);
+        if (j >= start) {
+            ad_scorer_submit(
+                later, ad_score_job_new(series_batch(&ser, j, ST, j, -1), ad_model_ref(m), NULL));
+            struct ad_score_job *b = wait_job(later);
+            for (size_t e = 0; e < SE; e++) {
+                char key[16];
+                int len = snprintf(key, sizeof key, "e%zu", e);
+                uint64_t phase = ad_stream_phase(key, (size_t)len, N);
+                /* The first bucket at or after the start where the entity re-warms. */
+                size_t first = start;
+                while ((1000 + first + phase) % N != 0)
+                    first++;
+                if (j >= first) {
+                    /* The same inputs and operations; only BLAS's blocking may differ with
+                     * the batches' make-up (the last bits). */
+                    assert_float_equal(a->scores[e], b->scores[e], 1e-6 * fmax(1.0, a->scores[e]));
+                    equal++;
+                    steps_compared += j > first;
+                }
+            }
+            ad_score_job_free(b);
+        }
+        ad_score_job_free(a);
+    }
+    assert_true(equal > SE);
+    assert_true(steps_compared > 0);
+    ad_scorer_destroy(all_along);
+    ad_scorer_destroy(later);
+    ad_model_unref(m);
+    fixture_remove(dir);
+    free(dir);
+}
+
 static void test_misfit_batch_is_an_error(void **state)
 {
     struct ctx *c = *state;
@@ -430,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_jobs_come_back_in_order),
         cmocka_unit_test(test_misfit_batch_is_an_error),
         cmocka_unit_test(test_stream_model_carries_state),
+        cmocka_unit_test(test_stream_scores_do_not_depend_on_the_start),
         cmocka_unit_test(test_shadow_scores_beside_the_model),
         cmocka_unit_test(test_destroy_with_jobs_queued),
         cmocka_unit_test(test_backend_choice_without_a_device),
