@@ -35,6 +35,10 @@ int ad_lstm_cuda_last_stats(const struct ad_lstm_backend *b, struct ad_lstm_cuda
  * AD_LSTM_DEV_GATE_BYTES); a batch larger than that runs in several chunks. */
 int ad_lstm_cuda_set_gate_bytes(struct ad_lstm_backend *b, size_t bytes);
 
+/* Whether forwards and warm-ups run each layer as one fused kernel where it fits (the
+ * default) or as a GEMM and a kernel per step. */
+int ad_lstm_cuda_set_fused_layers(struct ad_lstm_backend *b, bool on);
+
 #ifdef __cplusplus
 }
 #endif
