@@ -478,6 +478,7 @@ static int finish(struct cuda_impl *c, int rc, char *why, size_t why_size, char 
         struct ad_lstm_cuda_stats s;
         memset(&s, 0, sizeof s);
         s.chunks = c->dev.last_chunks;
+        s.layer_fused = c->dev.last_layer_fused;
         s.h2d_bytes = c->h2d_bytes;
         s.d2h_bytes = c->d2h_bytes;
         c->stats = s;

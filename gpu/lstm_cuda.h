@@ -20,6 +20,7 @@ extern "C" {
 struct ad_lstm_cuda_stats {
     /* Of the last successful forward. */
     size_t chunks;
+    size_t layer_fused;          /* launches of the fused layer: 0 where the GEMM per step ran */
     size_t h2d_bytes, d2h_bytes; /* weights uploaded by it included */
     /* Only while profiling (events around every copy), else 0. */
     double h2d_ms, d2h_ms; /* device time of the copies */

@@ -321,7 +321,10 @@ static int run_layer_fused(struct ad_lstm_dev *d, const struct ad_lstm_weights *
                                    .state_floats = (unsigned)(2 * dw->layers * dw->hidden),
                                    .layer = (unsigned)l,
                                    .per_thread = layer_per_thread(d, dw, rows)};
-    return d->ops->layer_fused(d->ctx, &a, errstr, errstr_size);
+    if (d->ops->layer_fused(d->ctx, &a, errstr, errstr_size) < 0)
+        return -1;
+    d->last_layer_fused++;
+    return 0;
 }
 
 /*
@@ -504,6 +507,7 @@ static int run(struct ad_lstm_dev *d, enum mode mode, const struct ad_lstm_weigh
         (mode != FORWARD && check_table(what, w, table, slots, batch, errstr, errstr_size) < 0))
         return AD_LSTM_DEV_INVALID;
     d->last_chunks = 0;
+    d->last_layer_fused = 0;
     if (batch == 0)
         return AD_LSTM_DEV_OK;
 

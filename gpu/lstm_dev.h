@@ -120,6 +120,7 @@ struct ad_lstm_dev {
     /* For tests and benchmarks. */
     uint64_t model_uploads;
     size_t last_chunks;
+    size_t last_layer_fused; /* fused layer launches of the last call */
 };
 
 enum ad_lstm_dev_status {

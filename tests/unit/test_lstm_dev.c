@@ -1361,12 +1361,7 @@ static void check_layer_fused(struct fixture *fx, const struct ad_lstm_weights *
                      chunks * (L + 1 + (fits ? 0 : L * (S - 1)))); /* input, head, rec */
     if (fits)
         assert_int_equal(fx->emu.last_per_thread, per_thread);
-
-    fx->dev.fused_layers = 0;
-    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
-    float *plain = forward(fx, w, x, B, S, stride);
-    assert_int_equal(fx->emu.calls[OP_LAYER], 0);
-    expect_close_f(fused, plain, B * O, STREAM_TOL, what);
+    assert_int_equal(fx->dev.last_layer_fused, fits ? L * chunks : 0);
 
     /* Warm-ups into scattered slots of two tables, one each way. */
     size_t cap = B + B / 2 + 3, state = 2 * L * H, row_bytes = state * sizeof(float);
@@ -1384,8 +1379,13 @@ static void check_layer_fused(struct fixture *fx, const struct ad_lstm_weights *
     warm_up(fx, w, tf, x, B, S, stride, slots, out_f);
     assert_int_equal(fx->emu.calls[OP_LAYER], fits ? L * chunks : 0);
     assert_int_equal(fx->emu.calls[OP_SCATTER], fits ? 0 : L * chunks);
+    /* The GEMM plan's warm-up: its outputs are its forward's (test_stream_parity). */
     fx->dev.fused_layers = 0;
+    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
     warm_up(fx, w, tp, x, B, S, stride, slots, out_p);
+    assert_int_equal(fx->emu.calls[OP_LAYER], 0);
+    assert_int_equal(fx->dev.last_layer_fused, 0);
+    expect_close_f(fused, out_p, B * O, STREAM_TOL, what);
     expect_close(out_f, want, B * O, TOL, what);
     expect_close_f(out_f, out_p, B * O, STREAM_TOL, what);
     for (size_t i = 0; i < B; i++)
@@ -1400,7 +1400,6 @@ static void check_layer_fused(struct fixture *fx, const struct ad_lstm_weights *
     free(out_p);
     free(poison);
     free(slots);
-    free(plain);
     free(fused);
     free(want);
 }
@@ -1426,7 +1425,8 @@ static void test_layer_fused_parity(void **state)
                         size_t B = batches[bi];
                         /* Keep the run short: the widest shapes only at small batches. */
                         if ((H == 128 && (B > 37 || (S == 63 && (B > 7 || L > 1)))) ||
-                            (B == 300 && S == 63 && (H > 16 || L > 2)))
+                            (B == 300 && S == 63 && (H > 16 || L > 1)) ||
+                            (H == 64 && S == 63 && L == 3 && B > 7))
                             continue;
                         size_t v = cases++;
                         struct lstm_ref_model m;
@@ -1442,7 +1442,7 @@ static void test_layer_fused_parity(void **state)
                         lstm_ref_model_free(&m);
                     }
     fx->dev.layer_blocks = 0;
-    assert_true(cases > 150);
+    assert_true(cases > 140);
 }
 
 /*
