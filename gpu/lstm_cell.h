@@ -198,12 +198,19 @@ static inline AD_LSTM_HD size_t ad_lstm_fused_smem_bytes(unsigned hidden, unsign
     return ((size_t)hidden * (4 * hidden + 1) + (size_t)tile * hidden) * sizeof(float);
 }
 
+/* Element e of 4H × H of W_hh into sw[H][4H + 1], transposed and padded. */
+static inline AD_LSTM_HD void ad_lstm_load_w_hh(const float *w_hh, unsigned hidden, float *sw,
+                                                unsigned e)
+{
+    unsigned r = e / hidden, k = e - r * hidden;
+    sw[(size_t)k * (4 * hidden + 1) + r] = w_hh[e];
+}
+
 /* Element e of 4H × H. */
 static inline AD_LSTM_HD void ad_lstm_fused_load_w(const struct ad_lstm_fused_args a, float *sw,
                                                    unsigned e)
 {
-    unsigned r = e / a.hidden, k = e - r * a.hidden;
-    sw[(size_t)k * (4 * a.hidden + 1) + r] = a.w_hh[e];
+    ad_lstm_load_w_hh(a.w_hh, a.hidden, sw, e);
 }
 
 /* Element e of n × H, for the tile of n windows from window `first`. */
@@ -239,6 +246,128 @@ static inline AD_LSTM_HD void ad_lstm_fused_cell(const struct ad_lstm_fused_args
     st[j] = h;
     st[H + j] = c;
     a.h[(size_t)b * H + j] = h;
+}
+
+/*
+ * The fused layer: every step of one layer of a windowed forward (or warm-up) in one kernel.
+ * The input projection stays one GEMM before it (gates = X · W_ih^T for all steps); the kernel
+ * does the rest, so per step only that step's input gates are read and, below the top layer,
+ * its h written for the next layer's GEMM. W_hh sits in shared memory as in the fused step;
+ * each block owns a tile of windows from their first step to their last, h in shared memory
+ * (every unit of a window reads all of it) and c in registers (only its own thread reads it).
+ *
+ * Thread e of the block holds unit j = e % H of the windows g + r * groups of the tile
+ * (g = e / H, groups = threads / H, r < per_thread; threads past groups * H idle, but still
+ * meet the barriers). Windows are strided so that a warp's threads share theirs: h_prev is
+ * read as a broadcast, and each W_hh value read from shared memory serves per_thread windows.
+ * sh holds the tile's h twice: step t reads copy t % 2 and writes the other, so one barrier
+ * per step orders step t's writes before step t + 1's reads, and step t's reads before step
+ * t + 2 overwrites that copy. At the last step each thread writes the final h (the head's or
+ * nobody's input) and, in a warm-up, h and c into the window's slot: no scatter kernel.
+ */
+#define AD_LSTM_LAYER_MAX_PER_THREAD 4
+
+#ifdef __CUDACC__
+#define AD_LSTM_UNROLL _Pragma("unroll")
+#else
+#define AD_LSTM_UNROLL
+#endif
+
+struct ad_lstm_layer_args {
+    const float *gates; /* [rows * steps][4H]: x · W_ih^T for every step */
+    const float *w_hh;  /* [4H][H] */
+    const float *bias;  /* [4H]: bias_ih + bias_hh */
+    float *seq;         /* [rows * steps][H]: each step's h, the next layer's input; NULL on top */
+    float *h;           /* [rows][H]: the final h */
+    float *states;      /* a warm-up's table: final h and c by slot; NULL in a forward */
+    const uint32_t *slots;
+    unsigned rows, steps, hidden, state_floats, layer;
+    unsigned per_thread; /* windows a thread holds, 1 .. AD_LSTM_LAYER_MAX_PER_THREAD */
+};
+
+/* Windows a block owns at once. */
+static inline AD_LSTM_HD unsigned ad_lstm_layer_tile(unsigned hidden, unsigned per_thread)
+{
+    return AD_LSTM_FUSED_THREADS / hidden * per_thread;
+}
+
+/* Shared memory a block needs: W_hh, then two copies of the tile's h. */
+static inline AD_LSTM_HD size_t ad_lstm_layer_smem_bytes(unsigned hidden, unsigned per_thread)
+{
+    return ((size_t)hidden * (4 * hidden + 1) +
+            (size_t)2 * ad_lstm_layer_tile(hidden, per_thread) * hidden) *
+           sizeof(float);
+}
+
+/*
+ * Thread e's step t for the tile of n windows from window `first`. c is the thread's cell
+ * states, kept by the caller across steps (registers); h_prev (sh_prev, not read at t = 0,
+ * where h = c = 0) is the tile's h_{t-1}, sh_next receives h_t.
+ */
+static inline AD_LSTM_HD void ad_lstm_layer_step(const struct ad_lstm_layer_args a, const float *sw,
+                                                 const float *sh_prev, float *sh_next,
+                                                 unsigned first, unsigned n, unsigned e, unsigned t,
+                                                 float *c)
+{
+    unsigned H = a.hidden, groups = AD_LSTM_FUSED_THREADS / H, g = e / H, j = e - g * H;
+    if (g >= groups || g >= n)
+        return;
+    /* This thread's windows inside the tile: g, g + groups, ... below n. */
+    unsigned m = (n - g + groups - 1) / groups;
+    if (m > a.per_thread)
+        m = a.per_thread;
+    size_t G = 4 * (size_t)H, P = G + 1;
+    float acc[4][AD_LSTM_LAYER_MAX_PER_THREAD];
+    /* The input gates first: their loads from device memory overlap the dot products. */
+    AD_LSTM_UNROLL
+    for (unsigned r = 0; r < AD_LSTM_LAYER_MAX_PER_THREAD; r++) {
+        if (r < m) {
+            size_t row = (size_t)(first + g + r * groups) * a.steps + t;
+            const float *gx = a.gates + row * G + j;
+            AD_LSTM_UNROLL
+            for (unsigned q = 0; q < 4; q++)
+                acc[q][r] = gx[q * H] + a.bias[q * H + j];
+        }
+    }
+    if (t > 0) {
+        for (unsigned k = 0; k < H; k++) {
+            const float *wk = sw + k * P + j;
+            float w0 = wk[0], w1 = wk[H], w2 = wk[2 * H], w3 = wk[3 * H];
+            AD_LSTM_UNROLL
+            for (unsigned r = 0; r < AD_LSTM_LAYER_MAX_PER_THREAD; r++) {
+                if (r < m) {
+                    float hk = sh_prev[(size_t)(g + r * groups) * H + k];
+                    acc[0][r] += w0 * hk;
+                    acc[1][r] += w1 * hk;
+                    acc[2][r] += w2 * hk;
+                    acc[3][r] += w3 * hk;
+                }
+            }
+        }
+    }
+    AD_LSTM_UNROLL
+    for (unsigned r = 0; r < AD_LSTM_LAYER_MAX_PER_THREAD; r++) {
+        if (r < m) {
+            unsigned lb = g + r * groups, b = first + lb;
+            /* c_prev through a local: a pointer into c[] would put c in local memory. */
+            float cp = c[r], cn, hn;
+            /* PyTorch's gate order: input, forget, cell, output. */
+            ad_lstm_pointwise(acc[0][r], acc[1][r], acc[2][r], acc[3][r], t > 0 ? &cp : NULL, &cn,
+                              &hn);
+            c[r] = cn;
+            sh_next[(size_t)lb * H + j] = hn;
+            if (a.seq != NULL)
+                a.seq[((size_t)b * a.steps + t) * H + j] = hn;
+            if (t + 1 == a.steps) {
+                a.h[(size_t)b * H + j] = hn;
+                if (a.states != NULL) {
+                    float *st = a.states + ad_lstm_state_at(a.slots[b], a.state_floats, a.layer, H);
+                    st[j] = hn;
+                    st[H + j] = cn;
+                }
+            }
+        }
+    }
 }
 
 #endif

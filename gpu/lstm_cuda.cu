@@ -128,6 +128,29 @@ static __global__ void __launch_bounds__(AD_LSTM_FUSED_THREADS)
     }
 }
 
+/* lstm_cell.h's fused layer: a block takes tiles of windows (grid-stride, loading W_hh once)
+ * and runs each through every step; one barrier per step (sh holds h twice). */
+static __global__ void __launch_bounds__(AD_LSTM_FUSED_THREADS)
+    layer_kernel(const struct ad_lstm_layer_args a)
+{
+    extern __shared__ float smem[];
+    unsigned H = a.hidden, tile = ad_lstm_layer_tile(H, a.per_thread);
+    float *sw = smem, *sh = smem + (size_t)H * (4 * H + 1);
+    unsigned weights = 4 * H * H;
+    for (unsigned e = threadIdx.x; e < weights; e += blockDim.x)
+        ad_lstm_load_w_hh(a.w_hh, H, sw, e);
+    __syncthreads(); /* W_hh in place */
+    for (unsigned first = blockIdx.x * tile; first < a.rows; first += gridDim.x * tile) {
+        unsigned n = a.rows - first < tile ? a.rows - first : tile;
+        float c[AD_LSTM_LAYER_MAX_PER_THREAD];
+        for (unsigned t = 0; t < a.steps; t++) {
+            float *prev = sh + (size_t)(t & 1) * tile * H, *next = sh + (size_t)(~t & 1) * tile * H;
+            ad_lstm_layer_step(a, sw, prev, next, first, n, threadIdx.x, t, c);
+            __syncthreads(); /* h_t written before step t + 1 reads it */
+        }
+    }
+}
+
 /* Profiling: the span starts at the forward's first queued operation. */
 static int prof_touch(struct cuda_impl *c, char *errstr, size_t errstr_size)
 {
@@ -367,6 +390,26 @@ static int op_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *er
     return 0;
 }
 
+static int op_layer_fused(void *ctx, const struct ad_lstm_layer_args *a, char *errstr,
+                          size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    size_t smem = ad_lstm_layer_smem_bytes(a->hidden, a->per_thread);
+    int per_sm = 0;
+    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_kernel,
+                                                           AD_LSTM_FUSED_THREADS, smem));
+    /* As many blocks as run at once, no more: each loads W_hh once for many tiles. */
+    unsigned tile = ad_lstm_layer_tile(a->hidden, a->per_thread);
+    unsigned tiles = (a->rows + tile - 1) / tile;
+    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
+    unsigned blocks = tiles < most ? tiles : most;
+    layer_kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
 static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
@@ -378,9 +421,9 @@ static int op_sync(void *ctx, char *errstr, size_t errstr_size)
 }
 
 static const struct ad_lstm_dev_ops dev_ops = {
-    op_alloc,    op_release, op_alloc_host, op_release_host, op_upload,
-    op_download, op_gemm_tn, op_cell,       op_add_bias,     op_sync,
-    op_copy,     op_gather,  op_scatter,    op_step,         op_step_fused,
+    op_alloc,   op_release, op_alloc_host, op_release_host, op_upload, op_download,
+    op_gemm_tn, op_cell,    op_add_bias,   op_sync,         op_copy,   op_gather,
+    op_scatter, op_step,    op_step_fused, op_layer_fused,
 };
 
 /* Reads the events of the forward that just synchronized. */
@@ -435,6 +478,7 @@ static int finish(struct cuda_impl *c, int rc, char *why, size_t why_size, char 
         struct ad_lstm_cuda_stats s;
         memset(&s, 0, sizeof s);
         s.chunks = c->dev.last_chunks;
+        s.layer_fused = c->dev.last_layer_fused;
         s.h2d_bytes = c->h2d_bytes;
         s.d2h_bytes = c->d2h_bytes;
         c->stats = s;
@@ -611,10 +655,15 @@ extern "C" struct ad_lstm_backend *ad_lstm_backend_cuda_new(int device, char *er
     c->sms = prop.multiProcessorCount;
     /* The fused step keeps W_hh in shared memory: 66 KB at H = 64, past the default 48 KB. */
     if (cudaFuncSetAttribute(fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)prop.sharedMemPerBlockOptin) == cudaSuccess &&
+        cudaFuncSetAttribute(layer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)prop.sharedMemPerBlockOptin) == cudaSuccess)
         c->dev.fused_smem = prop.sharedMemPerBlockOptin;
     else
-        cudaGetLastError(); /* no fused step then: the GEMM step works everywhere */
+        cudaGetLastError(); /* no fused kernels then: the GEMM plans work everywhere */
+    /* Two fused-layer blocks an SM at least before a thread takes more windows: while one
+     * waits at its barrier, the other computes. */
+    c->dev.layer_blocks = 2 * (size_t)c->sms;
     b->ops = &backend_ops;
     b->impl = c;
     snprintf(b->description, sizeof b->description,
@@ -652,6 +701,15 @@ extern "C" int ad_lstm_cuda_last_stats(const struct ad_lstm_backend *b,
         return -1;
     *out = c->stats;
     out->model_uploads = c->dev.model_uploads;
+    return 0;
+}
+
+extern "C" int ad_lstm_cuda_set_fused_layers(struct ad_lstm_backend *b, bool on)
+{
+    struct cuda_impl *c = impl_of(b);
+    if (c == NULL)
+        return -1;
+    c->dev.fused_layers = on;
     return 0;
 }
 

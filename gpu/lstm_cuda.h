@@ -20,6 +20,7 @@ extern "C" {
 struct ad_lstm_cuda_stats {
     /* Of the last successful forward. */
     size_t chunks;
+    size_t layer_fused;          /* launches of the fused layer: 0 where the GEMM per step ran */
     size_t h2d_bytes, d2h_bytes; /* weights uploaded by it included */
     /* Only while profiling (events around every copy), else 0. */
     double h2d_ms, d2h_ms; /* device time of the copies */
@@ -34,6 +35,10 @@ int ad_lstm_cuda_last_stats(const struct ad_lstm_backend *b, struct ad_lstm_cuda
 /* The most bytes of gate pre-activations one chunk of a batch keeps on the device (default
  * AD_LSTM_DEV_GATE_BYTES); a batch larger than that runs in several chunks. */
 int ad_lstm_cuda_set_gate_bytes(struct ad_lstm_backend *b, size_t bytes);
+
+/* Whether forwards and warm-ups run each layer as one fused kernel where it fits (the
+ * default) or as a GEMM and a kernel per step. */
+int ad_lstm_cuda_set_fused_layers(struct ad_lstm_backend *b, bool on);
 
 #ifdef __cplusplus
 }

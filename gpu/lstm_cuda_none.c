@@ -34,3 +34,10 @@ int ad_lstm_cuda_set_gate_bytes(struct ad_lstm_backend *b, size_t bytes)
     (void)bytes;
     return -1;
 }
+
+int ad_lstm_cuda_set_fused_layers(struct ad_lstm_backend *b, bool on)
+{
+    (void)b;
+    (void)on;
+    return -1;
+}

@@ -26,6 +26,7 @@ void ad_lstm_dev_init(struct ad_lstm_dev *d, const struct ad_lstm_dev_ops *ops, 
     d->ops = ops;
     d->ctx = ctx;
     d->gate_bytes = AD_LSTM_DEV_GATE_BYTES;
+    d->fused_layers = 1;
 }
 
 static void buf_release(struct ad_lstm_dev *d, struct ad_lstm_dev_buf *b, int host)
@@ -279,6 +280,53 @@ static int run_head(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, con
     return d->ops->add_bias(d->ctx, &b, errstr, errstr_size);
 }
 
+/* Whether a forward's layers run as fused kernels: W_hh and the narrowest tile fit. */
+static int use_layer_fused(const struct ad_lstm_dev *d, const struct ad_lstm_weights *w)
+{
+    return d->fused_layers && d->ops->layer_fused != NULL && w->hidden <= AD_LSTM_FUSED_THREADS &&
+           ad_lstm_layer_smem_bytes((unsigned)w->hidden, 1) <= d->fused_smem;
+}
+
+/* Windows per thread of the fused layer for a chunk of rows: the most that fit and still give
+ * every block the device runs at once a tile of its own (fewer, wider tiles read each W_hh
+ * value from shared memory for more windows, but leave multiprocessors idle). */
+static unsigned layer_per_thread(const struct ad_lstm_dev *d, const struct ad_lstm_weights *w,
+                                 size_t rows)
+{
+    unsigned H = (unsigned)w->hidden;
+    for (unsigned r = AD_LSTM_LAYER_MAX_PER_THREAD; r > 1; r /= 2) {
+        size_t tile = ad_lstm_layer_tile(H, r);
+        if (ad_lstm_layer_smem_bytes(H, r) <= d->fused_smem &&
+            (rows + tile - 1) / tile >= d->layer_blocks)
+            return r;
+    }
+    return 1;
+}
+
+/* One layer's steps in one kernel; with a table (a warm-up) the final h and c into slots. */
+static int run_layer_fused(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, size_t l,
+                           size_t rows, size_t steps, struct ad_lstm_dev_table *table, char *errstr,
+                           size_t errstr_size)
+{
+    struct ad_lstm_layer_args a = {.gates = d->gates.p,
+                                   .w_hh = dw->w_hh[l],
+                                   .bias = dw->bias[l],
+                                   .seq = l + 1 < dw->layers ? d->seq.p : NULL,
+                                   .h = d->h.p,
+                                   .states = table != NULL ? table->p : NULL,
+                                   .slots = table != NULL ? d->slots.p : NULL,
+                                   .rows = (unsigned)rows,
+                                   .steps = (unsigned)steps,
+                                   .hidden = (unsigned)dw->hidden,
+                                   .state_floats = (unsigned)(2 * dw->layers * dw->hidden),
+                                   .layer = (unsigned)l,
+                                   .per_thread = layer_per_thread(d, dw, rows)};
+    if (d->ops->layer_fused(d->ctx, &a, errstr, errstr_size) < 0)
+        return -1;
+    d->last_layer_fused++;
+    return 0;
+}
+
 /*
  * Queues the network on the rows windows in d->x; the outputs land in d->out. With a table
  * (a warm-up), each layer's final h and c also go to the slots in d->slots.
@@ -293,12 +341,21 @@ static int run_chunk(struct ad_lstm_dev *d, const struct ad_lstm_weights *dw, si
     float *gates = d->gates.p, *rec = d->rec.p, *h = d->h.p, *c = d->c.p, *seq = d->seq.p;
     const float *in = d->x.p;
     int in_dim = (int)dw->inputs;
+    int fused = use_layer_fused(d, dw);
     for (size_t l = 0; l < dw->layers; l++) {
         int top = l + 1 == dw->layers;
         /* Row-major [n][k] is column-major k × n: gates^T (G × n) = W_ih (k × G)^T · in^T. */
         if (ops->gemm_tn(d->ctx, G, n_all, in_dim, dw->w_ih[l], in_dim, in, in_dim, gates, G,
                          errstr, errstr_size) < 0)
             return -1;
+        if (fused) {
+            /* seq is this GEMM's operand and the kernel's output: the stream orders them. */
+            if (run_layer_fused(d, dw, l, rows, steps, table, errstr, errstr_size) < 0)
+                return -1;
+            in = seq;
+            in_dim = H;
+            continue;
+        }
         for (size_t t = 0; t < steps; t++) {
             if (t > 0 && ops->gemm_tn(d->ctx, G, n_rows, H, dw->w_hh[l], H, h, H, rec, G, errstr,
                                       errstr_size) < 0)
@@ -450,6 +507,7 @@ static int run(struct ad_lstm_dev *d, enum mode mode, const struct ad_lstm_weigh
         (mode != FORWARD && check_table(what, w, table, slots, batch, errstr, errstr_size) < 0))
         return AD_LSTM_DEV_INVALID;
     d->last_chunks = 0;
+    d->last_layer_fused = 0;
     if (batch == 0)
         return AD_LSTM_DEV_OK;
 
@@ -457,13 +515,16 @@ static int run(struct ad_lstm_dev *d, enum mode mode, const struct ad_lstm_weigh
     size_t S = 2 * w->layers * H;
     size_t chunk = ad_lstm_dev_chunk(w, batch, steps, d->gate_bytes);
     size_t f = sizeof(float), u = sizeof(uint32_t);
-    int fused = mode == STEP && use_fused(d, w); /* no rec, no gathered states */
+    /* The fused step and the fused layer need no rec; the fused step no gathered states, the
+     * fused layer no c (it stays on chip). */
+    int fused = mode == STEP ? use_fused(d, w) : use_layer_fused(d, w);
     /* Growing frees buffers: nothing may be queued yet. */
     if (buf_reserve(d, &d->x, chunk * len * f, 0, errstr, errstr_size) < 0 ||
         buf_reserve(d, &d->gates, chunk * steps * 4 * H * f, 0, errstr, errstr_size) < 0 ||
         (!fused && buf_reserve(d, &d->rec, chunk * 4 * H * f, 0, errstr, errstr_size) < 0) ||
         buf_reserve(d, &d->h, chunk * H * f, 0, errstr, errstr_size) < 0 ||
-        (mode != STEP && buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0) ||
+        (mode != STEP && !fused &&
+         buf_reserve(d, &d->c, chunk * H * f, 0, errstr, errstr_size) < 0) ||
         (mode != STEP && w->layers > 1 &&
          buf_reserve(d, &d->seq, chunk * steps * H * f, 0, errstr, errstr_size) < 0) ||
         (mode == STEP && !fused &&

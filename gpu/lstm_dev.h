@@ -15,7 +15,9 @@
  *              per step t: rec = h · W_hh^T (one GEMM; none at t = 0, where h = 0), then one
  *              kernel: the gates, c and h, and h again into the next layer's input;
  *   out = h · head_w^T (one GEMM), + head_b (one kernel); download into pinned staging.
- * then one sync and a copy of the outputs to the caller.
+ * then one sync and a copy of the outputs to the caller. Where the fused layer fits (W_hh in a
+ * block's shared memory), each layer's steps are instead one kernel after the input GEMM:
+ * the recurrent product, the cell and, in a warm-up, the final h and c into the slots.
  *
  * Stream mode keeps a table of states on the device (struct ad_lstm_dev_table), one per slot,
  * so that a call moves only its new inputs, its slots (uint32) and its outputs. Per chunk:
@@ -72,6 +74,10 @@ struct ad_lstm_dev_ops {
     /* The fused step (lstm_cell.h): NULL, or used when its shared memory fits fused_smem. */
     int (*step_fused)(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
                       size_t errstr_size);
+    /* The fused layer (lstm_cell.h): NULL, or used by forwards and warm-ups when its shared
+     * memory fits fused_smem and fused_layers is on. */
+    int (*layer_fused)(void *ctx, const struct ad_lstm_layer_args *a, char *errstr,
+                       size_t errstr_size);
 };
 
 /* Models whose weights stay on the device; the least recently used goes first. */
@@ -96,7 +102,14 @@ struct ad_lstm_dev {
     const struct ad_lstm_dev_ops *ops;
     void *ctx;
     size_t gate_bytes;
-    size_t fused_smem; /* shared memory a block may have; 0: no fused step */
+    size_t fused_smem; /* shared memory a block may have; 0: no fused step or layer */
+    /* 1 (the default): a forward's or warm-up's layers run as one fused kernel each where
+     * they fit fused_smem; 0: as a GEMM and a cell kernel per step (tests and benchmarks
+     * compare the two). */
+    int fused_layers;
+    /* Blocks of the fused layer the device runs at once: a thread takes more windows only
+     * while the tiles still number that many; 0: always the most. */
+    size_t layer_blocks;
     uint64_t tick;
     struct ad_lstm_dev_model models[AD_LSTM_DEV_MODELS];
     /* Device: one chunk's input, gates, rec, h, c, layer outputs, head outputs; in stream
@@ -107,6 +120,7 @@ struct ad_lstm_dev {
     /* For tests and benchmarks. */
     uint64_t model_uploads;
     size_t last_chunks;
+    size_t last_layer_fused; /* fused layer launches of the last call */
 };
 
 enum ad_lstm_dev_status {

@@ -420,6 +420,74 @@ static void test_gpu_stream(void **state)
             }
 }
 
+/*
+ * The fused layer against the GEMM per step on the same backend: forward and warm-up (its
+ * states seen through one step after it) agree to 1e-5 on every output, the forward with the
+ * reference to 1e-4 (sampled); the fused layer ran wherever W_hh fits (H 16, 64), not at 128.
+ */
+static void test_gpu_fused_layers(void **state)
+{
+    (void)state;
+    static const size_t layers[] = {1, 2, 3}, hidden[] = {16, 64, 128}, stepss[] = {1, 2, 63},
+                        batches[] = {1, 37, 1000};
+    const size_t F = 8;
+    uint64_t id = 2500, seed = 80;
+    for (size_t li = 0; li < 3; li++)
+        for (size_t hi = 0; hi < 3; hi++)
+            for (size_t si = 0; si < 3; si++)
+                for (size_t bi = 0; bi < 3; bi++) {
+                    size_t L = layers[li], H = hidden[hi], S = stepss[si], B = batches[bi];
+                    struct lstm_ref_model m;
+                    lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
+                    size_t stride = (S + 1) * F + (bi % 2 ? 0 : 3);
+                    float *x = make_input(B, S + 1, F, stride, ++seed);
+                    float *out[2][2]; /* [plan: fused, gemm][forward, step after a warm-up] */
+                    uint32_t *slots = malloc(B * sizeof *slots);
+                    assert_non_null(slots);
+                    for (size_t b = 0; b < B; b++)
+                        slots[b] = (uint32_t)(B - 1 - b);
+                    char err[512] = "";
+                    for (int plan = 0; plan < 2; plan++) {
+                        assert_int_equal(ad_lstm_cuda_set_fused_layers(backend, plan == 0), 0);
+                        check(backend, &m.w, x, B, S, stride, seed);
+                        for (int k = 0; k < 2; k++) {
+                            out[plan][k] = malloc(B * F * sizeof(float));
+                            assert_non_null(out[plan][k]);
+                        }
+                        if (ad_lstm_forward(backend, &m.w, x, B, S, stride, out[plan][0], err,
+                                            sizeof err) != 0)
+                            fail_msg("forward: %s", err);
+                        struct ad_lstm_cuda_stats s;
+                        assert_int_equal(ad_lstm_cuda_last_stats(backend, &s), 0);
+                        assert_int_equal(s.layer_fused, plan == 0 && H <= 64 ? L * s.chunks : 0);
+                        struct ad_lstm_states *st =
+                            ad_lstm_states_new(backend, &m.w, err, sizeof err);
+                        if (st == NULL || ad_lstm_states_reserve(st, B, err, sizeof err) < 0 ||
+                            ad_lstm_warm_up_slots(backend, &m.w, st, x, B, S, stride, slots,
+                                                  out[plan][1], err, sizeof err) != 0 ||
+                            ad_lstm_step_slots(backend, &m.w, st, x + S * F, B, stride, slots,
+                                               out[plan][1], err, sizeof err) != 0)
+                            fail_msg("L %zu H %zu S %zu B %zu stream: %s", L, H, S, B, err);
+                        ad_lstm_states_destroy(st);
+                    }
+                    for (int k = 0; k < 2; k++)
+                        for (size_t i = 0; i < B * F; i++)
+                            if (!(fabs(out[0][k][i] - out[1][k][i]) <=
+                                  1e-5 * fmax(1.0, fabs(out[1][k][i]))))
+                                fail_msg("L %zu H %zu S %zu B %zu %s: output %zu: fused %.9g, "
+                                         "gemm %.9g",
+                                         L, H, S, B, k ? "step" : "forward", i, out[0][k][i],
+                                         out[1][k][i]);
+                    for (int plan = 0; plan < 2; plan++)
+                        for (int k = 0; k < 2; k++)
+                            free(out[plan][k]);
+                    free(slots);
+                    free(x);
+                    lstm_ref_model_free(&m);
+                }
+    ad_lstm_cuda_set_fused_layers(backend, true);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest anywhere[] = {
@@ -443,7 +511,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gpu_chunks),       cmocka_unit_test(test_gpu_weights_cache),
         cmocka_unit_test(test_gpu_buffers_grow), cmocka_unit_test(test_gpu_invalid_arguments),
         cmocka_unit_test(test_gpu_recreate),     cmocka_unit_test(test_gpu_profiling),
-        cmocka_unit_test(test_gpu_stream),
+        cmocka_unit_test(test_gpu_stream),       cmocka_unit_test(test_gpu_fused_layers),
     };
     int failed = cmocka_run_group_tests(anywhere, NULL, NULL);
     failed += cmocka_run_group_tests(on_device, NULL, NULL);

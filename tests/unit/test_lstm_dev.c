@@ -42,6 +42,7 @@ enum op_kind {
     OP_SCATTER,
     OP_STEP,
     OP_FUSED,
+    OP_LAYER,
     OP_N
 };
 
@@ -65,6 +66,7 @@ struct op {
     struct ad_lstm_scatter_args scatter;
     struct ad_lstm_step_args step;
     struct ad_lstm_fused_args fused;
+    struct ad_lstm_layer_args layer;
     const char *table_end; /* of the allocation the states lie in: slots are checked at run */
 };
 
@@ -77,6 +79,7 @@ struct emu {
     enum op_kind fail_kind;
     long fail_at; /* fail the fail_at-th call of fail_kind (1-based); 0: never */
     size_t smem;  /* shared memory of a block, as the device would refuse a launch beyond */
+    unsigned last_per_thread; /* of the last fused layer queued */
     char violation[512];
 };
 
@@ -393,6 +396,46 @@ static int emu_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *e
     return 0;
 }
 
+static int emu_layer_fused(void *ctx, const struct ad_lstm_layer_args *a, char *errstr,
+                           size_t errstr_size)
+{
+    struct emu *e = ctx;
+    if (injected(e, OP_LAYER, errstr, errstr_size) < 0)
+        return -1;
+    size_t rows = a->rows, steps = a->steps, H = a->hidden, f = sizeof(float);
+    check_span(e, a->gates, rows * steps * 4 * H * f, 0, "layer gates");
+    check_span(e, a->w_hh, 4 * H * H * f, 0, "layer w_hh");
+    check_span(e, a->bias, 4 * H * f, 0, "layer bias");
+    check_span(e, a->h, rows * H * f, 0, "layer h");
+    if (a->seq != NULL) {
+        check_span(e, a->seq, rows * steps * H * f, 0, "layer seq");
+        if (find(e, a->seq) == find(e, a->gates))
+            violate(e, "layer: seq shares an allocation with the gates");
+    }
+    if (a->states != NULL) {
+        check_span(e, a->slots, rows * sizeof(uint32_t), 0, "layer slots");
+        if (find(e, a->h) == find(e, a->states))
+            violate(e, "layer h inside the table");
+        if (2 * (a->layer + 1) * H > a->state_floats)
+            violate(e, "layer: layer %u beyond a state of %u floats", a->layer, a->state_floats);
+    }
+    if (steps < 1 || H > AD_LSTM_FUSED_THREADS || a->per_thread < 1 ||
+        a->per_thread > AD_LSTM_LAYER_MAX_PER_THREAD)
+        violate(e, "layer: %zu steps, H %zu, %u windows a thread", steps, H, a->per_thread);
+    size_t smem = ad_lstm_layer_smem_bytes(a->hidden, a->per_thread);
+    if (smem > e->smem) {
+        snprintf(errstr, errstr_size, "layer: too much shared memory (emulated)");
+        violate(e, "layer: %zu bytes of shared memory, %zu allowed", smem, e->smem);
+        return -1;
+    }
+    e->last_per_thread = a->per_thread;
+    enqueue(e,
+            &(struct op){.kind = OP_LAYER,
+                         .layer = *a,
+                         .table_end = a->states != NULL ? table_end(e, a->states, "layer") : NULL});
+    return 0;
+}
+
 /* At run time, as a kernel would index: each slot's whole state inside the table, and the
  * slots of one launch distinct (else two threads write one float). */
 static int slots_ok(struct emu *e, const struct op *o, const float *states, const uint32_t *slots,
@@ -437,6 +480,38 @@ static void run_fused(struct emu *e, const struct op *o)
         for (unsigned i = 0; i < n; i++)
             ad_lstm_fused_cell(*a, sw, sh, first, i);
     }
+    free(smem);
+}
+
+/* The fused layer's phases, a block (a tile) at a time: the load of W_hh, then each step for
+ * every thread of the block before the next step (the kernel's barriers), in shared memory
+ * that starts as NaN (a tile finds the last one's h there) and registers that do too. */
+static void run_layer_fused(struct emu *e, const struct op *o)
+{
+    const struct ad_lstm_layer_args *a = &o->layer;
+    if (a->states != NULL && !slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
+        return;
+    unsigned H = a->hidden, tile = ad_lstm_layer_tile(H, a->per_thread);
+    size_t bytes = ad_lstm_layer_smem_bytes(H, a->per_thread);
+    float *smem = malloc(bytes);
+    float(*c)[AD_LSTM_LAYER_MAX_PER_THREAD] = malloc(AD_LSTM_FUSED_THREADS * sizeof *c);
+    if (smem == NULL || c == NULL)
+        abort();
+    memset(smem, 0xFF, bytes);
+    float *sw = smem, *sh = smem + (size_t)H * (4 * H + 1);
+    for (unsigned i = 0; i < 4 * H * H; i++)
+        ad_lstm_load_w_hh(a->w_hh, H, sw, i);
+    for (unsigned first = 0; first < a->rows; first += tile) {
+        unsigned n = a->rows - first < tile ? a->rows - first : tile;
+        memset(sh, 0xFF, (size_t)2 * tile * H * sizeof *sh);
+        memset(c, 0xFF, AD_LSTM_FUSED_THREADS * sizeof *c);
+        for (unsigned t = 0; t < a->steps; t++) {
+            float *prev = sh + (size_t)(t & 1) * tile * H, *next = sh + (size_t)(~t & 1) * tile * H;
+            for (unsigned th = 0; th < AD_LSTM_FUSED_THREADS; th++)
+                ad_lstm_layer_step(*a, sw, prev, next, first, n, th, t, c[th]);
+        }
+    }
+    free(c);
     free(smem);
 }
 
@@ -488,6 +563,9 @@ static void run(struct emu *e, const struct op *o)
     case OP_FUSED:
         run_fused(e, o);
         break;
+    case OP_LAYER:
+        run_layer_fused(e, o);
+        break;
     case OP_STEP: {
         const struct ad_lstm_step_args *a = &o->step;
         if (slots_ok(e, o, a->states, a->slots, a->rows, a->state_floats))
@@ -527,6 +605,7 @@ static const struct ad_lstm_dev_ops emu_ops = {
     .scatter = emu_scatter,
     .step = emu_step,
     .step_fused = emu_step_fused,
+    .layer_fused = emu_layer_fused,
 };
 
 /* A block's shared memory on the emulated device: H = 64's fused step fits, 128's does not. */
@@ -1220,6 +1299,224 @@ static void test_stream_failures(void **state)
     lstm_ref_model_free(&m);
 }
 
+/* ---- the fused layer ---- */
+
+/* |got - want| <= tol * max(1, |want|), want in float. */
+static void expect_close_f(const float *got, const float *want, size_t n, double tol,
+                           const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        double lim = tol * (fabsf(want[i]) > 1.0f ? fabsf(want[i]) : 1.0);
+        if (!(fabs((double)got[i] - want[i]) <= lim))
+            fail_msg("%s: %zu: got %.9g, want %.9g", what, i, got[i], want[i]);
+    }
+}
+
+/* A forward's outputs (poisoned first, so that an output not written shows). */
+static float *forward(struct fixture *fx, const struct ad_lstm_weights *w, const float *x,
+                      size_t batch, size_t steps, size_t stride)
+{
+    float *out = malloc(batch * w->outputs * sizeof *out);
+    assert_non_null(out);
+    memset(out, 0xFF, batch * w->outputs * sizeof *out);
+    char err[256] = "";
+    int rc = ad_lstm_dev_forward(&fx->dev, w, x, batch, steps, stride, out, err, sizeof err);
+    if (rc != AD_LSTM_DEV_OK)
+        fail_msg("forward: %d: %s", rc, err);
+    assert_string_equal(fx->emu.violation, "");
+    assert_int_equal(fx->emu.n_queue, 0);
+    return out;
+}
+
+/*
+ * One shape through the fused layer and through the GEMM per step, forward and warm-up: the
+ * fused outputs against the reference (1e-4) and the GEMM plan's (1e-5), the fused warm-up's
+ * states in every named slot against the GEMM warm-up's (1e-5), every other slot untouched.
+ * chunk_rows: windows per chunk (0: one chunk); per_thread: the tile width the plan must pick.
+ */
+static void check_layer_fused(struct fixture *fx, const struct ad_lstm_weights *w, const float *x,
+                              size_t B, size_t S, size_t stride, size_t chunk_rows,
+                              unsigned per_thread, uint64_t seed)
+{
+    size_t L = w->layers, H = w->hidden, O = w->outputs;
+    size_t chunks = chunk_rows ? (B + chunk_rows - 1) / chunk_rows : 1;
+    int fits = ad_lstm_layer_smem_bytes((unsigned)H, 1) <= EMU_SMEM;
+    char what[200];
+    snprintf(what, sizeof what, "L %zu F %zu H %zu steps %zu B %zu stride %zu chunks %zu R %u", L,
+             w->inputs, H, S, B, stride, chunks, per_thread);
+    fx->dev.gate_bytes = chunk_rows ? gate_bytes_for(chunk_rows, S, H) : AD_LSTM_DEV_GATE_BYTES;
+    fx->dev.fused_smem = EMU_SMEM;
+    double *want = reference(w, x, B, S, stride);
+
+    fx->dev.fused_layers = 1;
+    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
+    fx->emu.last_per_thread = 0;
+    float *fused = forward(fx, w, x, B, S, stride);
+    assert_int_equal(fx->dev.last_chunks, chunks);
+    expect_close(fused, want, B * O, TOL, what);
+    /* One kernel per layer and chunk where W_hh fits, else the cell per step. */
+    assert_int_equal(fx->emu.calls[OP_LAYER], fits ? L * chunks : 0);
+    assert_int_equal(fx->emu.calls[OP_CELL], fits ? 0 : L * S * chunks);
+    assert_int_equal(fx->emu.calls[OP_GEMM],
+                     chunks * (L + 1 + (fits ? 0 : L * (S - 1)))); /* input, head, rec */
+    if (fits)
+        assert_int_equal(fx->emu.last_per_thread, per_thread);
+    assert_int_equal(fx->dev.last_layer_fused, fits ? L * chunks : 0);
+
+    /* Warm-ups into scattered slots of two tables, one each way. */
+    size_t cap = B + B / 2 + 3, state = 2 * L * H, row_bytes = state * sizeof(float);
+    uint32_t *slots = scattered_slots(B, cap, seed);
+    struct ad_lstm_dev_table *tf = table_new(fx, w, cap), *tp = table_new(fx, w, cap);
+    unsigned char *poison = malloc(tf->bytes);
+    float *out_f = malloc(B * O * sizeof *out_f), *out_p = malloc(B * O * sizeof *out_p);
+    assert_non_null(poison);
+    assert_non_null(out_f);
+    assert_non_null(out_p);
+    memcpy(poison, tf->p, tf->bytes);
+    memset(out_f, 0xFF, B * O * sizeof *out_f);
+    fx->dev.fused_layers = 1;
+    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
+    warm_up(fx, w, tf, x, B, S, stride, slots, out_f);
+    assert_int_equal(fx->emu.calls[OP_LAYER], fits ? L * chunks : 0);
+    assert_int_equal(fx->emu.calls[OP_SCATTER], fits ? 0 : L * chunks);
+    /* The GEMM plan's warm-up: its outputs are its forward's (test_stream_parity). */
+    fx->dev.fused_layers = 0;
+    memset(fx->emu.calls, 0, sizeof fx->emu.calls);
+    warm_up(fx, w, tp, x, B, S, stride, slots, out_p);
+    assert_int_equal(fx->emu.calls[OP_LAYER], 0);
+    assert_int_equal(fx->dev.last_layer_fused, 0);
+    expect_close_f(fused, out_p, B * O, STREAM_TOL, what);
+    expect_close(out_f, want, B * O, TOL, what);
+    expect_close_f(out_f, out_p, B * O, STREAM_TOL, what);
+    for (size_t i = 0; i < B; i++)
+        expect_close_f(tf->p + slots[i] * state, tp->p + slots[i] * state, state, STREAM_TOL, what);
+    expect_slots_unchanged(tf, poison, slots + B, cap - B, row_bytes);
+
+    fx->dev.fused_layers = 1;
+    fx->dev.gate_bytes = AD_LSTM_DEV_GATE_BYTES;
+    ad_lstm_dev_states_free(&fx->dev, tf);
+    ad_lstm_dev_states_free(&fx->dev, tp);
+    free(out_f);
+    free(out_p);
+    free(poison);
+    free(slots);
+    free(fused);
+    free(want);
+}
+
+/*
+ * 1 to 3 layers, H 16 and 64 (128 falls back: its W_hh does not fit), F 1 and 8, 1, 2 and 63
+ * steps, batches that no tile width divides, tight and padded strides, one chunk and chunks of
+ * 3, the widest tiles (4 windows a thread) and the narrowest (1).
+ */
+static void test_layer_fused_parity(void **state)
+{
+    struct fixture *fx = *state;
+    static const size_t layers[] = {1, 2, 3}, hidden[] = {16, 64, 128}, feats[] = {1, 8},
+                        stepss[] = {1, 2, 63}, batches[] = {1, 7, 37, 300};
+    uint64_t id = 6000, seed = 601;
+    size_t cases = 0;
+    for (size_t li = 0; li < 3; li++)
+        for (size_t hi = 0; hi < 3; hi++)
+            for (size_t fi = 0; fi < 2; fi++)
+                for (size_t si = 0; si < 3; si++)
+                    for (size_t bi = 0; bi < 4; bi++) {
+                        size_t L = layers[li], H = hidden[hi], F = feats[fi], S = stepss[si];
+                        size_t B = batches[bi];
+                        /* Keep the run short: the widest shapes only at small batches. */
+                        if ((H == 128 && (B > 37 || (S == 63 && (B > 7 || L > 1)))) ||
+                            (B == 300 && S == 63 && (H > 16 || L > 1)) ||
+                            (H == 64 && S == 63 && L == 3 && B > 7))
+                            continue;
+                        size_t v = cases++;
+                        struct lstm_ref_model m;
+                        lstm_ref_model_init(&m, ++id, L, F, H, F, 1.0f, ++seed);
+                        size_t stride = v % 2 ? S * F : (S + 1) * F + 3;
+                        float *x = make_input(B, S, F, stride, ++seed);
+                        size_t chunk_rows = B > 3 && v % 3 == 1 ? 3 : 0;
+                        int narrow = v % 4 >= 2;
+                        fx->dev.layer_blocks = narrow ? (size_t)1 << 40 : 0;
+                        check_layer_fused(fx, &m.w, x, B, S, stride, chunk_rows, narrow ? 1 : 4,
+                                          ++seed);
+                        free(x);
+                        lstm_ref_model_free(&m);
+                    }
+    fx->dev.layer_blocks = 0;
+    assert_true(cases > 140);
+}
+
+/*
+ * Tile widths the plan picks from the blocks the device runs at once, and H = 48, where 256
+ * threads hold 5 windows' units and 16 threads idle (they still meet every barrier).
+ */
+static void test_layer_fused_tiles(void **state)
+{
+    struct fixture *fx = *state;
+    static const struct {
+        size_t H, B, blocks;
+        unsigned per_thread;
+    } cases[] = {
+        /* 300 windows at H 16: tiles of 64 make 5, of 32 make 10, of 16 make 19. */
+        {16, 300, 5, 4}, {16, 300, 6, 2}, {16, 300, 10, 2}, {16, 300, 11, 1},
+        {48, 1, 0, 4},   {48, 23, 0, 4},  {48, 23, 3, 2},   {48, 23, 5, 1},
+        {64, 37, 3, 4},  {64, 37, 4, 2},  {32, 300, 0, 4},  {16, 64, 1, 4},
+    };
+    uint64_t seed = 701;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct lstm_ref_model m;
+        lstm_ref_model_init(&m, 7000 + i, 2, 3, cases[i].H, 3, 1.0f, ++seed);
+        size_t S = 9, stride = S * 3 + 1;
+        float *x = make_input(cases[i].B, S, 3, stride, ++seed);
+        fx->dev.layer_blocks = cases[i].blocks;
+        check_layer_fused(fx, &m.w, x, cases[i].B, S, stride, 0, cases[i].per_thread, ++seed);
+        free(x);
+        lstm_ref_model_free(&m);
+    }
+    fx->dev.layer_blocks = 0;
+}
+
+/* A failing operation in a fused forward or warm-up fails it with its message; nothing leaks
+ * and nothing is released under queued work. */
+static void test_layer_fused_failures(void **state)
+{
+    struct fixture *fx = *state;
+    struct lstm_ref_model m;
+    lstm_ref_model_init(&m, 7500, 2, 4, 16, 4, 1.0f, 9);
+    float *x = make_input(6, 5, 4, 20, 10);
+    uint32_t slots[] = {7, 2, 0, 11, 5, 9};
+    float out[6 * 4];
+    char err[256];
+    static const struct {
+        enum op_kind kind;
+        long at;
+    } faults[] = {{OP_LAYER, 1}, {OP_LAYER, 2},  {OP_GEMM, 1}, {OP_GEMM, 2},
+                  {OP_GEMM, 3},  {OP_UPLOAD, 9}, {OP_BIAS, 1}, {OP_DOWNLOAD, 1}};
+    for (int warm = 0; warm < 2; warm++)
+        for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+            struct emu *e = &fx->emu;
+            fx->dev.fused_smem = EMU_SMEM;
+            struct ad_lstm_dev_table *t = warm ? table_new(fx, &m.w, 12) : NULL;
+            memset(e->calls, 0, sizeof e->calls);
+            e->fail_kind = faults[i].kind;
+            e->fail_at = faults[i].at;
+            err[0] = '\0';
+            int rc = warm ? ad_lstm_dev_warm_up_slots(&fx->dev, &m.w, t, x, 6, 5, 20, slots, out,
+                                                      err, sizeof err)
+                          : ad_lstm_dev_forward(&fx->dev, &m.w, x, 6, 5, 20, out, err, sizeof err);
+            if (rc != AD_LSTM_DEV_FAILED || strstr(err, "injected failure") == NULL)
+                fail_msg("%s fault %zu: %d: %s", warm ? "warm-up" : "forward", i, rc, err);
+            assert_int_equal(e->calls[OP_CELL], 0);
+            e->fail_at = 0;
+            ad_lstm_dev_states_free(&fx->dev, t);
+            ad_lstm_dev_release(&fx->dev);
+            assert_int_equal(e->n_regions, 0);
+            assert_string_equal(e->violation, "");
+            ad_lstm_dev_init(&fx->dev, &emu_ops, e);
+        }
+    free(x);
+    lstm_ref_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1235,6 +1532,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_untouched_and_resize, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_fused_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_fused_tiles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_fused_failures, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
