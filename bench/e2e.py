@@ -36,6 +36,7 @@ The histogram anomalyd_alert_delivery_seconds has the same figures in buckets.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -325,7 +326,13 @@ def run_generator(procs, gen, args, sampler=None, credit=None):
 
 def model_for(cache, gen, T, hidden, per_bucket, mode):
     """A trained model version for these shapes and mode, made once and kept in the cache."""
-    key = "T%d-H%d-K%d-step%d-%s-v1" % (T, hidden, per_bucket, STEP_MS, mode)
+    # The trainer's code is part of the key: a model from an older trainer may not load.
+    digest = hashlib.sha256()
+    for name in ("anomalyd_train.py", "stream_training.py", "safetensors_io.py"):
+        with open(os.path.join(SOURCE, "train", name), "rb") as f:
+            digest.update(f.read())
+    key = "T%d-H%d-K%d-step%d-%s-%s" % (T, hidden, per_bucket, STEP_MS, mode,
+                                        digest.hexdigest()[:12])
     folder = os.path.join(cache, key)
     version = os.path.join(folder, MODEL, "v1")
     if os.path.exists(os.path.join(version, "manifest.json")):

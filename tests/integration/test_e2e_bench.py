@@ -62,11 +62,12 @@ class E2EBench(unittest.TestCase):
         # The backlog scores its 4 buckets and the last one of the history, which its first
         # events close.
         self.assertEqual(res["backlog"]["windows"], 5 * 300)
-        # The stream model warmed each entity up once, when it was swapped in, and stepped
-        # every window after.
+        # The stream model warmed each entity up when it was swapped in, and again once in
+        # rewarm_every (56) buckets; every other window stepped.
         w = res["windows"]
         self.assertEqual(res["mode"], "stream")
-        self.assertEqual(w["stream_warm_ups"], 300)
+        self.assertGreaterEqual(w["stream_warm_ups"], 300)
+        self.assertGreater(w["stream_steps"], 4 * w["stream_warm_ups"])
         self.assertEqual(w["stream_steps"] + w["stream_warm_ups"], w["scored"])
         self.assertIn("p99/800 ms", r.stdout)
 
