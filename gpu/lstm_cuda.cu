@@ -300,27 +300,48 @@ static int op_gemm_tn(void *ctx, int m, int n, int k, const float *a, int lda, c
     return 0;
 }
 
-static int op_cell(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size)
+/* An elementwise kernel: one thread per element, n of them (lstm_dev.c keeps n under
+ * INT_MAX). */
+template <typename Args>
+static int launch_each(void *ctx, void (*kernel)(const Args, unsigned), const Args *a, unsigned n,
+                       char *errstr, size_t errstr_size)
 {
     struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
     if (prof_touch(c, errstr, errstr_size) < 0)
         return -1;
-    unsigned n = a->rows * a->hidden; /* lstm_dev.c keeps it under INT_MAX */
-    cell_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
+    kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
     CUDA_TRY(cudaGetLastError());
     return 0;
+}
+
+/* A persistent kernel over `tiles` tiles: as many blocks as run at once and no more, since each
+ * loads W_hh into its shared memory once for many tiles. */
+template <typename Args>
+static int launch_persistent(void *ctx, void (*kernel)(const Args), const Args *a, size_t smem,
+                             unsigned tiles, char *errstr, size_t errstr_size)
+{
+    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
+    if (prof_touch(c, errstr, errstr_size) < 0)
+        return -1;
+    int per_sm = 0;
+    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, AD_LSTM_FUSED_THREADS,
+                                                           smem));
+    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
+    unsigned blocks = tiles < most ? tiles : most;
+    kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+static int op_cell(void *ctx, const struct ad_lstm_cell_args *a, char *errstr, size_t errstr_size)
+{
+    return launch_each(ctx, cell_kernel, a, a->rows * a->hidden, errstr, errstr_size);
 }
 
 static int op_add_bias(void *ctx, const struct ad_lstm_bias_args *a, char *errstr,
                        size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    unsigned n = a->rows * a->cols;
-    bias_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_each(ctx, bias_kernel, a, a->rows * a->cols, errstr, errstr_size);
 }
 
 static int op_copy(void *ctx, void *dst, const void *src, size_t bytes, char *errstr,
@@ -339,75 +360,34 @@ static int op_copy(void *ctx, void *dst, const void *src, size_t bytes, char *er
 static int op_gather(void *ctx, const struct ad_lstm_gather_args *a, char *errstr,
                      size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    unsigned n = a->rows * a->state_floats; /* lstm_dev.c keeps it under INT_MAX */
-    gather_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_each(ctx, gather_kernel, a, a->rows * a->state_floats, errstr, errstr_size);
 }
 
 static int op_scatter(void *ctx, const struct ad_lstm_scatter_args *a, char *errstr,
                       size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    unsigned n = a->rows * a->hidden;
-    scatter_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_each(ctx, scatter_kernel, a, a->rows * a->hidden, errstr, errstr_size);
 }
 
 static int op_step(void *ctx, const struct ad_lstm_step_args *a, char *errstr, size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    unsigned n = a->rows * a->hidden;
-    step_kernel<<<(n + THREADS - 1) / THREADS, THREADS, 0, c->stream>>>(*a, n);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_each(ctx, step_kernel, a, a->rows * a->hidden, errstr, errstr_size);
 }
 
 static int op_step_fused(void *ctx, const struct ad_lstm_fused_args *a, char *errstr,
                          size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    size_t smem = ad_lstm_fused_smem_bytes(a->hidden, a->tile);
-    int per_sm = 0;
-    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_kernel,
-                                                           AD_LSTM_FUSED_THREADS, smem));
-    /* As many blocks as run at once, no more: each loads W_hh once for many tiles. */
-    unsigned tiles = (a->rows + a->tile - 1) / a->tile;
-    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
-    unsigned blocks = tiles < most ? tiles : most;
-    fused_kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_persistent(ctx, fused_kernel, a, ad_lstm_fused_smem_bytes(a->hidden, a->tile),
+                             (a->rows + a->tile - 1) / a->tile, errstr, errstr_size);
 }
 
 static int op_layer_fused(void *ctx, const struct ad_lstm_layer_args *a, char *errstr,
                           size_t errstr_size)
 {
-    struct cuda_impl *c = static_cast<struct cuda_impl *>(ctx);
-    if (prof_touch(c, errstr, errstr_size) < 0)
-        return -1;
-    size_t smem = ad_lstm_layer_smem_bytes(a->hidden, a->per_thread);
-    int per_sm = 0;
-    CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_kernel,
-                                                           AD_LSTM_FUSED_THREADS, smem));
-    /* As many blocks as run at once, no more: each loads W_hh once for many tiles. */
     unsigned tile = ad_lstm_layer_tile(a->hidden, a->per_thread);
-    unsigned tiles = (a->rows + tile - 1) / tile;
-    unsigned most = (unsigned)(per_sm > 0 ? per_sm : 1) * (unsigned)c->sms;
-    unsigned blocks = tiles < most ? tiles : most;
-    layer_kernel<<<blocks, AD_LSTM_FUSED_THREADS, smem, c->stream>>>(*a);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return launch_persistent(ctx, layer_kernel, a,
+                             ad_lstm_layer_smem_bytes(a->hidden, a->per_thread),
+                             (a->rows + tile - 1) / tile, errstr, errstr_size);
 }
 
 static int op_sync(void *ctx, char *errstr, size_t errstr_size)

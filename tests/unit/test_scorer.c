@@ -166,6 +166,22 @@ struct series {
     bool present[SE][SK + 1];
 };
 
+/* Values near the model fixture's normalization; every entity present at every bucket, born
+ * born + e. */
+static void fill_series(struct series *ser, unsigned seed, uint64_t born)
+{
+    for (size_t e = 0; e < SE; e++) {
+        for (size_t t = 0; t < ST + SK; t++)
+            for (size_t f = 0; f < SF; f++)
+                ser->v[e][t][f] =
+                    10.0f * (float)f + (1.0f + (float)f) * ((float)rand_r(&seed) / RAND_MAX - 0.5f);
+        for (size_t j = 0; j <= SK; j++) {
+            ser->born[e][j] = born + e;
+            ser->present[e][j] = true;
+        }
+    }
+}
+
 /* Window of entity e for bucket j (0 .. SK): series rows j .. j + T - 1, the newest at
  * bucket 1000 + j. A batch with `rows` steps per window ending at bucket j, for the entities
  * listed (all when only is -1). */
@@ -246,17 +262,7 @@ static void test_stream_model_carries_state(void **state)
         fail_msg("%s", err);
 
     static struct series ser;
-    unsigned seed = 5;
-    for (size_t e = 0; e < SE; e++) {
-        for (size_t t = 0; t < ST + SK; t++)
-            for (size_t f = 0; f < SF; f++)
-                ser.v[e][t][f] =
-                    10.0f * (float)f + (1.0f + (float)f) * ((float)rand_r(&seed) / RAND_MAX - 0.5f);
-        for (size_t j = 0; j <= SK; j++) {
-            ser.born[e][j] = 100 + e;
-            ser.present[e][j] = true;
-        }
-    }
+    fill_series(&ser, 5, 100);
     ser.present[2][3] = false; /* a gap: entity 2 has no window at bucket 3 */
     for (size_t j = 2; j <= SK; j++)
         ser.born[4][j] = 999; /* entity 4's slot is taken over at bucket 2 */
@@ -348,17 +354,7 @@ static void test_stream_scores_do_not_depend_on_the_start(void **state)
     assert_non_null(all_along);
     assert_non_null(later);
     static struct series ser;
-    unsigned seed = 9;
-    for (size_t e = 0; e < SE; e++) {
-        for (size_t t = 0; t < ST + SK; t++)
-            for (size_t f = 0; f < SF; f++)
-                ser.v[e][t][f] =
-                    10.0f * (float)f + (1.0f + (float)f) * ((float)rand_r(&seed) / RAND_MAX - 0.5f);
-        for (size_t j = 0; j <= SK; j++) {
-            ser.born[e][j] = 7 + e;
-            ser.present[e][j] = true;
-        }
-    }
+    fill_series(&ser, 9, 7);
     const size_t start = 2; /* where the later scorer starts */
     size_t equal = 0, steps_compared = 0;
     for (size_t j = 0; j <= SK; j++) {
