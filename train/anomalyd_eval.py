@@ -503,7 +503,8 @@ def train(plan, work, args):
         shutil.rmtree(store)
     cmd = [sys.executable, TRAINER, "--csv", train_csv, "--window", str(plan.window_steps),
            "--step-ms", str(plan.step_ms), "--store", store, "--model", DETECTOR,
-           "--version", MODEL_VERSION, "--threads", "1", "--mode", args.model_mode]
+           "--version", MODEL_VERSION, "--threads", "1", "--mode", args.model_mode,
+           "--seed", str(args.seed)]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     _run(cmd, "training %s" % plan.series.name, os.path.join(work, "train.log"), env=env)
     return store
@@ -789,6 +790,9 @@ def parse_args(argv):
                    help="steps per window (default %d)" % DEFAULT_WINDOW_STEPS)
     p.add_argument("--model-mode", choices=("windowed", "stream"), default="windowed",
                    help="the model's mode (anomalyd_train.py --mode; default windowed)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the trainer's seed (its --seed; default 0): run a few to see how much "
+                        "of a difference is the training's chance")
     p.add_argument("--train-share", type=float, default=DEFAULT_TRAIN_SHARE,
                    help="share of each series' records to train on (default %g)"
                         % DEFAULT_TRAIN_SHARE)
