@@ -13,6 +13,7 @@
 
 #include "base/clock.h"
 #include "base/errstr.h"
+#include "base/grow.h"
 #include "config/config.h"
 #include "gpu/lstm.h"
 #include "gpu/score.h"
@@ -57,7 +58,7 @@ struct ad_scorer {
     float *stream_out;
     size_t stream_out_size;
     uint32_t *step_idx, *warm_idx, *slot_list;
-    size_t idx_size;
+    size_t step_cap, warm_cap, slot_cap;
     unsigned long long own_steps, own_warm_ups;
     uint64_t verified[VERIFIED_MAX];
     size_t n_verified;
@@ -199,27 +200,6 @@ static int grow(float **buf, size_t *size, size_t floats)
     return 0;
 }
 
-static int grow_idx(struct ad_scorer *s, size_t n)
-{
-    if (n <= s->idx_size)
-        return 0;
-    uint32_t *bufs[3] = {s->step_idx, s->warm_idx, s->slot_list};
-    for (int i = 0; i < 3; i++) {
-        uint32_t *grown = realloc(bufs[i], n * sizeof *grown);
-        if (!grown)
-            return -1;
-        bufs[i] = grown;
-        if (i == 0)
-            s->step_idx = grown;
-        else if (i == 1)
-            s->warm_idx = grown;
-        else
-            s->slot_list = grown;
-    }
-    s->idx_size = n;
-    return 0;
-}
-
 /* Runs the windows idx[0 .. n - 1] of b through the states, one step each or a warm-up each,
  * and puts each window's prediction at s->stream_out + window × F. */
 static int stream_run(struct ad_scorer *s, const struct ad_window_batch *b,
@@ -285,7 +265,9 @@ static int stream_predict(struct ad_scorer *s, const struct ad_window_batch *b,
 {
     char why[256];
     if (grow(&s->stream_out, &s->stream_out_size, b->n_windows * b->n_features) < 0 ||
-        grow_idx(s, per_chunk) < 0)
+        ad_grow(&s->step_idx, &s->step_cap, per_chunk, sizeof *s->step_idx) < 0 ||
+        ad_grow(&s->warm_idx, &s->warm_cap, per_chunk, sizeof *s->warm_idx) < 0 ||
+        ad_grow(&s->slot_list, &s->slot_cap, per_chunk, sizeof *s->slot_list) < 0)
         return ad_errstr_set(errstr, errstr_size, "out of memory for the scorer's buffers");
     for (;;) {
         struct ad_stream_table *table =
